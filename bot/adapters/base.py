@@ -1,0 +1,92 @@
+"""What every channel adapter provides, and the delivery errors it may raise.
+
+An adapter turns platform payloads into :class:`~bot.events.Event` (inbound) and sends
+:class:`OutboundMessage` rows from the outbox (outbound). It is given the runtime; it is
+not a subclass of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+__all__ = [
+    "Adapter",
+    "Button",
+    "DeliveryError",
+    "OutboundMessage",
+    "PermanentError",
+    "RecipientUnreachable",
+    "RetryAfter",
+    "SendReceipt",
+    "TransientError",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Button:
+    """An inline button: its label and the data sent back when pressed."""
+
+    label: str
+    data: str
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundMessage:
+    """One outbox row as an adapter sees it."""
+
+    outbox_id: int
+    idempotency_key: str
+    channel: str
+    chat_id: str
+    user_id: str
+    text: str
+    buttons: tuple[Button, ...] = ()
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SendReceipt:
+    """The platform's answer to a successful send."""
+
+    platform_message_id: str | None = None
+
+
+class DeliveryError(Exception):
+    """A send that did not succeed."""
+
+
+class TransientError(DeliveryError):
+    """Worth retrying later with backoff (network trouble, 5xx)."""
+
+
+class RetryAfter(TransientError):
+    """The platform asked us to wait ``seconds`` before trying again."""
+
+    def __init__(self, seconds: float, message: str = "") -> None:
+        super().__init__(message or f"retry after {seconds:g}s")
+        self.seconds = seconds
+
+
+class PermanentError(DeliveryError):
+    """Will never succeed as it is (bad request, message too long after splitting...)."""
+
+
+class RecipientUnreachable(PermanentError):
+    """The recipient blocked the bot, unfollowed, or left: stop sending to that identity."""
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    """A messaging channel."""
+
+    channel: str
+
+    async def start(self) -> None:
+        """Begin receiving platform events (polling, webhooks...)."""
+
+    async def stop(self) -> None:
+        """Stop receiving; release platform connections."""
+
+    async def send(self, message: OutboundMessage) -> SendReceipt:
+        """Deliver one message or raise a DeliveryError subclass."""

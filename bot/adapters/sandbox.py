@@ -1,0 +1,240 @@
+"""The sandbox channel: a real adapter whose "platform" is Siyu's own web page.
+
+People (and tests) act as customers and managers in 1:1 chats with the bot and in sandbox
+community groups. Inbound messages become the same normalized events as any platform's;
+outbound messages come from the same outbox through :meth:`SandboxAdapter.send`, which
+writes them to the sandbox transcript. The transcript's unique outbox key makes delivery
+idempotent, so a crash between sending and recording never shows a message twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from bot.adapters.base import OutboundMessage, PermanentError, SendReceipt
+from bot.clock import Clock
+from bot.events import Actor, ChatType, ConversationRef, Event, EventKind, parse_command
+from bot.routing import DispatchResult
+from storage.db import Database, insert_ignore
+from storage.models import SandboxMessage
+
+__all__ = ["SandboxAdapter", "SandboxGroup", "SandboxInput"]
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "sandbox"
+MAX_TEXT = 4000
+
+
+@dataclass(frozen=True)
+class SandboxGroup:
+    """A sandbox community group."""
+
+    chat_id: str
+    title: str
+
+
+@dataclass(frozen=True)
+class SandboxInput:
+    """What a person did on the sandbox page, validated."""
+
+    user_id: str
+    chat_id: str
+    display_name: str = ""
+    locale: str | None = None
+    text: str = ""
+    button_data: str | None = None
+    join: bool = False
+    message_id: str = ""
+
+
+class SandboxInputError(ValueError):
+    """The sandbox page sent something we cannot take; the message says what."""
+
+
+class SandboxAdapter:
+    """The local sandbox channel (see the module docstring)."""
+
+    channel = CHANNEL
+
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        handle: Callable[[Event], Awaitable[DispatchResult]],
+        group_titles: list[str],
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self._handle = handle
+        self.groups = [SandboxGroup(f"group-{i + 1}", t) for i, t in enumerate(group_titles)]
+        self._changed = asyncio.Condition()
+
+    async def start(self) -> None:
+        log.info("sandbox channel ready (%d group(s))", len(self.groups))
+
+    async def stop(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    def group(self, chat_id: str) -> SandboxGroup | None:
+        return next((g for g in self.groups if g.chat_id == chat_id), None)
+
+    # -- inbound -------------------------------------------------------------------------
+
+    def parse(self, data: object) -> SandboxInput:
+        """Validate the page's JSON; raises SandboxInputError with a precise reason."""
+        if not isinstance(data, dict):
+            raise SandboxInputError("expected a JSON object")
+
+        def text_field(name: str, *, required: bool = False, limit: int = 128) -> str:
+            value = data.get(name, "")
+            if value is None:
+                value = ""
+            if not isinstance(value, str):
+                raise SandboxInputError(f"'{name}' must be a string")
+            value = value.strip() if name != "text" else value
+            if required and not value:
+                raise SandboxInputError(f"'{name}' is required")
+            if len(value) > limit:
+                raise SandboxInputError(f"'{name}' is longer than {limit} characters")
+            return value
+
+        user_id = text_field("user_id", required=True)
+        chat_id = text_field("chat_id") or user_id
+        if chat_id != user_id and self.group(chat_id) is None:
+            raise SandboxInputError(f"unknown chat {chat_id!r}")
+        locale = text_field("locale", limit=16) or None
+        if locale not in (None, "zh-CN", "en"):
+            raise SandboxInputError("'locale' must be 'zh-CN' or 'en'")
+        text = text_field("text", limit=MAX_TEXT)
+        button = text_field("button_data", limit=64) or None
+        join = data.get("join", False)
+        if not isinstance(join, bool):
+            raise SandboxInputError("'join' must be true or false")
+        if not text.strip() and button is None and not join:
+            raise SandboxInputError("nothing to send: give 'text', 'button_data' or 'join'")
+        return SandboxInput(
+            user_id=user_id,
+            chat_id=chat_id,
+            display_name=text_field("display_name", limit=100),
+            locale=locale,
+            text=text,
+            button_data=button,
+            join=join,
+            message_id=text_field("message_id", limit=64) or uuid.uuid4().hex,
+        )
+
+    def to_event(self, item: SandboxInput) -> Event:
+        group = self.group(item.chat_id)
+        ref = ConversationRef(CHANNEL, item.chat_id, item.user_id)
+        common = {
+            "ref": ref,
+            "platform_id": item.message_id,
+            "actor": Actor(item.user_id, item.display_name, item.locale),
+            "chat_type": ChatType.GROUP if group else ChatType.PRIVATE,
+            "chat_title": group.title if group else "",
+            "occurred_at": self.clock.now(),
+            "raw": {"sandbox": True, "message_id": item.message_id},
+        }
+        if item.join:
+            return Event(kind=EventKind.JOIN, **common)
+        if item.button_data is not None:
+            return Event(kind=EventKind.BUTTON, button_data=item.button_data, **common)
+        parsed = parse_command(item.text)
+        if parsed:
+            name, args = parsed
+            return Event(kind=EventKind.COMMAND, text=item.text, command=name, args=args, **common)
+        return Event(kind=EventKind.MESSAGE, text=item.text, **common)
+
+    async def receive(self, data: object) -> DispatchResult:
+        """Take one action from the page: record it in the transcript, then route it."""
+        item = self.parse(data)
+        event = self.to_event(item)
+        shown = item.text if item.text else f"[{event.kind.value}: {item.button_data or ''}]"
+        await self.db.run(
+            self._write, item.chat_id, item.user_id, "in", shown, {}, f"in:{item.message_id}"
+        )
+        await self._notify()
+        return await self._handle(event)
+
+    # -- outbound ------------------------------------------------------------------------
+
+    async def send(self, message: OutboundMessage) -> SendReceipt:
+        if not message.text.strip():
+            raise PermanentError("empty message")
+        buttons = {"buttons": [{"label": b.label, "data": b.data} for b in message.buttons]}
+        row_id = await self.db.run(
+            self._write,
+            message.chat_id,
+            message.user_id,
+            "out",
+            message.text,
+            buttons,
+            message.idempotency_key,
+        )
+        await self._notify()
+        return SendReceipt(platform_message_id=str(row_id) if row_id else None)
+
+    def _write(
+        self, chat_id: str, user_id: str, direction: str, text: str, buttons: dict, key: str
+    ) -> int | None:
+        with self.db.transaction() as session:
+            insert_ignore(
+                session,
+                SandboxMessage,
+                {
+                    "chat_id": chat_id,
+                    "user_id": user_id,
+                    "direction": direction,
+                    "text": text,
+                    "buttons": buttons,
+                    "outbox_key": key,
+                    "created_at": self.clock.now(),
+                },
+                ["outbox_key"],
+            )
+            return session.scalar(select(SandboxMessage.id).where(SandboxMessage.outbox_key == key))
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def wait_for_change(self, timeout: float) -> None:
+        """Wait until something is written to the transcript (or the timeout passes)."""
+        async with self._changed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout)
+
+    # -- transcript ----------------------------------------------------------------------
+
+    async def transcript(self, chat_id: str, after: int = 0, limit: int = 200) -> list[dict]:
+        return await self.db.run(self._transcript, chat_id, after, limit)
+
+    def _transcript(self, chat_id: str, after: int, limit: int) -> list[dict]:
+        with self.db.sessions() as session:
+            rows = session.scalars(
+                select(SandboxMessage)
+                .where(SandboxMessage.chat_id == chat_id, SandboxMessage.id > after)
+                .order_by(SandboxMessage.id)
+                .limit(limit)
+            )
+            return [
+                {
+                    "id": r.id,
+                    "chat_id": r.chat_id,
+                    "user_id": r.user_id,
+                    "direction": r.direction,
+                    "text": r.text,
+                    "buttons": (r.buttons or {}).get("buttons", []),
+                    "at": r.created_at.isoformat(),
+                }
+                for r in rows
+            ]

@@ -1,0 +1,70 @@
+"""Assemble a Siyu process from a config: runtime, channels, HTTP app; and serve it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import uvicorn
+from starlette.applications import Starlette
+
+from bot.adapters.sandbox import SandboxAdapter
+from bot.clock import Clock
+from bot.config import Config
+from bot.runtime import Runtime
+from bot.web.app import create_app
+from storage.db import Database
+
+__all__ = ["SiyuApp", "build", "serve"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SiyuApp:
+    """A built process: the runtime, its sandbox (if enabled) and the ASGI app."""
+
+    runtime: Runtime
+    sandbox: SandboxAdapter | None
+    asgi: Starlette
+    server: uvicorn.Server | None = None
+
+
+def build(config: Config, *, db: Database | None = None, clock: Clock | None = None) -> SiyuApp:
+    """Wire the runtime, its channel adapters and the HTTP app for ``config``."""
+    runtime = Runtime(config, db=db, clock=clock)
+    sandbox = None
+    if config.sandbox.enabled:
+        sandbox = SandboxAdapter(runtime.db, runtime.clock, runtime.handle, config.sandbox.groups)
+        runtime.add_adapter(sandbox)
+    holder: dict[str, uvicorn.Server] = {}
+    asgi = create_app(
+        runtime,
+        sandbox=sandbox,
+        shutting_down=lambda: bool(holder.get("server") and holder["server"].should_exit),
+    )
+    app = SiyuApp(runtime, sandbox, asgi)
+    app._holder = holder  # type: ignore[attr-defined]
+    return app
+
+
+def serve(app: SiyuApp) -> None:
+    """Serve until SIGTERM/SIGINT; the lifespan stops the runtime cleanly."""
+    web = app.runtime.config.web
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app.asgi,
+            host=web.host,
+            port=web.port,
+            log_config=None,
+            timeout_graceful_shutdown=3,
+            lifespan="on",
+        )
+    )
+    app.server = server
+    app._holder["server"] = server  # type: ignore[attr-defined]
+    if app.sandbox is not None:
+        log.info("sandbox: open http://%s:%d/", web.host, web.port)
+        print(f"Siyu is running: open http://{web.host}:{web.port}/", flush=True)
+    asyncio.run(server.serve())

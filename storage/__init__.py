@@ -1,0 +1,1 @@
+"""Siyu's storage: SQLAlchemy 2 models, the database, repositories and migrations."""

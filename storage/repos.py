@@ -1,0 +1,402 @@
+"""Repositories: the small storage operations handlers and the router use.
+
+Each function takes the caller's ``Session`` (so one inbound event is one transaction) and
+a time ``now`` (so tests control the clock).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from storage.db import insert_ignore
+from storage.models import (
+    Conversation,
+    Customer,
+    CustomerTag,
+    Group,
+    Identity,
+    Interaction,
+    Membership,
+    OutboxMessage,
+    ProcessedInbound,
+    Tag,
+)
+
+__all__ = [
+    "CustomerProfile",
+    "add_tag",
+    "claim_inbound",
+    "customer_profile",
+    "ensure_group",
+    "ensure_membership",
+    "find_identity",
+    "load_conversation",
+    "record_interaction",
+    "remove_tag",
+    "tags_of",
+    "upsert_customer",
+]
+
+
+def claim_inbound(session: Session, key: str, event_id: str, now: datetime) -> bool:
+    """Record an inbound platform id; False if it was processed before (a retry)."""
+    return (
+        insert_ignore(
+            session,
+            ProcessedInbound,
+            {"key": key, "event_id": event_id, "processed_at": now},
+            ["key"],
+        )
+        == 1
+    )
+
+
+def find_identity(session: Session, channel: str, external_id: str) -> Identity | None:
+    return session.scalars(
+        select(Identity).where(Identity.channel == channel, Identity.external_id == external_id)
+    ).one_or_none()
+
+
+def upsert_customer(
+    session: Session,
+    channel: str,
+    external_id: str,
+    *,
+    display_name: str,
+    locale: str,
+    timezone: str,
+    now: datetime,
+) -> tuple[Customer, Identity]:
+    """The customer behind a channel identity, created on first contact."""
+    identity = find_identity(session, channel, external_id)
+    if identity is None:
+        with session.begin_nested() as savepoint:
+            customer = Customer(
+                display_name=display_name, locale=locale, timezone=timezone, created_at=now
+            )
+            session.add(customer)
+            session.flush()
+            inserted = insert_ignore(
+                session,
+                Identity,
+                {
+                    "customer_id": customer.id,
+                    "channel": channel,
+                    "external_id": external_id,
+                    "display_name": display_name,
+                    "unreachable": False,
+                    "created_at": now,
+                },
+                ["channel", "external_id"],
+            )
+            if not inserted:  # another process created it meanwhile
+                savepoint.rollback()
+        identity = find_identity(session, channel, external_id)
+        assert identity is not None
+    customer = identity.customer
+    if display_name and identity.display_name != display_name:
+        identity.display_name = display_name
+        if not customer.display_name or customer.display_name == identity.display_name:
+            customer.display_name = display_name
+    if not customer.display_name and display_name:
+        customer.display_name = display_name
+    customer.last_active_at = now
+    return customer, identity
+
+
+def record_interaction(
+    session: Session,
+    customer_id: int,
+    *,
+    event_id: str,
+    channel: str,
+    chat_id: str,
+    kind: str,
+    text: str,
+    payload: dict,
+    now: datetime,
+) -> Interaction:
+    row = Interaction(
+        customer_id=customer_id,
+        event_id=event_id,
+        channel=channel,
+        chat_id=chat_id,
+        kind=kind,
+        text=text,
+        payload=payload,
+        occurred_at=now,
+    )
+    session.add(row)
+    return row
+
+
+def ensure_group(session: Session, channel: str, external_id: str, title: str) -> Group:
+    group = session.scalars(
+        select(Group).where(Group.channel == channel, Group.external_id == external_id)
+    ).one_or_none()
+    if group is None:
+        insert_ignore(
+            session,
+            Group,
+            {"channel": channel, "external_id": external_id, "title": title, "active": True},
+            ["channel", "external_id"],
+        )
+        group = session.scalars(
+            select(Group).where(Group.channel == channel, Group.external_id == external_id)
+        ).one()
+    elif title and group.title != title:
+        group.title = title
+    return group
+
+
+def ensure_membership(
+    session: Session, group_id: int, customer_id: int, now: datetime, *, active: bool = True
+) -> Membership:
+    membership = session.get(Membership, (group_id, customer_id))
+    if membership is None:
+        membership = Membership(
+            group_id=group_id, customer_id=customer_id, active=active, joined_at=now
+        )
+        session.add(membership)
+    elif membership.active != active:
+        membership.active = active
+        if active:
+            membership.joined_at, membership.left_at = now, None
+        else:
+            membership.left_at = now
+    return membership
+
+
+def _tag_id(session: Session, name: str) -> int:
+    tag_id = session.scalar(select(Tag.id).where(Tag.name == name))
+    if tag_id is None:
+        insert_ignore(session, Tag, {"name": name}, ["name"])
+        tag_id = session.scalar(select(Tag.id).where(Tag.name == name))
+    return tag_id
+
+
+def add_tag(
+    session: Session,
+    customer_id: int,
+    tag: str,
+    *,
+    source: str,
+    now: datetime,
+    ttl: timedelta | None = None,
+) -> bool:
+    """Tag a customer (or refresh the tag's last-seen and expiry); True if it is new."""
+    tag_id = _tag_id(session, tag)
+    expires = now + ttl if ttl else None
+    row = session.get(CustomerTag, (customer_id, tag_id))
+    if row is None:
+        session.add(
+            CustomerTag(
+                customer_id=customer_id,
+                tag_id=tag_id,
+                source=source,
+                first_seen_at=now,
+                last_seen_at=now,
+                expires_at=expires,
+            )
+        )
+        return True
+    row.last_seen_at = now
+    if row.expires_at is not None or expires is None:
+        row.expires_at = expires
+    return False
+
+
+def remove_tag(session: Session, customer_id: int, tag: str) -> bool:
+    tag_id = session.scalar(select(Tag.id).where(Tag.name == tag))
+    if tag_id is None:
+        return False
+    result = session.execute(
+        delete(CustomerTag).where(
+            CustomerTag.customer_id == customer_id, CustomerTag.tag_id == tag_id
+        )
+    )
+    return bool(result.rowcount)
+
+
+def tags_of(session: Session, customer_id: int, now: datetime) -> list[CustomerTag]:
+    """A customer's tags that have not expired, oldest first."""
+    return list(
+        session.scalars(
+            select(CustomerTag)
+            .join(CustomerTag.tag)
+            .where(CustomerTag.customer_id == customer_id)
+            .where((CustomerTag.expires_at.is_(None)) | (CustomerTag.expires_at > now))
+            .order_by(CustomerTag.first_seen_at, Tag.name)
+        )
+    )
+
+
+def load_conversation(
+    session: Session, channel: str, chat_id: str, user_id: str, customer_id: int, now: datetime
+) -> Conversation:
+    """The conversation row for a ConversationRef, locked for this transaction."""
+    stmt = (
+        select(Conversation)
+        .where(
+            Conversation.channel == channel,
+            Conversation.chat_id == chat_id,
+            Conversation.user_id == user_id,
+        )
+        .with_for_update()
+    )
+    conversation = session.scalars(stmt).one_or_none()
+    if conversation is None:
+        insert_ignore(
+            session,
+            Conversation,
+            {
+                "channel": channel,
+                "chat_id": chat_id,
+                "user_id": user_id,
+                "customer_id": customer_id,
+                "state": {},
+                "handoff_status": "bot",
+                "updated_at": now,
+            },
+            ["channel", "chat_id", "user_id"],
+        )
+        conversation = session.scalars(stmt).one()
+    return conversation
+
+
+def mark_unreachable(session: Session, channel: str, external_id: str, reason: str) -> None:
+    session.execute(
+        update(Identity)
+        .where(Identity.channel == channel, Identity.external_id == external_id)
+        .values(unreachable=True, unreachable_reason=reason)
+    )
+
+
+@dataclass
+class CustomerProfile:
+    """What Siyu knows about one customer, for the CLI, the sandbox panel and managers."""
+
+    customer: Customer
+    identities: list[Identity]
+    tags: list[CustomerTag]
+    interactions: list[Interaction]
+    conversations: list[Conversation]
+    outbox: list[OutboxMessage]
+
+    def as_dict(self) -> dict:
+        c = self.customer
+        return {
+            "id": c.id,
+            "display_name": c.display_name,
+            "locale": c.locale,
+            "timezone": c.timezone,
+            "marketing_opt_out": c.marketing_opt_out,
+            "created_at": _iso(c.created_at),
+            "last_active_at": _iso(c.last_active_at),
+            "identities": [
+                {
+                    "channel": i.channel,
+                    "user_id": i.external_id,
+                    "display_name": i.display_name,
+                    "unreachable": i.unreachable,
+                    "unreachable_reason": i.unreachable_reason,
+                }
+                for i in self.identities
+            ],
+            "tags": [
+                {
+                    "tag": t.tag.name,
+                    "source": t.source,
+                    "first_seen_at": _iso(t.first_seen_at),
+                    "last_seen_at": _iso(t.last_seen_at),
+                    "expires_at": _iso(t.expires_at),
+                }
+                for t in self.tags
+            ],
+            "interactions": [
+                {
+                    "at": _iso(i.occurred_at),
+                    "channel": i.channel,
+                    "chat_id": i.chat_id,
+                    "kind": i.kind,
+                    "text": i.text,
+                    "error": i.error,
+                }
+                for i in self.interactions
+            ],
+            "conversations": [
+                {
+                    "channel": c.channel,
+                    "chat_id": c.chat_id,
+                    "flow": c.flow,
+                    "step": c.step,
+                    "state": c.state,
+                    "handoff_status": c.handoff_status,
+                    "handoff_owner": c.handoff_owner,
+                    "last_customer_message": c.last_customer_message,
+                    "last_bot_message": c.last_bot_message,
+                    "updated_at": _iso(c.updated_at),
+                }
+                for c in self.conversations
+            ],
+            "outbox": [
+                {
+                    "id": o.id,
+                    "status": o.status,
+                    "purpose": o.purpose,
+                    "text": (o.payload or {}).get("text", ""),
+                    "attempts": o.attempts,
+                    "last_error": o.last_error,
+                }
+                for o in self.outbox
+            ],
+        }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def customer_profile(
+    session: Session, channel: str, external_id: str, now: datetime, *, recent: int = 20
+) -> CustomerProfile | None:
+    identity = find_identity(session, channel, external_id)
+    if identity is None:
+        return None
+    cid = identity.customer_id
+    return CustomerProfile(
+        customer=identity.customer,
+        identities=list(
+            session.scalars(
+                select(Identity).where(Identity.customer_id == cid).order_by(Identity.id)
+            )
+        ),
+        tags=tags_of(session, cid, now),
+        interactions=list(
+            session.scalars(
+                select(Interaction)
+                .where(Interaction.customer_id == cid)
+                .order_by(Interaction.occurred_at.desc(), Interaction.id.desc())
+                .limit(recent)
+            )
+        ),
+        conversations=list(
+            session.scalars(
+                select(Conversation)
+                .where(Conversation.customer_id == cid)
+                .order_by(Conversation.updated_at.desc())
+            )
+        ),
+        outbox=list(
+            session.scalars(
+                select(OutboxMessage)
+                .where(OutboxMessage.customer_id == cid)
+                .order_by(OutboxMessage.id.desc())
+                .limit(recent)
+            )
+        ),
+    )

@@ -20,11 +20,13 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--config",
         metavar="FILE",
+        default=argparse.SUPPRESS,
         help="config file (else $SIYU_CONFIG, else ./config.toml if present, else defaults)",
     )
     parser = argparse.ArgumentParser(
         prog="siyu", description="Siyu (私域): private-domain operations bot", parents=[common]
     )
+    parser.set_defaults(config=None)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("run", parents=[common], help="migrate, then serve all configured channels")
     sub.add_parser("migrate", parents=[common], help="apply database migrations")

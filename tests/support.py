@@ -1,0 +1,61 @@
+"""Test helpers that drive the real system through the sandbox channel."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from dataclasses import replace
+
+from bot.app import SiyuApp, build
+from bot.clock import Clock
+from bot.config import Config
+from bot.routing import DispatchResult
+from storage.db import Database
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class SandboxHarness:
+    """A built Siyu (sandbox enabled) whose events and deliveries a test steps by hand."""
+
+    def __init__(self, config: Config, db: Database, clock: Clock) -> None:
+        config = config.replace(database=replace(config.database, url=db.url))
+        self.app: SiyuApp = build(config, db=db, clock=clock)
+        self.runtime = self.app.runtime
+        self.sandbox = self.app.sandbox
+        self.db = db
+
+    async def say(
+        self,
+        user: str,
+        text: str,
+        *,
+        chat: str | None = None,
+        name: str = "",
+        locale: str | None = None,
+        message_id: str | None = None,
+    ) -> DispatchResult:
+        return await self.sandbox.receive(
+            {
+                "user_id": user,
+                "chat_id": chat or user,
+                "text": text,
+                "display_name": name,
+                "locale": locale,
+                "message_id": message_id or uuid.uuid4().hex,
+            }
+        )
+
+    async def deliver(self) -> int:
+        """Run the delivery worker until the queue has nothing due."""
+        total = 0
+        while n := await self.runtime.worker.drain_once():
+            total += n
+        return total
+
+    async def bot_messages(self, chat: str) -> list[str]:
+        return [m["text"] for m in await self.sandbox.transcript(chat) if m["direction"] == "out"]

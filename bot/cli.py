@@ -24,9 +24,9 @@ def _parser() -> argparse.ArgumentParser:
         help="config file (else $SIYU_CONFIG, else ./config.toml if present, else defaults)",
     )
     parser = argparse.ArgumentParser(
-        prog="siyu", description="Siyu (私域): private-domain operations bot", parents=[common]
+        prog="siyu", description="Siyu (私域): private-domain operations bot"
     )
-    parser.set_defaults(config=None)
+    parser.add_argument("--config", metavar="FILE", default=None, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("run", parents=[common], help="migrate, then serve all configured channels")
     sub.add_parser("migrate", parents=[common], help="apply database migrations")

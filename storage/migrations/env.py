@@ -3,7 +3,7 @@
 from alembic import context
 from sqlalchemy import create_engine
 
-from storage import models  # noqa: F401  (registers every table on the metadata)
+from storage import schema  # noqa: F401  (registers every table on the metadata)
 from storage.models import Base
 
 config = context.config

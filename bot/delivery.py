@@ -31,7 +31,7 @@ from bot.adapters.base import (
 )
 from bot.clock import Clock
 from bot.config import DeliveryConfig
-from bot.outbox import Backoff, claim_due, release_claims, to_outbound
+from bot.outbox import Backoff, claim_due, release_claims, release_orphans, to_outbound
 from storage.db import Database
 from storage.models import OutboxMessage
 from storage.repos import mark_unreachable
@@ -89,8 +89,27 @@ class DeliveryWorker:
         with self.db.transaction() as session:
             return release_claims(session, self.worker_id)
 
+    async def recover(self) -> int:
+        """On SQLite (one process by design) requeue claims a crashed run left behind.
+
+        On PostgreSQL several workers may be alive, so a dead worker's claims are taken
+        over only when their lease runs out.
+        """
+        if self.db.is_postgres:
+            return 0
+
+        def requeue() -> int:
+            with self.db.transaction() as session:
+                return release_orphans(session)
+
+        count = await self.db.run(requeue)
+        if count:
+            log.warning("delivery: requeued %d message(s) claimed before a crash", count)
+        return count
+
     async def run(self) -> None:
         log.info("delivery worker %s started for %s", self.worker_id, ", ".join(self.adapters))
+        await self.recover()
         while not self._stopping.is_set():
             try:
                 sent = await self.drain_once()

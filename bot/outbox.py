@@ -21,7 +21,7 @@ from bot.events import ConversationRef
 from storage.db import insert_ignore
 from storage.models import OutboxMessage
 
-__all__ = ["Backoff", "claim_due", "enqueue", "release_claims", "to_outbound"]
+__all__ = ["Backoff", "claim_due", "enqueue", "release_claims", "release_orphans", "to_outbound"]
 
 
 def enqueue(
@@ -118,6 +118,16 @@ def release_claims(session: Session, worker: str) -> int:
     result = session.execute(
         update(OutboxMessage)
         .where(OutboxMessage.status == "sending", OutboxMessage.claimed_by == worker)
+        .values(status="pending", claimed_by=None, lease_until=None)
+    )
+    return result.rowcount or 0
+
+
+def release_orphans(session: Session) -> int:
+    """Requeue every claim (single-process SQLite start-up: no other worker can hold one)."""
+    result = session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.status == "sending")
         .values(status="pending", claimed_by=None, lease_until=None)
     )
     return result.rowcount or 0

@@ -110,5 +110,8 @@ def insert_ignore(session: Session, table, rows: list[dict] | dict, conflict: li
     make = postgresql.insert if dialect == "postgresql" else sqlite.insert
     target = getattr(table, "__table__", table)
     stmt = make(target).on_conflict_do_nothing(index_elements=conflict)
-    result = session.connection().execute(stmt, rows)
-    return max(result.rowcount or 0, 0)
+    if not rows:
+        return 0
+    # rowcount is not reliable for INSERT .. ON CONFLICT on every driver: count RETURNING.
+    returning = stmt.returning(target.c[conflict[0]])
+    return len(session.connection().execute(returning, rows).all())

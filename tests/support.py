@@ -59,3 +59,49 @@ class SandboxHarness:
 
     async def bot_messages(self, chat: str) -> list[str]:
         return [m["text"] for m in await self.sandbox.transcript(chat) if m["direction"] == "out"]
+
+
+class LiveServer:
+    """Serve a built Siyu over real HTTP on 127.0.0.1 in a background thread.
+
+    Use as a context manager; ``url`` is the base URL. Stopping goes through uvicorn's
+    normal shutdown, so the runtime's lifespan stop runs as it does under SIGTERM.
+    """
+
+    def __init__(self, app: SiyuApp, port: int | None = None) -> None:
+        import uvicorn
+
+        self.app = app
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                app.asgi,
+                host="127.0.0.1",
+                port=self.port,
+                log_config=None,
+                lifespan="on",
+                timeout_graceful_shutdown=1,
+            )
+        )
+        app.server = self.server
+        app._holder["server"] = self.server  # type: ignore[attr-defined]
+        self._thread = None
+
+    def __enter__(self) -> LiveServer:
+        import threading
+        import time
+
+        self._thread = threading.Thread(target=self.server.run, name="siyu-live", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("the live server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=20)

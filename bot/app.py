@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import uvicorn
@@ -11,7 +15,7 @@ from starlette.applications import Starlette
 
 from bot.adapters.sandbox import SandboxAdapter
 from bot.clock import Clock
-from bot.config import Config
+from bot.config import Config, ConfigError
 from bot.runtime import Runtime
 from bot.web.app import create_app
 from storage.db import Database
@@ -38,10 +42,23 @@ def build(config: Config, *, db: Database | None = None, clock: Clock | None = N
     if config.sandbox.enabled:
         sandbox = SandboxAdapter(runtime.db, runtime.clock, runtime.handle, config.sandbox.groups)
         runtime.add_adapter(sandbox)
+    extra_routes = []
+    if config.telegram.token:
+        from bot.adapters.telegram import TelegramAdapter
+
+        if config.telegram.mode == "webhook" and not config.telegram.webhook_secret:
+            raise ConfigError(
+                config.source, "telegram.webhook_secret", "required when mode is 'webhook'"
+            )
+        telegram = TelegramAdapter(config.telegram, runtime.db, runtime.clock, runtime.handle)
+        runtime.add_adapter(telegram)
+        if config.telegram.mode == "webhook":
+            extra_routes += telegram.routes()
     holder: dict[str, uvicorn.Server] = {}
     asgi = create_app(
         runtime,
         sandbox=sandbox,
+        extra_routes=extra_routes,
         shutting_down=lambda: bool(holder.get("server") and holder["server"].should_exit),
     )
     app = SiyuApp(runtime, sandbox, asgi)
@@ -49,10 +66,32 @@ def build(config: Config, *, db: Database | None = None, clock: Clock | None = N
     return app
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, except that a handled SIGTERM/SIGINT ends in a clean exit (code 0).
+
+    uvicorn re-raises the signal after its graceful shutdown, which makes the process die
+    by the signal; Siyu has already stopped cleanly by then.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        original = {
+            sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+
 def serve(app: SiyuApp) -> None:
     """Serve until SIGTERM/SIGINT; the lifespan stops the runtime cleanly."""
     web = app.runtime.config.web
-    server = uvicorn.Server(
+    server = _Server(
         uvicorn.Config(
             app.asgi,
             host=web.host,

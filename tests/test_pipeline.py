@@ -91,7 +91,9 @@ async def test_failing_handler_is_logged_and_isolated(config, db, clock, caplog)
         interaction = s.scalars(select(Interaction)).one()
         assert interaction.event_id == result.event_id and "boom" in interaction.error
         assert s.scalar(select(func.count()).select_from(OutboxMessage)) == 0
-        assert [t.tag.name for t in repos.customer_profile(s, "sandbox", "u1", clock.now()).tags] == ["周末出游"]
+        assert [
+            t.tag.name for t in repos.customer_profile(s, "sandbox", "u1", clock.now()).tags
+        ] == ["周末出游"]
     # The process keeps serving.
     await h.say("u1", "/start")
     assert await h.deliver() == 1
@@ -110,7 +112,9 @@ async def test_staff_owned_conversation_silences_bot_but_keeps_tagging(config, d
     await h.deliver()
     assert len(await h.bot_messages("u1")) == 1
     with db.sessions() as s:
-        assert [t.tag.name for t in repos.customer_profile(s, "sandbox", "u1", clock.now()).tags] == ["母婴"]
+        assert [
+            t.tag.name for t in repos.customer_profile(s, "sandbox", "u1", clock.now()).tags
+        ] == ["母婴"]
 
 
 async def test_group_messages_record_membership_and_reply_to_the_member(config, db, clock):
@@ -132,7 +136,11 @@ async def test_restart_keeps_customers_tags_and_conversation_state(config, db, c
     await h.say("u1", "周末去哪玩", name="小王")
     with db.transaction() as s:
         conv = repos.load_conversation(s, "sandbox", "u1", "u1", 1, clock.now())
-        conv.flow, conv.step, conv.state = "weekend_trip_inquiry", "dates", {"destination": "千岛湖"}
+        conv.flow, conv.step, conv.state = (
+            "weekend_trip_inquiry",
+            "dates",
+            {"destination": "千岛湖"},
+        )
     from storage.db import Database
 
     reopened = Database(db.url)
@@ -144,7 +152,11 @@ async def test_restart_keeps_customers_tags_and_conversation_state(config, db, c
             assert p.customer.display_name == "小王"
             assert [t.tag.name for t in p.tags] == ["周末出游"]
             (conv,) = p.conversations
-            assert (conv.flow, conv.step, conv.state) == ("weekend_trip_inquiry", "dates", {"destination": "千岛湖"})
+            assert (conv.flow, conv.step, conv.state) == (
+                "weekend_trip_inquiry",
+                "dates",
+                {"destination": "千岛湖"},
+            )
             assert len(p.interactions) == 2
     finally:
         reopened.close()

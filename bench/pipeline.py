@@ -1,0 +1,193 @@
+"""Inbound pipeline benchmark: N messages through the full sandbox path vs bare PTB dispatch.
+
+Each message goes sandbox adapter → Event → router (dedupe, customer upsert + interaction,
+role, conversation lock + state, handoff gate) → handlers (tagging with R keyword rules;
+every other message is /start, which renders and queues a reply in the outbox) → commit.
+The same messages, as Telegram update JSON, go through a bare python-telegram-bot
+``Application.process_update`` with a no-op handler, for the ratio Siyu/bare.
+
+    .venv/bin/python bench/pipeline.py [--n 2000] [--rules 1000] [--backend sqlite|postgresql|both]
+
+Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sqlalchemy import create_engine, text
+
+from bot.clock import SystemClock
+from bot.config import KeywordRule, TaggingConfig, load_config
+from storage.db import Database
+from tests.support import SandboxHarness
+
+WORDS = [
+    "周末",
+    "去哪",
+    "早餐",
+    "宝宝",
+    "辅食",
+    "优惠",
+    "会员",
+    "积分",
+    "新品",
+    "打折",
+    "千岛湖",
+    "杭州",
+]
+
+
+def make_rules(count: int, rng: random.Random) -> list[KeywordRule]:
+    rules = [KeywordRule(tag="周末出游", keywords=["周末去哪", "weekend trip"])]
+    for i in range(count - 1):
+        word = "".join(chr(0x4E00 + rng.randrange(20000)) for _ in range(rng.randint(2, 4)))
+        rules.append(KeywordRule(tag=f"t{i}", keywords=[word, f"kw{i}"]))
+    return rules
+
+
+def messages(n: int, rng: random.Random) -> list[tuple[str, str]]:
+    out = []
+    for i in range(n):
+        user = f"u{i % 500}"
+        if i % 2:
+            out.append((user, "/start"))
+        else:
+            body = "".join(rng.choice(WORDS) for _ in range(30))
+            out.append((user, f"周末去哪玩？{body}"[:200]))
+    return out
+
+
+async def run_siyu(url: str, msgs: list[tuple[str, str]], rules: list[KeywordRule]) -> dict:
+    db = Database(url)
+    db.migrate()
+    config = load_config(None, environ={}).replace(tagging=TaggingConfig(keywords=rules))
+    harness = SandboxHarness(config, db, SystemClock())
+    for user, body in msgs[:50]:  # warm-up (not measured)
+        await harness.say("warm" + user, body)
+    latencies = []
+    started = time.perf_counter()
+    for user, body in msgs:
+        t0 = time.perf_counter()
+        await harness.say(user, body)
+        latencies.append(time.perf_counter() - t0)
+    elapsed = time.perf_counter() - started
+    db.close()
+    return summary(len(msgs), elapsed, latencies)
+
+
+async def run_bare_ptb(msgs: list[tuple[str, str]]) -> dict:
+    from telegram import Update, User
+    from telegram.ext import Application, ExtBot, MessageHandler, filters
+
+    class OfflineBot(ExtBot):
+        """A bot whose getMe answers locally, so initialize() needs no network."""
+
+        async def get_me(self, *args, **kwargs) -> User:
+            return User(id=1, is_bot=True, first_name="bench", username="bench_bot")
+
+    app = Application.builder().bot(OfflineBot("123456:bench")).updater(None).build()
+    await app.initialize()
+
+    async def noop(update, context) -> None:
+        return None
+
+    app.add_handler(MessageHandler(filters.ALL, noop))
+    payloads = []
+    for i, (user, body) in enumerate(msgs):
+        uid = int(user[1:]) + 1000
+        payloads.append(
+            {
+                "update_id": i + 1,
+                "message": {
+                    "message_id": i + 1,
+                    "date": int(time.time()),
+                    "chat": {"id": uid, "type": "private", "first_name": user},
+                    "from": {
+                        "id": uid,
+                        "is_bot": False,
+                        "first_name": user,
+                        "language_code": "zh-hans",
+                    },
+                    "text": body,
+                },
+            }
+        )
+    latencies = []
+    started = time.perf_counter()
+    for data in payloads:
+        t0 = time.perf_counter()
+        await app.process_update(Update.de_json(data, app.bot))
+        latencies.append(time.perf_counter() - t0)
+    elapsed = time.perf_counter() - started
+    return summary(len(msgs), elapsed, latencies)
+
+
+def summary(n: int, elapsed: float, latencies: list[float]) -> dict:
+    q = statistics.quantiles(latencies, n=100)
+    return {"events_per_s": n / elapsed, "p50_ms": q[49] * 1000, "p99_ms": q[98] * 1000}
+
+
+def pg_database(admin_url: str) -> tuple[str, callable]:
+    name = f"siyu_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return admin_url.rsplit("/", 1)[0] + f"/{name}", drop
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--rules", type=int, default=1000)
+    parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
+    parser.add_argument("--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    args = parser.parse_args()
+    rng = random.Random(7)
+    rules = make_rules(args.rules, rng)
+    msgs = messages(args.n, rng)
+
+    bare = await run_bare_ptb(msgs)
+    print(
+        f"messages={args.n} keyword_rules={len(rules)} (half /start with a queued reply, half tagged text)"
+    )
+    print(f"{'path':<28}{'events/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'Siyu/bare':>11}")
+    print(
+        f"{'bare PTB process_update':<28}{bare['events_per_s']:>10.0f}{bare['p50_ms']:>9.2f}{bare['p99_ms']:>9.2f}{'':>11}"
+    )
+    backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
+    for backend in backends:
+        if backend == "sqlite":
+            with tempfile.TemporaryDirectory() as tmp:
+                result = await run_siyu(f"sqlite:///{tmp}/bench.db", msgs, rules)
+        else:
+            url, drop = pg_database(args.pg)
+            try:
+                result = await run_siyu(url, msgs, rules)
+            finally:
+                drop()
+        ratio = result["events_per_s"] / bare["events_per_s"]
+        print(
+            f"{'Siyu full path, ' + backend:<28}{result['events_per_s']:>10.0f}"
+            f"{result['p50_ms']:>9.2f}{result['p99_ms']:>9.2f}{ratio:>10.3f}x"
+        )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

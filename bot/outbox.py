@@ -91,9 +91,14 @@ def claim_due(
     limit: int,
     channels: Sequence[str],
 ) -> list[OutboxMessage]:
-    """Claim up to ``limit`` due rows for ``worker`` (pending, or sending with a dead lease)."""
+    """Claim up to ``limit`` due rows for ``worker`` (pending, or sending with a dead lease).
+
+    One UPDATE ... WHERE id IN (due rows) RETURNING: on PostgreSQL the subquery skips rows
+    other workers hold (FOR UPDATE SKIP LOCKED); on SQLite the UPDATE takes the write lock
+    before it reads, so two processes never claim the same row.
+    """
     due = (
-        select(OutboxMessage)
+        select(OutboxMessage.id)
         .where(OutboxMessage.channel.in_(channels))
         .where(
             or_(
@@ -105,11 +110,15 @@ def claim_due(
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    rows = list(session.scalars(due))
-    for row in rows:
-        row.status = "sending"
-        row.claimed_by = worker
-        row.lease_until = now + lease
+    claim = (
+        update(OutboxMessage)
+        .where(OutboxMessage.id.in_(due.scalar_subquery()))
+        .values(status="sending", claimed_by=worker, lease_until=now + lease)
+        .returning(OutboxMessage)
+        .execution_options(synchronize_session=False)
+    )
+    rows = list(session.scalars(claim))
+    rows.sort(key=lambda r: (-r.priority, r.id))
     return rows
 
 

@@ -31,12 +31,11 @@ async def test_start_welcomes_in_the_customers_locale(config, db, clock):
 async def test_keyword_tags_the_customer_with_its_source(config, db, clock):
     h = SandboxHarness(config, db, clock)
     result = await h.say("u1", "请问周末去哪玩比较好？")
-    assert result.handlers == ["keyword_tagging"]
+    assert "keyword_tagging" in result.handlers
     with db.sessions() as s:
         profile = repos.customer_profile(s, "sandbox", "u1", clock.now())
         tags = {t.tag.name: t.source for t in profile.tags}
     assert tags == {"周末出游": "rule:keyword:0"}
-    assert await h.bot_messages("u1") == []  # tagging is silent
 
 
 async def test_exclusions_and_ttl_of_keyword_rules(config, db, clock):
@@ -81,7 +80,7 @@ async def test_failing_handler_is_logged_and_isolated(config, db, clock, caplog)
         ctx.reply("welcome", name="x")  # queued, then rolled back with the handler
         raise RuntimeError("boom")
 
-    h.runtime.router.add(Handler("explode", explode, f.text, group=5))
+    h.runtime.router.add(Handler("explode", explode, f.text, group=7))
     with caplog.at_level(logging.ERROR):
         result = await h.say("u1", "周末去哪玩")
     assert "keyword_tagging" in result.handlers  # the other handler still ran
@@ -90,7 +89,8 @@ async def test_failing_handler_is_logged_and_isolated(config, db, clock, caplog)
     with db.sessions() as s:
         interaction = s.scalars(select(Interaction)).one()
         assert interaction.event_id == result.event_id and "boom" in interaction.error
-        assert s.scalar(select(func.count()).select_from(OutboxMessage)) == 0
+        texts = [m.payload["text"] for m in s.scalars(select(OutboxMessage))]
+        assert not any(t.startswith("x，") for t in texts)  # the failed handler's reply is gone
         assert [
             t.tag.name for t in repos.customer_profile(s, "sandbox", "u1", clock.now()).tags
         ] == ["周末出游"]
@@ -107,7 +107,7 @@ async def test_staff_owned_conversation_silences_bot_but_keeps_tagging(config, d
         conv = repos.load_conversation(s, "sandbox", "u1", "u1", 1, clock.now())
         conv.handoff_status = "staff"
     result = await h.say("u1", "/start")
-    assert result.handlers == []
+    assert "start" not in result.handlers and result.queued == 0
     await h.say("u1", "宝宝辅食怎么选")
     await h.deliver()
     assert len(await h.bot_messages("u1")) == 1

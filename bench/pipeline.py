@@ -68,19 +68,26 @@ def messages(n: int, rng: random.Random) -> list[tuple[str, str]]:
     return out
 
 
-async def run_siyu(url: str, msgs: list[tuple[str, str]], rules: list[KeywordRule]) -> dict:
+async def run_siyu(
+    url: str, msgs: list[tuple[str, str]], rules: list[KeywordRule], concurrency: int = 1
+) -> dict:
     db = Database(url)
     db.migrate()
     config = load_config(None, environ={}).replace(tagging=TaggingConfig(keywords=rules))
     harness = SandboxHarness(config, db, SystemClock())
     for user, body in msgs[:50]:  # warm-up (not measured)
         await harness.say("warm" + user, body)
-    latencies = []
+    latencies: list[float] = []
+    pending = iter(msgs)
+
+    async def customer_stream() -> None:
+        for user, body in pending:
+            t0 = time.perf_counter()
+            await harness.say(user, body)
+            latencies.append(time.perf_counter() - t0)
+
     started = time.perf_counter()
-    for user, body in msgs:
-        t0 = time.perf_counter()
-        await harness.say(user, body)
-        latencies.append(time.perf_counter() - t0)
+    await asyncio.gather(*(customer_stream() for _ in range(concurrency)))
     elapsed = time.perf_counter() - started
     db.close()
     return summary(len(msgs), elapsed, latencies)
@@ -157,6 +164,7 @@ async def main() -> None:
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--rules", type=int, default=1000)
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
+    parser.add_argument("--concurrency", type=int, default=1, help="events in flight at once")
     parser.add_argument("--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
     args = parser.parse_args()
     rng = random.Random(7)
@@ -175,11 +183,11 @@ async def main() -> None:
     for backend in backends:
         if backend == "sqlite":
             with tempfile.TemporaryDirectory() as tmp:
-                result = await run_siyu(f"sqlite:///{tmp}/bench.db", msgs, rules)
+                result = await run_siyu(f"sqlite:///{tmp}/bench.db", msgs, rules, args.concurrency)
         else:
             url, drop = pg_database(args.pg)
             try:
-                result = await run_siyu(url, msgs, rules)
+                result = await run_siyu(url, msgs, rules, args.concurrency)
             finally:
                 drop()
         ratio = result["events_per_s"] / bare["events_per_s"]

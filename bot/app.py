@@ -54,12 +54,38 @@ def build(config: Config, *, db: Database | None = None, clock: Clock | None = N
         runtime.add_adapter(telegram)
         if config.telegram.mode == "webhook":
             extra_routes += telegram.routes()
+    if config.wechat.app_id:
+        from bot.adapters.wechat import WechatAdapter
+
+        wechat = WechatAdapter(config.wechat, runtime)
+        runtime.add_adapter(wechat)
+        extra_routes += wechat.routes()
+    if config.wecom.corp_id:
+        from bot.adapters.wecom import WecomAdapter
+
+        wecom = WecomAdapter(config.wecom, runtime)
+        runtime.add_adapter(wecom)
+        extra_routes += wecom.routes()
     holder: dict[str, uvicorn.Server] = {}
+    shutting_down = lambda: bool(holder.get("server") and holder["server"].should_exit)  # noqa: E731
+    # Issue 7: the staff inbox, and the follow-up / SLA jobs started with the app.
+    from bot.web.inbox import inbox_middleware, inbox_routes
+    from scheduler.followups import ConversationJobs
+
+    extra_routes += inbox_routes(runtime, shutting_down=shutting_down)
+    from bot.web.orders_api import orders_routes  # issue 5: POST /api/orders
+
+    extra_routes += orders_routes(runtime)
+    jobs = ConversationJobs(
+        runtime.db, config, runtime.clock, runtime.renderer, wake=runtime.worker.wake
+    )
     asgi = create_app(
         runtime,
         sandbox=sandbox,
         extra_routes=extra_routes,
-        shutting_down=lambda: bool(holder.get("server") and holder["server"].should_exit),
+        shutting_down=shutting_down,
+        middleware=inbox_middleware(runtime),
+        services=[jobs],
     )
     app = SiyuApp(runtime, sandbox, asgi)
     app._holder = holder  # type: ignore[attr-defined]

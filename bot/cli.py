@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from bot import cli_customers
 from bot.config import CHANNELS, Config, ConfigError, find_config_path, load_config
 
 __all__ = ["main"]
@@ -37,7 +38,29 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("channel", choices=CHANNELS)
     show.add_argument("user_id")
     show.add_argument("--json", action="store_true", help="print JSON")
+    merge = csub.add_parser(  # issue 4: same person on two channels without a shared unionid
+        "merge", parents=[common], help="fold customer B into customer A (ids from 'show')"
+    )
+    merge.add_argument("into_id", type=int, metavar="A")
+    merge.add_argument("from_id", type=int, metavar="B")
+    _staff_parser(sub, common)
+    cli_customers.add_parsers(sub, common)  # issue 5: import, segment, rfm, tags
     return parser
+
+
+def _staff_parser(sub, common: argparse.ArgumentParser) -> None:
+    """``siyu staff add NAME --role staff|manager`` (issue 7: the staff inbox)."""
+    staff = sub.add_parser("staff", parents=[common], help="staff inbox accounts")
+    ssub = staff.add_subparsers(dest="staff_command", required=True, metavar="ACTION")
+    add = ssub.add_parser(
+        "add",
+        parents=[common],
+        help="create a staff account (password from $SIYU_STAFF_PASSWORD or a prompt)",
+    )
+    add.add_argument("name")
+    add.add_argument("--role", choices=("staff", "manager"), default="staff")
+    add.add_argument("--display-name", default="")
+    ssub.add_parser("list", parents=[common], help="list staff accounts")
 
 
 def _configure_logging(config: Config) -> None:
@@ -65,6 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "migrate": cmd_migrate,
         "check-config": cmd_check,
         "customer": cmd_customer,
+        **cli_customers.COMMANDS,
+        "staff": cmd_staff,
     }
     return handler[args.command](config, args)
 
@@ -87,14 +112,40 @@ def cmd_migrate(config: Config, args: argparse.Namespace) -> int:
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
     from bot.app import build, serve
 
-    app = build(config)
+    try:
+        app = build(config)
+    except ConfigError as exc:
+        print(f"siyu: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     app.runtime.db.migrate()
     serve(app)
     app.runtime.db.close()
     return 0
 
 
+def cmd_customer_merge(config: Config, args: argparse.Namespace) -> int:
+    from bot.clock import SystemClock
+    from storage.db import Database
+    from storage.identity_links import MergeError, merge_customers
+
+    db = Database(config.database.url)
+    try:
+        with db.transaction() as session:
+            merge_customers(
+                session, args.into_id, args.from_id, reason="manager (CLI)", now=SystemClock().now()
+            )
+    except MergeError as exc:
+        print(f"siyu: cannot merge: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        db.close()
+    print(f"customer #{args.from_id} merged into #{args.into_id}")
+    return 0
+
+
 def cmd_customer(config: Config, args: argparse.Namespace) -> int:
+    if args.customer_command == "merge":
+        return cmd_customer_merge(config, args)
     from bot.clock import SystemClock
     from storage.db import Database
     from storage.repos import customer_profile
@@ -106,7 +157,7 @@ def cmd_customer(config: Config, args: argparse.Namespace) -> int:
             if profile is None:
                 print(f"siyu: no customer with {args.channel} id {args.user_id!r}", file=sys.stderr)
                 return 1
-            data = profile.as_dict()
+            data = profile.as_dict(reveal_phone=True)  # the operator's own tool
     finally:
         db.close()
     if args.json:
@@ -121,6 +172,7 @@ def _format_profile(p: dict) -> str:
         f"Customer #{p['id']}  {p['display_name']}  ({p['locale']}, {p['timezone']})",
         f"  opted out of marketing: {'yes' if p['marketing_opt_out'] else 'no'}",
         f"  last active: {p['last_active_at'] or '-'}",
+        *cli_customers.profile_lines(p),  # issue 5: attributes, value, orders
         "Identities:",
     ]
     for i in p["identities"]:
@@ -143,6 +195,50 @@ def _format_profile(p: dict) -> str:
         err = f"  [error: {i['error']}]" if i["error"] else ""
         lines.append(f"  {i['at']}  {i['kind']:<8} {i['chat_id']}: {i['text']}{err}")
     return "\n".join(lines)
+
+
+
+def cmd_staff(config: Config, args: argparse.Namespace) -> int:
+    """Create or list inbox accounts; the password never appears on the command line."""
+    import getpass
+    import os
+
+    from bot.clock import SystemClock
+    from bot.staff import StaffError, create_staff, list_staff
+    from storage.db import Database
+
+    db = Database(config.database.url)
+    try:
+        db.migrate()
+        if args.staff_command == "list":
+            with db.sessions() as session:
+                for user in list_staff(session):
+                    state = "" if user.active else "  (inactive)"
+                    print(f"{user.username}\t{user.role}\t{user.display_name}{state}")
+            return 0
+        password = os.environ.get("SIYU_STAFF_PASSWORD")
+        if password is None:
+            password = getpass.getpass(f"password for {args.name}: ")
+            if getpass.getpass("again: ") != password:
+                print("siyu: the passwords differ", file=sys.stderr)
+                return EXIT_USAGE
+        try:
+            with db.transaction() as session:
+                create_staff(
+                    session,
+                    args.name,
+                    password,
+                    role=args.role,
+                    display_name=args.display_name,
+                    now=SystemClock().now(),
+                )
+        except StaffError as exc:
+            print(f"siyu: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    finally:
+        db.close()
+    print(f"staff account {args.name!r} ({args.role}) created")
+    return 0
 
 
 if __name__ == "__main__":

@@ -128,6 +128,7 @@ class KeywordRule:
     keywords: list[str]
     exclude: list[str] = field(default_factory=list)
     ttl_days: int = 0
+    weight: float = 1.0
 
 
 def _default_rules() -> list[KeywordRule]:
@@ -143,6 +144,115 @@ class TaggingConfig:
     """Automatic tagging by what customers write."""
 
     keywords: list[KeywordRule] = field(default_factory=_default_rules)
+    events: list[EventRule] = field(default_factory=list)
+    activity: list[ActivityRule] = field(default_factory=list)
+
+
+EVENT_TRIGGERS = ("join", "button", "scene", "coupon", "link")
+
+
+@dataclass(frozen=True)
+class EventRule:
+    """A tag for doing something: joined group X, pressed button Y, came from scene S..."""
+
+    tag: str
+    trigger: str = field(
+        metadata=_meta(
+            lambda v: None if v in EVENT_TRIGGERS else f"must be one of {', '.join(EVENT_TRIGGERS)}"
+        )
+    )
+    value: str = "*"
+    ttl_days: int = field(default=0, metadata=_meta(lambda v: None if v >= 0 else "must be >= 0"))
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class ActivityRule:
+    """A tag for ≥ min_messages in ``days`` days (in ``group``, or any group with "*");
+    removed after ``silent_days`` without such activity."""
+
+    tag: str
+    min_messages: int = field(default=5, metadata=_meta(_positive))
+    days: int = field(default=7, metadata=_meta(_positive))
+    group: str = "*"
+    silent_days: int = field(default=30, metadata=_meta(_positive))
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """The authenticated HTTP API (POST /api/orders); disabled while key is empty.
+
+    Give the key as ``SIYU_API_KEY`` in the environment rather than in the file."""
+
+    key: str = ""
+
+
+def _check_level(value: str) -> str | None:
+    return None if value in ("high", "low", "any") else "must be 'high', 'low' or 'any'"
+
+
+@dataclass(frozen=True)
+class RfmGroup:
+    """A named RFM group: R, F and M each 'high' (score ≥ high_score), 'low' or 'any'."""
+
+    name: str
+    r: str = field(default="any", metadata=_meta(_check_level))
+    f: str = field(default="any", metadata=_meta(_check_level))
+    m: str = field(default="any", metadata=_meta(_check_level))
+
+
+def _default_rfm_groups() -> list[RfmGroup]:
+    levels = [
+        ("重要价值", "high", "high", "high"),
+        ("重要发展", "high", "low", "high"),
+        ("重要保持", "low", "high", "high"),
+        ("重要挽留", "low", "low", "high"),
+        ("一般价值", "high", "high", "low"),
+        ("一般发展", "high", "low", "low"),
+        ("一般保持", "low", "high", "low"),
+        ("一般挽留", "low", "low", "low"),
+    ]
+    return [RfmGroup(name, r, f, m) for name, r, f, m in levels]
+
+
+@dataclass(frozen=True)
+class RfmConfig:
+    """RFM scoring (bot/rfm.py): 1-5 by rank over customers who ordered within window_days."""
+
+    window_days: int = field(default=365, metadata=_meta(_positive))
+    currency: str = "CNY"
+    high_score: int = field(
+        default=3, metadata=_meta(lambda v: None if 1 <= v <= 5 else "must be 1-5")
+    )
+    groups: list[RfmGroup] = field(default_factory=_default_rfm_groups)
+
+
+@dataclass(frozen=True)
+class LifecycleConfig:
+    """Lifecycle stages by orders: new → activated → retained → dormant → churned."""
+
+    retained_min_orders: int = field(default=2, metadata=_meta(_positive))
+    dormant_days: int = field(default=90, metadata=_meta(_positive))
+    churned_days: int = field(default=180, metadata=_meta(_positive))
+
+
+@dataclass(frozen=True)
+class Tier:
+    """A membership tier reached at min_spend (trailing 12 months, in rfm.currency)."""
+
+    name: str
+    min_spend: float = field(metadata=_meta(_positive))
+
+
+def _default_tiers() -> list[Tier]:
+    return [Tier("银卡", 1000.0), Tier("金卡", 5000.0), Tier("黑卡", 20000.0)]
+
+
+@dataclass(frozen=True)
+class TiersConfig:
+    """Membership tiers by trailing-12-month spend; below the lowest there is no tier."""
+
+    levels: list[Tier] = field(default_factory=_default_tiers)
 
 
 @dataclass(frozen=True)
@@ -158,6 +268,235 @@ class TelegramConfig:
     )
     base_url: str = ""
     webhook_secret: str = ""
+    #: Public HTTPS URL of POST /telegram/webhook; if set, Siyu registers it on start.
+    webhook_url: str = ""
+    #: Long-polling timeout of getUpdates (seconds).
+    poll_timeout: int = field(default=30, metadata=_meta(_positive))
+    #: How long a group's admin list (getChatAdministrators) is cached (seconds).
+    admin_cache_seconds: float = field(default=600.0, metadata=_meta(_positive))
+
+
+def _check_clock_range(value: str) -> str | None:
+    start, sep, end = value.partition("-")
+    try:
+        if not sep:
+            raise ValueError
+        for part in (start, end):
+            hour, minute = part.split(":")
+            if not (0 <= int(hour) <= 23 and 0 <= int(minute) <= 59):
+                raise ValueError
+    except ValueError:
+        return f"{value!r} must be 'HH:MM-HH:MM', e.g. '09:00-21:00'"
+    return None
+
+
+def _non_negative(value: float) -> str | None:
+    return None if value >= 0 else f"must be 0 or more, got {value}"
+
+
+@dataclass(frozen=True)
+class ConversationsConfig:
+    """Flows and their breakpoints (issue 7): see docs/flows.md."""
+
+    flows_dir: str = ""
+    resume_after_minutes: int = field(default=30, metadata=_meta(_non_negative))
+    misunderstandings_before_handoff: int = field(default=2, metadata=_meta(_positive))
+    followup_interval_seconds: float = field(default=30.0, metadata=_meta(_positive))
+
+
+@dataclass(frozen=True)
+class HandoffConfig:
+    """Flagging conversations for staff, the staff inbox and its SLA."""
+
+    keywords: list[str] = field(
+        default_factory=lambda: ["投诉", "退款", "人工", "转人工", "complaint", "refund", "human"]
+    )
+    vip_tags: list[str] = field(default_factory=lambda: ["VIP", "黑卡"])
+    business_hours: str = field(default="09:00-21:00", metadata=_meta(_check_clock_range))
+    expected_minutes: int = field(default=10, metadata=_meta(_positive))
+    sla_minutes: int = field(default=15, metadata=_meta(_positive))
+    secret_key: str = ""
+    session_hours: int = field(default=12, metadata=_meta(_positive))
+
+
+@dataclass(frozen=True)
+class MarketingConfig:
+    """The marketing-send policy (follow-ups now, campaigns later): bot/policy.py."""
+
+    quiet_hours: str = field(default="22:00-08:00", metadata=_meta(_check_clock_range))
+    max_per_window: int = field(default=2, metadata=_meta(_non_negative))
+    window_hours: int = field(default=24, metadata=_meta(_positive))
+
+
+def _check_aes_key(value: str) -> str | None:
+    if value and len(value) != 43:
+        return f"EncodingAESKey must be 43 characters, got {len(value)}"
+    return None
+
+
+def _check_api_base(value: str) -> str | None:
+    if not value.startswith(("https://", "http://")) or not value.endswith("/"):
+        return "must be an http(s) URL ending with '/'"
+    return None
+
+
+def _check_corp_tag(value: str) -> str | None:
+    tag, sep, corp_tag = value.partition("=")
+    if not sep or not tag.strip() or not corp_tag.strip():
+        return f"{value!r} must be '<Siyu tag>=<WeCom corp tag id>'"
+    return None
+
+
+@dataclass(frozen=True)
+class WechatConfig:
+    """The WeChat Official Account (公众号) channel; it starts when app_id is set."""
+
+    app_id: str = ""
+    app_secret: str = ""
+    token: str = ""
+    encoding_aes_key: str = field(default="", metadata=_meta(_check_aes_key))
+    allow_plaintext: bool = False
+    api_base_url: str = field(
+        default="https://api.weixin.qq.com/cgi-bin/", metadata=_meta(_check_api_base)
+    )
+    replay_window_seconds: float = field(default=300.0, metadata=_meta(_positive))
+    max_body_bytes: int = field(default=65536, metadata=_meta(_positive))
+    reply_budget_seconds: float = field(default=3.0, metadata=_meta(_positive))
+    passive_reply: bool = True
+    fallback_template_id: str = ""
+    fallback_template_field: str = "content"
+    fallback_template_url: str = ""
+    fetch_unionid: bool = False
+    token_refresh_margin_seconds: float = field(default=300.0, metadata=_meta(_positive))
+    http_timeout_seconds: float = field(default=10.0, metadata=_meta(_positive))
+
+
+@dataclass(frozen=True)
+class WecomConfig:
+    """The WeCom (企业微信) app and customer-contact channel; it starts when corp_id is set."""
+
+    corp_id: str = ""
+    secret: str = ""
+    agent_id: int = 0
+    token: str = ""
+    encoding_aes_key: str = field(default="", metadata=_meta(_check_aes_key))
+    api_base_url: str = field(
+        default="https://qyapi.weixin.qq.com/cgi-bin/", metadata=_meta(_check_api_base)
+    )
+    replay_window_seconds: float = field(default=300.0, metadata=_meta(_positive))
+    max_body_bytes: int = field(default=65536, metadata=_meta(_positive))
+    reply_budget_seconds: float = field(default=3.0, metadata=_meta(_positive))
+    mass_poll_interval_seconds: float = field(default=300.0, metadata=_meta(_positive))
+    fetch_unionid: bool = False
+    corp_tags: list[str] = field(default_factory=list, metadata=_meta(_check_corp_tag))
+    token_refresh_margin_seconds: float = field(default=300.0, metadata=_meta(_positive))
+    http_timeout_seconds: float = field(default=10.0, metadata=_meta(_positive))
+
+
+@dataclass(frozen=True)
+class ScenarioDef:
+    """A timed push in each customer's own time zone (issue 6; see bot/scenarios.py)."""
+
+    name: str
+    template: str
+    schedule: str = field(default="daily", metadata=_meta(lambda v: _check_schedule(v)))
+    window: str = field(default="07:00-09:00", metadata=_meta(_check_clock_range))
+    segment: str = "opt_out:no"
+    buttons: list[str] = field(default_factory=list, metadata=_meta(lambda v: _check_button(v)))
+    coupon: str = ""
+    once_per_days: int = field(default=0, metadata=_meta(_non_negative))
+    quiet_hours: bool = True
+    priority: int = 5
+    enabled: bool = True
+
+
+_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _check_schedule(value: str) -> str | None:
+    if value in ("daily", "birthday"):
+        return None
+    days = [d.strip() for d in value.split(",")]
+    if days and all(d in _WEEKDAYS for d in days):
+        return None
+    return f"{value!r} must be 'daily', 'birthday' or weekdays such as 'fri' or 'sat,sun'"
+
+
+def _check_button(value: str) -> str | None:
+    label, sep, action = value.partition("=")
+    if not sep or not label.strip() or not action.strip() or len(action) > 32:
+        return f"{value!r} must be '<label>=<action>' (action up to 32 characters)"
+    return None
+
+
+def _default_scenarios() -> list[ScenarioDef]:
+    return [
+        # The customer's breakfast time is the point of it: its window is its quiet rule.
+        ScenarioDef("morning_offer", "morning_offer", "daily", "07:00-09:00", "tag:早餐",
+                    quiet_hours=False),
+        ScenarioDef("weekend_trip", "weekend_trip", "fri", "15:00-18:00", "tag:周末出游"),
+        ScenarioDef("birthday", "birthday", "birthday", "10:00-12:00", "opt_out:no", priority=20),
+        ScenarioDef("win_back", "win_back", "daily", "10:00-20:00",
+                    "last_order > 90d and orders >= 1", once_per_days=180),
+    ]
+
+
+@dataclass(frozen=True)
+class ScenariosConfig:
+    """Scenario-timed pushes and the one scheduler that runs them (issue 6)."""
+
+    scheduler: bool = True
+    tick_seconds: float = field(default=60.0, metadata=_meta(_positive))
+    definitions: list[ScenarioDef] = field(default_factory=_default_scenarios)
+
+
+def _share(value: float) -> str | None:
+    return None if 0 <= value < 1 else f"must be a share from 0 to below 1, got {value}"
+
+
+@dataclass(frozen=True)
+class CampaignsConfig:
+    """Campaign preparation and the pilot → rollout decision (issue 6)."""
+
+    chunk_size: int = field(default=2000, metadata=_meta(_positive))
+    channels: list[str] = field(
+        default_factory=lambda: ["wecom", "wechat", "telegram", "sandbox"],
+        metadata=_meta(lambda v: None if v in CHANNELS else f"unknown channel {v!r}"),
+    )
+    priority: int = 10
+    pilot_share: float = field(default=0.05, metadata=_meta(_share))
+    holdout_share: float = field(default=0.05, metadata=_meta(_share))
+    pilot_hours: float = field(default=24.0, metadata=_meta(_positive))
+    min_uplift: float = field(default=0.0, metadata=_meta(_non_negative))
+    max_optout_rate: float = field(default=0.02, metadata=_meta(_share))
+    min_pilot_size: int = field(default=20, metadata=_meta(_non_negative))
+
+
+@dataclass(frozen=True)
+class CouponDef:
+    """A coupon: ``amount`` off (or ``percent`` off), valid ``valid_days`` from issue."""
+
+    name: str
+    title: str = ""
+    amount: float = field(default=0.0, metadata=_meta(_non_negative))
+    percent: int = field(default=0, metadata=_meta(lambda v: None if 0 <= v <= 100 else "0-100"))
+    min_spend: float = field(default=0.0, metadata=_meta(_non_negative))
+    valid_days: int = field(default=7, metadata=_meta(_positive))
+    total_stock: int = field(default=0, metadata=_meta(_non_negative))
+    per_customer: int = field(default=1, metadata=_meta(_positive))
+
+
+@dataclass(frozen=True)
+class CouponsConfig:
+    """Coupon definitions (total_stock 0 means unlimited)."""
+
+    definitions: list[CouponDef] = field(
+        default_factory=lambda: [
+            CouponDef("breakfast5", "早餐立减 5 元", amount=5.0, min_spend=20.0, valid_days=3),
+            CouponDef("birthday20", "生日 8 折", percent=20, valid_days=14),
+            CouponDef("welcome_back", "回归礼 20 元", amount=20.0, min_spend=99.0, valid_days=14),
+        ]
+    )
 
 
 @dataclass(frozen=True)
@@ -187,7 +526,19 @@ class Config:
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     roles: RolesConfig = field(default_factory=RolesConfig)
     tagging: TaggingConfig = field(default_factory=TaggingConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
+    rfm: RfmConfig = field(default_factory=RfmConfig)
+    lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
+    tiers: TiersConfig = field(default_factory=TiersConfig)
     telegram: TelegramConfig = field(default_factory=TelegramConfig)
+    wechat: WechatConfig = field(default_factory=WechatConfig)
+    wecom: WecomConfig = field(default_factory=WecomConfig)
+    conversations: ConversationsConfig = field(default_factory=ConversationsConfig)
+    handoff: HandoffConfig = field(default_factory=HandoffConfig)
+    marketing: MarketingConfig = field(default_factory=MarketingConfig)
+    scenarios: ScenariosConfig = field(default_factory=ScenariosConfig)
+    campaigns: CampaignsConfig = field(default_factory=CampaignsConfig)
+    coupons: CouponsConfig = field(default_factory=CouponsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     source: str = field(default="<defaults>", metadata={"internal": True})
 

@@ -99,9 +99,18 @@ class Context:
         return text
 
     def send_text(
-        self, text: str, *, buttons: Sequence[Button] = (), to: ConversationRef | None = None
+        self,
+        text: str,
+        *,
+        buttons: Sequence[Button] = (),
+        to: ConversationRef | None = None,
+        extra: dict | None = None,
     ) -> None:
-        """Queue already-rendered text (e.g. a manager's announcement) through the outbox."""
+        """Queue already-rendered text (e.g. a manager's announcement) through the outbox.
+
+        ``extra`` carries delivery hints adapters may honour: ``{"pin": True}`` (pin it in
+        the group), ``{"mentions": [{"user_id": ..., "text": ...}]}`` (link a name).
+        """
         target = to or self.event.ref
         outbox.enqueue(
             self.session,
@@ -109,6 +118,7 @@ class Context:
             to=target,
             text=text,
             buttons=buttons,
+            extra=extra,
             customer_id=self.customer.id if self.customer and target == self.event.ref else None,
             now=self.now,
         )

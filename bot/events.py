@@ -90,6 +90,9 @@ class Event:
     command: str | None = None
     args: tuple[str, ...] = ()
     button_data: str | None = None
+    #: The author of the message this one answers (platforms with replies; managers'
+    #: /whois, /tag and /untag act on them).
+    reply_to: Actor | None = None
     occurred_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     raw: Mapping = field(default_factory=dict)
     id: str = field(default_factory=lambda: uuid.uuid4().hex)

@@ -10,30 +10,163 @@ from bot import filters as f
 from bot.config import Config
 from bot.events import EventKind
 from bot.routing import Handler, Router
+from handlers import manage
 from handlers.basic import help_command, start, unknown_command
-from handlers.tagging import KeywordMatcher, keyword_tagging
+from handlers.customers import CustomerCommands
+from handlers.follow_welcome import welcome_follower
+from handlers.tagging import TaggingRules, event_tagging, keyword_tagging
 
 __all__ = ["register_handlers"]
 
 TAGGING = 0
+CONSENT = 1  # issue 6: opt-out/opt-in keywords, before anything else answers
+RETURNS = 5  # issue 7: a returning customer cancels pending follow-ups (even in handoff)
 ANSWERS = 10
 
 
 def register_handlers(router: Router, config: Config) -> Router:
     """Register Siyu's handlers on ``router`` in their documented order."""
-    matcher = KeywordMatcher(config.tagging.keywords)
+    rules = TaggingRules(config)
     router.add(
         Handler(
             "keyword_tagging",
-            keyword_tagging(matcher),
+            keyword_tagging(rules),
             f.kind(EventKind.MESSAGE, EventKind.EDITED),
             group=TAGGING,
             during_handoff=True,
         )
     )
+    router.add(  # issue 5: event rules (join, button, scene / deep-link /start payload)
+        Handler(
+            "event_tagging",
+            event_tagging(rules),
+            f.kind(EventKind.JOIN, EventKind.BUTTON, EventKind.SUBSCRIBE, EventKind.CONTACT_ADDED)
+            | f.command("start"),
+            group=TAGGING,
+            during_handoff=True,
+        )
+    )
+    _register_customers(router, rules)
+    _register_campaigns(router)
     router.add(Handler("start", start, f.command("start"), group=ANSWERS, priority=100))
     router.add(Handler("help", help_command, f.command("help"), group=ANSWERS, priority=100))
+    router.add(  # issue 4: OA subscribe / WeCom contact added
+        Handler(
+            "welcome_follower",
+            welcome_follower,
+            f.kind(EventKind.SUBSCRIBE, EventKind.CONTACT_ADDED),
+            group=ANSWERS,
+            priority=100,
+        )
+    )
     router.add(
         Handler("unknown_command", unknown_command, f.command(), group=ANSWERS, priority=-100)
     )
+    _register_manage(router)
+    _register_conversations(router, config)
     return router
+
+
+def _register_campaigns(router: Router) -> None:
+    """Issue 6 (handlers/campaigns.py): opt-out/in runs right after tagging and ends the
+    dispatch, so nothing else answers 退订/TD/stop; campaign and /redeem commands; clicks."""
+    from handlers import campaigns as c
+
+    router.add(Handler("consent", c.consent, c.is_consent, group=CONSENT, block=True))
+    router.add(
+        Handler(
+            "campaign",
+            c.campaign_command,
+            f.command("campaign") & f.has_role("manager"),
+            group=ANSWERS,
+            priority=90,
+        )
+    )
+    router.add(
+        Handler(
+            "redeem", c.redeem_command, f.command("redeem") & f.has_role("manager"),
+            group=ANSWERS, priority=90,
+        )
+    )
+    router.add(
+        Handler(
+            "campaign_refused",
+            manage.refuse,
+            f.command("campaign", "redeem") & ~f.has_role("manager"),
+            group=ANSWERS,
+            priority=90,
+        )
+    )
+    router.add(
+        Handler("campaign_click", c.tracked_button, c.is_tracked_button, group=ANSWERS, priority=80)
+    )
+
+
+def _register_customers(router: Router, rules: TaggingRules) -> None:
+    """Managers' /segment and /rule commands (issue 5; handlers/customers.py)."""
+    commands = CustomerCommands(rules)
+    for name, callback in (("segment", commands.segment), ("rule", commands.rule)):
+        router.add(
+            Handler(
+                f"customers_{name}", callback, f.command(name) & f.is_manager, group=ANSWERS, priority=90
+            )
+        )
+
+
+def _register_manage(router: Router) -> None:
+    """Managers' group commands (issue 3): admins and managers run them, others are refused."""
+    callbacks = {
+        "welcome": manage.welcome,
+        "announce": manage.announce,
+        "stats": manage.stats,
+        "whois": manage.whois,
+        "tag": manage.tag_member,
+        "untag": manage.untag_member,
+    }
+    for name, callback in callbacks.items():
+        router.add(
+            Handler(
+                f"manage_{name}", callback, f.command(name) & f.is_manager, group=ANSWERS, priority=90
+            )
+        )
+    router.add(
+        Handler(
+            "manage_refused",
+            manage.refuse,
+            f.command(*manage.MANAGE_COMMANDS) & ~f.is_manager,
+            group=ANSWERS,
+            priority=90,
+        )
+    )
+    router.add(
+        Handler(
+            "group_welcome",
+            manage.group_welcome,
+            f.kind(EventKind.JOIN) & f.is_group,
+            group=ANSWERS,
+            priority=50,
+        )
+    )
+
+
+def _register_conversations(router: Router, config: Config) -> None:
+    """Flows, breakpoints and flagging for staff (issue 7; order in handlers/conversations.py)."""
+    from handlers.conversations import ConversationHandlers
+
+    conv = ConversationHandlers(config, router.renderer)
+    router.add(
+        Handler(
+            "customer_returned",
+            conv.customer_returned,
+            conv.returned,
+            group=RETURNS,
+            during_handoff=True,
+        )
+    )
+    for name, callback, filter, priority in (
+        ("flag_for_staff", conv.flag_for_staff, conv.wants_staff, 200),
+        ("flow_start", conv.flow_start, conv.starts_flow, 60),
+        ("flow_answer", conv.flow_answer, conv.answers_flow, 50),
+        ("flag_vip", conv.flag_vip, conv.vip_text, -50),
+    ):
+        router.add(Handler(name, callback, filter, group=ANSWERS, priority=priority))

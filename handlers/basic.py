@@ -8,7 +8,7 @@ __all__ = ["help_command", "start", "unknown_command"]
 
 #: Commands shown by /help, by role. Later features add theirs here.
 CUSTOMER_COMMANDS = ("start", "help")
-MANAGER_COMMANDS = ()
+MANAGER_COMMANDS = ("welcome", "announce", "stats", "whois", "tag", "untag", "segment", "rule")
 
 
 def start(ctx: Context) -> None:

@@ -6,10 +6,10 @@ a time ``now`` (so tests control the clock).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from storage.db import insert_ignore
@@ -25,6 +25,8 @@ from storage.models import (
     ProcessedInbound,
     Tag,
 )
+from storage.orders import Order
+from storage.scores import CustomerScore
 
 __all__ = [
     "CustomerProfile",
@@ -35,6 +37,7 @@ __all__ = [
     "ensure_membership",
     "find_identity",
     "load_conversation",
+    "mask_phone",
     "record_interaction",
     "remove_tag",
     "tags_of",
@@ -286,17 +289,50 @@ class CustomerProfile:
     interactions: list[Interaction]
     conversations: list[Conversation]
     outbox: list[OutboxMessage]
+    orders: list[Order] = field(default_factory=list)
+    order_count: int = 0
+    order_total_cents: int = 0
+    score: CustomerScore | None = None
 
-    def as_dict(self) -> dict:
+    def as_dict(self, *, reveal_phone: bool = False) -> dict:
+        """The profile as JSON-able data; the phone is masked unless ``reveal_phone``
+        (managers and the operator's CLI only)."""
         c = self.customer
+        s = self.score
         return {
             "id": c.id,
             "display_name": c.display_name,
             "locale": c.locale,
             "timezone": c.timezone,
+            "phone": (c.phone if reveal_phone else mask_phone(c.phone)) if c.phone else None,
+            "birthday": c.birthday.isoformat() if c.birthday else None,
+            "city": c.city,
             "marketing_opt_out": c.marketing_opt_out,
+            "consent": {"marketing": not c.marketing_opt_out},
             "created_at": _iso(c.created_at),
             "last_active_at": _iso(c.last_active_at),
+            "value": {
+                "orders": self.order_count,
+                "spend": self.order_total_cents / 100,
+                "lifecycle": s.lifecycle if s else "new",
+                "tier": s.tier if s else None,
+                "rfm_group": s.rfm_group if s else None,
+                "rfm": [s.r_score, s.f_score, s.m_score] if s else None,
+                "spend_12m": s.spend_12m_cents / 100 if s else 0,
+                "last_order_at": _iso(s.last_order_at) if s else None,
+                "computed_at": _iso(s.computed_at) if s else None,
+            },
+            "orders": [
+                {
+                    "order_id": o.order_id,
+                    "amount": o.amount_cents / 100,
+                    "currency": o.currency,
+                    "at": _iso(o.ordered_at),
+                    "items": (o.items or {}).get("lines", []),
+                    "source": o.source,
+                }
+                for o in self.orders
+            ],
             "identities": [
                 {
                     "channel": i.channel,
@@ -361,6 +397,14 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
+def mask_phone(phone: str) -> str:
+    """``13812345678`` → ``138****5678``: only the head and the last 4 digits show."""
+    if len(phone) <= 4:
+        return "*" * len(phone)
+    head = 3 if len(phone) >= 8 else 0
+    return phone[:head] + "*" * (len(phone) - head - 4) + phone[-4:]
+
+
 def customer_profile(
     session: Session, channel: str, external_id: str, now: datetime, *, recent: int = 20
 ) -> CustomerProfile | None:
@@ -368,6 +412,9 @@ def customer_profile(
     if identity is None:
         return None
     cid = identity.customer_id
+    count, total = session.execute(
+        select(func.count(Order.id), func.sum(Order.amount_cents)).where(Order.customer_id == cid)
+    ).one()
     return CustomerProfile(
         customer=identity.customer,
         identities=list(
@@ -399,4 +446,15 @@ def customer_profile(
                 .limit(recent)
             )
         ),
+        orders=list(
+            session.scalars(
+                select(Order)
+                .where(Order.customer_id == cid)
+                .order_by(Order.ordered_at.desc(), Order.id.desc())
+                .limit(recent)
+            )
+        ),
+        order_count=count,
+        order_total_cents=int(total or 0),
+        score=session.get(CustomerScore, cid),
     )

@@ -1,3 +1,10 @@
 """Imports every module that defines tables, so Alembic and tests see the whole schema."""
 
+# ruff: noqa: I001  (one line per issue, with its comment, rather than one sorted import)
+
 from storage import models  # noqa: F401
+from storage import wechat  # noqa: F401  (issue 4: WeChat OA and WeCom channels)
+from storage import followups, handoff  # noqa: F401  (issue 7: flows, follow-ups, staff inbox)
+from storage import telegram  # noqa: F401  (issue 3: Telegram channel)
+from storage import orders, scores, segments, tag_rules  # noqa: F401  (issue 5: customers)
+from storage import campaigns, coupons  # noqa: F401  (issue 6: scenarios, campaigns, coupons)

@@ -10,10 +10,12 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Protocol
 
 import jinja2
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
@@ -23,13 +25,21 @@ from bot.runtime import Runtime
 from bot.templating import TEMPLATES_DIR
 from storage import repos
 
-__all__ = ["create_app"]
+__all__ = ["Service", "create_app"]
 
 log = logging.getLogger(__name__)
 
 _pages = jinja2.Environment(
     loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR / "web")), autoescape=True
 )
+
+
+class Service(Protocol):
+    """A background part of the process started and stopped with the app."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -133,8 +143,14 @@ def create_app(
     sandbox: SandboxAdapter | None = None,
     extra_routes: list[BaseRoute] | None = None,
     shutting_down: Callable[[], bool] = lambda: False,
+    middleware: Sequence[Middleware] = (),
+    services: Sequence[Service] = (),
 ) -> Starlette:
-    """The ASGI app; its lifespan starts and stops ``runtime``."""
+    """The ASGI app; its lifespan starts and stops ``runtime``, then ``services`` after it.
+
+    A service is any object with ``async start()`` and ``async stop()`` (e.g. the
+    conversation jobs of issue 7); ``middleware`` is Starlette middleware (sessions).
+    """
 
     async def health(request: Request) -> JSONResponse:
         ok = await runtime.db.run(_ping, runtime)
@@ -151,12 +167,16 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await runtime.start()
+        for service in services:
+            await service.start()
         try:
             yield
         finally:
+            for service in reversed(services):
+                await asyncio.shield(service.stop())
             await asyncio.shield(runtime.stop())
 
-    return Starlette(routes=routes, lifespan=lifespan)
+    return Starlette(routes=routes, lifespan=lifespan, middleware=list(middleware))
 
 
 def _ping(runtime: Runtime) -> bool:

@@ -1,0 +1,258 @@
+"""``siyu`` subcommands of issue 5: import orders, segments, RFM recompute, tag export.
+
+``siyu import orders FILE.csv``      columns in bot/orders.py; exit 0 all rows taken,
+                                     1 some rows rejected (good ones kept), 2 unusable file
+``siyu segment count EXPR``          count (exit 2 with the position for a bad expression)
+``siyu segment preview EXPR``        the first customers
+``siyu segment save NAME EXPR`` · ``siyu segment list`` · ``siyu segment delete NAME``
+``siyu rfm recompute``               the nightly job, now
+``siyu tags export [--tag T] [-o FILE]``  customer tags with sources as CSV (streamed)
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+
+from bot.config import Config
+
+__all__ = ["COMMANDS", "add_parsers"]
+
+EXIT_USAGE = 2
+
+
+def add_parsers(sub, common: argparse.ArgumentParser) -> None:
+    imp = sub.add_parser("import", parents=[common], help="import data (orders)")
+    isub = imp.add_subparsers(dest="import_command", required=True, metavar="WHAT")
+    orders = isub.add_parser(
+        "orders",
+        parents=[common],
+        help="import orders from CSV (order_id, customer|phone, amount, currency, time, items)",
+    )
+    orders.add_argument("file", metavar="FILE.csv")
+
+    seg = sub.add_parser("segment", parents=[common], help="customer segments (docs/segments.md)")
+    ssub = seg.add_subparsers(dest="segment_command", required=True, metavar="ACTION")
+    count = ssub.add_parser("count", parents=[common], help="count customers in a segment")
+    count.add_argument("expression", metavar="EXPR")
+    preview = ssub.add_parser("preview", parents=[common], help="show the first customers")
+    preview.add_argument("expression", metavar="EXPR")
+    preview.add_argument("--limit", type=int, default=20)
+    save = ssub.add_parser("save", parents=[common], help="save a segment by name")
+    save.add_argument("name")
+    save.add_argument("expression", metavar="EXPR")
+    ssub.add_parser("list", parents=[common], help="list saved segments")
+    delete = ssub.add_parser("delete", parents=[common], help="delete a saved segment")
+    delete.add_argument("name")
+
+    rfm = sub.add_parser("rfm", parents=[common], help="RFM scores, lifecycle and tiers")
+    rsub = rfm.add_subparsers(dest="rfm_command", required=True, metavar="ACTION")
+    rsub.add_parser("recompute", parents=[common], help="recompute now (normally nightly)")
+
+    tags = sub.add_parser("tags", parents=[common], help="customer tags")
+    tsub = tags.add_subparsers(dest="tags_command", required=True, metavar="ACTION")
+    export = tsub.add_parser("export", parents=[common], help="export customer tags as CSV")
+    export.add_argument("--tag", default=None, help="only this tag")
+    export.add_argument("-o", "--output", default="-", help="file (default: stdout)")
+    export.add_argument("--include-expired", action="store_true")
+
+
+def _db(config: Config):
+    from storage.db import Database
+
+    return Database(config.database.url)
+
+
+def _now():
+    from bot.clock import SystemClock
+
+    return SystemClock().now()
+
+
+def cmd_import(config: Config, args: argparse.Namespace) -> int:
+    from bot.orders import OrderInputError, parse_csv, store_orders
+
+    path = Path(args.file)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        print(f"siyu: {path}: no such file", file=sys.stderr)
+        return EXIT_USAGE
+    except UnicodeDecodeError:
+        print(f"siyu: {path}: not UTF-8 text", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"siyu: {path}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    now = _now()
+    try:
+        good, errors = parse_csv(
+            text,
+            tz=ZoneInfo(config.general.timezone),
+            now=now,
+            default_currency=config.rfm.currency,
+        )
+    except OrderInputError as exc:
+        print(f"siyu: {path}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    db = _db(config)
+    try:
+        db.migrate()
+        with db.transaction() as session:
+            report = store_orders(session, good, source=f"csv:{path.name}", now=now)
+    finally:
+        db.close()
+    rejected = sorted(errors + report.errors, key=lambda e: e.where)
+    for e in rejected:
+        label = f" (order {e.order_id})" if e.order_id else ""
+        print(f"{path}:{e.where}: rejected{label}: {e.reason}", file=sys.stderr)
+    print(
+        f"{path}: {report.inserted} new order(s), {report.duplicates} already imported, "
+        f"{len(rejected)} rejected"
+    )
+    return 1 if rejected else 0
+
+
+def cmd_segment(config: Config, args: argparse.Namespace) -> int:
+    from bot.segment_parser import SegmentError
+    from storage import segments
+
+    db = _db(config)
+    now = _now()
+    try:
+        db.migrate()
+        with db.transaction() as session:
+            action = args.segment_command
+            if action == "count":
+                print(segments.count_segment(session, args.expression, config=config, now=now))
+            elif action == "preview":
+                for c in segments.preview_segment(
+                    session, args.expression, config=config, now=now, limit=max(args.limit, 1)
+                ):
+                    print(f"#{c.id}\t{c.display_name}\t{c.city or '-'}")
+            elif action == "save":
+                segments.save_segment(
+                    session, args.name, args.expression, config=config, now=now, created_by="cli"
+                )
+                print(f"saved segment {args.name}")
+            elif action == "list":
+                for s in segments.list_segments(session):
+                    print(f"{s.name}\t{s.expression}")
+            elif action == "delete":
+                if not segments.delete_segment(session, args.name):
+                    print(f"siyu: no saved segment named {args.name!r}", file=sys.stderr)
+                    return 1
+                print(f"deleted segment {args.name}")
+    except SegmentError as exc:
+        print(f"siyu: bad segment expression: {exc.pretty()}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        db.close()
+    return 0
+
+
+def cmd_rfm(config: Config, args: argparse.Namespace) -> int:
+    from bot.rfm import recompute_scores
+
+    db = _db(config)
+    try:
+        db.migrate()
+        with db.transaction() as session:
+            result = recompute_scores(session, config, _now())
+    finally:
+        db.close()
+    print(
+        f"scored {result.scored} customer(s); {result.tier_changes} tier and "
+        f"{result.stage_changes} stage change(s); {result.seconds:.1f} s"
+    )
+    return 0
+
+
+def cmd_tags(config: Config, args: argparse.Namespace) -> int:
+    if args.output == "-":
+        rows = _export_tags(config, args, sys.stdout)
+    else:
+        with open(args.output, "w", newline="", encoding="utf-8") as out:
+            rows = _export_tags(config, args, out)
+    print(f"exported {rows} customer tag(s)", file=sys.stderr)
+    return 0
+
+
+def _export_tags(config: Config, args: argparse.Namespace, out) -> int:
+    """Stream customer tags with their sources as CSV (constant memory)."""
+    from sqlalchemy import or_
+
+    from storage.models import Customer, CustomerTag, Tag
+
+    now = _now()
+    db = _db(config)
+    rows = 0
+    try:
+        writer = csv.writer(out)
+        writer.writerow(
+            [
+                "customer_id",
+                "display_name",
+                "tag",
+                "source",
+                "first_seen_at",
+                "last_seen_at",
+                "expires_at",
+            ]
+        )
+        stmt = (
+            select(
+                CustomerTag.customer_id,
+                Customer.display_name,
+                Tag.name,
+                CustomerTag.source,
+                CustomerTag.first_seen_at,
+                CustomerTag.last_seen_at,
+                CustomerTag.expires_at,
+            )
+            .join(Tag, Tag.id == CustomerTag.tag_id)
+            .join(Customer, Customer.id == CustomerTag.customer_id)
+            .order_by(CustomerTag.customer_id, Tag.name)
+        )
+        if args.tag:
+            stmt = stmt.where(Tag.name == args.tag)
+        if not args.include_expired:
+            stmt = stmt.where(or_(CustomerTag.expires_at.is_(None), CustomerTag.expires_at > now))
+        with db.engine.connect() as conn:
+            for row in conn.execution_options(yield_per=5000).execute(stmt):
+                writer.writerow(
+                    [
+                        v.isoformat() if hasattr(v, "isoformat") else ("" if v is None else v)
+                        for v in row
+                    ]
+                )
+                rows += 1
+    finally:
+        db.close()
+    return rows
+
+
+def profile_lines(p: dict) -> list[str]:
+    """Attributes, value (RFM, lifecycle, tier) and recent orders for ``customer show``."""
+    v = p.get("value") or {}
+    rfm = "".join(str(x) for x in v["rfm"]) if v.get("rfm") and None not in v["rfm"] else "-"
+    lines = [
+        f"  phone: {p.get('phone') or '-'}  city: {p.get('city') or '-'}  "
+        f"birthday: {p.get('birthday') or '-'}",
+        f"  stage: {v.get('lifecycle', 'new')}  tier: {v.get('tier') or '-'}  "
+        f"RFM: {rfm} {v.get('rfm_group') or ''}".rstrip(),
+        f"  orders: {v.get('orders', 0)}, spend {v.get('spend', 0):.2f} "
+        f"(12 months {v.get('spend_12m', 0):.2f}), last order {v.get('last_order_at') or '-'}",
+    ]
+    for o in (p.get("orders") or [])[:5]:
+        items = "; ".join(o["items"])
+        lines.append(f"    {o['at']}  {o['order_id']}  {o['amount']:.2f} {o['currency']}  {items}")
+    return lines
+
+
+COMMANDS = {"import": cmd_import, "segment": cmd_segment, "rfm": cmd_rfm, "tags": cmd_tags}

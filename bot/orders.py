@@ -1,0 +1,322 @@
+"""Order intake: validate CSV rows and API payloads, then store them idempotently.
+
+Columns (CSV header, or JSON keys for ``POST /api/orders``):
+
+=============  ========  ==============================================================
+column         required  meaning
+=============  ========  ==============================================================
+order_id       yes       the shop's order id (unique; re-importing it is a no-op)
+customer       one of    an identity ``<channel>:<user id>``, e.g. ``telegram:4242``
+phone          one of    the customer's phone (matched on digits; +86 prefix ignored)
+amount         yes       a decimal amount ≥ 0 with at most 2 decimals, e.g. ``199.00``
+currency       no        ISO code, default ``rfm.currency`` (CNY)
+time           yes       ISO 8601 (``2026-03-01T10:00:00+08:00``); without an offset it
+                         is in ``general.timezone``; a bare date means midnight there
+items          no        free text, lines separated by ``;`` (JSON: a list of strings)
+=============  ========  ==============================================================
+
+Each bad row is reported with its line number (or list index) and reason; good rows are
+stored in one transaction, so an import is all-good-rows-or-nothing, never half written.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
+from decimal import Decimal, InvalidOperation
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select, tuple_
+from sqlalchemy.orm import Session
+
+from storage.db import insert_ignore
+from storage.models import Customer, Identity
+from storage.orders import Order
+
+__all__ = [
+    "COLUMNS",
+    "ImportReport",
+    "OrderInput",
+    "OrderInputError",
+    "RowError",
+    "normalize_phone",
+    "parse_csv",
+    "store_orders",
+    "validate_order",
+]
+
+COLUMNS = ("order_id", "customer", "phone", "amount", "currency", "time", "items")
+REQUIRED = ("order_id", "amount", "time")
+MAX_AMOUNT = Decimal("100000000")
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_CHANNELS = ("sandbox", "telegram", "wechat", "wecom")
+
+
+class OrderInputError(ValueError):
+    """One order that cannot be taken, and why."""
+
+
+@dataclass(frozen=True)
+class OrderInput:
+    """A validated order, not yet tied to a customer."""
+
+    order_id: str
+    identity: tuple[str, str] | None
+    phone: str | None
+    amount_cents: int
+    currency: str
+    ordered_at: datetime
+    items: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RowError:
+    """A rejected row: where (CSV line number or JSON index) and why."""
+
+    where: int
+    order_id: str
+    reason: str
+
+
+@dataclass
+class ImportReport:
+    """The outcome of one import: new orders, ones seen before, and rejected rows."""
+
+    inserted: int = 0
+    duplicates: int = 0
+    errors: list[RowError] = field(default_factory=list)
+    customers: set[int] = field(default_factory=set)
+
+
+def normalize_phone(raw: str) -> str | None:
+    """Digits only, without a leading +86/0086; None if it cannot be a phone number."""
+    digits = re.sub(r"[\s\-().]", "", raw.strip())
+    if digits.startswith("+"):
+        digits = digits[1:]
+    if not digits.isdigit():
+        return None
+    if digits.startswith("0086"):
+        digits = digits[4:]
+    elif digits.startswith("86") and len(digits) == 13:
+        digits = digits[2:]
+    return digits if 5 <= len(digits) <= 15 else None
+
+
+def _text(data: dict, key: str) -> str:
+    value = data.get(key)
+    if value is None:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise OrderInputError(f"'{key}' must be text")
+    return str(value).strip()
+
+
+def _amount(data: dict) -> int:
+    raw = data.get("amount")
+    if raw is None or raw == "":
+        raise OrderInputError("'amount' is required")
+    if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+        raise OrderInputError("'amount' must be a number")
+    try:
+        amount = Decimal(str(raw).strip())
+    except InvalidOperation:
+        raise OrderInputError(f"'amount' {raw!r} is not a number") from None
+    if not amount.is_finite() or amount < 0:
+        raise OrderInputError(f"'amount' must be 0 or more, got {raw!r}")
+    if amount > MAX_AMOUNT:
+        raise OrderInputError(f"'amount' {raw!r} is implausibly large")
+    if amount != amount.quantize(Decimal("0.01")):
+        raise OrderInputError(f"'amount' {raw!r} has more than 2 decimals")
+    return int(amount * 100)
+
+
+def _time(raw: str, tz: ZoneInfo, now: datetime) -> datetime:
+    if not raw:
+        raise OrderInputError("'time' is required")
+    try:
+        if len(raw) == 10:
+            moment = datetime.combine(datetime.strptime(raw, "%Y-%m-%d").date(), time(0))
+        else:
+            moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise OrderInputError(
+            f"'time' {raw!r} is not ISO 8601 (e.g. 2026-03-01T10:00:00+08:00)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=tz)
+    if moment > now + timedelta(days=1):
+        raise OrderInputError(f"'time' {raw!r} is in the future")
+    return moment.astimezone(now.tzinfo)
+
+
+def validate_order(
+    data: object, *, tz: ZoneInfo, now: datetime, default_currency: str
+) -> OrderInput:
+    """Check one order (a CSV row as a dict, or a JSON object); raises OrderInputError."""
+    if not isinstance(data, dict):
+        raise OrderInputError("an order must be a JSON object")
+    order_id = _text(data, "order_id")
+    if not order_id:
+        raise OrderInputError("'order_id' is required")
+    if len(order_id) > 64:
+        raise OrderInputError("'order_id' is longer than 64 characters")
+    identity = None
+    customer = _text(data, "customer")
+    if customer:
+        channel, sep, user = customer.partition(":")
+        if not sep or channel not in _CHANNELS or not user:
+            raise OrderInputError(
+                f"'customer' {customer!r} must be '<channel>:<user id>' "
+                f"(channels: {', '.join(_CHANNELS)})"
+            )
+        identity = (channel, user)
+    phone = None
+    raw_phone = _text(data, "phone")
+    if raw_phone:
+        phone = normalize_phone(raw_phone)
+        if phone is None:
+            raise OrderInputError(f"'phone' {raw_phone!r} is not a phone number")
+    if identity is None and phone is None:
+        raise OrderInputError("give 'customer' (<channel>:<user id>) or 'phone'")
+    amount_cents = _amount(data)
+    currency = _text(data, "currency").upper() or default_currency
+    if not _CURRENCY.match(currency):
+        raise OrderInputError(f"'currency' {currency!r} must be a 3-letter code such as CNY")
+    ordered_at = _time(_text(data, "time"), tz, now)
+    raw_items = data.get("items", "")
+    if isinstance(raw_items, list):
+        if not all(isinstance(i, str) for i in raw_items):
+            raise OrderInputError("'items' must be a list of strings")
+        items = tuple(i.strip() for i in raw_items if i.strip())
+    elif isinstance(raw_items, str):
+        items = tuple(i.strip() for i in raw_items.split(";") if i.strip())
+    else:
+        raise OrderInputError("'items' must be text or a list of strings")
+    return OrderInput(order_id, identity, phone, amount_cents, currency, ordered_at, items)
+
+
+def parse_csv(
+    text: str, *, tz: ZoneInfo, now: datetime, default_currency: str
+) -> tuple[list[tuple[int, OrderInput]], list[RowError]]:
+    """Validate a CSV document; returns (line, order) pairs and the rejected rows.
+
+    A missing required column raises OrderInputError: nothing in such a file can be taken.
+    """
+    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    if not header:
+        raise OrderInputError("the file is empty (expected a header line)")
+    reader.fieldnames = header
+    missing = [c for c in REQUIRED if c not in header]
+    if missing:
+        raise OrderInputError(
+            f"missing column(s) {', '.join(missing)} (columns: {', '.join(COLUMNS)})"
+        )
+    if "customer" not in header and "phone" not in header:
+        raise OrderInputError("the file needs a 'customer' or a 'phone' column")
+    good: list[tuple[int, OrderInput]] = []
+    errors: list[RowError] = []
+    seen: dict[str, int] = {}
+    for row in reader:
+        line = reader.line_num
+        if None in row:
+            errors.append(RowError(line, row.get("order_id") or "", "more fields than columns"))
+            continue
+        if all(not (v or "").strip() for v in row.values()):
+            continue
+        try:
+            order = validate_order(row, tz=tz, now=now, default_currency=default_currency)
+        except OrderInputError as exc:
+            errors.append(RowError(line, (row.get("order_id") or "").strip(), str(exc)))
+            continue
+        if order.order_id in seen:
+            errors.append(
+                RowError(
+                    line,
+                    order.order_id,
+                    f"duplicate order id (first on line {seen[order.order_id]})",
+                )
+            )
+            continue
+        seen[order.order_id] = line
+        good.append((line, order))
+    return good, errors
+
+
+def _chunks(items: list, size: int = 500) -> Iterable[list]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def store_orders(
+    session: Session, orders: list[tuple[int, OrderInput]], *, source: str, now: datetime
+) -> ImportReport:
+    """Resolve customers and insert the orders not stored before (caller's transaction)."""
+    report = ImportReport()
+    identities = sorted({o.identity for _, o in orders if o.identity})
+    by_identity: dict[tuple[str, str], int] = {}
+    for chunk in _chunks(identities):
+        rows = session.execute(
+            select(Identity.channel, Identity.external_id, Identity.customer_id).where(
+                tuple_(Identity.channel, Identity.external_id).in_(chunk)
+            )
+        )
+        by_identity.update({(ch, ext): cid for ch, ext, cid in rows})
+    phones = sorted({o.phone for _, o in orders if o.phone and not o.identity})
+    by_phone: dict[str, int] = {}
+    for chunk in _chunks(phones):
+        rows = session.execute(
+            select(Customer.phone, Customer.id)
+            .where(Customer.phone.in_(chunk))
+            .order_by(Customer.id)
+        )
+        for phone, cid in rows:
+            by_phone.setdefault(phone, cid)
+    existing: set[str] = set()
+    for chunk in _chunks([o.order_id for _, o in orders]):
+        existing.update(session.scalars(select(Order.order_id).where(Order.order_id.in_(chunk))))
+    new_rows = []
+    for where, o in orders:
+        if o.identity:
+            cid = by_identity.get(o.identity)
+            if cid is None:
+                report.errors.append(
+                    RowError(where, o.order_id, f"no customer with identity {':'.join(o.identity)}")
+                )
+                continue
+        else:
+            cid = by_phone.get(o.phone or "")
+            if cid is None:
+                report.errors.append(
+                    RowError(where, o.order_id, f"no customer with phone {o.phone}")
+                )
+                continue
+        if o.order_id in existing:
+            report.duplicates += 1
+            continue
+        if o.identity and o.phone:
+            customer = session.get(Customer, cid)
+            if customer is not None and not customer.phone:
+                customer.phone = o.phone
+        new_rows.append(
+            {
+                "order_id": o.order_id,
+                "customer_id": cid,
+                "amount_cents": o.amount_cents,
+                "currency": o.currency,
+                "ordered_at": o.ordered_at,
+                "items": {"lines": list(o.items)},
+                "source": source[:128],
+                "created_at": now,
+            }
+        )
+        report.customers.add(cid)
+    for chunk in _chunks(new_rows, 1000):
+        insert_ignore(session, Order, chunk, ["order_id"])
+    report.inserted = len(new_rows)
+    report.errors.sort(key=lambda e: e.where)
+    return report

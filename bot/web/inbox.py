@@ -1,0 +1,593 @@
+"""The staff inbox: log in, see the queue, claim, answer, note, transfer, release, resolve.
+
+Server-rendered Jinja2 (``templates/web/inbox/``) with live updates over SSE: pages listen
+on ``/inbox/stream`` and re-fetch their changing part when the queue or the conversation
+changes. Sessions are signed cookies (Starlette ``SessionMiddleware``, itsdangerous); every
+form and API POST carries the session's CSRF token; passwords are argon2 hashes
+(bot/staff.py). Staff see the queue and conversations; managers also see ``/inbox/manager``
+(all conversations, manual flag, the audit log). Every action goes through bot/handoff.py,
+which writes the audit log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import jinja2
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import Request
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
+from starlette.routing import BaseRoute, Route
+
+from bot import handoff
+from bot.flows import FlowLibrary, load_flows
+from bot.handoff import HandoffError
+from bot.runtime import Runtime
+from bot.staff import authenticate, list_staff
+from bot.templating import TEMPLATES_DIR, TemplateRenderError
+from storage import repos
+from storage.followups import OfferGrant
+from storage.handoff import OPEN_STATUSES, AuditEntry, HandoffTicket, StaffNote, StaffUser
+from storage.models import Conversation, Customer, Interaction, OutboxMessage
+
+__all__ = ["inbox_middleware", "inbox_routes"]
+
+log = logging.getLogger(__name__)
+
+_pages = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR / "web")), autoescape=True
+)
+VIEWS = ("flagged", "mine", "all")
+
+
+def inbox_middleware(runtime: Runtime) -> list[Middleware]:
+    """The signed-cookie session the inbox needs ([handoff] secret_key, else a random one)."""
+    config = runtime.config.handoff
+    secret = config.secret_key
+    if not secret:
+        log.warning("[handoff] secret_key is not set: inbox logins end when Siyu restarts")
+        secret = secrets.token_urlsafe(32)
+    return [
+        Middleware(
+            SessionMiddleware,
+            secret_key=secret,
+            session_cookie="siyu_inbox",
+            max_age=config.session_hours * 3600,
+            same_site="strict",
+        )
+    ]
+
+
+class _Refused(Exception):
+    def __init__(self, response: Response) -> None:
+        self.response = response
+
+
+def inbox_routes(
+    runtime: Runtime,
+    *,
+    library: FlowLibrary | None = None,
+    shutting_down: Callable[[], bool] = lambda: False,
+) -> list[BaseRoute]:
+    """The inbox pages, partials, SSE stream and JSON API."""
+    config = runtime.config
+    brand_zone = ZoneInfo(config.general.timezone)
+    flows = library or load_flows(config.conversations.flows_dir or None, runtime.renderer)
+    canned = sorted(
+        p.name.removeprefix("canned_").removesuffix(".zh-CN.j2")
+        for p in runtime.renderer.directory.glob("canned_*.zh-CN.j2")
+    )
+
+    def local(value: datetime | None) -> str:
+        return value.astimezone(brand_zone).strftime("%m-%d %H:%M") if value else "-"
+
+    _pages.filters["local"] = local
+
+    # -- session helpers -----------------------------------------------------------------
+
+    def csrf_token(request: Request) -> str:
+        token = request.session.get("csrf")
+        if not token:
+            token = request.session["csrf"] = secrets.token_urlsafe(24)
+        return token
+
+    def csrf_ok(request: Request, given: str | None) -> bool:
+        expected = request.session.get("csrf")
+        return bool(expected and given and secrets.compare_digest(expected, given))
+
+    def load_staff(staff_id: int) -> StaffUser | None:
+        with runtime.db.sessions() as session:
+            user = session.get(StaffUser, staff_id)
+            return user if user is not None and user.active else None
+
+    async def staff_of(request: Request, *, api: bool = False, manager: bool = False) -> StaffUser:
+        staff_id = request.session.get("staff_id")
+        user = await runtime.db.run(load_staff, staff_id) if isinstance(staff_id, int) else None
+        if user is None:
+            if api:
+                raise _Refused(JSONResponse({"error": "log in first"}, status_code=401))
+            raise _Refused(RedirectResponse("/inbox/login", status_code=303))
+        if manager and user.role != "manager":
+            raise _Refused(
+                page(request, "inbox/forbidden.html", user, status=403)
+                if not api
+                else JSONResponse({"error": "managers only"}, status_code=403)
+            )
+        return user
+
+    async def form_of(request: Request) -> dict[str, str]:
+        form = await request.form()
+        data = {k: v for k, v in form.items() if isinstance(v, str)}
+        if not csrf_ok(request, data.get("csrf")):
+            raise _Refused(HTMLResponse("CSRF token missing or wrong", status_code=403))
+        return data
+
+    def page(request: Request, name: str, user: StaffUser | None, status: int = 200, **data):
+        html = _pages.get_template(name).render(
+            user=user,
+            csrf=csrf_token(request),
+            flash=request.session.pop("flash", None),
+            **data,
+        )
+        return HTMLResponse(html, status_code=status)
+
+    def guarded(fn):
+        async def endpoint(request: Request) -> Response:
+            try:
+                return await fn(request)
+            except _Refused as refused:
+                return refused.response
+
+        return endpoint
+
+    def back(request: Request, url: str, flash: str | None = None) -> RedirectResponse:
+        if flash:
+            request.session["flash"] = flash
+        return RedirectResponse(url, status_code=303)
+
+    # -- data ------------------------------------------------------------------------------
+
+    def queue_rows(session: Session, view: str, user: StaffUser) -> list[dict]:
+        stmt = select(HandoffTicket, Customer).join(
+            Customer, Customer.id == HandoffTicket.customer_id
+        )
+        if view == "flagged":
+            stmt = stmt.where(HandoffTicket.status == "waiting")
+        elif view == "mine":
+            stmt = stmt.where(
+                HandoffTicket.status == "claimed", HandoffTicket.owner == user.username
+            )
+        else:
+            stmt = stmt.where(HandoffTicket.status.in_(OPEN_STATUSES))
+        stmt = stmt.order_by(HandoffTicket.priority.desc(), HandoffTicket.created_at).limit(200)
+        now = runtime.clock.now()
+        return [
+            {
+                "id": t.id,
+                "customer": c.display_name or f"#{c.id}",
+                "reason": t.reason,
+                "detail": t.detail,
+                "priority": t.priority,
+                "status": t.status,
+                "owner": t.owner,
+                "escalated": t.escalated_at is not None,
+                "waited": int((now - t.created_at).total_seconds() // 60),
+            }
+            for t, c in session.execute(stmt)
+        ]
+
+    def queue_data(view: str, user: StaffUser) -> dict:
+        with runtime.db.sessions() as session:
+            return {"rows": queue_rows(session, view, user), "view": view}
+
+    def conversation_data(ticket_id: int) -> dict | None:
+        now = runtime.clock.now()
+        with runtime.db.sessions() as session:
+            ticket = session.get(HandoffTicket, ticket_id)
+            if ticket is None:
+                return None
+            conv = session.get(Conversation, ticket.conversation_id)
+            assert conv is not None
+            profile = repos.customer_profile(session, conv.channel, conv.user_id, now)
+            grants = session.scalars(
+                select(OfferGrant)
+                .where(OfferGrant.customer_id == conv.customer_id)
+                .order_by(OfferGrant.id.desc())
+                .limit(20)
+            )
+            return {
+                "ticket": ticket,
+                "conversation": conv,
+                "profile": profile.as_dict() if profile else None,
+                "state_json": json.dumps(conv.state or {}, ensure_ascii=False, indent=1),
+                "history": history(session, conv),
+                "notes": list(
+                    session.scalars(
+                        select(StaffNote)
+                        .where(StaffNote.conversation_id == conv.id)
+                        .order_by(StaffNote.id)
+                    )
+                ),
+                "coupons": [
+                    {
+                        "code": g.code,
+                        "title": g.title,
+                        "source": g.source,
+                        "expires_at": g.expires_at,
+                        "redeemed": g.redeemed_at is not None,
+                    }
+                    for g in grants
+                ],
+                "orders": orders_of(session, conv.customer_id),
+                "staff": [s.username for s in list_staff(session) if s.active],
+                "canned": canned,
+                "nonce": uuid.uuid4().hex,
+            }
+
+    def history(session: Session, conv: Conversation) -> list[dict]:
+        inbound = session.scalars(
+            select(Interaction)
+            .where(
+                Interaction.customer_id == conv.customer_id,
+                Interaction.channel == conv.channel,
+                Interaction.chat_id == conv.chat_id,
+            )
+            .order_by(Interaction.id.desc())
+            .limit(100)
+        )
+        outbound = session.scalars(
+            select(OutboxMessage)
+            .where(
+                OutboxMessage.channel == conv.channel,
+                OutboxMessage.chat_id == conv.chat_id,
+                OutboxMessage.user_id == conv.user_id,
+            )
+            .order_by(OutboxMessage.id.desc())
+            .limit(100)
+        )
+        items = [
+            {"at": i.occurred_at, "who": "customer", "text": i.text or f"[{i.kind}]", "meta": ""}
+            for i in inbound
+        ] + [
+            {
+                "at": o.created_at,
+                "who": "staff" if o.purpose == "staff" else "bot",
+                "text": (o.payload or {}).get("text", ""),
+                "meta": f"{o.purpose} · {o.status}",
+            }
+            for o in outbound
+        ]
+        return sorted(items, key=lambda m: m["at"])
+
+    def orders_of(session: Session, customer_id: int) -> dict | None:
+        try:
+            from storage.orders import Order
+        except ImportError:  # pragma: no cover - the orders issue not merged
+            return None
+        count, total = session.execute(
+            select(func.count(Order.id), func.coalesce(func.sum(Order.amount_cents), 0)).where(
+                Order.customer_id == customer_id
+            )
+        ).one()
+        return {"count": count, "total": total / 100}
+
+    def signature(ticket_id: int | None) -> str:
+        with runtime.db.sessions() as session:
+            parts: list[Any] = list(
+                session.execute(
+                    select(func.count(HandoffTicket.id), func.max(HandoffTicket.updated_at))
+                ).one()
+            )
+            if ticket_id is not None:
+                ticket = session.get(HandoffTicket, ticket_id)
+                if ticket is not None:
+                    conv = session.get(Conversation, ticket.conversation_id)
+                    parts.append(
+                        session.scalar(
+                            select(func.max(Interaction.id)).where(
+                                Interaction.customer_id == ticket.customer_id
+                            )
+                        )
+                    )
+                    parts.append(
+                        session.scalar(
+                            select(func.max(OutboxMessage.id)).where(
+                                OutboxMessage.chat_id == conv.chat_id,
+                                OutboxMessage.user_id == conv.user_id,
+                            )
+                        )
+                    )
+                    parts.append(
+                        session.scalar(
+                            select(func.max(StaffNote.id)).where(
+                                StaffNote.conversation_id == conv.id
+                            )
+                        )
+                    )
+            return json.dumps(parts, default=str)
+
+    # -- auth pages ------------------------------------------------------------------------
+
+    async def login_page(request: Request) -> Response:
+        return page(request, "inbox/login.html", None)
+
+    async def login(request: Request) -> Response:
+        data = await form_of(request)
+        username, password = data.get("username", "").strip(), data.get("password", "")
+
+        def check() -> StaffUser | None:
+            with runtime.db.transaction() as session:
+                return authenticate(session, username, password, runtime.clock.now())
+
+        user = await runtime.db.run(check) if username and password else None
+        if user is None:
+            return page(request, "inbox/login.html", None, status=401, error=True)
+        request.session.clear()
+        request.session["staff_id"] = user.id
+        request.session["csrf"] = secrets.token_urlsafe(24)
+        await runtime.db.run(_audit_simple, runtime, user.username, "login")
+        return RedirectResponse("/inbox", status_code=303)
+
+    async def logout(request: Request) -> Response:
+        user = await staff_of(request)
+        await form_of(request)
+        await runtime.db.run(_audit_simple, runtime, user.username, "logout")
+        request.session.clear()
+        return RedirectResponse("/inbox/login", status_code=303)
+
+    # -- queue and conversation pages ------------------------------------------------------
+
+    def view_of(request: Request) -> str:
+        view = request.query_params.get("view", "flagged")
+        return view if view in VIEWS else "flagged"
+
+    async def queue_page(request: Request) -> Response:
+        user = await staff_of(request)
+        data = await runtime.db.run(queue_data, view_of(request), user)
+        return page(request, "inbox/queue.html", user, **data)
+
+    async def queue_partial(request: Request) -> Response:
+        user = await staff_of(request)
+        data = await runtime.db.run(queue_data, view_of(request), user)
+        return page(request, "inbox/_queue.html", user, **data)
+
+    def ticket_id_of(request: Request) -> int:
+        try:
+            return int(request.path_params["ticket_id"])
+        except ValueError:
+            raise _Refused(HTMLResponse("bad conversation id", status_code=400)) from None
+
+    async def conversation_page(request: Request) -> Response:
+        user = await staff_of(request)
+        data = await runtime.db.run(conversation_data, ticket_id_of(request))
+        if data is None:
+            return HTMLResponse("no such conversation", status_code=404)
+        return page(request, "inbox/conversation.html", user, **data)
+
+    async def history_partial(request: Request) -> Response:
+        user = await staff_of(request)
+        data = await runtime.db.run(conversation_data, ticket_id_of(request))
+        if data is None:
+            return HTMLResponse("no such conversation", status_code=404)
+        return page(request, "inbox/_history.html", user, **data)
+
+    async def stream(request: Request) -> Response:
+        await staff_of(request, api=True)
+        raw = request.query_params.get("ticket")
+        ticket_id = int(raw) if raw and raw.isdigit() else None
+
+        async def events() -> AsyncIterator[str]:
+            last = await runtime.db.run(signature, ticket_id)
+            yield ": connected\n\n"
+            while not shutting_down() and not await request.is_disconnected():
+                await asyncio.sleep(0.5)
+                current = await runtime.db.run(signature, ticket_id)
+                if current != last:
+                    last = current
+                    yield "event: changed\ndata: {}\n\n"
+
+        return StreamingResponse(
+            events(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    # -- actions ---------------------------------------------------------------------------
+
+    async def act(request: Request) -> Response:
+        user = await staff_of(request)
+        ticket_id = ticket_id_of(request)
+        action = request.path_params["action"]
+        data = await form_of(request)
+        here = f"/inbox/c/{ticket_id}"
+        now = runtime.clock.now()
+
+        def run() -> str | None:
+            with runtime.db.transaction() as session:
+                if action == "claim":
+                    if handoff.claim(session, ticket_id, user, now):
+                        return "claimed"
+                    owner = session.get(HandoffTicket, ticket_id).owner
+                    return f"!already taken by {owner}" if owner else "!not waiting any more"
+                if action == "reply":
+                    text = data.get("text", "")
+                    if not text.strip() and data.get("canned") in canned:
+                        text = render_canned(session, ticket_id, data["canned"], user)
+                    queued = handoff.reply(
+                        session, ticket_id, user, text, data.get("nonce") or uuid.uuid4().hex, now
+                    )
+                    return "sent" if queued else "already sent"
+                if action == "note":
+                    handoff.add_note(session, ticket_id, user, data.get("text", ""), now)
+                    return "note saved"
+                if action == "transfer":
+                    target = handoff.transfer(session, ticket_id, user, data.get("to", ""), now)
+                    return f"transferred to {target.username}"
+                if action == "coupon":
+                    try:
+                        hours = float(data.get("valid_hours", "72"))
+                    except ValueError:
+                        raise HandoffError("validity must be a number of hours", 400) from None
+                    code = handoff.issue_coupon(
+                        session,
+                        ticket_id,
+                        user,
+                        title=data.get("title", ""),
+                        valid_hours=hours,
+                        now=now,
+                    )
+                    return f"coupon {code} granted"
+                if action == "release":
+                    handoff.release(
+                        session, ticket_id, user, now,
+                        renderer=runtime.renderer, library=flows, config=config,
+                    )  # fmt: skip
+                    return "released to the bot"
+                if action == "resolve":
+                    handoff.resolve(session, ticket_id, user, now)
+                    return "resolved"
+                raise HandoffError(f"unknown action {action!r}", 404)
+
+        try:
+            outcome = await runtime.db.run(run)
+        except HandoffError as exc:
+            return back(request, here, f"!{exc}")
+        runtime.worker.wake()
+        if action in ("release", "resolve", "transfer"):
+            return back(request, "/inbox", outcome)
+        return back(request, here, outcome)
+
+    def render_canned(session: Session, ticket_id: int, name: str, user: StaffUser) -> str:
+        ticket = session.get(HandoffTicket, ticket_id)
+        customer = session.get(Customer, ticket.customer_id) if ticket else None
+        if customer is None:
+            raise HandoffError("no such conversation", 404)
+        try:
+            return runtime.renderer.render(
+                f"canned_{name}", customer.locale, customer=customer, staff=user.display_name
+            )
+        except TemplateRenderError as exc:
+            raise HandoffError(str(exc), 500) from exc
+
+    # -- JSON API --------------------------------------------------------------------------
+
+    async def api_queue(request: Request) -> Response:
+        user = await staff_of(request, api=True)
+        data = await runtime.db.run(queue_data, view_of(request), user)
+        return JSONResponse({"view": data["view"], "tickets": data["rows"]})
+
+    async def api_claim(request: Request) -> Response:
+        user = await staff_of(request, api=True)
+        if not csrf_ok(request, request.headers.get("x-csrf-token")):
+            return JSONResponse({"error": "CSRF token missing or wrong"}, status_code=403)
+        ticket_id = ticket_id_of(request)
+
+        def run() -> tuple[bool, str | None]:
+            with runtime.db.transaction() as session:
+                won = handoff.claim(session, ticket_id, user, runtime.clock.now())
+                ticket = session.get(HandoffTicket, ticket_id)
+                return won, ticket.owner if ticket else None
+
+        try:
+            won, owner = await runtime.db.run(run)
+        except HandoffError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=exc.status)
+        if not won:
+            return JSONResponse(
+                {"claimed": False, "error": f"already taken by {owner}", "owner": owner},
+                status_code=409,
+            )
+        return JSONResponse({"claimed": True, "owner": owner})
+
+    # -- manager pages ---------------------------------------------------------------------
+
+    def manager_data() -> dict:
+        with runtime.db.sessions() as session:
+            conversations = session.execute(
+                select(Conversation, Customer)
+                .join(Customer, Customer.id == Conversation.customer_id)
+                .order_by(Conversation.updated_at.desc())
+                .limit(100)
+            ).all()
+            audit_rows = list(
+                session.scalars(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(200))
+            )
+            return {
+                "conversations": [
+                    {
+                        "id": c.id,
+                        "customer": cu.display_name or f"#{cu.id}",
+                        "ref": f"{c.channel}:{c.chat_id}",
+                        "flow": c.flow,
+                        "step": c.step,
+                        "handoff": c.handoff_status,
+                        "owner": c.handoff_owner,
+                        "updated_at": c.updated_at,
+                    }
+                    for c, cu in conversations
+                ],
+                "audit": audit_rows,
+                "staff": list_staff(session),
+            }
+
+    async def manager_page(request: Request) -> Response:
+        user = await staff_of(request, manager=True)
+        return page(request, "inbox/manager.html", user, **(await runtime.db.run(manager_data)))
+
+    async def manager_flag(request: Request) -> Response:
+        user = await staff_of(request, manager=True)
+        data = await form_of(request)
+        try:
+            conversation_id = int(data.get("conversation_id", ""))
+        except ValueError:
+            return back(request, "/inbox/manager", "!choose a conversation")
+
+        def run() -> int:
+            with runtime.db.transaction() as session:
+                return handoff.manager_flag(
+                    session, conversation_id, user, data.get("note", ""), runtime.clock.now()
+                ).id
+
+        try:
+            ticket_id = await runtime.db.run(run)
+        except HandoffError as exc:
+            return back(request, "/inbox/manager", f"!{exc}")
+        return back(request, f"/inbox/c/{ticket_id}", "flagged for staff")
+
+    return [
+        Route("/inbox/login", guarded(login_page), methods=["GET"]),
+        Route("/inbox/login", guarded(login), methods=["POST"]),
+        Route("/inbox/logout", guarded(logout), methods=["POST"]),
+        Route("/inbox", guarded(queue_page), methods=["GET"]),
+        Route("/inbox/partials/queue", guarded(queue_partial), methods=["GET"]),
+        Route("/inbox/c/{ticket_id}", guarded(conversation_page), methods=["GET"]),
+        Route("/inbox/partials/c/{ticket_id}", guarded(history_partial), methods=["GET"]),
+        Route("/inbox/c/{ticket_id}/{action}", guarded(act), methods=["POST"]),
+        Route("/inbox/stream", guarded(stream), methods=["GET"]),
+        Route("/inbox/api/queue", guarded(api_queue), methods=["GET"]),
+        Route("/inbox/api/tickets/{ticket_id}/claim", guarded(api_claim), methods=["POST"]),
+        Route("/inbox/manager", guarded(manager_page), methods=["GET"]),
+        Route("/inbox/manager/flag", guarded(manager_flag), methods=["POST"]),
+    ]
+
+
+def _audit_simple(runtime: Runtime, actor: str, action: str) -> None:
+    with runtime.db.transaction() as session:
+        handoff.audit(session, actor, action, runtime.clock.now())

@@ -1,0 +1,234 @@
+"""Campaign commands for managers, ``/redeem`` for staff, consent for customers, clicks.
+
+Managers (``[roles] managers``): ``/campaign new NAME segment=... template=...|text=...
+[coupon=] [pilot=5%] [holdout=5%] [hours=24] [at=09:00] [buttons="领券=claim"]
+[variants="a:tpl1,b:tpl2"]``, ``/campaign preview|pilot|launch|pause|stats NAME``. Pilot
+and launch are handed to the scheduler (the push runs there, not in a chat handler).
+``/redeem CODE [amount]`` redeems a coupon at the till. Customers opt out with ``退订``,
+``TD``, ``stop`` or ``/unsubscribe`` and back in with ``订阅``, ``start`` or
+``/subscribe``; every change is recorded in ``consent_changes``. Tracked campaign buttons
+(``c:<campaign>:<variant>:<action>``) are recorded as clicks.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+from sqlalchemy import select
+
+from bot.campaigns import manage
+from bot.campaigns.funnel import format_funnel, funnel
+from bot.campaigns.spec import SpecError, parse_spec
+from bot.context import Context
+from bot.coupons import format_code, redeem
+from bot.events import EventKind
+from bot.filters import Filter
+from bot.segment_parser import SegmentError
+from bot.templating import TemplateRenderError
+from storage.campaigns import Campaign, CampaignEvent, CampaignTarget, ConsentChange
+from storage.db import insert_ignore
+
+__all__ = [
+    "OPT_IN_WORDS",
+    "OPT_OUT_WORDS",
+    "campaign_command",
+    "consent",
+    "is_consent",
+    "is_tracked_button",
+    "redeem_command",
+    "tracked_button",
+]
+
+OPT_OUT_WORDS = frozenset({"退订", "td", "stop", "unsubscribe", "/unsubscribe", "/td", "/stop"})
+OPT_IN_WORDS = frozenset({"订阅", "start marketing", "subscribe", "/subscribe"})
+ACTIVE = ("pilot_pending", "piloting", "launch_pending", "running", "paused")
+
+
+def _word(ctx: Context) -> str:
+    return " ".join(ctx.event.text.strip().lower().split())
+
+
+is_consent = Filter(
+    lambda c: c.event.kind in (EventKind.MESSAGE, EventKind.COMMAND)
+    and c.event.is_private
+    and _word(c) in OPT_OUT_WORDS | OPT_IN_WORDS,
+    "consent",
+)
+
+is_tracked_button = Filter(
+    lambda c: c.event.kind is EventKind.BUTTON and (c.event.button_data or "").startswith("c:"),
+    "tracked_button",
+)
+
+
+def consent(ctx: Context) -> None:
+    """Opt out (or in) of marketing; nothing else answers this message."""
+    assert ctx.customer is not None
+    out = _word(ctx) in OPT_OUT_WORDS
+    changed = ctx.customer.marketing_opt_out != out
+    ctx.customer.marketing_opt_out = out
+    if changed:
+        ctx.session.add(
+            ConsentChange(
+                customer_id=ctx.customer.id,
+                opted_out=out,
+                source=f"{ctx.event.channel}:{'command' if ctx.event.command else 'keyword'}",
+                text=ctx.event.text[:200],
+                occurred_at=ctx.now,
+            )
+        )
+        if out:
+            _attribute_opt_out(ctx)
+    ctx.reply("consent_opted_out" if out else "consent_opted_in", changed=changed)
+
+
+def _attribute_opt_out(ctx: Context) -> None:
+    """Count the opt-out against the active campaigns that messaged this customer."""
+    campaigns = ctx.session.scalars(
+        select(CampaignTarget.campaign_id)
+        .join(Campaign, Campaign.id == CampaignTarget.campaign_id)
+        .where(
+            CampaignTarget.customer_id == ctx.customer.id,
+            CampaignTarget.status == "queued",
+            Campaign.status.in_(ACTIVE),
+        )
+    ).all()
+    for campaign_id in campaigns:
+        insert_ignore(
+            ctx.session,
+            CampaignEvent,
+            {
+                "campaign_id": campaign_id,
+                "customer_id": ctx.customer.id,
+                "kind": "opt_out",
+                "detail": "",
+                "occurred_at": ctx.now,
+            },
+            ["campaign_id", "customer_id", "kind", "detail"],
+        )
+
+
+def tracked_button(ctx: Context) -> None:
+    """``c:<campaign>:<variant>:<action>``: record the click, acknowledge it."""
+    assert ctx.customer is not None
+    parts = (ctx.event.button_data or "").split(":", 3)
+    if len(parts) != 4 or not parts[1].isdigit():
+        return
+    campaign = ctx.session.get(Campaign, int(parts[1]))
+    if campaign is None:
+        return
+    manage.record_click(ctx.session, campaign.id, ctx.customer.id, parts[3], ctx.now)
+    ctx.reply("campaign_clicked", action=parts[3], campaign=campaign.name)
+
+
+def campaign_command(ctx: Context) -> None:
+    """``/campaign new|preview|pilot|launch|pause|stats ...`` (managers)."""
+    args = ctx.event.text.strip().split(maxsplit=2)
+    action = args[1].lower() if len(args) > 1 else ""
+    rest = args[2] if len(args) > 2 else ""
+    try:
+        if action == "new":
+            _new(ctx, rest)
+        elif action in ("preview", "pilot", "launch", "pause", "stats") and rest:
+            campaign = manage.find_campaign(ctx.session, rest.split()[0])
+            if campaign is None:
+                ctx.reply("campaign_error", problem=f"no campaign named {rest.split()[0]!r}")
+                return
+            getattr(_Actions, action)(ctx, campaign)
+        else:
+            ctx.reply("campaign_usage")
+    except (SpecError, SegmentError, manage.CampaignError) as exc:
+        ctx.reply("campaign_error", problem=str(exc))
+
+
+def _new(ctx: Context, rest: str) -> None:
+    spec = parse_spec(rest, ctx.config)
+    from bot.templating import Renderer
+
+    renderer = Renderer()
+    campaign = manage.create_campaign(
+        ctx.session,
+        spec,
+        config=ctx.config,
+        renderer=renderer,
+        now=ctx.now,
+        created_by=f"{ctx.event.channel}:{ctx.event.actor.user_id}",
+    )
+    ctx.reply("campaign_created", campaign=campaign)
+
+
+class _Actions:
+    @staticmethod
+    def preview(ctx: Context, campaign: Campaign) -> None:
+        from bot.templating import Renderer
+
+        try:
+            result = manage.preview(
+                ctx.session, campaign, config=ctx.config, renderer=Renderer(), now=ctx.now
+            )
+        except TemplateRenderError as exc:
+            ctx.reply("campaign_error", problem=f"the template does not render: {exc}")
+            return
+        ctx.reply("campaign_preview", campaign=campaign, preview=result)
+
+    @staticmethod
+    def pilot(ctx: Context, campaign: Campaign) -> None:
+        manage.request(ctx.session, campaign, "pilot")
+        ctx.reply("campaign_requested", campaign=campaign, action="pilot")
+
+    @staticmethod
+    def launch(ctx: Context, campaign: Campaign) -> None:
+        manage.request(ctx.session, campaign, "launch")
+        ctx.reply("campaign_requested", campaign=campaign, action="launch")
+
+    @staticmethod
+    def pause(ctx: Context, campaign: Campaign) -> None:
+        from sqlalchemy import update
+
+        from storage.models import OutboxMessage
+
+        if campaign.status not in ("piloting", "running", "pilot_pending", "launch_pending"):
+            ctx.reply("campaign_error", problem=f"campaign {campaign.name!r} is {campaign.status}")
+            return
+        campaign.status = "paused"
+        held = ctx.session.execute(
+            update(OutboxMessage)
+            .where(
+                OutboxMessage.status == "pending",
+                OutboxMessage.idempotency_key.like(f"campaign:{campaign.id}:%"),
+            )
+            .values(status="paused")
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        ctx.reply("campaign_paused", campaign=campaign, held=held or 0)
+
+    @staticmethod
+    def stats(ctx: Context, campaign: Campaign) -> None:
+        ctx.reply("campaign_stats", table=format_funnel(campaign, funnel(ctx.session, campaign)))
+
+
+def redeem_command(ctx: Context) -> None:
+    """``/redeem CODE [amount]``: staff redeem a customer's coupon."""
+    args = ctx.event.args
+    if not args:
+        ctx.reply("redeem_usage")
+        return
+    amount_cents = None
+    if len(args) > 1:
+        try:
+            amount = Decimal(args[1])
+            if amount < 0 or not amount.is_finite():
+                raise InvalidOperation
+        except InvalidOperation:
+            ctx.reply("redeem_usage")
+            return
+        amount_cents = int(amount * 100)
+    result = redeem(
+        ctx.session,
+        args[0],
+        now=ctx.now,
+        by=f"{ctx.event.channel}:{ctx.event.actor.user_id}",
+        config=ctx.config,
+        amount_cents=amount_cents,
+    )
+    ctx.reply("redeem_result", result=result, code=format_code(result.code) if result.code else "")

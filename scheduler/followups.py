@@ -1,0 +1,217 @@
+"""Periodic job of conversations: send due follow-ups and escalate overdue handoffs.
+
+Both are importable functions taking ids-free arguments (a database, config, clock), so
+they run from an asyncio loop (:class:`ConversationJobs`, started with the runtime) or as
+an APScheduler interval job. Each follow-up is handled in its own transaction with its
+conversation row locked, so two runners never send one twice (the outbox key
+``followup:<id>`` makes it idempotent anyway).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bot import outbox
+from bot.clock import Clock
+from bot.config import Config
+from bot.events import ConversationRef
+from bot.flows import FlowLibrary, FlowRun, load_flows
+from bot.handoff import escalate_overdue
+from bot.policy import check
+from bot.templating import Renderer
+from storage.db import Database
+from storage.followups import FollowUp
+from storage.handoff import HandoffTicket
+from storage.models import Conversation, Customer
+
+__all__ = ["ConversationJobs", "escalate_sla", "send_due_followups"]
+
+log = logging.getLogger(__name__)
+
+
+def _bought_since(session: Session, customer_id: int, since) -> bool:
+    """Whether the customer has ordered since a moment (orders table of issue 5, if present)."""
+    try:
+        from storage.orders import Order
+    except ImportError:  # pragma: no cover - the orders issue not merged
+        return False
+    return (
+        session.scalar(
+            select(Order.id)
+            .where(Order.customer_id == customer_id, Order.ordered_at >= since)
+            .limit(1)
+        )
+        is not None
+    )
+
+
+def _send_one(
+    session: Session,
+    followup_id: int,
+    config: Config,
+    renderer: Renderer,
+    library: FlowLibrary,
+    now,
+) -> str:
+    fu = session.get(FollowUp, followup_id)
+    if fu is None or fu.status != "pending" or fu.due_at > now:
+        return "gone"
+    conversation = session.scalars(
+        select(Conversation).where(Conversation.id == fu.conversation_id).with_for_update()
+    ).one()
+    session.refresh(fu)
+    if fu.status != "pending":
+        return "gone"
+    customer = session.get(Customer, fu.customer_id)
+    assert customer is not None
+
+    def close(status: str, reason: str) -> str:
+        fu.status, fu.reason = status, reason
+        return reason
+
+    if (conversation.flow, conversation.step) != (fu.flow, fu.step):
+        return close("cancelled", "breakpoint_moved")
+    if conversation.handoff_status != "bot":
+        return close("cancelled", "in_handoff")
+    if _bought_since(session, customer.id, fu.created_at):
+        return close("cancelled", "bought")
+    decision = check(
+        session, customer, now, config.marketing, default_timezone=config.general.timezone
+    )
+    if not decision.allowed:
+        if decision.retry_at is None:
+            return close("skipped", decision.reason)
+        fu.due_at, fu.reason = decision.retry_at, f"deferred: {decision.reason}"
+        return f"deferred_{decision.reason}"
+    run = FlowRun(session, conversation, customer, library, now)
+    message = run.followup(fu.template)
+    if message is None:
+        return close("cancelled", "nothing_to_follow_up")
+    text, buttons = message.render(renderer, customer.locale, customer)
+    outbox.enqueue(
+        session,
+        key=f"followup:{fu.id}",
+        to=ConversationRef(conversation.channel, conversation.chat_id, conversation.user_id),
+        text=text,
+        buttons=buttons,
+        customer_id=customer.id,
+        purpose="followup",
+        now=now,
+    )
+    conversation.last_bot_message = text
+    fu.sent_at = now
+    return close("sent", "sent")
+
+
+def send_due_followups(
+    db: Database,
+    config: Config,
+    clock: Clock,
+    *,
+    renderer: Renderer | None = None,
+    library: FlowLibrary | None = None,
+    limit: int = 500,
+) -> Counter:
+    """Send (or cancel, skip, defer) every due follow-up; returns counts by outcome."""
+    renderer = renderer or Renderer()
+    library = library or load_flows(config.conversations.flows_dir or None, renderer)
+    now = clock.now()
+    with db.sessions() as session:
+        due = list(
+            session.scalars(
+                select(FollowUp.id)
+                .where(FollowUp.status == "pending", FollowUp.due_at <= now)
+                .order_by(FollowUp.due_at)
+                .limit(limit)
+            )
+        )
+    outcomes: Counter = Counter()
+    for followup_id in due:
+        try:
+            with db.transaction() as session:
+                outcomes[_send_one(session, followup_id, config, renderer, library, now)] += 1
+        except Exception:
+            log.exception("follow-up %s failed; it stays pending", followup_id)
+            outcomes["error"] += 1
+    return outcomes
+
+
+def escalate_sla(
+    db: Database, config: Config, clock: Clock, *, renderer: Renderer | None = None
+) -> list[int]:
+    """Escalate handoffs waiting past the SLA and alert the managers; returns ticket ids."""
+    renderer = renderer or Renderer()
+    now = clock.now()
+    with db.transaction() as session:
+        tickets: list[HandoffTicket] = escalate_overdue(session, config, now)
+        for ticket in tickets:
+            customer = session.get(Customer, ticket.customer_id)
+            for manager in config.roles.managers:
+                channel, _, user = manager.partition(":")
+                text = renderer.render(
+                    "handoff_escalated",
+                    config.general.locale,
+                    ticket_id=ticket.id,
+                    customer=customer.display_name if customer else "?",
+                    reason=ticket.reason,
+                    minutes=int((now - ticket.created_at) / timedelta(minutes=1)),
+                )
+                outbox.enqueue(
+                    session,
+                    key=f"sla:{ticket.id}:{manager}",
+                    to=ConversationRef(channel, user, user),
+                    text=text,
+                    purpose="staff_alert",
+                    priority=20,
+                    now=now,
+                )
+        return [t.id for t in tickets]
+
+
+class ConversationJobs:
+    """Runs follow-ups and SLA escalation every ``followup_interval_seconds`` (asyncio task)."""
+
+    def __init__(
+        self, db: Database, config: Config, clock: Clock, renderer: Renderer, wake=None
+    ) -> None:
+        self.db, self.config, self.clock, self.renderer = db, config, clock, renderer
+        self.library = load_flows(config.conversations.flows_dir or None, renderer)
+        self._wake = wake
+        self._task: asyncio.Task | None = None
+        self._stop = asyncio.Event()
+
+    def run_once(self) -> tuple[Counter, list[int]]:
+        sent = send_due_followups(
+            self.db, self.config, self.clock, renderer=self.renderer, library=self.library
+        )
+        escalated = escalate_sla(self.db, self.config, self.clock, renderer=self.renderer)
+        return sent, escalated
+
+    async def _loop(self) -> None:
+        interval = self.config.conversations.followup_interval_seconds
+        while not self._stop.is_set():
+            try:
+                sent, escalated = await self.db.run(self.run_once)
+                if (sent.get("sent") or escalated) and self._wake is not None:
+                    self._wake()
+            except Exception:
+                log.exception("conversation jobs failed; retrying at the next interval")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), interval)
+
+    async def start(self) -> None:
+        self._stop.clear()
+        self._task = asyncio.create_task(self._loop(), name="siyu-conversation-jobs")
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None

@@ -1,0 +1,44 @@
+"""Scheduler jobs: importable functions that take ids only.
+
+The job store keeps ``scheduler.jobs:scenario_tick`` and its arguments, never objects; the
+process that runs the scheduler binds its services (database, config, renderer, clock)
+here with :func:`bind` before starting.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from bot.campaigns.manage import Services
+
+__all__ = ["bind", "campaigns_due", "scenario_tick"]
+
+log = logging.getLogger(__name__)
+
+_services: Services | None = None
+
+
+def bind(services: Services | None) -> None:
+    """Give the jobs of this process the services they run with."""
+    global _services
+    _services = services
+
+
+def _bound() -> Services:
+    if _services is None:
+        raise RuntimeError("scheduler jobs run only in the process holding the scheduler")
+    return _services
+
+
+def scenario_tick(scenario_id: int) -> None:
+    """Run one scenario wherever its window is open (bot/scenarios.py)."""
+    from bot.scenarios import tick
+
+    tick(_bound(), scenario_id)
+
+
+def campaigns_due() -> None:
+    """Run requested pilots and launches, and judge pilots whose period is over."""
+    from bot.campaigns.manage import run_due
+
+    run_due(_bound())

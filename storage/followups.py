@@ -1,0 +1,160 @@
+"""Tables of follow-ups and of the offers flows grant.
+
+A :class:`FollowUp` is scheduled when a flow enters a step that has a follow-up; it is
+cancelled when the customer comes back or buys, and sent (rendered from the breakpoint)
+when due. :class:`OfferGrant` records a coupon a flow or a staff member granted: a
+placeholder until the coupons issue lands, when grants move to its tables.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, String, Text, select, update
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from bot.clock import utcnow
+from storage.models import Base, BigId
+
+__all__ = [
+    "FollowUp",
+    "OfferGrant",
+    "cancel_for_customer",
+    "cancel_pending",
+    "issue_grant",
+    "pending_for",
+    "redeem_grant",
+    "schedule_followup",
+]
+
+
+class FollowUp(Base):
+    """A message due later for one conversation's breakpoint.
+
+    status: pending → sent | cancelled | skipped (opt-out); ``reason`` says why.
+    """
+
+    __tablename__ = "followups"
+    __table_args__ = (Index("ix_followups_due", "status", "due_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id"), index=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
+    flow: Mapped[str] = mapped_column(String(64))
+    step: Mapped[str] = mapped_column(String(64))
+    template: Mapped[str] = mapped_column(String(64))
+    due_at: Mapped[datetime]
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None]
+
+
+class OfferGrant(Base):
+    """A coupon granted to a customer by a flow or by staff (placeholder for coupons)."""
+
+    __tablename__ = "offer_grants"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
+    conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id"))
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    title: Mapped[str] = mapped_column(String(200), default="")
+    source: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime]
+    redeemed_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+def schedule_followup(
+    session: Session,
+    *,
+    conversation_id: int,
+    customer_id: int,
+    flow: str,
+    step: str,
+    template: str,
+    due_at: datetime,
+    now: datetime,
+) -> FollowUp:
+    """Schedule the follow-up of a breakpoint; it replaces any pending one of the conversation."""
+    cancel_pending(session, conversation_id, "rescheduled")
+    row = FollowUp(
+        conversation_id=conversation_id,
+        customer_id=customer_id,
+        flow=flow,
+        step=step,
+        template=template,
+        due_at=due_at,
+        status="pending",
+        created_at=now,
+    )
+    session.add(row)
+    return row
+
+
+def cancel_pending(session: Session, conversation_id: int, reason: str) -> int:
+    """Cancel a conversation's pending follow-ups (the customer came back, ...)."""
+    result = session.execute(
+        update(FollowUp)
+        .where(FollowUp.conversation_id == conversation_id, FollowUp.status == "pending")
+        .values(status="cancelled", reason=reason)
+    )
+    return result.rowcount or 0
+
+
+def cancel_for_customer(session: Session, customer_id: int, reason: str) -> int:
+    """Cancel all of a customer's pending follow-ups (they bought: the orders issue calls this)."""
+    result = session.execute(
+        update(FollowUp)
+        .where(FollowUp.customer_id == customer_id, FollowUp.status == "pending")
+        .values(status="cancelled", reason=reason)
+    )
+    return result.rowcount or 0
+
+
+def pending_for(session: Session, conversation_id: int) -> list[FollowUp]:
+    return list(
+        session.scalars(
+            select(FollowUp)
+            .where(FollowUp.conversation_id == conversation_id, FollowUp.status == "pending")
+            .order_by(FollowUp.due_at)
+        )
+    )
+
+
+def issue_grant(
+    session: Session,
+    *,
+    customer_id: int,
+    conversation_id: int | None,
+    prefix: str,
+    title: str,
+    expires_at: datetime,
+    source: str,
+    now: datetime,
+) -> OfferGrant:
+    """Grant a coupon with a fresh random code (placeholder until the coupons issue lands)."""
+    grant = OfferGrant(
+        customer_id=customer_id,
+        conversation_id=conversation_id,
+        code=f"{prefix}-{secrets.token_hex(3).upper()}",
+        title=title,
+        source=source,
+        expires_at=expires_at,
+        created_at=now,
+    )
+    session.add(grant)
+    session.flush()
+    return grant
+
+
+def redeem_grant(session: Session, code: str, now: datetime) -> OfferGrant | None:
+    """Mark a grant redeemed (a purchase): the customer's follow-ups are cancelled."""
+    grant = session.scalars(select(OfferGrant).where(OfferGrant.code == code)).one_or_none()
+    if grant is None or grant.redeemed_at is not None:
+        return None
+    grant.redeemed_at = now
+    cancel_for_customer(session, grant.customer_id, "bought")
+    return grant

@@ -1,0 +1,135 @@
+"""Joining customers: unionid links across WeChat channels, and merging two customers.
+
+An Official Account openid and a WeCom external_userid with the same WeChat unionid are the
+same person: :func:`link_unionid` records the unionid and folds the two customers into the
+older one. Without a unionid they stay separate until a manager merges them
+(:func:`merge_customers`, ``siyu customer merge A B``).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from storage.db import insert_ignore
+from storage.models import Base, Customer, CustomerTag, Identity, Membership
+from storage.wechat import CustomerMerge, UnionId
+
+__all__ = ["MergeError", "link_unionid", "merge_customers", "unionid_of"]
+
+log = logging.getLogger(__name__)
+
+
+class MergeError(ValueError):
+    """Two customers cannot be merged (unknown id, same customer); the message says why."""
+
+
+def unionid_of(session: Session, channel: str, external_id: str) -> str | None:
+    row = session.get(UnionId, (channel, external_id))
+    return row.unionid if row else None
+
+
+def link_unionid(
+    session: Session, channel: str, external_id: str, unionid: str, now: datetime
+) -> int | None:
+    """Record an identity's unionid; merge customers sharing it. Returns the customer id."""
+    existing = session.get(UnionId, (channel, external_id))
+    if existing is None:
+        insert_ignore(
+            session,
+            UnionId,
+            {"channel": channel, "external_id": external_id, "unionid": unionid, "at": now},
+            ["channel", "external_id"],
+        )
+    elif existing.unionid != unionid:
+        existing.unionid, existing.at = unionid, now
+    session.flush()
+    customer_ids = set(
+        session.scalars(
+            select(Identity.customer_id)
+            .join(
+                UnionId,
+                (UnionId.channel == Identity.channel)
+                & (UnionId.external_id == Identity.external_id),
+            )
+            .where(UnionId.unionid == unionid)
+        )
+    )
+    if not customer_ids:
+        return None
+    into = min(customer_ids)
+    for other in sorted(customer_ids - {into}):
+        merge_customers(session, into, other, reason=f"unionid {unionid}", now=now)
+    return into
+
+
+def _customer_columns():
+    """Every (table, column) that holds a customer id, in any module's tables."""
+    for table in Base.metadata.sorted_tables:
+        if table.name == "customers":
+            continue
+        for column in table.columns:
+            refers = any(fk.column.table.name == "customers" for fk in column.foreign_keys)
+            if refers or column.name == "customer_id":
+                yield table, column
+
+
+def merge_customers(
+    session: Session, into_id: int, from_id: int, *, reason: str, now: datetime
+) -> Customer:
+    """Fold customer ``from_id`` into ``into_id``: identities, tags, history, state, outbox.
+
+    Tags and group memberships both have keep the surviving customer's row. The emptied
+    customer row stays (with no identities) and the merge is recorded.
+    """
+    if into_id == from_id:
+        raise MergeError("a customer cannot be merged into itself")
+    into = session.get(Customer, into_id)
+    source = session.get(Customer, from_id)
+    if into is None or source is None:
+        missing = into_id if into is None else from_id
+        raise MergeError(f"no customer #{missing}")
+    kept_tags = select(CustomerTag.tag_id).where(CustomerTag.customer_id == into_id)
+    session.execute(
+        delete(CustomerTag).where(
+            CustomerTag.customer_id == from_id, CustomerTag.tag_id.in_(kept_tags)
+        )
+    )
+    kept_groups = select(Membership.group_id).where(Membership.customer_id == into_id)
+    session.execute(
+        delete(Membership).where(
+            Membership.customer_id == from_id, Membership.group_id.in_(kept_groups)
+        )
+    )
+    for table, column in _customer_columns():
+        try:
+            with session.begin_nested():
+                session.execute(
+                    update(table).where(column == from_id).values({column.name: into_id})
+                )
+        except IntegrityError:
+            log.warning("merge %s→%s: rows of %s kept on the old customer", from_id, into_id, table)
+    into.marketing_opt_out = into.marketing_opt_out or source.marketing_opt_out
+    for name in ("phone", "birthday", "city"):
+        if getattr(into, name) is None and getattr(source, name) is not None:
+            setattr(into, name, getattr(source, name))
+    if source.last_active_at and (
+        not into.last_active_at or source.last_active_at > into.last_active_at
+    ):
+        into.last_active_at = source.last_active_at
+    if source.created_at and into.created_at and source.created_at < into.created_at:
+        into.created_at = source.created_at
+    insert_ignore(
+        session,
+        CustomerMerge,
+        {"from_customer_id": from_id, "into_customer_id": into_id, "reason": reason, "at": now},
+        ["from_customer_id"],
+    )
+    session.flush()
+    session.expire_all()
+    log.info("customer #%s merged into #%s (%s)", from_id, into_id, reason)
+    return session.get(Customer, into_id)

@@ -1,0 +1,43 @@
+"""Helpers for the campaign, scenario and coupon tests: customers and services."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from bot.campaigns.manage import Services
+from bot.clock import Clock
+from bot.config import Config
+from bot.coupons import sync_definitions
+from bot.templating import Renderer
+from storage import repos
+from storage.db import Database
+
+
+def make_customer(
+    db: Database,
+    user: str,
+    now: datetime,
+    *,
+    timezone: str = "Asia/Shanghai",
+    tags: tuple[str, ...] = (),
+    locale: str = "zh-CN",
+    name: str = "",
+    channel: str = "sandbox",
+    opt_out: bool = False,
+) -> int:
+    with db.transaction() as session:
+        customer, _ = repos.upsert_customer(
+            session, channel, user, display_name=name or user, locale=locale,
+            timezone=timezone, now=now,
+        )
+        customer.marketing_opt_out = opt_out
+        for tag in tags:
+            repos.add_tag(session, customer.id, tag, source="test", now=now)
+        session.flush()
+        return customer.id
+
+
+def services(db: Database, config: Config, clock: Clock) -> Services:
+    with db.transaction() as session:
+        sync_definitions(session, config.coupons, clock.now())
+    return Services(db=db, config=config, renderer=Renderer(), clock=clock)

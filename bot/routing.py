@@ -34,6 +34,9 @@ __all__ = ["DispatchResult", "Handler", "Router", "StopPropagation"]
 
 log = logging.getLogger(__name__)
 
+#: Events that say the customer left; anything else 1:1 says they can be reached again.
+GONE_KINDS = frozenset({EventKind.UNSUBSCRIBE, EventKind.CONTACT_REMOVED, EventKind.BOT_REMOVED})
+
 #: Handoff statuses in which bot handlers stay silent for the conversation.
 SILENT_STATUSES = frozenset({"waiting", "staff"})
 
@@ -130,6 +133,7 @@ class Router:
             locale=actor.locale or self.config.general.locale,
             timezone=self.config.general.timezone,
             now=ctx.now,
+            reachable=event.is_private and event.kind not in GONE_KINDS,
         )
         ctx.customer, ctx.identity = customer, identity
         if event.chat_type is ChatType.GROUP:

@@ -73,8 +73,13 @@ def upsert_customer(
     locale: str,
     timezone: str,
     now: datetime,
+    reachable: bool = False,
 ) -> tuple[Customer, Identity]:
-    """The customer behind a channel identity, created on first contact."""
+    """The customer behind a channel identity, created on first contact.
+
+    ``reachable``: the customer just wrote to us 1:1, so a block recorded earlier (403,
+    unfollow) is over; the identity is marked reachable again.
+    """
     identity = find_identity(session, channel, external_id)
     if identity is None:
         with session.begin_nested() as savepoint:
@@ -101,6 +106,8 @@ def upsert_customer(
         identity = find_identity(session, channel, external_id)
         assert identity is not None
     customer = identity.customer
+    if reachable and identity.unreachable:
+        identity.unreachable, identity.unreachable_reason = False, None
     if display_name and identity.display_name != display_name:
         identity.display_name = display_name
         if not customer.display_name or customer.display_name == identity.display_name:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, String, Text, UniqueConstraint, select, update
+from sqlalchemy import BigInteger, String, Text, UniqueConstraint, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from bot.clock import utcnow
@@ -20,7 +20,6 @@ from storage.models import Base, BigId, Identity
 __all__ = [
     "TelegramCallbackData",
     "TelegramRelayTopic",
-    "clear_unreachable",
     "find_topic",
     "is_unreachable",
     "remember_callback",
@@ -124,13 +123,4 @@ def is_unreachable(session: Session, user_id: str) -> bool:
                 Identity.channel == "telegram", Identity.external_id == user_id
             )
         )
-    )
-
-
-def clear_unreachable(session: Session, user_id: str) -> None:
-    """The user wrote to the bot again: they unblocked it."""
-    session.execute(
-        update(Identity)
-        .where(Identity.channel == "telegram", Identity.external_id == user_id)
-        .values(unreachable=False, unreachable_reason=None)
     )

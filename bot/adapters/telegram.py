@@ -114,7 +114,6 @@ class TelegramAdapter:
         self.ready = asyncio.Event()
         self._admins: dict[str, tuple[float, frozenset[str]]] = {}
         self._progress: dict[str, list[str]] = {}
-        self._unreachable: set[str] = set()
         self._task: asyncio.Task | None = None
         self._stopping = asyncio.Event()
 
@@ -265,8 +264,6 @@ class TelegramAdapter:
                 log.debug("telegram: update %s has nothing for Siyu", update.update_id)
                 return None
             event = await self._enrich(event)
-            if event.is_private and event.actor.user_id in self._unreachable:
-                await self.db.run(self._unblocked, event.actor.user_id)
             return await self._handle(event)
         finally:
             if query is not None:
@@ -291,15 +288,7 @@ class TelegramAdapter:
 
     def _blocked(self, chat_id: str) -> bool:
         with self.db.sessions() as session:
-            blocked = tg_store.is_unreachable(session, chat_id)
-        if blocked:
-            self._unreachable.add(chat_id)
-        return blocked
-
-    def _unblocked(self, user_id: str) -> None:
-        with self.db.transaction() as session:
-            tg_store.clear_unreachable(session, user_id)
-        self._unreachable.discard(user_id)
+            return tg_store.is_unreachable(session, chat_id)
 
     def _resolve_callback(self, token: str) -> str | None:
         with self.db.sessions() as session:
@@ -398,7 +387,6 @@ class TelegramAdapter:
         if isinstance(exc, tg_error.Forbidden):
             if is_group:
                 return PermanentError(f"telegram: the bot cannot write to the group: {exc.message}")
-            self._unreachable.add(chat_id)
             return RecipientUnreachable(f"telegram: {exc.message}")
         if isinstance(exc, tg_error.ChatMigrated):
             return PermanentError(f"telegram: the group moved to chat {exc.new_chat_id}")

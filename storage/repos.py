@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from storage.db import insert_ignore
 from storage.models import (
@@ -59,8 +59,11 @@ def claim_inbound(session: Session, key: str, event_id: str, now: datetime) -> b
 
 
 def find_identity(session: Session, channel: str, external_id: str) -> Identity | None:
+    """The identity and its customer (loaded in the same query)."""
     return session.scalars(
-        select(Identity).where(Identity.channel == channel, Identity.external_id == external_id)
+        select(Identity)
+        .options(joinedload(Identity.customer))
+        .where(Identity.channel == channel, Identity.external_id == external_id)
     ).one_or_none()
 
 
@@ -182,11 +185,20 @@ def ensure_membership(
 
 
 def _tag_id(session: Session, name: str) -> int:
+    """The id of a tag by name, created if new. Tags are never renamed or deleted, so ids
+    found are cached per database (a tag created in a transaction that rolls back is not)."""
+    cache = _TAG_IDS.setdefault(str(session.get_bind().url), {})
+    if (tag_id := cache.get(name)) is not None:
+        return tag_id
     tag_id = session.scalar(select(Tag.id).where(Tag.name == name))
     if tag_id is None:
         insert_ignore(session, Tag, {"name": name}, ["name"])
-        tag_id = session.scalar(select(Tag.id).where(Tag.name == name))
+        return session.scalar(select(Tag.id).where(Tag.name == name))
+    cache[name] = tag_id
     return tag_id
+
+
+_TAG_IDS: dict[str, dict[str, int]] = {}
 
 
 def add_tag(

@@ -76,6 +76,9 @@ def build(config: Config, *, db: Database | None = None, clock: Clock | None = N
     from bot.web.orders_api import orders_routes  # issue 5: POST /api/orders
 
     extra_routes += orders_routes(runtime)
+    from bot.web.coupons_api import coupon_routes  # issue 6: POST /api/coupons/redeem
+
+    extra_routes += coupon_routes(runtime)
     jobs = ConversationJobs(
         runtime.db, config, runtime.clock, runtime.renderer, wake=runtime.worker.wake
     )
@@ -85,11 +88,22 @@ def build(config: Config, *, db: Database | None = None, clock: Clock | None = N
         extra_routes=extra_routes,
         shutting_down=shutting_down,
         middleware=inbox_middleware(runtime),
-        services=[jobs],
+        services=[jobs, *_campaign_services(runtime, config)],
     )
     app = SiyuApp(runtime, sandbox, asgi)
     app._holder = holder  # type: ignore[attr-defined]
     return app
+
+
+def _campaign_services(runtime: Runtime, config: Config) -> list:
+    """Issue 6: the scheduler (scenarios, pilots, launches) if enabled; one process runs it."""
+    if not config.scenarios.scheduler:
+        return []
+    from bot.campaigns.manage import Services
+    from scheduler.service import SchedulerService
+
+    services = Services(runtime.db, config, runtime.renderer, runtime.clock)
+    return [SchedulerService(services)]
 
 
 class _Server(uvicorn.Server):

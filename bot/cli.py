@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from bot import cli_customers
+from bot import cli_campaigns, cli_customers
 from bot.config import CHANNELS, Config, ConfigError, find_config_path, load_config
 
 __all__ = ["main"]
@@ -45,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     merge.add_argument("from_id", type=int, metavar="B")
     _staff_parser(sub, common)
     cli_customers.add_parsers(sub, common)  # issue 5: import, segment, rfm, tags
+    cli_campaigns.add_parsers(sub, common)  # issue 6: campaign, report campaign
     return parser
 
 
@@ -89,6 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "check-config": cmd_check,
         "customer": cmd_customer,
         **cli_customers.COMMANDS,
+        **cli_campaigns.COMMANDS,
         "staff": cmd_staff,
     }
     return handler[args.command](config, args)

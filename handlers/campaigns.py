@@ -49,9 +49,11 @@ def _word(ctx: Context) -> str:
 
 
 is_consent = Filter(
-    lambda c: c.event.kind in (EventKind.MESSAGE, EventKind.COMMAND)
-    and c.event.is_private
-    and _word(c) in OPT_OUT_WORDS | OPT_IN_WORDS,
+    lambda c: (
+        c.event.kind in (EventKind.MESSAGE, EventKind.COMMAND)
+        and c.event.is_private
+        and _word(c) in OPT_OUT_WORDS | OPT_IN_WORDS
+    ),
     "consent",
 )
 

@@ -27,8 +27,13 @@ def make_customer(
 ) -> int:
     with db.transaction() as session:
         customer, _ = repos.upsert_customer(
-            session, channel, user, display_name=name or user, locale=locale,
-            timezone=timezone, now=now,
+            session,
+            channel,
+            user,
+            display_name=name or user,
+            locale=locale,
+            timezone=timezone,
+            now=now,
         )
         customer.marketing_opt_out = opt_out
         for tag in tags:
@@ -41,3 +46,34 @@ def services(db: Database, config: Config, clock: Clock) -> Services:
     with db.transaction() as session:
         sync_definitions(session, config.coupons, clock.now())
     return Services(db=db, config=config, renderer=Renderer(), clock=clock)
+
+
+def bulk_customers(db: Database, n: int, now: datetime, *, channel: str = "sandbox") -> None:
+    """``n`` customers with one identity each (user ids ``u0`` …), inserted in bulk."""
+    from sqlalchemy import insert, select
+
+    from storage.models import Customer, Identity
+
+    chunk = 5000
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        with db.transaction() as session:
+            session.execute(
+                insert(Customer),
+                [
+                    {"display_name": f"顾客{i}", "locale": "zh-CN", "timezone": "Asia/Shanghai",
+                     "marketing_opt_out": False, "created_at": now}
+                    for i in range(start, stop)
+                ],
+            )
+            ids = session.scalars(
+                select(Customer.id).order_by(Customer.id.desc()).limit(stop - start)
+            ).all()
+            session.execute(
+                insert(Identity),
+                [
+                    {"customer_id": cid, "channel": channel, "external_id": f"u{cid}",
+                     "display_name": "", "unreachable": False, "created_at": now}
+                    for cid in ids
+                ],
+            )

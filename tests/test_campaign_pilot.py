@@ -53,7 +53,9 @@ def test_pilot_that_beats_the_holdout_launches_to_the_rest(db, config):
     config = config.replace(campaigns=replace(config.campaigns, min_pilot_size=10))
     clock = FakeClock(datetime(2026, 3, 6, 2, 0, tzinfo=UTC))  # 10:00 Shanghai
     svc, cid = _campaign(
-        db, config, clock,
+        db,
+        config,
+        clock,
         'spring segment="tag:早餐" template=morning_offer coupon=breakfast5 pilot=20% holdout=20% hours=24',
     )
     start_pilot(svc, cid)
@@ -92,7 +94,9 @@ def test_pilot_with_many_opt_outs_stops_with_the_reason(db, config):
     config = config.replace(campaigns=replace(config.campaigns, min_pilot_size=10))
     clock = FakeClock(datetime(2026, 3, 6, 2, 0, tzinfo=UTC))
     svc, cid = _campaign(
-        db, config, clock,
+        db,
+        config,
+        clock,
         'pushy segment="tag:早餐" text="{{ customer.name }}，买买买" pilot=20% holdout=20% hours=2',
     )
     start_pilot(svc, cid)
@@ -106,8 +110,9 @@ def test_pilot_with_many_opt_outs_stops_with_the_reason(db, config):
         for customer_id in pilot[:5]:
             session.get(Customer, customer_id).marketing_opt_out = True
             session.add(
-                ConsentChange(customer_id=customer_id, opted_out=True, source="test",
-                              occurred_at=clock.now())
+                ConsentChange(
+                    customer_id=customer_id, opted_out=True, source="test", occurred_at=clock.now()
+                )
             )
     clock.advance(timedelta(hours=2))
     assert run_due(svc) == [("pushy", "stopped")]
@@ -141,7 +146,8 @@ def test_rerun_of_a_launch_queues_nothing_twice(db, config):
     first = launch(svc, cid)
     before = _messages(db)
     assert first.new_rows == before > 0
-    second = run_push(svc, cid, send_arms={"pilot", "rollout"},
-                      record_arms={"pilot", "holdout", "rollout"})
+    second = run_push(
+        svc, cid, send_arms={"pilot", "rollout"}, record_arms={"pilot", "holdout", "rollout"}
+    )
     assert second.new_rows == 0
     assert _messages(db) == before

@@ -44,7 +44,10 @@ def test_redeem_answers(db, config):
     code = _issue(db, alice)["k1"]
     with db.transaction() as session:
         assert redeem(session, "NOPE-NOPE-NOPE", now=NOW, by="s", config=config).reason == "unknown"
-        assert redeem(session, code, now=NOW, by="s", config=config, customer_id=bob).reason == "foreign"
+        assert (
+            redeem(session, code, now=NOW, by="s", config=config, customer_id=bob).reason
+            == "foreign"
+        )
         low = redeem(session, code, now=NOW, by="s", config=config, amount_cents=1000)
         assert low.reason == "below_min_spend" and low.min_spend_cents == 2000
         typed = code[:4].lower() + "-" + code[4:8] + " " + code[8:]

@@ -27,8 +27,9 @@ def _setup(db, config, clock):
 def _queued(db):
     with db.sessions() as session:
         return session.execute(
-            select(OutboxMessage.user_id, OutboxMessage.next_attempt_at, OutboxMessage.payload)
-            .order_by(OutboxMessage.id)
+            select(
+                OutboxMessage.user_id, OutboxMessage.next_attempt_at, OutboxMessage.payload
+            ).order_by(OutboxMessage.id)
         ).all()
 
 

@@ -1,0 +1,44 @@
+"""A delivery worker process for the crash test: drain the outbox to the fake platform."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from sqlalchemy import func, select
+
+from bot.clock import SystemClock
+from bot.config import DeliveryConfig
+from bot.delivery import DeliveryWorker
+from storage.db import Database
+from storage.models import OutboxMessage
+from tests.fake_platform import FakePlatform
+
+
+async def main(url: str) -> None:
+    db = Database(url)
+    platform = FakePlatform(url)
+    await platform.start()
+    config = DeliveryConfig(batch_size=50, lease_seconds=3, poll_interval_seconds=0.2)
+    worker = DeliveryWorker(db, {"sandbox": platform}, SystemClock(), config)
+    print("ready", flush=True)
+    idle = 0
+    while idle < 10:
+        handled = await worker.drain_once()
+        if handled:
+            idle = 0
+            continue
+        with db.sessions() as session:
+            left = session.scalar(
+                select(func.count())
+                .select_from(OutboxMessage)
+                .where(OutboxMessage.status.in_(("pending", "sending")))
+            )
+        idle = idle + 1 if left == 0 else 0
+        await asyncio.sleep(0.3)
+    await platform.stop()
+    db.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1]))

@@ -32,29 +32,16 @@ def _pg_admin():
 @pytest.fixture(scope="session")
 def pg_server_url() -> Iterator[str]:
     """A fresh PostgreSQL database for this test session (dropped afterwards)."""
-    name = f"siyu_test_{uuid.uuid4().hex[:10]}"
-    admin = _pg_admin()
     try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        url = _fresh_pg_database(PG_ADMIN_URL)
     except Exception as exc:  # pragma: no cover - environment problem, say it plainly
         pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is required for these tests: {exc}")
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     yield url
-    with admin.connect() as conn:
-        conn.execute(
-            text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = :n AND pid <> pg_backend_pid()"
-            ),
-            {"n": name},
-        )
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-    admin.dispose()
+    _drop_pg_database(url)
 
 
 def _fresh_pg_database(base_url: str) -> str:
-    """A new empty database next to the session one (for tests that need a clean schema)."""
+    """A new empty database on the same server as ``base_url``."""
     name = f"siyu_test_{uuid.uuid4().hex[:10]}"
     admin = _pg_admin()
     with admin.connect() as conn:
@@ -67,14 +54,7 @@ def _drop_pg_database(url: str) -> None:
     name = url.rsplit("/", 1)[1]
     admin = _pg_admin()
     with admin.connect() as conn:
-        conn.execute(
-            text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = :n AND pid <> pg_backend_pid()"
-            ),
-            {"n": name},
-        )
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
 
 

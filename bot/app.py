@@ -45,12 +45,19 @@ def build(config: Config, *, db: Database | None = None, clock: Clock | None = N
     extra_routes = []
     if config.telegram.token:
         from bot.adapters.telegram import TelegramAdapter
+        from bot.adapters.telegram_relay import relay_desk
 
         if config.telegram.mode == "webhook" and not config.telegram.webhook_secret:
             raise ConfigError(
                 config.source, "telegram.webhook_secret", "required when mode is 'webhook'"
             )
-        telegram = TelegramAdapter(config.telegram, runtime.db, runtime.clock, runtime.handle)
+        telegram = TelegramAdapter(
+            config.telegram,
+            runtime.db,
+            runtime.clock,
+            runtime.handle,
+            relay=relay_desk(config, runtime),  # staff relay group, if [telegram] relay_chat_id
+        )
         runtime.add_adapter(telegram)
         if config.telegram.mode == "webhook":
             extra_routes += telegram.routes()

@@ -7,6 +7,7 @@
 ``siyu segment save NAME EXPR`` · ``siyu segment list`` · ``siyu segment delete NAME``
 ``siyu rfm recompute``               the nightly job, now
 ``siyu tags export [--tag T] [-o FILE]``  customer tags with sources as CSV (streamed)
+``siyu tags import FILE.csv``        tags from CSV (source ``import:<file>``; bot/tag_import.py)
 """
 
 from __future__ import annotations
@@ -60,6 +61,10 @@ def add_parsers(sub, common: argparse.ArgumentParser) -> None:
     export.add_argument("--tag", default=None, help="only this tag")
     export.add_argument("-o", "--output", default="-", help="file (default: stdout)")
     export.add_argument("--include-expired", action="store_true")
+    timport = tsub.add_parser(
+        "import", parents=[common], help="import tags from CSV (customer|phone, tag, ttl_days)"
+    )
+    timport.add_argument("file", metavar="FILE.csv")
 
 
 def _db(config: Config):
@@ -78,16 +83,8 @@ def cmd_import(config: Config, args: argparse.Namespace) -> int:
     from bot.orders import OrderInputError, parse_csv, store_orders
 
     path = Path(args.file)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        print(f"siyu: {path}: no such file", file=sys.stderr)
-        return EXIT_USAGE
-    except UnicodeDecodeError:
-        print(f"siyu: {path}: not UTF-8 text", file=sys.stderr)
-        return EXIT_USAGE
-    except OSError as exc:
-        print(f"siyu: {path}: {exc.strerror}", file=sys.stderr)
+    text = _read(path)
+    if text is None:
         return EXIT_USAGE
     now = _now()
     try:
@@ -173,7 +170,47 @@ def cmd_rfm(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        print(f"siyu: {path}: no such file", file=sys.stderr)
+    except UnicodeDecodeError:
+        print(f"siyu: {path}: not UTF-8 text", file=sys.stderr)
+    except OSError as exc:
+        print(f"siyu: {path}: {exc.strerror}", file=sys.stderr)
+    return None
+
+
+def cmd_tags_import(config: Config, args: argparse.Namespace) -> int:
+    from bot.tag_import import TagImportError, import_tags
+
+    path = Path(args.file)
+    text = _read(path)
+    if text is None:
+        return EXIT_USAGE
+    db = _db(config)
+    try:
+        db.migrate()
+        with db.transaction() as session:
+            report = import_tags(session, text, source=f"import:{path.name}", now=_now())
+    except TagImportError as exc:
+        print(f"siyu: {path}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        db.close()
+    for e in report.errors:
+        print(f"{path}:{e.where}: rejected: {e.reason}", file=sys.stderr)
+    print(
+        f"{path}: {report.added} tag(s) added, {report.refreshed} refreshed, "
+        f"{len(report.errors)} rejected"
+    )
+    return 1 if report.errors else 0
+
+
 def cmd_tags(config: Config, args: argparse.Namespace) -> int:
+    if args.tags_command == "import":
+        return cmd_tags_import(config, args)
     if args.output == "-":
         rows = _export_tags(config, args, sys.stdout)
     else:

@@ -255,6 +255,19 @@ class TiersConfig:
     levels: list[Tier] = field(default_factory=_default_tiers)
 
 
+def _check_relay_chat(value: str) -> str | None:
+    if value and not (value.startswith("-") and value[1:].isdigit()):
+        return f"{value!r} must be a supergroup's chat id such as '-1001234567890'"
+    return None
+
+
+def _check_relay_staff(value: str) -> str | None:
+    user, sep, staff = value.partition(":")
+    if not sep or not user.isdigit() or not staff:
+        return f"{value!r} must be '<telegram user id>:<staff username>'"
+    return None
+
+
 @dataclass(frozen=True)
 class TelegramConfig:
     """The Telegram channel; it starts when a token is set."""
@@ -274,6 +287,12 @@ class TelegramConfig:
     poll_timeout: int = field(default=30, metadata=_meta(_positive))
     #: How long a group's admin list (getChatAdministrators) is cached (seconds).
     admin_cache_seconds: float = field(default=600.0, metadata=_meta(_positive))
+    #: Staff relay group: a forum supergroup's chat id ("-100..."); empty means no relay.
+    relay_chat_id: str = field(default="", metadata=_meta(_check_relay_chat))
+    #: Who may act in the relay group: "<telegram user id>:<staff username>" entries.
+    relay_staff: list[str] = field(default_factory=list, metadata=_meta(_check_relay_staff))
+    #: Redis URL for rate limits shared by several Siyu processes; empty: per process.
+    redis_url: str = ""
 
 
 def _check_clock_range(value: str) -> str | None:

@@ -9,6 +9,8 @@ release the bot resumes the flow at its breakpoint.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -39,8 +41,23 @@ __all__ = [
     "release",
     "reply",
     "resolve",
+    "subscribe",
     "transfer",
 ]
+
+log = logging.getLogger(__name__)
+
+#: Called as ``observer(session, entry)`` after every audit entry, in its transaction (a
+#: savepoint): how other surfaces (the Telegram relay group) follow the model without this
+#: module knowing them.
+AuditObserver = Callable[[Session, AuditEntry], None]
+_observers: list[AuditObserver] = []
+
+
+def subscribe(observer: AuditObserver) -> Callable[[], None]:
+    """Follow every staff action (see :data:`AuditObserver`); returns the unsubscribe."""
+    _observers.append(observer)
+    return lambda: _observers.remove(observer) if observer in _observers else None
 
 #: Queue priority by reason (higher first); VIP customers get VIP_BONUS on top.
 REASON_PRIORITY = {
@@ -73,16 +90,21 @@ def audit(
     conversation_id: int | None = None,
     **detail,
 ) -> None:
-    session.add(
-        AuditEntry(
-            actor=actor,
-            action=action,
-            ticket_id=ticket.id if ticket else None,
-            conversation_id=conversation_id or (ticket.conversation_id if ticket else None),
-            detail=detail,
-            created_at=now,
-        )
+    entry = AuditEntry(
+        actor=actor,
+        action=action,
+        ticket_id=ticket.id if ticket else None,
+        conversation_id=conversation_id or (ticket.conversation_id if ticket else None),
+        detail=detail,
+        created_at=now,
     )
+    session.add(entry)
+    for observer in tuple(_observers):
+        try:
+            with session.begin_nested():
+                observer(session, entry)
+        except Exception:  # an observer never undoes the staff action
+            log.exception("handoff: observer %r failed on %s", observer, action)
 
 
 def open_ticket(session: Session, conversation_id: int) -> HandoffTicket | None:

@@ -22,7 +22,7 @@ Every tier or stage change is appended to ``customer_events`` (storage/scores.py
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import (
@@ -50,6 +50,9 @@ from storage.scores import STAGE_CHANGED, TIER_CHANGED, CustomerEvent, CustomerS
 
 __all__ = ["RecomputeResult", "recompute_scores"]
 
+#: PostgreSQL advisory lock key that serializes recomputes ("rfm5" as an integer).
+RECOMPUTE_LOCK = 0x72666D35
+
 
 @dataclass(frozen=True)
 class RecomputeResult:
@@ -59,6 +62,7 @@ class RecomputeResult:
     tier_changes: int
     stage_changes: int
     seconds: float
+    steps: dict[str, float] = field(default_factory=dict)
 
 
 def _stage_table() -> Table:
@@ -181,9 +185,17 @@ def recompute_scores(session: Session, config: Config, now: datetime) -> Recompu
     Runs in the caller's transaction: readers see the old scores until it commits.
     """
     started = time.perf_counter()
+    steps: dict[str, float] = {}
+
+    def lap(name: str) -> None:
+        steps[name] = time.perf_counter() - started - sum(steps.values())
+
     session.flush()
     conn = session.connection().execution_options(preserve_rowcount=True)
-    if conn.dialect.name == "postgresql":  # sorts and hashes of a million rows stay in memory
+    if conn.dialect.name == "postgresql":
+        # One recompute at a time (nightly job vs. `siyu rfm recompute`): the second waits.
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({RECOMPUTE_LOCK})")
+        # Sorts and hashes of a million rows stay in memory.
         conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
     stage = _stage_table()
     stage.drop(conn, checkfirst=True)
@@ -191,6 +203,9 @@ def recompute_scores(session: Session, config: Config, now: datetime) -> Recompu
     try:
         columns = [c.name for c in stage.columns]
         conn.execute(insert(stage).from_select(columns, _score_select(config, now)))
+        if conn.dialect.name == "postgresql":  # temp tables are never auto-analyzed
+            conn.exec_driver_sql("ANALYZE rfm_stage")
+        lap("score")
         old = CustomerScore.__table__
         joined = stage.outerjoin(old, old.c.customer_id == stage.c.customer_id)
         event_cols = ["customer_id", "kind", "old_value", "new_value", "occurred_at"]
@@ -223,8 +238,10 @@ def recompute_scores(session: Session, config: Config, now: datetime) -> Recompu
                 .where(func.coalesce(old.c.lifecycle, "new") != stage.c.lifecycle),
             )
         ).rowcount
+        lap("events")
         conn.execute(delete(old))
         scored = conn.execute(insert(old).from_select(columns, select(stage))).rowcount
+        lap("write")
     finally:
         stage.drop(conn, checkfirst=True)
     return RecomputeResult(
@@ -232,4 +249,5 @@ def recompute_scores(session: Session, config: Config, now: datetime) -> Recompu
         tier_changes=max(tier_changes or 0, 0),
         stage_changes=max(stage_changes or 0, 0),
         seconds=time.perf_counter() - started,
+        steps=steps,
     )

@@ -22,6 +22,7 @@ TAGGING = 0
 CONSENT = 1  # issue 6: opt-out/opt-in keywords, before anything else answers
 RETURNS = 5  # issue 7: a returning customer cancels pending follow-ups (even in handoff)
 ANSWERS = 10
+RELAY = 20  # issue 3: mirror handed-off conversations into the Telegram staff relay group
 
 
 def register_handlers(router: Router, config: Config) -> Router:
@@ -64,7 +65,19 @@ def register_handlers(router: Router, config: Config) -> Router:
     )
     _register_manage(router)
     _register_conversations(router, config)
+    _register_relay(router, config)
     return router
+
+
+def _register_relay(router: Router, config: Config) -> None:
+    """Issue 3 (handlers/relay.py): only when [telegram] relay_chat_id is set."""
+    from bot.relay import relay_enabled
+    from handlers.relay import in_handoff, mirror_to_relay
+
+    if relay_enabled(config):
+        router.add(
+            Handler("relay_mirror", mirror_to_relay, in_handoff, group=RELAY, during_handoff=True)
+        )
 
 
 def _register_campaigns(router: Router) -> None:

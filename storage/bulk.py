@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 from sqlalchemy.orm import Session
 
-__all__ = ["OutboxRow", "insert_outbox_rows", "sqlite_time"]
+__all__ = ["OutboxRow", "insert_outbox_rows", "insert_target_rows", "sqlite_time"]
 
 COLUMNS = (
     "idempotency_key",
@@ -127,3 +127,41 @@ def _sqlite(raw, rows: Sequence[OutboxRow]) -> int:
     )
     cur.close()
     return raw.total_changes - before
+
+
+TARGET_COLUMNS = ("campaign_id", "customer_id", "arm", "variant", "status", "reason", "created_at")
+
+
+def insert_target_rows(session: Session, rows: Sequence[dict]) -> None:
+    """Bulk-insert ``campaign_targets`` rows, keeping any recorded before (same key)."""
+    if not rows:
+        return
+    connection = session.connection()
+    raw = connection.connection.driver_connection
+    cols = ", ".join(TARGET_COLUMNS)
+    if connection.dialect.name == "postgresql":
+        with raw.cursor() as cur:
+            cur.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS siyu_target_load (campaign_id bigint, "
+                "customer_id bigint, arm text, variant text, status text, reason text, "
+                "created_at timestamptz) ON COMMIT DELETE ROWS"
+            )
+            cur.execute("TRUNCATE siyu_target_load")
+            with cur.copy(f"COPY siyu_target_load ({cols}) FROM STDIN") as copy:
+                for r in rows:
+                    copy.write_row(tuple(r[c] for c in TARGET_COLUMNS))
+            cur.execute(
+                f"INSERT INTO campaign_targets ({cols}) SELECT {cols} FROM siyu_target_load "
+                "ON CONFLICT (campaign_id, customer_id) DO NOTHING"
+            )
+        return
+    cur = raw.cursor()
+    cur.executemany(
+        f"INSERT INTO campaign_targets ({cols}) VALUES ({', '.join('?' * len(TARGET_COLUMNS))}) "
+        "ON CONFLICT (campaign_id, customer_id) DO NOTHING",
+        [
+            tuple(sqlite_time(r[c]) if c == "created_at" else r[c] for c in TARGET_COLUMNS)
+            for r in rows
+        ],
+    )
+    cur.close()

@@ -312,6 +312,7 @@ class CustomerProfile:
     order_count: int = 0
     order_total_cents: int = 0
     score: CustomerScore | None = None
+    coupons: list[dict] = field(default_factory=list)
 
     def as_dict(self, *, reveal_phone: bool = False) -> dict:
         """The profile as JSON-able data; the phone is masked unless ``reveal_phone``
@@ -352,6 +353,7 @@ class CustomerProfile:
                 }
                 for o in self.orders
             ],
+            "coupons": self.coupons,
             "identities": [
                 {
                     "channel": i.channel,
@@ -476,4 +478,30 @@ def customer_profile(
         order_count=count,
         order_total_cents=int(total or 0),
         score=session.get(CustomerScore, cid),
+        coupons=_coupons(session, cid, recent),
     )
+
+
+def _coupons(session: Session, customer_id: int, limit: int) -> list[dict]:
+    """The customer's most recent coupon codes with their definition and status."""
+    from storage.coupons import CouponCode, CouponDefinition
+
+    rows = session.execute(
+        select(CouponCode, CouponDefinition.name, CouponDefinition.title)
+        .join(CouponDefinition, CouponDefinition.id == CouponCode.definition_id)
+        .where(CouponCode.customer_id == customer_id)
+        .order_by(CouponCode.issued_at.desc(), CouponCode.id.desc())
+        .limit(limit)
+    )
+    return [
+        {
+            "coupon": name,
+            "title": title,
+            "code": c.code,
+            "status": c.status,
+            "issued_at": _iso(c.issued_at),
+            "expires_at": _iso(c.expires_at),
+            "redeemed_at": _iso(c.redeemed_at),
+        }
+        for c, name, title in rows
+    ]

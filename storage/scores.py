@@ -15,7 +15,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from storage.models import Base, BigId
 
-__all__ = ["CustomerEvent", "CustomerScore", "events_since"]
+__all__ = ["CustomerEvent", "CustomerScore", "events_since", "score_of"]
 
 TIER_CHANGED = "tier_changed"
 STAGE_CHANGED = "stage_changed"
@@ -71,3 +71,8 @@ def events_since(
     if kinds:
         stmt = stmt.where(CustomerEvent.kind.in_(kinds))
     return list(session.scalars(stmt.order_by(CustomerEvent.id).limit(limit)))
+
+
+def score_of(session: Session, customer_id: int) -> CustomerScore | None:
+    """A customer's scores (tier, stage, RFM); None if they never ordered (stage "new")."""
+    return session.get(CustomerScore, customer_id)

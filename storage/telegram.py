@@ -1,8 +1,10 @@
-"""Telegram-specific state: long callback data and the staff relay group's topics.
+"""Telegram-specific state: long callback data, the staff relay group's topics, and the
+parts of a long message already sent.
 
-Both are small lookup tables the Telegram adapter keeps so that what it sends can be
-understood when it comes back: a button press carrying a short token, a staff message in a
-forum topic of the relay group.
+The first two are small lookup tables the Telegram adapter keeps so that what it sends can
+be understood when it comes back: a button press carrying a short token, a staff message in
+a forum topic of the relay group. Sent parts are kept in the outbox row itself
+(``payload["extra"]["sent_parts"]``), so a retry resumes after the last part sent.
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from bot.clock import utcnow
 from bot.events import ConversationRef
 from storage.db import insert_ignore
-from storage.models import Base, BigId, Identity
+from storage.models import Base, BigId, Identity, OutboxMessage
 
 __all__ = [
     "TelegramCallbackData",
     "TelegramRelayTopic",
     "find_topic",
     "is_unreachable",
+    "record_sent_parts",
     "remember_callback",
     "resolve_callback",
     "save_topic",
@@ -124,3 +127,13 @@ def is_unreachable(session: Session, user_id: str) -> bool:
             )
         )
     )
+
+
+def record_sent_parts(session: Session, outbox_id: int, message_ids: list[str]) -> None:
+    """Remember the Telegram message ids of the parts of an outbox message sent so far."""
+    row = session.get(OutboxMessage, outbox_id)
+    if row is None:
+        return
+    payload = dict(row.payload or {})
+    payload["extra"] = {**(payload.get("extra") or {}), "sent_parts": list(message_ids)}
+    row.payload = payload

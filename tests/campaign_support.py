@@ -61,8 +61,13 @@ def bulk_customers(db: Database, n: int, now: datetime, *, channel: str = "sandb
             session.execute(
                 insert(Customer),
                 [
-                    {"display_name": f"顾客{i}", "locale": "zh-CN", "timezone": "Asia/Shanghai",
-                     "marketing_opt_out": False, "created_at": now}
+                    {
+                        "display_name": f"顾客{i}",
+                        "locale": "zh-CN",
+                        "timezone": "Asia/Shanghai",
+                        "marketing_opt_out": False,
+                        "created_at": now,
+                    }
                     for i in range(start, stop)
                 ],
             )
@@ -72,8 +77,14 @@ def bulk_customers(db: Database, n: int, now: datetime, *, channel: str = "sandb
             session.execute(
                 insert(Identity),
                 [
-                    {"customer_id": cid, "channel": channel, "external_id": f"u{cid}",
-                     "display_name": "", "unreachable": False, "created_at": now}
+                    {
+                        "customer_id": cid,
+                        "channel": channel,
+                        "external_id": f"u{cid}",
+                        "display_name": "",
+                        "unreachable": False,
+                        "created_at": now,
+                    }
                     for cid in ids
                 ],
             )

@@ -24,8 +24,14 @@ async def main(url: str, seconds: float) -> None:
             scheduler=True,
             tick_seconds=0.3,
             definitions=[
-                ScenarioDef("all_day", "morning_offer", "daily", "00:00-23:59", "opt_out:no",
-                            quiet_hours=False)
+                ScenarioDef(
+                    "all_day",
+                    "morning_offer",
+                    "daily",
+                    "00:00-23:59",
+                    "opt_out:no",
+                    quiet_hours=False,
+                )
             ],
         )
     )

@@ -94,10 +94,14 @@ class FakeBotAPI:
         self._arrived.set()
         return update["update_id"]
 
-    def fail_next(self, method: str, status: int, description: str, **parameters) -> None:
+    def fail_next(
+        self, method: str, status: int, description: str, *, after: int = 0, **parameters
+    ) -> None:
+        """Fail a coming call of ``method`` (the one after ``after`` more calls succeed)."""
         body = {"ok": False, "error_code": status, "description": description}
         if parameters:
             body["parameters"] = parameters
+        self.failures[method].extend([None] * after)
         self.failures[method].append((status, body))
 
     def called(self, method: str) -> list[Call]:
@@ -133,8 +137,8 @@ class FakeBotAPI:
         params = await self._params(request)
         call = Call(method, params, self.now())
         self.calls.append(call)
-        if self.failures.get(method):
-            status, body = self.failures[method].pop(0)
+        if self.failures.get(method) and (failure := self.failures[method].pop(0)):
+            status, body = failure
             return JSONResponse(body, status_code=status)
         handler = getattr(self, f"_m_{method}", None)
         if handler is None:
@@ -181,12 +185,15 @@ class FakeBotAPI:
 
     async def _m_sendMessage(self, params: dict) -> dict:
         chat_id = params["chat_id"]
-        return {
+        body = {
             "message_id": next(self._message_ids),
             "date": int(time.time()),
             "chat": {"id": chat_id, "type": "supergroup" if chat_id < 0 else "private"},
             "text": params["text"],
         }
+        if params.get("message_thread_id"):
+            body |= {"message_thread_id": params["message_thread_id"], "is_topic_message": True}
+        return body
 
     async def _m_getChatAdministrators(self, params: dict) -> list[dict]:
         return [
@@ -200,6 +207,9 @@ class FakeBotAPI:
             "name": params["name"],
             "icon_color": 7322096,
         }
+
+    async def _m_deleteForumTopic(self, params: dict) -> bool:
+        return True
 
     async def _m_answerCallbackQuery(self, params: dict) -> bool:
         return True
@@ -274,6 +284,17 @@ def chat_member(status: str, who: dict) -> dict:
     return body
 
 
+def topic_message(chat_id: int, thread_id: int, sender: dict, text: str) -> dict:
+    """A message in a forum topic of a supergroup (the staff relay group)."""
+    update = message(
+        {"id": chat_id, "type": "supergroup", "title": "客服中转", "is_forum": True},
+        sender,
+        text,
+    )
+    update["message"] |= {"message_thread_id": thread_id, "is_topic_message": True}
+    return update
+
+
 def member_change(chat: dict, who: dict, old: str, new: str, *, field: str = "chat_member") -> dict:
     return {
         field: {
@@ -328,7 +349,16 @@ class TelegramHarness:
     """Siyu built with only the Telegram channel, pointed at a FakeBotAPI, on fake time."""
 
     def __init__(
-        self, config, db, clock, *, mode: str = "polling", managers=(), settle: float = 0.0
+        self,
+        config,
+        db,
+        clock,
+        *,
+        mode: str = "polling",
+        managers=(),
+        settle: float = 0.0,
+        relay_chat_id: int | None = None,
+        relay_staff=(),
     ) -> None:
         from dataclasses import replace
 
@@ -350,6 +380,8 @@ class TelegramHarness:
                 mode=mode,
                 webhook_secret="s3cret-token",
                 poll_timeout=1,
+                relay_chat_id=str(relay_chat_id) if relay_chat_id else "",
+                relay_staff=list(relay_staff),
             ),
         )
         self.app = build(cfg, db=db, clock=clock)

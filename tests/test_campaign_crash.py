@@ -45,8 +45,12 @@ def test_ten_thousand_messages_two_workers_one_killed_each_delivered_once(pg_url
         bulk_customers(db, N, clock.now())
         svc = services(db, config, clock)
         with db.transaction() as session:
-            spec = parse_spec('big segment="opt_out:no" holdout=0 text="hi {{ customer.name }}"', config)
-            cid = create_campaign(session, spec, config=config, renderer=Renderer(), now=clock.now()).id
+            spec = parse_spec(
+                'big segment="opt_out:no" holdout=0 text="hi {{ customer.name }}"', config
+            )
+            cid = create_campaign(
+                session, spec, config=config, renderer=Renderer(), now=clock.now()
+            ).id
         result = launch(svc, cid)
         assert result.new_rows == N
         create_schema(dsn)
@@ -54,7 +58,11 @@ def test_ten_thousand_messages_two_workers_one_killed_each_delivered_once(pg_url
         workers = [
             subprocess.Popen(
                 [sys.executable, "-m", "tests.delivery_proc", pg_url],
-                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
             )
             for _ in range(2)
         ]
@@ -67,7 +75,7 @@ def test_ten_thousand_messages_two_workers_one_killed_each_delivered_once(pg_url
         victim.wait()
         at_kill = _count(dsn, "SELECT count(*) FROM fake_deliveries")
         assert at_kill < N  # killed midway
-        out, err = workers[1].communicate(timeout=180)
+        _, err = workers[1].communicate(timeout=180)
         assert workers[1].returncode == 0, err
 
         with db.sessions() as session:
@@ -78,11 +86,14 @@ def test_ten_thousand_messages_two_workers_one_killed_each_delivered_once(pg_url
             )
         assert statuses == {"sent": N}
         assert _count(dsn, "SELECT count(*) FROM fake_deliveries") == N
-        assert _count(
-            dsn,
-            "SELECT count(*) FROM fake_deliveries d JOIN outbox o "
-            "ON o.idempotency_key = d.idempotency_key",
-        ) == N
+        assert (
+            _count(
+                dsn,
+                "SELECT count(*) FROM fake_deliveries d JOIN outbox o "
+                "ON o.idempotency_key = d.idempotency_key",
+            )
+            == N
+        )
         repeats = _count(
             dsn,
             "SELECT count(*) - count(DISTINCT idempotency_key) FROM fake_attempts",

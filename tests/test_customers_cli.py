@@ -13,7 +13,7 @@ from bot.cli import main
 from bot.rfm import recompute_scores
 from storage.db import Database
 from storage.models import Customer
-from storage.repos import customer_profile
+from storage.repos import customer_profile, tags_of
 from tests.customers_world import build_world
 
 
@@ -82,3 +82,30 @@ def test_profile_shows_value_orders_and_masks_the_phone(world_cli, config, clock
     out = capsys.readouterr().out
     assert "phone: 13812345678  city: 杭州" in out
     assert "stage: retained  tier: 金卡  RFM: 443 重要价值" in out
+
+
+def test_tags_import_keeps_the_source_and_reports_bad_rows(world_cli, tmp_path, clock, capsys):
+    db, config, ids = world_cli
+    path = tmp_path / "tags.csv"
+    path.write_text(
+        "customer,phone,tag,ttl_days\n"
+        "sandbox:b,,VIP,\n"
+        ",138 1234 5678,VIP,30\n"
+        "sandbox:zz,,VIP,\n"
+        "sandbox:b,,,\n"
+        "sandbox:b,,VIP,x\n",
+        encoding="utf-8",
+    )
+    assert main(["tags", "import", str(path), "--config", config]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.strip() == f"{path}: 2 tag(s) added, 0 refreshed, 3 rejected"
+    assert [line for line in captured.err.splitlines() if "rejected" in line] == [
+        f"{path}:4: rejected: no customer with identity 'sandbox:zz'",
+        f"{path}:5: rejected: 'tag' must be 1-64 characters",
+        f"{path}:6: rejected: 'ttl_days' 'x' must be 0-3650",
+    ]
+    with db.sessions() as s:
+        b_tags = [(t.tag.name, t.source, t.expires_at) for t in tags_of(s, ids["B"], clock.now())]
+        a_tags = [(t.tag.name, t.source) for t in tags_of(s, ids["A"], clock.now())]
+    assert b_tags == [("VIP", "import:tags.csv", None)]
+    assert ("VIP", "import:tags.csv") in a_tags

@@ -39,13 +39,17 @@ def test_two_processes_fire_a_scenario_once(pg_url):
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "tests.scheduler_proc", pg_url, "4"],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for _ in range(2)
     ]
     outputs = [p.communicate(timeout=60) for p in procs]
     try:
-        for p, (out, err) in zip(procs, outputs, strict=True):
+        for p, (_, err) in zip(procs, outputs, strict=True):
             assert p.returncode == 0, err
         executed = sorted(int(out.strip().splitlines()[-1].split("=")[1]) for out, _ in outputs)
         assert executed[0] == 0 and executed[1] >= 3  # one process ticked, the other stood by

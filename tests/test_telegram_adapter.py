@@ -281,3 +281,38 @@ async def test_webhook_checks_the_secret_token(tg_webhook):
     assert await h.deliver() == 0
     assert len(h.api.texts(ALICE)) == 1
     assert not h.api.called("getUpdates")
+
+
+async def test_a_retried_long_message_never_sends_an_earlier_part_again(tg):
+    from bot.adapters.telegram import TelegramAdapter
+    from bot.adapters.telegram_limits import TelegramRateLimiter
+
+    text = "\n".join(f"第 {n} 段：" + "早餐优惠" * 900 for n in range(4))  # 4 parts
+    enqueue(tg, "parts", ALICE, text)
+    tg.api.fail_next("sendMessage", 429, "Too Many Requests: retry after 5", after=2, retry_after=5)
+    await tg.deliver()
+    first = tg.api.sent(ALICE)
+    assert [p.params["text"][:5] for p in first] == ["第 0 段", "第 1 段"]
+    pending = row(tg, "parts")
+    assert pending.status == "pending"
+    assert pending.payload["extra"]["sent_parts"] == ["100", "101"]
+    # Another process (a fresh adapter: nothing in memory) takes the message over.
+    fresh = TelegramAdapter(
+        tg.adapter.config,
+        tg.db,
+        tg.clock,
+        tg.runtime.handle,
+        limiter=TelegramRateLimiter(now=tg.time.now, sleep=tg.time.sleep),
+    )
+    await fresh.bot.initialize()
+    tg.runtime.adapters["telegram"] = fresh
+    try:
+        tg.clock.advance(5)
+        await tg.deliver()
+    finally:
+        await fresh.bot.shutdown()
+    parts = [p.params["text"][:5] for p in tg.api.sent(ALICE)]
+    assert parts == ["第 0 段", "第 1 段", "第 2 段", "第 3 段"]
+    done = row(tg, "parts")
+    assert done.status == "sent"
+    assert done.platform_message_id == "100,101,102,103"

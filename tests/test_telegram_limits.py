@@ -46,8 +46,8 @@ async def test_a_paused_chat_waits_and_others_do_not(clock):
     fake = FakeTime(clock)
     limiter = TelegramRateLimiter(now=fake.now, sleep=fake.sleep)
     start = fake.now()
-    limiter.pause("1", 5)
-    assert limiter.paused_for("1") == 5
+    await limiter.pause("1", 5)
+    assert await limiter.paused_for("1") == 5
     assert await limiter.acquire("2", is_group=False) == start
     assert await limiter.acquire("1", is_group=False) >= start + 5
 

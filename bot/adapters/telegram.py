@@ -11,7 +11,12 @@ logged and skipped. Button presses are always answered.
 Outbound: :meth:`TelegramAdapter.send` is called by the delivery worker for outbox rows. It
 waits for Telegram's rate limits, escapes and splits the text, attaches inline keyboards,
 and maps Telegram's errors to the outbox's: 429 → RetryAfter, 403 in a private chat →
-RecipientUnreachable, other 4xx → PermanentError, network trouble → TransientError.
+RecipientUnreachable, other 4xx → PermanentError, network trouble → TransientError. Parts
+of a long text already sent are recorded in the outbox row, so a retry never repeats them.
+
+Staff relay group (optional, telegram_relay.py): updates from it go to the
+:class:`~bot.adapters.telegram_relay.RelayDesk`, not the router; outbox rows carrying
+``extra["relay"]`` are sent into the conversation's forum topic.
 """
 
 from __future__ import annotations
@@ -53,7 +58,8 @@ from bot.adapters.telegram_format import (
     fits_callback,
     render_chunks,
 )
-from bot.adapters.telegram_limits import TelegramRateLimiter
+from bot.adapters.telegram_limits import RateLimiter, TelegramRateLimiter
+from bot.adapters.telegram_relay import RelayDesk
 from bot.clock import Clock
 from bot.config import TelegramConfig
 from bot.events import ChatType, Event, EventKind
@@ -96,14 +102,16 @@ class TelegramAdapter:
         clock: Clock,
         handle: Callable[[Event], Awaitable[DispatchResult]],
         *,
-        limiter: TelegramRateLimiter | None = None,
+        limiter: RateLimiter | None = None,
+        relay: RelayDesk | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.db = db
         self.clock = clock
         self._handle = handle
-        self.limiter = limiter or TelegramRateLimiter()
+        self.limiter: RateLimiter = limiter or _limiter_for(config)
+        self.relay = relay
         self._monotonic = monotonic
         self.bot = Bot(
             config.token,
@@ -113,7 +121,6 @@ class TelegramAdapter:
         )
         self.ready = asyncio.Event()
         self._admins: dict[str, tuple[float, frozenset[str]]] = {}
-        self._progress: dict[str, list[str]] = {}
         self._task: asyncio.Task | None = None
         self._stopping = asyncio.Event()
 
@@ -122,16 +129,22 @@ class TelegramAdapter:
     async def start(self) -> None:
         """Connect in the background (retrying), then poll or register the webhook."""
         self._stopping.clear()
+        if self.relay is not None:
+            self.relay.start()
         self._task = asyncio.create_task(self._run(), name="siyu-telegram")
 
     async def stop(self) -> None:
         self._stopping.set()
+        if self.relay is not None:
+            self.relay.stop()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         with contextlib.suppress(Exception):
             await self.bot.shutdown()
+        with contextlib.suppress(Exception):
+            await self.limiter.aclose()
         self.ready.clear()
 
     async def _run(self) -> None:
@@ -251,6 +264,9 @@ class TelegramAdapter:
             return None
         if changed := admin_change(update):
             self._admins.pop(changed, None)
+        if self.relay is not None and self.relay.owns(update):
+            await self.relay.process(update, self.bot.username)
+            return None
         try:
             event = to_event(update, data, bot_username=self.bot.username, now=self.clock.now())
         except Exception as exc:
@@ -342,10 +358,15 @@ class TelegramAdapter:
     # -- outbound -------------------------------------------------------------------------
 
     async def send(self, message: OutboundMessage) -> SendReceipt:
-        """Send one outbox message (split if long); raise the outbox's DeliveryErrors."""
+        """Send one outbox message (split if long); raise the outbox's DeliveryErrors.
+
+        The parts of a long message already sent are recorded in the outbox row (its
+        ``extra["sent_parts"]``) as each goes out, so a retry, even by another process after
+        a crash, never sends an earlier part again.
+        """
         chat_id = message.chat_id
         is_group = chat_id.startswith("-")
-        paused = self.limiter.paused_for(chat_id)
+        paused = await self.limiter.paused_for(chat_id)
         if paused > 0:
             raise RetryAfter(paused, f"chat {chat_id} is rate limited")
         if not message.text.strip():
@@ -359,10 +380,14 @@ class TelegramAdapter:
         chunks = render_chunks(message.text, message.extra.get("mentions", ()))
         markup = await self._keyboard(message.buttons) if message.buttons else None
         thread = message.extra.get("message_thread_id")
-        sent_ids = self._progress.pop(message.idempotency_key, [])
-        for index in range(len(sent_ids), len(chunks)):
-            await self.limiter.acquire(chat_id, is_group=is_group)
-            try:
+        relay = message.extra.get("relay") if self.relay is not None else None
+        sent_ids = [str(i) for i in message.extra.get("sent_parts", ())][: len(chunks)]
+        try:
+            if relay is not None:
+                await self.limiter.acquire(chat_id, is_group=is_group)
+                thread = await self.relay.thread_for(self.bot, relay)
+            for index in range(len(sent_ids), len(chunks)):
+                await self.limiter.acquire(chat_id, is_group=is_group)
                 sent = await self.bot.send_message(
                     target,
                     chunks[index],
@@ -370,19 +395,26 @@ class TelegramAdapter:
                     reply_markup=markup if index == len(chunks) - 1 else None,
                     message_thread_id=thread,
                 )
-            except tg_error.TelegramError as exc:
-                if sent_ids:  # a retry must not send the first parts again
-                    self._progress[message.idempotency_key] = sent_ids
-                raise self._delivery_error(exc, chat_id, is_group) from exc
-            sent_ids.append(str(sent.message_id))
+                sent_ids.append(str(sent.message_id))
+                if index < len(chunks) - 1:
+                    await self.db.run(self._record_parts, message.outbox_id, sent_ids)
+        except tg_error.TelegramError as exc:
+            if relay is not None and "thread not found" in exc.message.lower():
+                await self.relay.forget(relay)
+                raise TransientError(f"telegram: relay topic gone ({exc.message})") from exc
+            raise await self._delivery_error(exc, chat_id, is_group) from exc
         if message.extra.get("pin") and is_group:
             await self._pin(target, int(sent_ids[0]))
         return SendReceipt(platform_message_id=",".join(sent_ids)[:128])
 
-    def _delivery_error(self, exc: tg_error.TelegramError, chat_id: str, is_group: bool):
+    def _record_parts(self, outbox_id: int, sent_ids: list[str]) -> None:
+        with self.db.transaction() as session:
+            tg_store.record_sent_parts(session, outbox_id, sent_ids)
+
+    async def _delivery_error(self, exc: tg_error.TelegramError, chat_id: str, is_group: bool):
         if isinstance(exc, tg_error.RetryAfter):
             seconds = _seconds(exc)
-            self.limiter.pause(chat_id, seconds)
+            await self.limiter.pause(chat_id, seconds)
             return RetryAfter(seconds, f"telegram: {exc.message}")
         if isinstance(exc, tg_error.Forbidden):
             if is_group:
@@ -420,6 +452,15 @@ class TelegramAdapter:
             await self.bot.pin_chat_message(chat_id, message_id, disable_notification=False)
         except tg_error.TelegramError as exc:  # sent all the same; pinning needs admin rights
             log.warning("telegram: could not pin message %s in %s: %s", message_id, chat_id, exc)
+
+
+def _limiter_for(config: TelegramConfig) -> RateLimiter:
+    """Limits shared through Redis when ``redis_url`` is set, else kept in this process."""
+    if config.redis_url:
+        from bot.adapters.telegram_limits_redis import RedisRateLimiter
+
+        return RedisRateLimiter(config.redis_url)
+    return TelegramRateLimiter()
 
 
 def _uid(item: object) -> int | None:

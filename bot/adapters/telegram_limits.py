@@ -8,6 +8,11 @@ returns seconds and ``sleep`` waits, so a test can run a whole burst on fake tim
 A chat that got a 429 is paused for the time Telegram asked (:meth:`pause`); while paused,
 :meth:`paused_for` tells the adapter to put later messages to that chat back in the queue,
 so messages to one chat keep their order.
+
+Two implementations of one :class:`RateLimiter` interface: :class:`TelegramRateLimiter`
+keeps the windows in the process; :class:`RedisRateLimiter` (``[telegram] redis_url``)
+keeps them in Redis, so that several Siyu processes sending for one bot stay within the
+limits together (see telegram_limits_redis.py).
 """
 
 from __future__ import annotations
@@ -17,8 +22,9 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
-__all__ = ["RateLimits", "TelegramRateLimiter"]
+__all__ = ["RateLimiter", "RateLimits", "TelegramRateLimiter"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +34,22 @@ class RateLimits:
     overall: tuple[int, float] = (30, 1.0)
     per_chat: tuple[int, float] = (1, 1.0)
     per_group: tuple[int, float] = (20, 60.0)
+
+
+class RateLimiter(Protocol):
+    """What the adapter needs of a limiter (in-process or shared)."""
+
+    async def acquire(self, chat_id: str, *, is_group: bool) -> float:
+        """Wait for a free slot for ``chat_id`` and take it; returns the time it was taken."""
+
+    async def pause(self, chat_id: str, seconds: float) -> None:
+        """Telegram asked to wait ``seconds`` before sending to this chat again."""
+
+    async def paused_for(self, chat_id: str) -> float:
+        """Seconds this chat is still paused for (0 if it is not)."""
+
+    async def aclose(self) -> None:
+        """Release connections, if any."""
 
 
 class _Window:
@@ -96,12 +118,22 @@ class TelegramRateLimiter:
                 return now
             await self._sleep(wait)
 
-    def pause(self, chat_id: str, seconds: float) -> None:
+    async def pause(self, chat_id: str, seconds: float) -> None:
         """Telegram asked to wait ``seconds`` before sending to this chat again."""
+        self.pause_now(chat_id, seconds)
+
+    def pause_now(self, chat_id: str, seconds: float) -> None:
         until = self._now() + seconds
         self._paused[chat_id] = max(self._paused.get(chat_id, until), until)
 
-    def paused_for(self, chat_id: str) -> float:
+    async def paused_for(self, chat_id: str) -> float:
+        """Seconds this chat is still paused for (0 if it is not)."""
+        return self.paused_now(chat_id)
+
+    async def aclose(self) -> None:
+        return None
+
+    def paused_now(self, chat_id: str) -> float:
         """Seconds this chat is still paused for (0 if it is not)."""
         until = self._paused.get(chat_id)
         if until is None:

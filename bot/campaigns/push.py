@@ -32,10 +32,8 @@ from bot import policy
 from bot.config import Config
 from bot.coupons import format_code, issue_codes
 from bot.templating import Renderer, TemplateRenderError
-from storage.bulk import OutboxRow, insert_outbox_rows
-from storage.campaigns import CampaignTarget
+from storage.bulk import OutboxRow, insert_outbox_rows, insert_target_rows
 from storage.coupons import CouponDefinition
-from storage.db import insert_ignore
 from storage.models import Customer, Identity, OutboxMessage
 
 __all__ = ["ChunkResult", "Push", "Variant", "stable_share"]
@@ -326,7 +324,7 @@ class Push:
             )
         result.new_rows = insert_outbox_rows(session, rows)
         if self.campaign_id is not None and targets:
-            insert_ignore(session, CampaignTarget, targets, ["campaign_id", "customer_id"])
+            insert_target_rows(session, targets)
         return result
 
     def _issue_key(self, cid: int) -> str:

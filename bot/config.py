@@ -343,8 +343,8 @@ class MarketingConfig:
     """The marketing-send policy (follow-ups now, campaigns later): bot/policy.py."""
 
     quiet_hours: str = field(default="22:00-08:00", metadata=_meta(_check_clock_range))
-    max_per_window: int = field(default=2, metadata=_meta(_non_negative))
-    window_hours: int = field(default=24, metadata=_meta(_positive))
+    max_per_window: int = field(default=3, metadata=_meta(_non_negative))
+    window_hours: int = field(default=168, metadata=_meta(_positive))
 
 
 def _check_aes_key(value: str) -> str | None:

@@ -88,7 +88,7 @@ async def test_frequency_cap_defers_until_the_window_frees(config, sqlite_db, cl
     clock.advance(timedelta(hours=23))
     with sqlite_db.transaction() as s:
         conv = s.scalars(select(Conversation)).one()
-        for i in range(2):  # two campaign pushes in the last day
+        for i in range(3):  # three campaign pushes: the default cap is 3 per 7 days
             outbox.enqueue(
                 s,
                 key=f"campaign:test:{i}",
@@ -101,7 +101,7 @@ async def test_frequency_cap_defers_until_the_window_frees(config, sqlite_db, cl
     clock.advance(timedelta(hours=2))
     assert send_due_followups(sqlite_db, config, clock)["deferred_frequency_cap"] == 1
     fu = followups(sqlite_db)[-1]
-    assert fu.due_at == clock.now() - timedelta(hours=2) + timedelta(hours=24)
+    assert fu.due_at == clock.now() - timedelta(hours=2) + timedelta(days=7)
     clock.set(fu.due_at)
     assert send_due_followups(sqlite_db, config, clock)["sent"] == 1
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -104,5 +105,10 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def config(tmp_path: Path) -> Config:
-    """Built-in defaults, ignoring any SIYU_* variables of the developer's shell."""
-    return load_config(None, environ={})
+    """Built-in defaults, ignoring any SIYU_* variables of the developer's shell.
+
+    The scenario scheduler is off, so a test's fake clock never fires pushes it did not ask
+    for; scheduler tests turn it on.
+    """
+    defaults = load_config(None, environ={})
+    return defaults.replace(scenarios=replace(defaults.scenarios, scheduler=False))

@@ -18,7 +18,13 @@ from storage.db import Database
 from storage.models import Identity, OutboxMessage
 from storage.wechat import AccessToken, WechatDelivery
 from tests.support import free_port
-from tests.wechat_fakes import CallbackSigner, FakeWechatApi, RunningSiyu, random_aes_key
+from tests.wechat_fakes import (
+    CallbackSigner,
+    FakeWechatApi,
+    RunningSiyu,
+    random_aes_key,
+    wait_until,
+)
 
 APP_ID = "wx0123456789abcdef"
 OPENID = "oABCDEFGHIJKLMNOPQRSTUVWXYZ1"
@@ -102,7 +108,7 @@ async def test_inside_the_window_a_customer_service_message_is_sent(
     cfg = make_config(config, sqlite_db, fake_api)
     async with RunningSiyu(cfg, sqlite_db, clock, free_port()) as siyu:
         await say(siyu, cfg, clock, "/help", 1)
-        await siyu.runtime.worker.drain_once()
+        await wait_until(lambda: len(fake_api.calls_to("message/custom/send")) == 1)
         queue(sqlite_db, clock, "k1")
         await siyu.runtime.worker.drain_once()
     sent = fake_api.calls_to("message/custom/send")

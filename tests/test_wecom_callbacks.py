@@ -138,6 +138,12 @@ async def test_later_messages_become_mass_tasks_waiting_for_confirmation(
     await wait_until(lambda: fake_api.calls_to("externalcontact/add_msg_template"))
     (call,) = fake_api.calls_to("externalcontact/add_msg_template")
     assert (call.body["sender"], call.body["external_userid"]) == (STAFF, [EXT])
+
+    def task_recorded() -> bool:  # the API answered; the task row is written right after
+        with sqlite_db.sessions() as session:
+            return session.scalars(select(WecomMassTask)).first() is not None
+
+    await wait_until(task_recorded)
     with sqlite_db.sessions() as session:
         task = session.scalars(select(WecomMassTask)).one()
         assert task.status == "pending_confirmation"

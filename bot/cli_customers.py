@@ -81,6 +81,7 @@ def _now():
 
 def cmd_import(config: Config, args: argparse.Namespace) -> int:
     from bot.orders import OrderInputError, parse_csv, store_orders
+    from bot.rfm import refresh_customers
 
     path = Path(args.file)
     text = _read(path)
@@ -102,6 +103,7 @@ def cmd_import(config: Config, args: argparse.Namespace) -> int:
         db.migrate()
         with db.transaction() as session:
             report = store_orders(session, good, source=f"csv:{path.name}", now=now)
+            refresh_customers(session, config, now, report.customers)
     finally:
         db.close()
     rejected = sorted(errors + report.errors, key=lambda e: e.where)

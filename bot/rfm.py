@@ -22,6 +22,7 @@ Every tier or stage change is appended to ``customer_events`` (storage/scores.py
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -48,7 +49,7 @@ from storage.models import UTCDateTime
 from storage.orders import Order
 from storage.scores import STAGE_CHANGED, TIER_CHANGED, CustomerEvent, CustomerScore
 
-__all__ = ["RecomputeResult", "recompute_scores"]
+__all__ = ["RecomputeResult", "recompute_scores", "refresh_customers"]
 
 #: PostgreSQL advisory lock key that serializes recomputes ("rfm5" as an integer).
 RECOMPUTE_LOCK = 0x72666D35
@@ -87,7 +88,7 @@ def _stage_table() -> Table:
     )
 
 
-def _score_select(config: Config, now: datetime):
+def _score_select(config: Config, now: datetime, only: list[int] | None = None):
     o = Order.__table__
     rfm, life = config.rfm, config.lifecycle
     window_start = now - timedelta(days=rfm.window_days)
@@ -108,6 +109,7 @@ def _score_select(config: Config, now: datetime):
                 case((and_(o.c.ordered_at >= year_start, in_currency), amount), else_=0)
             ).label("spend_12m_cents"),
         )
+        .where(o.c.customer_id.in_(only) if only is not None else true())
         .group_by(o.c.customer_id)
         .cte("agg")
     )
@@ -116,16 +118,24 @@ def _score_select(config: Config, now: datetime):
     def score(column):
         return 1 + (5 * (func.rank().over(order_by=column) - 1)) // n
 
-    ranked = (
-        select(
-            agg.c.customer_id,
-            score(agg.c.last_order_at).label("r_score"),
-            score(agg.c.frequency).label("f_score"),
-            score(agg.c.monetary_cents).label("m_score"),
+    if only is None:
+        ranked = (
+            select(
+                agg.c.customer_id,
+                score(agg.c.last_order_at).label("r_score"),
+                score(agg.c.frequency).label("f_score"),
+                score(agg.c.monetary_cents).label("m_score"),
+            )
+            .where(agg.c.frequency > 0)
+            .cte("ranked")
         )
-        .where(agg.c.frequency > 0)
-        .cte("ranked")
-    )
+    else:  # a few customers: keep their ranks from the last full recompute
+        cs = CustomerScore.__table__
+        ranked = (
+            select(cs.c.customer_id, cs.c.r_score, cs.c.f_score, cs.c.m_score)
+            .where(cs.c.customer_id.in_(only), cs.c.r_score.is_not(None))
+            .cte("ranked")
+        )
 
     def level(column, wanted: str):
         if wanted == "high":
@@ -184,6 +194,31 @@ def recompute_scores(session: Session, config: Config, now: datetime) -> Recompu
 
     Runs in the caller's transaction: readers see the old scores until it commits.
     """
+    return _recompute(session, config, now, None)
+
+
+def refresh_customers(
+    session: Session, config: Config, now: datetime, customer_ids: Iterable[int]
+) -> RecomputeResult:
+    """Update some customers at once (after new orders): their totals, stage and tier,
+    with the change events; their R/F/M scores and group keep the last full recompute's
+    ranks (a rank needs everyone, so it moves nightly)."""
+    ids = sorted(set(customer_ids))
+    total = RecomputeResult(0, 0, 0, 0.0)
+    for i in range(0, len(ids), 500):
+        part = _recompute(session, config, now, ids[i : i + 500])
+        total = RecomputeResult(
+            total.scored + part.scored,
+            total.tier_changes + part.tier_changes,
+            total.stage_changes + part.stage_changes,
+            total.seconds + part.seconds,
+        )
+    return total
+
+
+def _recompute(
+    session: Session, config: Config, now: datetime, only: list[int] | None
+) -> RecomputeResult:
     started = time.perf_counter()
     steps: dict[str, float] = {}
 
@@ -202,8 +237,8 @@ def recompute_scores(session: Session, config: Config, now: datetime) -> Recompu
     stage.create(conn)
     try:
         columns = [c.name for c in stage.columns]
-        conn.execute(insert(stage).from_select(columns, _score_select(config, now)))
-        if conn.dialect.name == "postgresql":  # temp tables are never auto-analyzed
+        conn.execute(insert(stage).from_select(columns, _score_select(config, now, only)))
+        if only is None and conn.dialect.name == "postgresql":  # temp tables: never auto-analyzed
             conn.exec_driver_sql("ANALYZE rfm_stage")
         lap("score")
         old = CustomerScore.__table__
@@ -239,7 +274,7 @@ def recompute_scores(session: Session, config: Config, now: datetime) -> Recompu
             )
         ).rowcount
         lap("events")
-        conn.execute(delete(old))
+        conn.execute(delete(old).where(old.c.customer_id.in_(only) if only is not None else true()))
         scored = conn.execute(insert(old).from_select(columns, select(stage))).rowcount
         lap("write")
     finally:

@@ -198,19 +198,4 @@ def _push(
         quiet_hours=item.quiet_hours,
         extra_vars={"scenario": item.name},
     )
-    total = ChunkResult()
-    last = 0
-    while True:
-        with services.db.transaction() as session:
-            ids = list(
-                session.scalars(
-                    query.where(Customer.id > last)
-                    .order_by(Customer.id)
-                    .limit(config.campaigns.chunk_size)
-                )
-            )
-            if not ids:
-                break
-            total.add(push.chunk(session, ids, now))
-        last = ids[-1]
-    return total
+    return push.stream(services.db, query, now, config.campaigns.chunk_size)

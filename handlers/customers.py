@@ -182,7 +182,12 @@ class CustomerCommands:
             else:
                 expression = _rest(ctx, 0)
                 count = count_segment(session, expression, config=config, now=now)
-                shown = preview_segment(session, expression, config=config, now=now, limit=PREVIEW)
+                # Names only in a private chat: a group must not see who is in a segment.
+                shown = (
+                    preview_segment(session, expression, config=config, now=now, limit=PREVIEW)
+                    if ctx.event.is_private
+                    else []
+                )
                 ctx.reply(
                     "segment_result",
                     expression=expression,

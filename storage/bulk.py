@@ -1,23 +1,38 @@
-"""Bulk, idempotent outbox inserts for campaigns (thousands of rows per statement).
+"""Bulk, idempotent outbox and campaign-target inserts (thousands of rows per statement).
 
-Per-row ORM inserts are about ten times slower than the database can take rows. On
-PostgreSQL the rows are ``COPY``-ed into a temporary table and moved with one
-``INSERT ... SELECT ... ON CONFLICT (idempotency_key) DO NOTHING``; on SQLite they go
-through the driver's ``executemany`` of ``INSERT ... ON CONFLICT DO NOTHING``. Either way a key queued
-before is skipped, so a re-run never queues a message twice.
+Per-row ORM inserts are about ten times slower than the database can take rows. Rows are
+plain tuples in :data:`COLUMNS` / :data:`TARGET_COLUMNS` order (payload already JSON text,
+times timezone-aware).
+
+* :func:`insert_new` is the fast path for rows the caller believes were never queued (no
+  earlier row for the customer under this push): on PostgreSQL it ``COPY``-es them straight
+  into ``outbox`` and ``campaign_targets`` inside a savepoint; if a unique key says
+  otherwise (a concurrent or earlier run did queue one), it rolls back to the savepoint and
+  takes the safe path for the whole chunk. The unique keys stay the guarantee.
+* :func:`insert_outbox_rows` / :func:`insert_target_rows` are the safe path: on PostgreSQL
+  ``COPY`` into a temporary table and one ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``;
+  on SQLite the driver's ``executemany`` of ``INSERT ... ON CONFLICT DO NOTHING``. Either
+  way a key queued before is skipped, so a re-run never queues a message twice.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import NamedTuple
 
+import psycopg
 from sqlalchemy.orm import Session
 
-__all__ = ["OutboxRow", "insert_outbox_rows", "insert_target_rows", "sqlite_time"]
+__all__ = [
+    "COLUMNS",
+    "TARGET_COLUMNS",
+    "insert_new",
+    "insert_outbox_rows",
+    "insert_target_rows",
+    "sqlite_time",
+]
 
+#: Outbox columns of a row tuple (status and attempts are filled in: pending, 0).
 COLUMNS = (
     "idempotency_key",
     "channel",
@@ -27,26 +42,12 @@ COLUMNS = (
     "purpose",
     "priority",
     "payload",
-    "status",
-    "attempts",
     "next_attempt_at",
     "created_at",
 )
-
-
-class OutboxRow(NamedTuple):
-    """One outbox row to insert (payload as a dict; times timezone-aware)."""
-
-    idempotency_key: str
-    channel: str
-    chat_id: str
-    user_id: str
-    customer_id: int | None
-    purpose: str
-    priority: int
-    payload: dict
-    next_attempt_at: datetime
-    created_at: datetime
+_OUTBOX_COLS = ", ".join((*COLUMNS, "status", "attempts"))
+TARGET_COLUMNS = ("campaign_id", "customer_id", "arm", "variant", "status", "reason", "created_at")
+_TARGET_COLS = ", ".join(TARGET_COLUMNS)
 
 
 def sqlite_time(value: datetime) -> str:
@@ -54,92 +55,92 @@ def sqlite_time(value: datetime) -> str:
     return value.astimezone(UTC).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
-def insert_outbox_rows(session: Session, rows: Sequence[OutboxRow]) -> int:
+def _stamper():
+    """sqlite_time with a cache (a chunk's rows share a few distinct times)."""
+    stamps: dict[datetime, str] = {}
+
+    def stamp(value: datetime) -> str:
+        text = stamps.get(value)
+        if text is None:
+            text = stamps[value] = sqlite_time(value)
+        return text
+
+    return stamp
+
+
+def _raw(session: Session):
+    connection = session.connection()
+    return connection.dialect.name, connection.connection.driver_connection
+
+
+def insert_new(session: Session, rows: Sequence[tuple], targets: Sequence[tuple]) -> int:
+    """Insert outbox rows and target rows expected to be new; returns new outbox rows.
+
+    Rows that turn out to exist are skipped exactly as in the safe path.
+    """
+    dialect, raw = _raw(session)
+    if dialect == "postgresql" and (rows or targets):
+        with raw.cursor() as cur:
+            cur.execute("SAVEPOINT siyu_bulk")
+            try:
+                _copy(cur, f"outbox ({_OUTBOX_COLS})", ((*r, "pending", 0) for r in rows))
+                _copy(cur, f"campaign_targets ({_TARGET_COLS})", targets)
+            except psycopg.errors.UniqueViolation:
+                cur.execute("ROLLBACK TO SAVEPOINT siyu_bulk")
+            else:
+                cur.execute("RELEASE SAVEPOINT siyu_bulk")
+                return len(rows)
+    new = insert_outbox_rows(session, rows)
+    insert_target_rows(session, targets)
+    return new
+
+
+def _copy(cur, table: str, rows) -> None:
+    with cur.copy(f"COPY {table} FROM STDIN") as copy:
+        write = copy.write_row
+        for r in rows:
+            write(r)
+
+
+def insert_outbox_rows(session: Session, rows: Sequence[tuple]) -> int:
     """Insert rows not queued before (by idempotency key); returns how many were new."""
     if not rows:
         return 0
-    connection = session.connection()
-    raw = connection.connection.driver_connection
-    if connection.dialect.name == "postgresql":
-        return _postgres(raw, rows)
-    return _sqlite(raw, rows)
-
-
-def _postgres(raw, rows: Sequence[OutboxRow]) -> int:
-    cols = ", ".join(COLUMNS)
-    with raw.cursor() as cur:
-        cur.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS siyu_outbox_load (idempotency_key text, "
-            "channel text, chat_id text, user_id text, customer_id bigint, purpose text, "
-            "priority integer, payload json, status text, attempts integer, "
-            "next_attempt_at timestamptz, created_at timestamptz) ON COMMIT DELETE ROWS"
-        )
-        cur.execute("TRUNCATE siyu_outbox_load")
-        with cur.copy(f"COPY siyu_outbox_load ({cols}) FROM STDIN") as copy:
-            for r in rows:
-                copy.write_row(
-                    (
-                        r.idempotency_key,
-                        r.channel,
-                        r.chat_id,
-                        r.user_id,
-                        r.customer_id,
-                        r.purpose,
-                        r.priority,
-                        json.dumps(r.payload, ensure_ascii=False),
-                        "pending",
-                        0,
-                        r.next_attempt_at,
-                        r.created_at,
-                    )
-                )
-        cur.execute(
-            f"INSERT INTO outbox ({cols}) SELECT {cols} FROM siyu_outbox_load "
-            "ON CONFLICT (idempotency_key) DO NOTHING"
-        )
-        return cur.rowcount or 0
-
-
-def _sqlite(raw, rows: Sequence[OutboxRow]) -> int:
-    cols = ", ".join(COLUMNS)
-    marks = ", ".join("?" * len(COLUMNS))
+    dialect, raw = _raw(session)
+    if dialect == "postgresql":
+        with raw.cursor() as cur:
+            cur.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS siyu_outbox_load (idempotency_key text, "
+                "channel text, chat_id text, user_id text, customer_id bigint, purpose text, "
+                "priority integer, payload json, next_attempt_at timestamptz, "
+                "created_at timestamptz, status text, attempts integer) ON COMMIT DELETE ROWS"
+            )
+            cur.execute("TRUNCATE siyu_outbox_load")
+            _copy(cur, f"siyu_outbox_load ({_OUTBOX_COLS})", ((*r, "pending", 0) for r in rows))
+            cur.execute(
+                f"INSERT INTO outbox ({_OUTBOX_COLS}) SELECT {_OUTBOX_COLS} FROM siyu_outbox_load "
+                "ON CONFLICT (idempotency_key) DO NOTHING"
+            )
+            return cur.rowcount or 0
+    marks = ", ".join("?" * (len(COLUMNS) + 2))
     cur = raw.cursor()
     before = raw.total_changes
+    stamp = _stamper()
     cur.executemany(
-        f"INSERT INTO outbox ({cols}) VALUES ({marks}) ON CONFLICT (idempotency_key) DO NOTHING",
-        [
-            (
-                r.idempotency_key,
-                r.channel,
-                r.chat_id,
-                r.user_id,
-                r.customer_id,
-                r.purpose,
-                r.priority,
-                json.dumps(r.payload, ensure_ascii=False),
-                "pending",
-                0,
-                sqlite_time(r.next_attempt_at),
-                sqlite_time(r.created_at),
-            )
-            for r in rows
-        ],
+        f"INSERT INTO outbox ({_OUTBOX_COLS}) VALUES ({marks}) "
+        "ON CONFLICT (idempotency_key) DO NOTHING",
+        [(*r[:8], stamp(r[8]), stamp(r[9]), "pending", 0) for r in rows],
     )
     cur.close()
     return raw.total_changes - before
 
 
-TARGET_COLUMNS = ("campaign_id", "customer_id", "arm", "variant", "status", "reason", "created_at")
-
-
-def insert_target_rows(session: Session, rows: Sequence[dict]) -> None:
+def insert_target_rows(session: Session, rows: Sequence[tuple]) -> None:
     """Bulk-insert ``campaign_targets`` rows, keeping any recorded before (same key)."""
     if not rows:
         return
-    connection = session.connection()
-    raw = connection.connection.driver_connection
-    cols = ", ".join(TARGET_COLUMNS)
-    if connection.dialect.name == "postgresql":
+    dialect, raw = _raw(session)
+    if dialect == "postgresql":
         with raw.cursor() as cur:
             cur.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS siyu_target_load (campaign_id bigint, "
@@ -147,21 +148,18 @@ def insert_target_rows(session: Session, rows: Sequence[dict]) -> None:
                 "created_at timestamptz) ON COMMIT DELETE ROWS"
             )
             cur.execute("TRUNCATE siyu_target_load")
-            with cur.copy(f"COPY siyu_target_load ({cols}) FROM STDIN") as copy:
-                for r in rows:
-                    copy.write_row(tuple(r[c] for c in TARGET_COLUMNS))
+            _copy(cur, f"siyu_target_load ({_TARGET_COLS})", rows)
             cur.execute(
-                f"INSERT INTO campaign_targets ({cols}) SELECT {cols} FROM siyu_target_load "
-                "ON CONFLICT (campaign_id, customer_id) DO NOTHING"
+                f"INSERT INTO campaign_targets ({_TARGET_COLS}) SELECT {_TARGET_COLS} "
+                "FROM siyu_target_load ON CONFLICT (campaign_id, customer_id) DO NOTHING"
             )
         return
     cur = raw.cursor()
+    stamp = _stamper()
     cur.executemany(
-        f"INSERT INTO campaign_targets ({cols}) VALUES ({', '.join('?' * len(TARGET_COLUMNS))}) "
+        f"INSERT INTO campaign_targets ({_TARGET_COLS}) VALUES "
+        f"({', '.join('?' * len(TARGET_COLUMNS))}) "
         "ON CONFLICT (campaign_id, customer_id) DO NOTHING",
-        [
-            tuple(sqlite_time(r[c]) if c == "created_at" else r[c] for c in TARGET_COLUMNS)
-            for r in rows
-        ],
+        [(*r[:6], stamp(r[6])) for r in rows],
     )
     cur.close()

@@ -1,5 +1,6 @@
 """A child process for the scheduler tests: run a SchedulerService on a database for a
-while, then print how many scenario jobs this process executed (``executed=<n>``)."""
+while, then print how many scenario jobs this process executed (``executed=<n>``) and the
+wall-clock intervals it led (``led=<start>-<end>,...``)."""
 
 from __future__ import annotations
 
@@ -46,14 +47,22 @@ async def main(url: str, seconds: float) -> None:
 
     await service.start()
     deadline = time.monotonic() + seconds
-    hooked = False
+    hooked = None
+    intervals: list[list[float]] = []
     while time.monotonic() < deadline:
-        if service.scheduler is not None and not hooked:
+        if service.scheduler is not None and service.scheduler is not hooked:
             service.scheduler.add_listener(count, EVENT_JOB_EXECUTED)
-            hooked = True
+            hooked = service.scheduler
+        if service.leading and (not intervals or intervals[-1][1]):
+            intervals.append([time.time(), 0.0])
+        elif not service.leading and intervals and not intervals[-1][1]:
+            intervals[-1][1] = time.time()
         print(f"leading={service.leading}", flush=True)
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.05)
     await service.stop()
+    if intervals and not intervals[-1][1]:
+        intervals[-1][1] = time.time()
+    print("led=" + ",".join(f"{a:.3f}-{b:.3f}" for a, b in intervals), flush=True)
     print(f"executed={executed}", flush=True)
     db.close()
 

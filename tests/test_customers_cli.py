@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import csv
 import io
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from bot.cli import main
 from bot.rfm import recompute_scores
+from storage.coupons import CouponCode, CouponDefinition
 from storage.db import Database
 from storage.models import Customer
 from storage.repos import customer_profile, tags_of
@@ -62,9 +64,25 @@ def test_tags_export_streams_csv(world_cli, capsys):
 
 
 def test_profile_shows_value_orders_and_masks_the_phone(world_cli, config, clock, capsys):
-    db, config_path, _ = world_cli
+    db, config_path, ids = world_cli
+    now = clock.now()
     with db.transaction() as s:
-        recompute_scores(s, config, clock.now())
+        recompute_scores(s, config, now)
+        coupon = CouponDefinition(name="breakfast5", title="早餐 5 元券", created_at=now)
+        s.add(coupon)
+        s.flush()
+        s.add(
+            CouponCode(
+                code="BF5-XYZ",
+                issue_key="test:1",
+                definition_id=coupon.id,
+                customer_id=ids["A"],
+                status="redeemed",
+                issued_at=now,
+                expires_at=now + timedelta(days=7),
+                redeemed_at=now,
+            )
+        )
     with db.sessions() as s:
         profile = customer_profile(s, "sandbox", "a", clock.now())
         data = profile.as_dict()
@@ -78,6 +96,9 @@ def test_profile_shows_value_orders_and_masks_the_phone(world_cli, config, clock
     assert (data["value"]["orders"], data["value"]["spend"]) == (3, 6500.0)
     assert [o["amount"] for o in data["orders"]] == [3000.0, 2500.0, 1000.0]
     assert [i["channel"] for i in data["identities"]] == ["sandbox", "telegram"]
+    assert [(c["coupon"], c["code"], c["status"]) for c in data["coupons"]] == [
+        ("breakfast5", "BF5-XYZ", "redeemed")
+    ]
     assert main(["customer", "show", "sandbox", "a", "--config", config_path]) == 0
     out = capsys.readouterr().out
     assert "phone: 13812345678  city: 杭州" in out

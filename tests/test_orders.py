@@ -13,6 +13,7 @@ from bot.cli import main
 from storage.db import Database
 from storage.models import Customer, Identity
 from storage.orders import Order
+from storage.scores import CustomerScore, events_since
 from tests.support import SandboxHarness
 
 CSV = """order_id,customer,phone,amount,currency,time,items
@@ -161,3 +162,6 @@ async def test_api_is_idempotent_and_reports_bad_orders_precisely(api):
         assert r.status_code == status and message in r.json()["error"]
     with db.sessions() as s:
         assert s.scalar(select(func.count(Order.id))) == 1
+        score = s.scalars(select(CustomerScore)).one()  # stage and tier follow at once
+        assert (score.orders_total, score.lifecycle, score.tier) == (1, "activated", None)
+        assert [(e.kind, e.new_value) for e in events_since(s)] == [("stage_changed", "activated")]

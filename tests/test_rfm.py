@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from bot.rfm import recompute_scores
+from bot.rfm import recompute_scores, refresh_customers
 from storage.orders import Order
 from storage.scores import CustomerScore, events_since
 from tests.customers_world import build_world
@@ -113,3 +113,33 @@ def test_orders_in_other_currencies_do_not_count_as_spend(db, config, clock):
     with db.sessions() as s:
         row = s.get(CustomerScore, ids["B"])
         assert (row.orders_total, row.spend_12m_cents, row.tier) == (2, 20_000, None)
+
+
+def test_new_orders_move_tier_and_stage_at_once_keeping_nightly_ranks(db, config, clock):
+    now = clock.now()
+    with db.transaction() as s:
+        ids = build_world(s, now)
+        recompute_scores(s, config, now)
+        last = max(e.id for e in events_since(s))
+    with db.transaction() as s:
+        s.add(
+            Order(
+                order_id="big",
+                customer_id=ids["B"],
+                amount_cents=2_000_000,
+                currency="CNY",
+                ordered_at=now,
+                items={},
+                source="test",
+                created_at=now,
+            )
+        )
+        result = refresh_customers(s, config, now, [ids["B"], ids["F"]])
+    assert (result.scored, result.tier_changes, result.stage_changes) == (1, 1, 1)
+    with db.sessions() as s:
+        changes = {(e.kind, e.old_value, e.new_value) for e in events_since(s, last)}
+        b = s.get(CustomerScore, ids["B"])
+        assert (b.orders_total, b.tier, b.lifecycle) == (2, "黑卡", "retained")
+        assert (b.r_score, b.f_score, b.m_score, b.rfm_group) == (3, 1, 2, "一般发展")
+        assert _scores(s, ids)["A"] == EXPECTED["A"]
+    assert changes == {("tier_changed", None, "黑卡"), ("stage_changed", "activated", "retained")}

@@ -164,3 +164,10 @@ def test_keyword_matcher_matches_overlapping_keywords_in_one_pass():
     hits = matcher.match("这里有词7和词49，还有共享")
     assert [h.tag for h in hits] == [f"t{i}" for i in range(50)]
     assert [h.tag for h in matcher.match("词7词4")] == ["t4", "t7"]
+
+
+async def test_segment_command_in_a_group_shows_no_names(harness):
+    await harness.say("p1", "宝宝", name="小美")
+    await harness.say("manager", "/segment tag:母婴", chat="group-1")
+    await harness.deliver()
+    assert await harness.bot_messages("group-1") == ["分群「tag:母婴」共 1 位客户。"]

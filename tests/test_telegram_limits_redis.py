@@ -35,8 +35,7 @@ async def shared(clock):
     prefix = f"siyu:test:{uuid.uuid4().hex}:"
     fake = FakeTime(clock)
     limiters = [
-        RedisRateLimiter(REDIS_URL, prefix=prefix, now=fake.now, sleep=fake.sleep)
-        for _ in range(2)
+        RedisRateLimiter(REDIS_URL, prefix=prefix, now=fake.now, sleep=fake.sleep) for _ in range(2)
     ]
     yield limiters
     for limiter in limiters:
@@ -95,9 +94,7 @@ async def test_a_429_pauses_the_chat_for_every_process(shared):
 
 async def test_without_redis_it_limits_per_process_and_says_so(clock, caplog):
     fake = FakeTime(clock)
-    limiter = RedisRateLimiter(
-        f"redis://127.0.0.1:{free_port()}/0", now=fake.now, sleep=fake.sleep
-    )
+    limiter = RedisRateLimiter(f"redis://127.0.0.1:{free_port()}/0", now=fake.now, sleep=fake.sleep)
     caplog.set_level(logging.WARNING, logger="bot.adapters.telegram_limits_redis")
     try:
         times = await burst(limiter, ["-100"] * 3, is_group=True)

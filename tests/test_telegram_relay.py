@@ -24,9 +24,9 @@ STRANGER = 8002
 
 
 @pytest.fixture
-async def tg(config, sqlite_db, clock):
+async def tg(config, db, clock):
     async with TelegramHarness(
-        config, sqlite_db, clock, relay_chat_id=RELAY, relay_staff=[f"{MEI}:mei"]
+        config, db, clock, relay_chat_id=RELAY, relay_staff=[f"{MEI}:mei"]
     ) as harness:
         with harness.db.transaction() as session:
             create_staff(session, "mei", "correct-horse", role="staff", now=clock.now())
@@ -118,7 +118,11 @@ async def test_inbox_actions_are_posted_to_the_topic(tg):
         handoff.resolve(session, ticket.id, mei, tg.clock.now())
     await tg.deliver()
     posts = [text for t, text in relay_posts(tg) if t == thread]
-    assert posts[-3:] == ["✋ mei 已接手此会话。", "💬 mei（收件箱）：已为您安排退换", "✅ mei 已结束此会话。"]
+    assert posts[-3:] == [
+        "✋ mei 已接手此会话。",
+        "💬 mei（收件箱）：已为您安排退换",
+        "✅ mei 已结束此会话。",
+    ]
     assert tg.api.texts(ALICE)[-1] == "已为您安排退换"
 
 

@@ -384,8 +384,9 @@ class TelegramAdapter:
         sent_ids = [str(i) for i in message.extra.get("sent_parts", ())][: len(chunks)]
         try:
             if relay is not None:
-                await self.limiter.acquire(chat_id, is_group=is_group)
-                thread = await self.relay.thread_for(self.bot, relay)
+                thread = await self.relay.thread_for(
+                    self.bot, relay, lambda: self.limiter.acquire(chat_id, is_group=True)
+                )
             for index in range(len(sent_ids), len(chunks)):
                 await self.limiter.acquire(chat_id, is_group=is_group)
                 sent = await self.bot.send_message(
@@ -459,7 +460,8 @@ def _limiter_for(config: TelegramConfig) -> RateLimiter:
     if config.redis_url:
         from bot.adapters.telegram_limits_redis import RedisRateLimiter
 
-        return RedisRateLimiter(config.redis_url)
+        bot_id = config.token.partition(":")[0]  # one bot's limits, whoever else uses Redis
+        return RedisRateLimiter(config.redis_url, prefix=f"siyu:telegram:{bot_id}:rate:")
     return TelegramRateLimiter()
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 
 from sqlalchemy import select
@@ -94,13 +94,17 @@ class RelayDesk:
 
     # -- outbound: the topic of a conversation ----------------------------------------------
 
-    async def thread_for(self, bot: Bot, relay: Mapping) -> int:
-        """The conversation's topic (message_thread_id), opened now if it has none yet."""
+    async def thread_for(
+        self, bot: Bot, relay: Mapping, wait_turn: Callable[[], Awaitable[object]]
+    ) -> int:
+        """The conversation's topic (message_thread_id), opened now if it has none yet
+        (``wait_turn`` first waits for the rate limiter: opening a topic is a request too)."""
         ref = ConversationRef(str(relay["channel"]), str(relay["chat_id"]), str(relay["user_id"]))
         found = await self.db.run(self._topic, ref)
         if found is not None:
             return found
         name = str(relay.get("title") or ref)[:128]
+        await wait_turn()
         topic = await bot.create_forum_topic(int(self.chat_id), name=name)
         saved = await self.db.run(self._save_topic, topic.message_thread_id, ref)
         if saved != topic.message_thread_id:  # another process opened one first: keep theirs

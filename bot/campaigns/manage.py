@@ -244,23 +244,7 @@ def run_push(
         if push.coupon is not None:
             session.expunge(push.coupon)
     push.send_arms, push.record_arms = frozenset(send_arms), frozenset(record_arms)
-    total = ChunkResult()
-    last = 0
-    while True:
-        with services.db.transaction() as session:
-            ids = list(
-                session.scalars(
-                    compiled.select_ids()
-                    .where(Customer.id > last)
-                    .order_by(Customer.id)
-                    .limit(config.campaigns.chunk_size)
-                )
-            )
-            if not ids:
-                break
-            total.add(push.chunk(session, ids, now))
-        last = ids[-1]
-    return total
+    return push.stream(services.db, compiled.select_ids(), now, config.campaigns.chunk_size)
 
 
 def _set_status(

@@ -1,9 +1,10 @@
 """The push engine campaigns and scenarios share: audience chunk → policy → render → outbox.
 
-For one chunk of customer ids (streamed by keyset from the segment, one transaction per
-chunk, so memory stays flat and a crash loses at most the chunk in progress) it:
+The segment is streamed by keyset over customer id, one transaction per chunk (memory
+stays flat; a crash loses at most the chunk in progress). For each chunk it:
 
-1. loads the customers and their reachable identities, picks a channel by preference;
+1. loads, in one set-based query, the customers with their preferred reachable identity,
+   their marketing count inside the cap window and whether this push saw them before;
 2. applies the marketing policy in bulk (bot/policy.py semantics: opt-out, the shared
    frequency cap — where a higher-priority message may replace a still-pending
    lower-priority one —, quiet hours in the customer's zone, WeCom's one mass message per
@@ -12,28 +13,32 @@ chunk, so memory stays flat and a crash loses at most the chunk in progress) it:
 4. renders the compiled, sandboxed template (a failure drops that one customer with the
    reason ``render_error``; the preview is where template errors fail loudly);
 5. bulk-inserts outbox rows keyed ``<prefix>:<customer>:<variant>`` (a re-run queues
-   nothing twice) and, for campaigns, one ``campaign_targets`` row per customer.
+   nothing twice) and, for campaigns, one ``campaign_targets`` row per customer — COPY
+   straight into the tables on PostgreSQL for customers not seen before (storage/bulk.py).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jinja2
-from sqlalchemy import func, select, type_coerce, update
+from sqlalchemy import Select, case, exists, func, literal, select, type_coerce, update
 from sqlalchemy.orm import Session
 
 from bot import policy
 from bot.config import Config
 from bot.coupons import format_code, issue_codes
 from bot.templating import Renderer, TemplateRenderError
-from storage.bulk import OutboxRow, insert_outbox_rows, insert_target_rows
+from storage.bulk import insert_new, insert_outbox_rows
+from storage.campaigns import CampaignTarget
 from storage.coupons import CouponDefinition
+from storage.db import Database
 from storage.models import Customer, Identity, OutboxMessage
 
 __all__ = ["ChunkResult", "Push", "Variant", "stable_share"]
@@ -175,97 +180,161 @@ class Push:
             due = at.astimezone(now.tzinfo)
         return due
 
-    # -- one chunk -----------------------------------------------------------------------
+    # -- the audience stream ------------------------------------------------------------
+
+    def audience(self, ids: Select, now: datetime) -> Select:
+        """``ids`` (a select of ``Customer.id``) widened to all one chunk needs, per customer:
+        name, locale, zone, city, opt-out, the preferred reachable identity
+        (``channel:external_id``), marketing messages inside the cap window and whether this
+        push recorded the customer before — set-based, one query per chunk."""
+        order = list(self.config.campaigns.channels)
+        rank = case({ch: i for i, ch in enumerate(order)}, value=Identity.channel, else_=99)
+        identity = (
+            select(Identity.channel + literal(":") + Identity.external_id)
+            .where(
+                Identity.customer_id == Customer.id,
+                Identity.unreachable.is_(False),
+                Identity.channel.in_(order),
+            )
+            .order_by(rank, Identity.id)
+            .limit(1)
+            .correlate(Customer)
+            .scalar_subquery()
+        )
+        marketing = self.config.marketing
+        if marketing.max_per_window:
+            recent = (
+                select(func.count())
+                .select_from(OutboxMessage)
+                .where(
+                    OutboxMessage.customer_id == Customer.id,
+                    OutboxMessage.purpose.in_(policy.MARKETING_PURPOSES),
+                    OutboxMessage.created_at > now - timedelta(hours=marketing.window_hours),
+                    OutboxMessage.status.not_in(policy.NOT_COUNTED),
+                    OutboxMessage.idempotency_key.not_like(f"{self.key_prefix}:%"),
+                )
+                .correlate(Customer)
+                .scalar_subquery()
+            )
+        else:
+            recent = literal(0)
+        if self.campaign_id is not None:
+            prior = exists().where(
+                CampaignTarget.campaign_id == self.campaign_id,
+                CampaignTarget.customer_id == Customer.id,
+            )
+        else:
+            prior = exists().where(
+                OutboxMessage.customer_id == Customer.id,
+                OutboxMessage.idempotency_key.like(f"{self.key_prefix}:%"),
+            )
+        return ids.add_columns(
+            Customer.display_name,
+            Customer.locale,
+            Customer.timezone,
+            Customer.city,
+            Customer.marketing_opt_out,
+            identity,
+            recent,
+            prior.correlate(Customer),
+        )
+
+    def stream(self, db: Database, ids: Select, now: datetime, chunk_size: int) -> ChunkResult:
+        """Queue this push for every customer ``ids`` selects: keyset chunks by customer
+        id, one transaction (and one audience query) each, so memory stays flat."""
+        query = self.audience(ids, now).order_by(Customer.id).limit(chunk_size)
+        total = ChunkResult()
+        last = 0
+        while True:
+            with db.transaction() as session:
+                rows = session.execute(query.where(Customer.id > last)).all()
+                if not rows:
+                    break
+                total.add(self.chunk_rows(session, rows, now))
+            last = rows[-1][0]
+        return total
 
     def chunk(self, session: Session, ids: list[int], now: datetime) -> ChunkResult:
-        """Queue this push for ``ids`` (inside the caller's transaction)."""
+        """Queue this push for the customers ``ids`` (inside the caller's transaction)."""
+        if not ids:
+            return ChunkResult()
+        query = self.audience(select(Customer.id).where(Customer.id.in_(ids)), now)
+        return self.chunk_rows(session, session.execute(query.order_by(Customer.id)).all(), now)
+
+    # -- one chunk -----------------------------------------------------------------------
+
+    def chunk_rows(self, session: Session, rows: Sequence, now: datetime) -> ChunkResult:
+        """Queue this push for one chunk of :meth:`audience` rows (caller's transaction)."""
         result = ChunkResult()
-        if not ids:
-            return result
-        arms = {cid: self.arm_of(cid) for cid in ids} if self.arm_of else {}
-        ids = [cid for cid in ids if not arms or arms[cid] in self.record_arms]
-        if not ids:
-            return result
-        customers = {
-            row.id: row
-            for row in session.execute(
-                select(
-                    Customer.id,
-                    Customer.display_name,
-                    Customer.locale,
-                    Customer.timezone,
-                    Customer.city,
-                    Customer.marketing_opt_out,
-                ).where(Customer.id.in_(ids))
-            )
-        }
-        channels = self._channels(session, ids)
-        recent = self._recent_counts(session, ids, now)
         marketing = self.config.marketing
         quiet = marketing.quiet_hours if self.quiet_hours else NO_QUIET
-        targets: list[dict] = []
-        planned: list[tuple[int, Variant, tuple[str, str], datetime, ZoneInfo]] = []
+        cap = marketing.max_per_window
+        campaign_id = self.campaign_id
+        arm_of, send_arms, record_arms = self.arm_of, self.send_arms, self.record_arms
+        # (target tuple, customer had a target before)
+        targets: list[tuple[tuple, bool]] = []
+        planned: list[tuple] = []
         over_cap: list[int] = []
-        for cid in ids:
-            c = customers.get(cid)
-            arm = arms.get(cid, "rollout")
+        due_by_zone: dict[str | None, tuple[datetime, ZoneInfo]] = {}
+        for cid, name, locale, tz, city, opted_out, identity, recent, prior in rows:
+            arm = arm_of(cid) if arm_of else "rollout"
+            if arm not in record_arms:
+                continue
             variant = self.variant_of(cid)
             result.targeted += 1
-
-            def target(status: str, reason: str | None = None, *, _c=cid, _a=arm, _v=variant):
-                targets.append(
-                    {
-                        "campaign_id": self.campaign_id,
-                        "customer_id": _c,
-                        "arm": _a,
-                        "variant": _v.name,
-                        "status": status,
-                        "reason": reason,
-                        "created_at": now,
-                    }
-                )
-
-            if c is None:
-                continue
-            if arm not in self.send_arms:
+            if arm not in send_arms:
                 result.held_out += 1
-                target("held_out", arm)
+                targets.append(((campaign_id, cid, arm, variant.name, "held_out", arm, now), prior))
                 continue
-            if c.marketing_opt_out:
-                result.dropped["opt_out"] += 1
-                target("dropped", "opt_out")
+            reason = None
+            if opted_out:
+                reason = "opt_out"
+            elif identity is None:
+                reason = "no_reachable_channel"
+            if reason is not None:
+                result.dropped[reason] += 1
+                targets.append(
+                    ((campaign_id, cid, arm, variant.name, "dropped", reason, now), prior)
+                )
                 continue
-            identity = channels.get(cid)
-            if identity is None:
-                result.dropped["no_reachable_channel"] += 1
-                target("dropped", "no_reachable_channel")
-                continue
-            if marketing.max_per_window and recent.get(cid, 0) >= marketing.max_per_window:
+            if cap and recent >= cap:
                 over_cap.append(cid)
-            zone = self.zone(c.timezone)
-            due = self.not_before(now, zone)
-            until = policy.quiet_until(due, zone, quiet)
-            if until is not None:
-                due = until
-            planned.append((cid, variant, identity, due, zone))
+            timing = due_by_zone.get(tz)
+            if timing is None:
+                zone = self.zone(tz)
+                due = self.not_before(now, zone)
+                due = policy.quiet_until(due, zone, quiet) or due
+                timing = due_by_zone[tz] = (due, zone)
+            channel, _, external_id = identity.partition(":")
+            planned.append(
+                (cid, name, locale, city, arm, variant, channel, external_id, timing, prior)
+            )
         superseded = self._supersede(session, over_cap, now) if over_cap else set()
-        wecom_busy = self._wecom_today(session, [p for p in planned if p[2][0] == "wecom"], now)
-        allowed = [p[0] for p in planned if p[0] not in over_cap or p[0] in superseded]
-        codes = self._codes(session, allowed, now)
-        rows: list[OutboxRow] = []
-        for cid, variant, (channel, external_id), due, _zone in planned:
-            c = customers[cid]
-            arm = arms.get(cid, "rollout")
-            record = {
-                "campaign_id": self.campaign_id,
-                "customer_id": cid,
-                "arm": arm,
-                "variant": variant.name,
-                "created_at": now,
-            }
-            if cid in over_cap and cid not in superseded:
+        capped = set(over_cap) - superseded
+        wecom_busy = self._wecom_today(
+            session, [(p[0], p[8][0], p[8][1]) for p in planned if p[6] == "wecom"], now
+        )
+        codes = self._codes(session, [p[0] for p in planned if p[0] not in capped], now)
+        buttons = {
+            v.name: [
+                {"label": label, "data": f"{self.button_prefix}:{v.name}:{action}"}
+                for label, action in self.buttons
+            ]
+            for v in self.variants
+        }
+        templates: dict[tuple[str, str], jinja2.Template | None] = {}
+        new: list[tuple] = []
+        again: list[tuple] = []
+        dumps = json.dumps
+        for cid, name, locale, city, arm, variant, channel, external_id, timing, prior in planned:
+            due, zone = timing
+
+            def target(status: str, reason: str | None, _c=cid, _a=arm, _v=variant, _p=prior):
+                targets.append(((campaign_id, _c, _a, _v.name, status, reason, now), _p))
+
+            if cid in capped:
                 result.dropped["frequency_cap"] += 1
-                targets.append(record | {"status": "dropped", "reason": "frequency_cap"})
+                target("dropped", "frequency_cap")
                 continue
             if cid in wecom_busy:
                 due = max(due, wecom_busy[cid])
@@ -274,42 +343,46 @@ class Push:
                 code = codes.get(self._issue_key(cid))
                 if code is None:
                     result.dropped["coupon_unavailable"] += 1
-                    targets.append(record | {"status": "dropped", "reason": "coupon_unavailable"})
+                    target("dropped", "coupon_unavailable")
                     continue
                 coupon = {
                     "code": format_code(code),
                     "title": self.coupon.title,
                     "expires": (now + timedelta(days=self.coupon.valid_days))
-                    .astimezone(self.zone(c.timezone))
+                    .astimezone(zone)
                     .strftime("%Y-%m-%d"),
                 }
             customer = {
                 "id": cid,
-                "name": c.display_name,
-                "display_name": c.display_name,
-                "city": c.city or "",
-                "locale": c.locale,
+                "name": name,
+                "display_name": name,
+                "city": city or "",
+                "locale": locale,
             }
+            key = (variant.name, locale)
+            if key not in templates:
+                try:
+                    templates[key] = self.template(variant, locale)
+                except TemplateRenderError:
+                    templates[key] = None
+            template = templates[key]
             try:
-                text = self.render(variant, c.locale, self.variables(customer, coupon))
-            except TemplateRenderError:
+                if template is None:
+                    raise jinja2.TemplateError("no template")
+                text = template.render(customer=customer, coupon=coupon, **self.extra_vars).strip()
+            except jinja2.TemplateError:
                 result.dropped["render_error"] += 1
-                targets.append(record | {"status": "dropped", "reason": "render_error"})
+                target("dropped", "render_error")
                 continue
             payload: dict = {"text": text}
             if self.buttons:
-                payload["buttons"] = [
-                    {"label": label, "data": f"{self.button_prefix}:{variant.name}:{action}"}
-                    for label, action in self.buttons
-                ]
+                payload["buttons"] = buttons[variant.name]
             if due > now:
                 result.deferred += 1
             result.queued += 1
-            targets.append(
-                record | {"status": "queued", "reason": "deferred" if due > now else None}
-            )
-            rows.append(
-                OutboxRow(
+            target("queued", "deferred" if due > now else None)
+            (again if prior else new).append(
+                (
                     f"{self.key_prefix}:{cid}:{variant.name}",
                     channel,
                     external_id,
@@ -317,14 +390,17 @@ class Push:
                     cid,
                     self.purpose,
                     self.priority,
-                    payload,
+                    dumps(payload, ensure_ascii=False),
                     due,
                     now,
                 )
             )
-        result.new_rows = insert_outbox_rows(session, rows)
-        if self.campaign_id is not None and targets:
-            insert_target_rows(session, targets)
+        fresh_targets = []
+        if campaign_id is not None:
+            # a customer recorded before keeps the first record (as ON CONFLICT DO NOTHING)
+            fresh_targets = [t for t, prior in targets if not prior]
+        result.new_rows = insert_new(session, new, fresh_targets)
+        result.new_rows += insert_outbox_rows(session, again)
         return result
 
     def _issue_key(self, cid: int) -> str:
@@ -339,43 +415,6 @@ class Push:
             [(cid, self._issue_key(cid)) for cid in ids],
             now=now,
             campaign_id=self.campaign_id,
-        )
-
-    def _channels(self, session: Session, ids: list[int]) -> dict[int, tuple[str, str]]:
-        """Each customer's preferred reachable identity (channel, external id)."""
-        order = {ch: i for i, ch in enumerate(self.config.campaigns.channels)}
-        best: dict[int, tuple[int, str, str]] = {}
-        rows = session.execute(
-            select(Identity.customer_id, Identity.channel, Identity.external_id).where(
-                Identity.customer_id.in_(ids),
-                Identity.unreachable.is_(False),
-                Identity.channel.in_(list(order)),
-            )
-        )
-        for cid, channel, external_id in rows:
-            rank = order[channel]
-            if cid not in best or rank < best[cid][0]:
-                best[cid] = (rank, channel, external_id)
-        return {cid: (ch, ext) for cid, (_, ch, ext) in best.items()}
-
-    def _recent_counts(self, session: Session, ids: list[int], now: datetime) -> dict[int, int]:
-        """Marketing messages per customer inside the cap window (one grouped query)."""
-        marketing = self.config.marketing
-        if not marketing.max_per_window:
-            return {}
-        since = now - timedelta(hours=marketing.window_hours)
-        return dict(
-            session.execute(
-                select(OutboxMessage.customer_id, func.count())
-                .where(
-                    OutboxMessage.customer_id.in_(ids),
-                    OutboxMessage.purpose.in_(policy.MARKETING_PURPOSES),
-                    OutboxMessage.created_at > since,
-                    OutboxMessage.status.not_in(policy.NOT_COUNTED),
-                    OutboxMessage.idempotency_key.not_like(f"{self.key_prefix}:%"),
-                )
-                .group_by(OutboxMessage.customer_id)
-            ).all()
         )
 
     def _supersede(self, session: Session, ids: list[int], now: datetime) -> set[int]:
@@ -436,7 +475,7 @@ class Push:
         )
         busy: dict[int, datetime] = {}
         quiet_end = policy.parse_range(self.config.marketing.quiet_hours)[1]
-        for cid, _variant, _identity, due, zone in planned:
+        for cid, due, zone in planned:
             if last.get(cid) is None:
                 continue
             prior = last[cid].astimezone(zone).date()

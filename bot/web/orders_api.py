@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from bot.orders import OrderInputError, RowError, store_orders, validate_order
+from bot.rfm import refresh_customers
 from bot.runtime import Runtime
 
 __all__ = ["MAX_ORDERS", "orders_routes"]
@@ -91,7 +92,9 @@ def orders_routes(runtime: Runtime) -> list[BaseRoute]:
 
         def store():
             with runtime.db.transaction() as session:
-                return store_orders(session, good, source="api", now=now)
+                report = store_orders(session, good, source="api", now=now)
+                refresh_customers(session, config, now, report.customers)
+                return report
 
         report = await runtime.db.run(store)
         rejected = sorted(errors + report.errors, key=lambda e: e.where)

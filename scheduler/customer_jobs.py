@@ -1,28 +1,19 @@
-"""Nightly jobs of issue 5 (RFM/lifecycle/tier recompute, expired-tag purge).
+"""The customer engine's nightly work (run by ``scheduler.jobs.nightly_customers``).
 
-Plain importable functions: each ``*_job`` takes only a config path (None = the usual
-lookup: ``$SIYU_CONFIG``, else ``./config.toml``, else defaults), so a persistent job store
-can hold it; the work functions take a session and a time, for tests. Register them at
-``NIGHTLY_CRON`` (03:00); ``siyu rfm recompute`` runs the recompute on demand.
+The scheduler runs it at ``NIGHTLY_CRON`` (03:00 in the brand's default time zone);
+``siyu rfm recompute`` runs the recompute on demand.
 """
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime
 
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
-from bot.clock import SystemClock
-from bot.config import find_config_path, load_config
-from bot.rfm import RecomputeResult, recompute_scores
-from storage.db import Database
 from storage.models import CustomerTag
 
-__all__ = ["NIGHTLY_CRON", "nightly_rfm_job", "purge_expired_tags", "purge_expired_tags_job"]
-
-log = logging.getLogger(__name__)
+__all__ = ["NIGHTLY_CRON", "purge_expired_tags"]
 
 #: When the nightly jobs are meant to run (APScheduler cron fields).
 NIGHTLY_CRON = {"hour": 3, "minute": 0}
@@ -36,35 +27,3 @@ def purge_expired_tags(session: Session, now: datetime) -> int:
         )
     )
     return max(result.rowcount or 0, 0)
-
-
-def nightly_rfm_job(config_path: str | None = None) -> RecomputeResult:
-    """Recompute RFM scores, groups, lifecycle stages and tiers for everyone."""
-    config = load_config(find_config_path(config_path))
-    db = Database(config.database.url)
-    try:
-        with db.transaction() as session:
-            result = recompute_scores(session, config, SystemClock().now())
-    finally:
-        db.close()
-    log.info(
-        "RFM recompute: %d customers scored, %d tier and %d stage changes in %.1f s",
-        result.scored,
-        result.tier_changes,
-        result.stage_changes,
-        result.seconds,
-    )
-    return result
-
-
-def purge_expired_tags_job(config_path: str | None = None) -> int:
-    """Purge expired customer tags."""
-    config = load_config(find_config_path(config_path))
-    db = Database(config.database.url)
-    try:
-        with db.transaction() as session:
-            removed = purge_expired_tags(session, SystemClock().now())
-    finally:
-        db.close()
-    log.info("purged %d expired customer tags", removed)
-    return removed

@@ -11,7 +11,7 @@ import logging
 
 from bot.campaigns.manage import Services
 
-__all__ = ["bind", "campaigns_due", "scenario_tick"]
+__all__ = ["bind", "campaigns_due", "nightly_customers", "scenario_tick"]
 
 log = logging.getLogger(__name__)
 
@@ -42,3 +42,22 @@ def campaigns_due() -> None:
     from bot.campaigns.manage import run_due
 
     run_due(_bound())
+
+
+def nightly_customers() -> None:
+    """Recompute RFM scores, lifecycle stages and tiers; purge expired customer tags."""
+    from bot.rfm import recompute_scores
+    from scheduler.customer_jobs import purge_expired_tags
+
+    services = _bound()
+    now = services.clock.now()
+    with services.db.transaction() as session:
+        result = recompute_scores(session, services.config, now)
+        purged = purge_expired_tags(session, now)
+    log.info(
+        "nightly: %d customers scored, %d tier and %d stage changes; %d expired tags purged",
+        result.scored,
+        result.tier_changes,
+        result.stage_changes,
+        purged,
+    )

@@ -3,7 +3,8 @@
 A standby thread tries the lock every ``standby_seconds``; the holder checks it is still
 held and, if not, shuts its scheduler down. On taking the lock the holder syncs scenarios
 from config and (re)writes their jobs in the SQLAlchemy job store: one interval job per
-scenario (``scenario:<name>``) and ``campaigns:due``. Missed runs are coalesced into one
+scenario (``scenario:<name>``), ``campaigns:due``, and ``nightly`` (RFM, lifecycle and
+tier recompute plus expired-tag purge at 03:00 in the brand's default time zone). Missed runs are coalesced into one
 and always run (``misfire_grace_time=None``): whether a late run may still send is the
 scenario's own window rule (bot/scenarios.py), which records the rest as missed.
 """
@@ -21,6 +22,7 @@ from sqlalchemy import select
 
 from bot.campaigns.manage import Services
 from scheduler import jobs
+from scheduler.customer_jobs import NIGHTLY_CRON
 from scheduler.lock import SchedulerLock
 from storage.campaigns import Scenario
 
@@ -88,7 +90,7 @@ class SchedulerService:
             timezone="UTC",
         )
         scheduler.start(paused=True)
-        wanted = {f"scenario:{names[sid]}" for sid in scenario_ids} | {"campaigns:due"}
+        wanted = {f"scenario:{names[sid]}" for sid in scenario_ids} | {"campaigns:due", "nightly"}
         for job in scheduler.get_jobs():
             if job.id not in wanted:
                 job.remove()
@@ -110,6 +112,14 @@ class SchedulerService:
             id="campaigns:due",
             replace_existing=True,
             next_run_time=first,
+        )
+        scheduler.add_job(
+            "scheduler.jobs:nightly_customers",
+            "cron",
+            **NIGHTLY_CRON,
+            timezone=services.config.general.timezone,
+            id="nightly",
+            replace_existing=True,
         )
         scheduler.resume()
         self.scheduler = scheduler

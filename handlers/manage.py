@@ -20,6 +20,7 @@ from bot.events import ChatType, ConversationRef
 from bot.templating import TemplateRenderError
 from storage import repos
 from storage.models import Customer, CustomerTag, Group, Identity, Interaction, Membership, Tag
+from storage.scores import score_of
 
 __all__ = [
     "GROUP_ONLY",
@@ -212,12 +213,13 @@ def whois(ctx: Context) -> None:
         ctx.reply("manage_need_target", command=ctx.event.command)
         return
     customer = identity.customer
+    score = score_of(ctx.session, customer.id)
     ctx.reply(
         "manage_whois",
         name=customer.display_name or identity.external_id,
         user_id=identity.external_id,
         tags=[t.tag.name for t in repos.tags_of(ctx.session, customer.id, ctx.now)],
-        tier=getattr(customer, "tier", None) or "",
+        tier=(score.tier if score else None) or "",
         last_active=_local(ctx, customer),
         unreachable=identity.unreachable,
     )

@@ -87,3 +87,29 @@ async def test_manager_commands_work_in_the_sandbox_for_configured_managers(
         "本周六会员日",
         "抱歉，/announce 只有群管理员可以使用。",
     ]
+
+
+async def test_whois_shows_the_members_tier_from_their_orders(tg, sqlite_db, clock):
+    from datetime import timedelta
+
+    from bot.orders import OrderInput, store_orders
+    from bot.rfm import recompute_scores
+
+    carol = user(CAROL, "Carol")
+    first = said(carol, "你好")
+    await tg.push(first)
+    order = OrderInput(
+        order_id="o-9",
+        identity=("telegram", str(CAROL)),
+        phone=None,
+        amount_cents=150_000,
+        currency="CNY",
+        ordered_at=clock.now() - timedelta(days=1),
+        items=(),
+    )
+    with sqlite_db.transaction() as s:
+        assert store_orders(s, [(1, order)], source="test", now=clock.now()).inserted == 1
+        recompute_scores(s, tg.app.runtime.config, clock.now())
+    await tg.push(said(user(ADMIN, "Boss"), "/whois", reply_to=first["message"]))
+    await tg.deliver()
+    assert "等级：银卡" in tg.api.texts(GROUP)[-1]

@@ -89,6 +89,9 @@ def fill(db: Database, n: int) -> None:
                 "SELECT id, 'sandbox', 'u' || id, '', 0, created_at FROM customers"
             )
         raw.commit()
+        # a live database has statistics; a freshly filled one gets them here
+        cur.execute("ANALYZE")
+        raw.commit()
     finally:
         raw.close()
 

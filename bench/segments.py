@@ -5,7 +5,7 @@
 
 Generates customers, tags and orders with driver-level bulk loads (psycopg COPY on
 PostgreSQL, sqlite3 executemany on SQLite) in fixed-size chunks, so the generator's memory
-does not grow with the size; then times the RFM recompute and five segment counts, shows
+does not grow with the size; then times the RFM recompute and six segment counts (the sixth on interest scores), shows
 PostgreSQL's plan for each count (EXPLAIN), and prints the process's peak RSS.
 
 PostgreSQL: a throwaway database is created next to --pg-url's and dropped afterwards
@@ -15,6 +15,7 @@ PostgreSQL: a throwaway database is created next to --pg-url's and dropped after
 from __future__ import annotations
 
 import argparse
+import math
 import random
 import resource
 import sys
@@ -32,6 +33,7 @@ from bot.config import load_config
 from bot.rfm import recompute_scores
 from storage.db import Database, normalize_url
 from storage.segments import compile_segment, count_segment
+from storage.tag_scores import days_since_epoch, rate_for
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 CITIES = ["杭州", "上海", "北京", "广州", "深圳", "成都", "武汉", "南京", "西安", "苏州"] + [
@@ -44,6 +46,7 @@ SEGMENTS = [
     "stage:dormant and spend >= 1000",
     "last_active < 30d and (tag:早餐 or tag:周末出游)",
     "tag:母婴 and rfm:重要价值 and not tier:黑卡 and last_active < 30d and city:杭州",
+    "tagscore:母婴 >= 3 and city:杭州",
 ]
 CHUNK = 50_000
 
@@ -77,6 +80,20 @@ def customer_tags(n: int, sqlite: bool, rnd: random.Random) -> Iterator[tuple]:
             yield (cid, tag_id, "bench", stamp, stamp, None)
 
 
+def tag_interest(n: int, sqlite: bool, rnd: random.Random) -> Iterator[tuple]:
+    """Interest scores: about half the customers, 1-2 tags each, hits over 90 days."""
+    rate = rate_for(30.0)
+    for cid in range(1, n + 1):
+        if rnd.random() < 0.5:
+            continue
+        for tag_id in rnd.sample(range(1, len(TAGS) + 1), rnd.choice((1, 2))):
+            last = NOW - timedelta(minutes=rnd.randint(0, 90 * 1440))
+            score = rnd.choice((1.0, 2.0, 3.0, 5.0, 8.0))
+            key = math.log2(score) + rate * days_since_epoch(last)
+            stamp = _ts(last, sqlite)
+            yield (cid, tag_id, score, rate, key, int(score), stamp, stamp)
+
+
 def orders(m: int, n: int, sqlite: bool, rnd: random.Random) -> Iterator[tuple]:
     stamp = _ts(NOW, sqlite)
     for oid in range(1, m + 1):
@@ -90,6 +107,7 @@ TABLES = {
     "customers": "id, display_name, locale, timezone, city, marketing_opt_out, created_at, last_active_at",
     "customer_tags": "customer_id, tag_id, source, first_seen_at, last_seen_at, expires_at",
     "orders": "id, order_id, customer_id, amount_cents, currency, ordered_at, items, source, created_at",
+    "tag_interest": "customer_id, tag_id, score, decay_rate, decay_key, hits, first_hit_at, last_hit_at",
 }
 
 
@@ -102,6 +120,7 @@ def load(db: Database, n: int, m: int, seed: int) -> float:
         "customers": customers(n, sqlite, rnd),
         "customer_tags": customer_tags(n, sqlite, rnd),
         "orders": orders(m, n, sqlite, rnd),
+        "tag_interest": tag_interest(n, sqlite, rnd),
     }
     raw = db.engine.raw_connection()
     try:

@@ -75,27 +75,26 @@ def build(config: Config, *, db: Database | None = None, clock: Clock | None = N
         extra_routes += wecom.routes()
     holder: dict[str, uvicorn.Server] = {}
     shutting_down = lambda: bool(holder.get("server") and holder["server"].should_exit)  # noqa: E731
-    # Issue 7: the staff inbox, and the follow-up / SLA jobs started with the app.
+    # Issue 7: the staff inbox (follow-ups and the SLA run on the scheduler: jobs.py).
     from bot.web.inbox import inbox_middleware, inbox_routes
-    from scheduler.followups import ConversationJobs
 
     extra_routes += inbox_routes(runtime, shutting_down=shutting_down)
     from bot.web.orders_api import orders_routes  # issue 5: POST /api/orders
 
     extra_routes += orders_routes(runtime)
+    from bot.web.customers_api import customers_routes  # issue 5: POST /api/customers
+
+    extra_routes += customers_routes(runtime)
     from bot.web.coupons_api import coupon_routes  # issue 6: POST /api/coupons/redeem
 
     extra_routes += coupon_routes(runtime)
-    jobs = ConversationJobs(
-        runtime.db, config, runtime.clock, runtime.renderer, wake=runtime.worker.wake
-    )
     asgi = create_app(
         runtime,
         sandbox=sandbox,
         extra_routes=extra_routes,
         shutting_down=shutting_down,
         middleware=inbox_middleware(runtime),
-        services=[jobs, *_campaign_services(runtime, config)],
+        services=_campaign_services(runtime, config),
     )
     app = SiyuApp(runtime, sandbox, asgi)
     app._holder = holder  # type: ignore[attr-defined]
@@ -103,7 +102,8 @@ def build(config: Config, *, db: Database | None = None, clock: Clock | None = N
 
 
 def _campaign_services(runtime: Runtime, config: Config) -> list:
-    """Issue 6: the scheduler (scenarios, pilots, launches) if enabled; one process runs it."""
+    """The scheduler (scenarios, pilots, launches; issue 7's follow-ups and SLA) if enabled;
+    one process runs it."""
     if not config.scenarios.scheduler:
         return []
     from bot.campaigns.manage import Services

@@ -43,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     merge.add_argument("into_id", type=int, metavar="A")
     merge.add_argument("from_id", type=int, metavar="B")
+    cli_customers.add_customer_parsers(csub, common)  # issue 5: customer set
     _staff_parser(sub, common)
     cli_customers.add_parsers(sub, common)  # issue 5: import, segment, rfm, tags
     cli_campaigns.add_parsers(sub, common)  # issue 6: campaign, report campaign
@@ -148,6 +149,8 @@ def cmd_customer_merge(config: Config, args: argparse.Namespace) -> int:
 def cmd_customer(config: Config, args: argparse.Namespace) -> int:
     if args.customer_command == "merge":
         return cmd_customer_merge(config, args)
+    if args.customer_command == "set":
+        return cli_customers.cmd_customer_set(config, args)
     from bot.clock import SystemClock
     from storage.db import Database
     from storage.repos import customer_profile

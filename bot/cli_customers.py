@@ -2,6 +2,9 @@
 
 ``siyu import orders FILE.csv``      columns in bot/orders.py; exit 0 all rows taken,
                                      1 some rows rejected (good ones kept), 2 unusable file
+``siyu import customers FILE.csv``   columns in bot/customer_import.py; exit codes the same
+``siyu customer set CH ID k=v ...``  profile attributes (bot/profile_attrs.py); exit 2 bad
+                                     input, 1 unknown customer or phone conflict
 ``siyu segment count EXPR``          count (exit 2 with the position for a bad expression)
 ``siyu segment preview EXPR``        the first customers
 ``siyu segment save NAME EXPR`` · ``siyu segment list`` · ``siyu segment delete NAME``
@@ -36,6 +39,13 @@ def add_parsers(sub, common: argparse.ArgumentParser) -> None:
         help="import orders from CSV (order_id, customer|phone, amount, currency, time, items)",
     )
     orders.add_argument("file", metavar="FILE.csv")
+    customers = isub.add_parser(
+        "customers",
+        parents=[common],
+        help="create or update customers from CSV (customer|phone, name, birthday, city, "
+        "locale, timezone)",
+    )
+    customers.add_argument("file", metavar="FILE.csv")
 
     seg = sub.add_parser("segment", parents=[common], help="customer segments (docs/segments.md)")
     ssub = seg.add_subparsers(dest="segment_command", required=True, metavar="ACTION")
@@ -79,7 +89,87 @@ def _now():
     return SystemClock().now()
 
 
+def add_customer_parsers(csub, common: argparse.ArgumentParser) -> None:
+    """``siyu customer set <channel> <user id> key=value ...`` (under ``siyu customer``)."""
+    from bot.config import CHANNELS
+    from bot.profile_attrs import ATTRIBUTES
+
+    cset = csub.add_parser(
+        "set",
+        parents=[common],
+        help=f"set profile attributes ({', '.join(ATTRIBUTES)}); key= clears",
+    )
+    cset.add_argument("channel", choices=CHANNELS)
+    cset.add_argument("user_id")
+    cset.add_argument("pairs", nargs="+", metavar="key=value")
+
+
+def cmd_customer_set(config: Config, args: argparse.Namespace) -> int:
+    """Set attributes of an existing customer; exit 2 on bad input, 1 if not applied."""
+    from bot.profile_attrs import (
+        ProfileConflict,
+        ProfileInputError,
+        format_birthday,
+        upsert_profile,
+        validate_attributes,
+    )
+
+    now = _now()
+    raw: dict[str, str] = {}
+    try:
+        for pair in args.pairs:
+            key, sep, value = pair.partition("=")
+            if not sep or not key.strip():
+                raise ProfileInputError(f"expected key=value, got {pair!r}")
+            if key.strip() in raw:
+                raise ProfileInputError(f"'{key.strip()}' is given twice")
+            raw[key.strip()] = value
+        local_today = now.astimezone(ZoneInfo(config.general.timezone)).date()
+        attrs = validate_attributes(raw, today=local_today)
+    except ProfileInputError as exc:
+        print(f"siyu: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    db = _db(config)
+    try:
+        db.migrate()
+        with db.transaction() as session:
+            result = upsert_profile(
+                session,
+                identity=(args.channel, args.user_id),
+                attrs=attrs,
+                now=now,
+                default_locale=config.general.locale,
+                default_timezone=config.general.timezone,
+                create=False,
+            )
+    except LookupError as exc:
+        print(
+            f"siyu: {exc.args[0]} (customers appear on first contact, or by "
+            "POST /api/customers and siyu import customers)",
+            file=sys.stderr,
+        )
+        return 1
+    except ProfileConflict as exc:
+        print(f"siyu: not changed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        db.close()
+    if not result.changed:
+        print(f"customer #{result.customer_id}: nothing changed")
+        return 0
+    shown = {
+        k: (format_birthday(v) if k == "birthday" else v)
+        for k, v in attrs.items()
+        if k in result.changed
+    }
+    text = ", ".join(f"{k}={'' if v is None else v}" for k, v in shown.items())
+    print(f"customer #{result.customer_id}: set {text}")
+    return 0
+
+
 def cmd_import(config: Config, args: argparse.Namespace) -> int:
+    if args.import_command == "customers":
+        return cmd_import_customers(config, args)
     from bot.orders import OrderInputError, parse_csv, store_orders
     from bot.rfm import refresh_customers
 
@@ -115,6 +205,41 @@ def cmd_import(config: Config, args: argparse.Namespace) -> int:
         f"{len(rejected)} rejected"
     )
     return 1 if rejected else 0
+
+
+def cmd_import_customers(config: Config, args: argparse.Namespace) -> int:
+    from bot.customer_import import CustomerImportError, import_customers
+
+    path = Path(args.file)
+    text = _read(path)
+    if text is None:
+        return EXIT_USAGE
+    now = _now()
+    db = _db(config)
+    try:
+        db.migrate()
+        with db.transaction() as session:
+            report = import_customers(
+                session,
+                text,
+                now=now,
+                today=now.astimezone(ZoneInfo(config.general.timezone)).date(),
+                default_locale=config.general.locale,
+                default_timezone=config.general.timezone,
+            )
+    except CustomerImportError as exc:
+        print(f"siyu: {path}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        db.close()
+    for e in report.errors:
+        label = f" ({e.order_id})" if e.order_id else ""
+        print(f"{path}:{e.where}: rejected{label}: {e.reason}", file=sys.stderr)
+    print(
+        f"{path}: {report.created} created, {report.updated} updated, "
+        f"{report.unchanged} unchanged, {len(report.errors)} rejected"
+    )
+    return 1 if report.errors else 0
 
 
 def cmd_segment(config: Config, args: argparse.Namespace) -> int:
@@ -288,6 +413,9 @@ def profile_lines(p: dict) -> list[str]:
         f"  orders: {v.get('orders', 0)}, spend {v.get('spend', 0):.2f} "
         f"(12 months {v.get('spend_12m', 0):.2f}), last order {v.get('last_order_at') or '-'}",
     ]
+    if p.get("interests"):
+        shown = ", ".join(f"{i['tag']} {i['score']:g} ({i['hits']} hits)" for i in p["interests"])
+        lines.append(f"  interests: {shown}")
     for o in (p.get("orders") or [])[:5]:
         items = "; ".join(o["items"])
         lines.append(f"    {o['at']}  {o['order_id']}  {o['amount']:.2f} {o['currency']}  {items}")

@@ -120,6 +120,10 @@ class RolesConfig:
     )
 
 
+def _check_weight(value: float) -> str | None:
+    return None if 0 < value <= 1000 else f"must be greater than 0 and at most 1000, got {value}"
+
+
 @dataclass(frozen=True)
 class KeywordRule:
     """A tag given to a customer who writes one of the keywords (and none of the exclusions)."""
@@ -128,7 +132,7 @@ class KeywordRule:
     keywords: list[str]
     exclude: list[str] = field(default_factory=list)
     ttl_days: int = 0
-    weight: float = 1.0
+    weight: float = field(default=1.0, metadata=_meta(lambda v: _check_weight(v)))
 
 
 def _default_rules() -> list[KeywordRule]:
@@ -146,6 +150,10 @@ class TaggingConfig:
     keywords: list[KeywordRule] = field(default_factory=_default_rules)
     events: list[EventRule] = field(default_factory=list)
     activity: list[ActivityRule] = field(default_factory=list)
+    #: Interest scores (sum of rule weights per tag) halve every this many days; 0 = never.
+    interest_half_life_days: float = field(
+        default=30.0, metadata=_meta(lambda v: None if v >= 0 else f"must be >= 0, got {v}")
+    )
 
 
 EVENT_TRIGGERS = ("join", "button", "scene", "coupon", "link")
@@ -163,7 +171,7 @@ class EventRule:
     )
     value: str = "*"
     ttl_days: int = field(default=0, metadata=_meta(lambda v: None if v >= 0 else "must be >= 0"))
-    weight: float = 1.0
+    weight: float = field(default=1.0, metadata=_meta(lambda v: _check_weight(v)))
 
 
 @dataclass(frozen=True)
@@ -226,6 +234,30 @@ class RfmConfig:
     )
     groups: list[RfmGroup] = field(default_factory=_default_rfm_groups)
 
+    def problems(self) -> typing.Iterator[tuple[str, str]]:
+        """Group names unique and usable; no group hidden behind an earlier, wider one."""
+        seen: dict[str, int] = {}
+        for i, g in enumerate(self.groups):
+            key = f"groups[{i}]"
+            if not g.name.strip() or len(g.name) > 32:
+                yield f"{key}.name", f"must be 1-32 characters, got {g.name!r}"
+            elif g.name == "none":
+                yield f"{key}.name", "'none' is reserved (rfm:none means no group)"
+            elif g.name in seen:
+                yield f"{key}.name", f"{g.name!r} is already the name of groups[{seen[g.name]}]"
+            seen.setdefault(g.name, i)
+            for j, earlier in enumerate(self.groups[:i]):
+                if all(
+                    e in ("any", mine)
+                    for e, mine in ((earlier.r, g.r), (earlier.f, g.f), (earlier.m, g.m))
+                ):
+                    yield key, (
+                        f"{g.name!r} can never match: groups[{j}] ({earlier.name!r}, "
+                        f"r={earlier.r} f={earlier.f} m={earlier.m}) is tried first and "
+                        "covers it"
+                    )
+                    break
+
 
 @dataclass(frozen=True)
 class LifecycleConfig:
@@ -234,6 +266,13 @@ class LifecycleConfig:
     retained_min_orders: int = field(default=2, metadata=_meta(_positive))
     dormant_days: int = field(default=90, metadata=_meta(_positive))
     churned_days: int = field(default=180, metadata=_meta(_positive))
+
+    def problems(self) -> typing.Iterator[tuple[str, str]]:
+        if self.churned_days <= self.dormant_days:
+            yield "churned_days", (
+                f"must be greater than dormant_days ({self.dormant_days}), "
+                f"got {self.churned_days}"
+            )
 
 
 @dataclass(frozen=True)
@@ -253,6 +292,25 @@ class TiersConfig:
     """Membership tiers by trailing-12-month spend; below the lowest there is no tier."""
 
     levels: list[Tier] = field(default_factory=_default_tiers)
+
+    def problems(self) -> typing.Iterator[tuple[str, str]]:
+        """Names unique and 1-32 characters; min_spend strictly ascending."""
+        names: dict[str, int] = {}
+        for i, tier in enumerate(self.levels):
+            if not tier.name.strip() or len(tier.name) > 32:
+                yield f"levels[{i}].name", f"must be 1-32 characters, got {tier.name!r}"
+            elif tier.name == "none":
+                yield f"levels[{i}].name", "'none' is reserved (tier:none means no tier)"
+            elif tier.name in names:
+                yield f"levels[{i}].name", (
+                    f"{tier.name!r} is already the name of levels[{names[tier.name]}]"
+                )
+            names.setdefault(tier.name, i)
+            if i and tier.min_spend <= self.levels[i - 1].min_spend:
+                yield f"levels[{i}].min_spend", (
+                    f"tiers go from lowest to highest: {tier.min_spend:g} must be greater than "
+                    f"levels[{i - 1}].min_spend ({self.levels[i - 1].min_spend:g})"
+                )
 
 
 def _check_relay_chat(value: str) -> str | None:
@@ -406,8 +464,10 @@ class WecomConfig:
     max_body_bytes: int = field(default=65536, metadata=_meta(_positive))
     reply_budget_seconds: float = field(default=3.0, metadata=_meta(_positive))
     mass_poll_interval_seconds: float = field(default=300.0, metadata=_meta(_positive))
+    mass_batch_seconds: float = field(default=5.0, metadata=_meta(_positive))
     fetch_unionid: bool = False
     corp_tags: list[str] = field(default_factory=list, metadata=_meta(_check_corp_tag))
+    tag_sync_interval_seconds: float = field(default=60.0, metadata=_meta(_positive))
     token_refresh_margin_seconds: float = field(default=300.0, metadata=_meta(_positive))
     http_timeout_seconds: float = field(default=10.0, metadata=_meta(_positive))
 
@@ -622,7 +682,11 @@ class _Builder:
                 kwargs[name] = self.value(hints[name], raw[name], key, f.metadata.get("check"))
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 self.fail(key, "required key is missing")
-        return cls(**kwargs)
+        built = cls(**kwargs)
+        # Checks across keys: a section's ``problems()`` yields (key path, problem).
+        for key, problem in getattr(built, "problems", lambda: ())():
+            self.fail(_join(prefix, key), problem)
+        return built
 
 
 def _join(prefix: str, name: str) -> str:

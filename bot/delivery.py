@@ -1,7 +1,9 @@
 """The delivery worker: drains the outbox through the adapters and records each result.
 
 Messages to one chat go out in order, one after another; different chats are served
-concurrently. Transient failures are retried with backoff, ``RetryAfter`` is honoured, an
+concurrently. The running worker refills its claims when half of them are done, without
+waiting for a batch's slowest chat, so a rate-limited channel never idles between batches;
+a message waits for the one claimed before it to the same chat (its lane). Transient failures are retried with backoff, ``RetryAfter`` is honoured, an
 unreachable recipient is marked so. On stop, in-flight sends finish (within a grace period)
 and every claim not finished goes back to the queue.
 """
@@ -9,7 +11,6 @@ and every claim not finished goes back to the queue.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -60,6 +61,7 @@ class DeliveryWorker:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._lanes: dict[tuple[str, str], asyncio.Task] = {}
 
     def wake(self) -> None:
         """Tell the worker new rows are due (it also polls)."""
@@ -110,16 +112,60 @@ class DeliveryWorker:
     async def run(self) -> None:
         log.info("delivery worker %s started for %s", self.worker_id, ", ".join(self.adapters))
         await self.recover()
-        while not self._stopping.is_set():
-            try:
-                sent = await self.drain_once()
-            except Exception:
-                log.exception("delivery: batch failed; retrying after a pause")
-                sent = 0
-            if sent == 0 and not self._stopping.is_set():
+        inflight: set[asyncio.Task] = set()
+        size = self.config.batch_size
+        try:
+            while not self._stopping.is_set():
+                claimed = 0
+                if self.adapters and len(inflight) <= size // 2:
+                    try:
+                        rows = await self.db.run(self._claim, size - len(inflight))
+                    except Exception:
+                        log.exception("delivery: claim failed; retrying after a pause")
+                        rows = []
+                    for message in rows:
+                        task = asyncio.create_task(self._deliver_in_lane(message))
+                        inflight.add(task)
+                        task.add_done_callback(inflight.discard)
+                    claimed = len(rows)
+                full = len(inflight) > size // 2
+                if claimed and not full:
+                    continue  # more may be due right away
+                # wait for room (half the claims done), new rows (wake) or the next poll
                 self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.config.poll_interval_seconds)
+                waits = [asyncio.create_task(self._wake.wait())]
+                if full:
+                    waits.append(asyncio.create_task(self._half_done(inflight, size)))
+                timeout = None if claimed else self.config.poll_interval_seconds
+                _, pending = await asyncio.wait(
+                    waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+                for w in pending:
+                    w.cancel()
+        finally:
+            if inflight:
+                await asyncio.gather(*inflight, return_exceptions=True)
+
+    @staticmethod
+    async def _half_done(inflight: set[asyncio.Task], size: int) -> None:
+        while len(inflight) > size // 2:
+            await asyncio.wait(set(inflight), return_when=asyncio.FIRST_COMPLETED)
+
+    async def _deliver_in_lane(self, message: OutboundMessage) -> None:
+        """Deliver after the message claimed before it to the same chat (if any)."""
+        key = (message.channel, message.chat_id)
+        previous = self._lanes.get(key)
+        current = asyncio.current_task()
+        self._lanes[key] = current
+        try:
+            if previous is not None:
+                await asyncio.gather(previous, return_exceptions=True)
+                if self._stopping.is_set():
+                    return  # stays claimed; stop() puts it back in the queue
+            await self._deliver(message)
+        finally:
+            if self._lanes.get(key) is current:
+                del self._lanes[key]
 
     async def drain_once(self) -> int:
         """Claim one batch and deliver it; returns how many rows were handled."""
@@ -134,14 +180,14 @@ class DeliveryWorker:
         await asyncio.gather(*(self._send_in_order(msgs) for msgs in by_chat.values()))
         return len(rows)
 
-    def _claim(self) -> list[OutboundMessage]:
+    def _claim(self, limit: int | None = None) -> list[OutboundMessage]:
         with self.db.transaction() as session:
             rows = claim_due(
                 session,
                 worker=self.worker_id,
                 now=self.clock.now(),
                 lease=timedelta(seconds=self.config.lease_seconds),
-                limit=self.config.batch_size,
+                limit=limit or self.config.batch_size,
                 channels=list(self.adapters),
             )
             return [to_outbound(r) for r in rows]

@@ -13,6 +13,7 @@ one up only at 11:00 does not.
 
 from __future__ import annotations
 
+import calendar
 import dataclasses
 import logging
 from collections import defaultdict
@@ -172,9 +173,12 @@ def _push(
         compiled = compile_segment(item.segment, config=config, now=now, session=session)
     query = compiled.select_ids().where(Customer.timezone.in_(raw_zones))
     if item.schedule == "birthday":
+        days = [day.day]
+        if (day.month, day.day) == (2, 28) and not calendar.isleap(day.year):
+            days.append(29)  # 29 February birthdays are kept on the 28th in common years
         query = query.where(
             extract("month", Customer.birthday) == day.month,
-            extract("day", Customer.birthday) == day.day,
+            extract("day", Customer.birthday).in_(days),
         )
     if item.once_per_days:
         earlier = select(OutboxMessage.customer_id).where(

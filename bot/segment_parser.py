@@ -21,6 +21,7 @@ __all__ = [
     "Or",
     "Predicate",
     "SegmentError",
+    "TagScore",
     "fields_help",
     "parse",
 ]
@@ -39,6 +40,7 @@ FIELDS: dict[str, str] = {
     "channel": "name",
     "group": "name",
     "segment": "name",
+    "tagscore": "tagscore",
     "opt_out": "name",
     "last_active": "duration",
     "last_order": "duration",
@@ -76,12 +78,20 @@ class Duration:
 
 
 @dataclass(frozen=True)
+class TagScore:
+    """``tagscore:母婴 >= 3``: a tag and the number its interest score is compared with."""
+
+    tag: str
+    number: Decimal
+
+
+@dataclass(frozen=True)
 class Predicate:
     """One test on a customer: ``field op value`` (``:`` for name fields)."""
 
     field: str
     op: str
-    value: str | Decimal | Duration
+    value: str | Decimal | Duration | TagScore
     position: int
 
 
@@ -236,11 +246,13 @@ class _Parser:
         self.i += 1
         op_tok = self.tok
         if op_tok.kind != "op":
-            want = "':'" if kind == "name" else "a comparison (<, <=, >, >=, =, !=)"
+            want = "':'" if kind in ("name", "tagscore") else "a comparison (<, <=, >, >=, =, !=)"
             raise self.fail(
                 f"expected {want} after {field!r}, got {self.describe(op_tok)}", op_tok.position
             )
         op = op_tok.text
+        if kind == "tagscore":
+            return self.tag_score(op_tok)
         if kind == "name" and op not in (":", "=", "!="):
             raise self.fail(
                 f"{field!r} takes ':' (e.g. {field}:value), not {op!r}", op_tok.position
@@ -281,7 +293,51 @@ class _Parser:
             value = raw
         if op == "=" and kind == "name":
             op = ":"
+        if field == "tag" and op == ":" and self.tok.kind == "op" and self.tok.text != ":":
+            return self.score_comparison(str(value), value_tok.position)  # tag:母婴 >= 3
         return Predicate(field, op, value, value_tok.position)
+
+    def tag_score(self, op_tok: _Token) -> Predicate:
+        """``tagscore:<tag> <comparison> <number>``."""
+        if op_tok.text not in (":", "="):
+            raise self.fail(
+                f"write tagscore:<tag> >= <number>, e.g. tagscore:母婴 >= 3, got {op_tok.text!r}",
+                op_tok.position,
+            )
+        self.i += 1
+        tag_tok = self.tok
+        if tag_tok.kind not in ("word", "string") or not tag_tok.text:
+            raise self.fail(
+                f"expected a tag after tagscore:, got {self.describe(tag_tok)}", tag_tok.position
+            )
+        self.i += 1
+        return self.score_comparison(tag_tok.text, tag_tok.position)
+
+    def score_comparison(self, tag: str, position: int) -> Predicate:
+        """The ``>= 3`` after a tag, for an interest-score condition on it."""
+        op_tok = self.tok
+        if op_tok.kind != "op" or op_tok.text not in ("<", "<=", ">", ">="):
+            got = self.describe(op_tok) if op_tok.kind != "op" else repr(op_tok.text)
+            raise self.fail(
+                f"an interest score compares with <, <=, > or >= (e.g. tagscore:{tag} >= 3), "
+                f"got {got}",
+                op_tok.position,
+            )
+        self.i += 1
+        num_tok = self.tok
+        if num_tok.kind != "word":
+            raise self.fail(
+                f"expected a number after {op_tok.text}, got {self.describe(num_tok)}",
+                num_tok.position,
+            )
+        try:
+            number = Decimal(num_tok.text)
+        except InvalidOperation:
+            raise self.fail(f"expected a number, got {num_tok.text!r}", num_tok.position) from None
+        if not number.is_finite() or abs(number) > Decimal("1e9"):
+            raise self.fail(f"number {num_tok.text!r} is out of range", num_tok.position)
+        self.i += 1
+        return Predicate("tagscore", op_tok.text, TagScore(tag, number), position)
 
 
 def parse(text: str) -> Node:

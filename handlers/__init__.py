@@ -12,7 +12,7 @@ from bot.events import EventKind
 from bot.routing import Handler, Router
 from handlers import manage
 from handlers.basic import help_command, start, unknown_command
-from handlers.customers import CustomerCommands
+from handlers.customers import CustomerCommands, profile
 from handlers.follow_welcome import welcome_follower
 from handlers.tagging import TaggingRules, event_tagging, keyword_tagging
 
@@ -116,9 +116,13 @@ def _register_campaigns(router: Router) -> None:
 
 
 def _register_customers(router: Router, rules: TaggingRules) -> None:
-    """Managers' /segment and /rule commands (issue 5; handlers/customers.py)."""
+    """Managers' /segment, /rule and /profile commands (issue 5; handlers/customers.py)."""
     commands = CustomerCommands(rules)
-    for name, callback in (("segment", commands.segment), ("rule", commands.rule)):
+    for name, callback in (
+        ("segment", commands.segment),
+        ("rule", commands.rule),
+        ("profile", profile),
+    ):
         router.add(
             Handler(
                 f"customers_{name}", callback, f.command(name) & f.is_manager, group=ANSWERS, priority=90
@@ -181,5 +185,7 @@ def _register_conversations(router: Router, config: Config) -> None:
         ("flow_start", conv.flow_start, conv.starts_flow, 60),
         ("flow_answer", conv.flow_answer, conv.answers_flow, 50),
         ("flag_vip", conv.flag_vip, conv.vip_text, -50),
+        # Last of ANSWERS: private free text nothing above answered (consent blocks before).
+        ("not_understood", conv.not_understood, conv.unanswered_text, -1000),
     ):
         router.add(Handler(name, callback, filter, group=ANSWERS, priority=priority))

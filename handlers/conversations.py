@@ -13,7 +13,13 @@ Where they run (see handlers/__init__.py):
 - ``flow_answer`` (ANSWERS, 50): the answer to the current step; a bad answer re-asks
   without losing state, a customer back after a pause gets the breakpoint recap, and
   misunderstanding twice in a row hands the conversation to staff;
-- ``flag_vip`` (ANSWERS, -50): a VIP's free text that nothing else answered goes to staff.
+- ``flag_vip`` (ANSWERS, -50): a VIP's free text that nothing else answered goes to staff;
+- ``not_understood`` (ANSWERS, -1000, the last of the group): private free text that no
+  other answer handler took says so (with /help and /human hints) and counts the miss in
+  the breakpoint state (``state["unanswered"]``). Misses are consecutive when no other
+  interaction of the customer in this chat came between them; the second in a row (
+  ``[conversations] misunderstandings_before_handoff``) flags the conversation for staff.
+  Tagging (group TAGGING) never answers, so a message that was only tagged still counts.
 
 Flows and flagging are for 1:1 chats; in groups the bot does not run flows.
 """
@@ -21,6 +27,8 @@ Flows and flagging are for 1:1 chats; in groups the bot does not run flows.
 from __future__ import annotations
 
 from datetime import timedelta
+
+from sqlalchemy import select
 
 from bot import filters as f
 from bot.config import Config, KeywordRule
@@ -32,6 +40,7 @@ from bot.templating import Renderer
 from handlers.tagging import KeywordMatcher
 from storage import repos
 from storage.followups import cancel_pending
+from storage.models import Interaction
 
 __all__ = ["ConversationHandlers"]
 
@@ -80,6 +89,11 @@ class ConversationHandlers:
 
         return f.is_private & f.text & f.Filter(vip, "vip")
 
+    @property
+    def unanswered_text(self) -> f.Filter:
+        """Private free text; registered last in ANSWERS, so only what nothing answered."""
+        return f.is_private & f.text
+
     # -- handlers ----------------------------------------------------------------------
 
     def customer_returned(self, ctx: Context) -> None:
@@ -104,6 +118,33 @@ class ConversationHandlers:
             self._flag(ctx, "misunderstood")
         else:
             self._say(ctx, turn)
+
+    def not_understood(self, ctx: Context) -> None:
+        """Say the bot did not understand; the N-th miss in a row goes to staff."""
+        assert ctx.interaction is not None
+        previous = ctx.session.scalar(
+            select(Interaction.id)
+            .where(
+                Interaction.customer_id == ctx.interaction.customer_id,
+                Interaction.channel == ctx.interaction.channel,
+                Interaction.chat_id == ctx.interaction.chat_id,
+                Interaction.id < ctx.interaction.id,
+            )
+            .order_by(Interaction.id.desc())
+            .limit(1)
+        )
+        last = ctx.state.get("unanswered") or {}
+        count = int(last.get("count", 0)) + 1 if last.get("interaction_id") == previous else 1
+        limit = self.config.conversations.misunderstandings_before_handoff
+        ctx.state["unanswered"] = {
+            "count": 0 if count >= limit else count,
+            "interaction_id": ctx.interaction.id,
+        }
+        ctx.save_state()
+        if count >= limit and ctx.role == "customer":  # managers only get the hint
+            self._flag(ctx, "misunderstood")
+        else:
+            ctx.reply("not_understood")
 
     # -- helpers -----------------------------------------------------------------------
 

@@ -9,6 +9,12 @@
 ``/rule add activity <tag> <N>/<D>d [group=<chat id>|*] [silent=30]``
 ``/rule list`` · ``/rule del <id>``
 
+``/profile [@<user id>]``                       a member's profile card
+``/profile <attr> <value> [@<user id>]``        set name, phone, birthday, city, locale or
+                                                timezone (bot/profile_attrs.py); ``-`` clears
+Like ``/whois``, ``/profile`` acts on the author of the message it answers, or on
+``@<user id>`` as the last word. The phone is shown in full only in a private chat.
+
 Values with spaces are quoted (``"weekend trip"``). Every mistake gets a precise reply.
 """
 
@@ -16,13 +22,26 @@ from __future__ import annotations
 
 import shlex
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
 from bot.config import EVENT_TRIGGERS
 from bot.context import Context
+from bot.profile_attrs import (
+    ALIASES,
+    ATTRIBUTES,
+    ProfileConflict,
+    ProfileInputError,
+    format_birthday,
+    upsert_profile,
+    validate_attributes,
+)
 from bot.segment_parser import SegmentError
 from handlers.tagging import TaggingRules
+from storage import repos
+from storage.models import Identity
+from storage.scores import score_of
 from storage.segments import (
     count_segment,
     delete_segment,
@@ -31,6 +50,7 @@ from storage.segments import (
     save_segment,
 )
 from storage.tag_rules import TagRule, active_rules
+from storage.tag_scores import interests_of
 
 __all__ = ["CustomerCommands", "RuleSyntaxError", "parse_rule"]
 
@@ -115,6 +135,10 @@ def parse_rule(text: str) -> dict[str, Any]:
             fields["weight"] = float(opts["weight"])
         except ValueError:
             raise RuleSyntaxError(f"weight must be a number, got {opts['weight']!r}") from None
+        if not 0 < fields["weight"] <= 1000:
+            raise RuleSyntaxError(
+                f"weight must be greater than 0 and at most 1000, got {opts['weight']}"
+            )
     return fields
 
 
@@ -132,7 +156,8 @@ def describe_rule(rule: TagRule) -> str:
             f"silent={spec.get('silent_days')}"
         )
     ttl = f" ttl={rule.ttl_days}" if rule.ttl_days else ""
-    return f"#{rule.id} {rule.kind} {rule.tag}: {what}{ttl}"
+    weight = f" weight={rule.weight:g}" if rule.kind != "activity" and rule.weight != 1 else ""
+    return f"#{rule.id} {rule.kind} {rule.tag}: {what}{ttl}{weight}"
 
 
 def _rest(ctx: Context, skip: int) -> str:
@@ -236,3 +261,96 @@ class CustomerCommands:
             ctx.reply("rule_deleted", rule=describe_rule(row))
         else:
             ctx.reply("customers_error", error="/rule add | list | del <id>")
+
+
+def _profile_target(ctx: Context, *, create: bool) -> tuple[Identity | None, list[str]]:
+    """The member ``/profile`` is about (replied-to author, or ``@<user id>`` last)."""
+    event = ctx.event
+    args = list(event.args)
+    user_id, name = None, ""
+    if event.reply_to is not None:
+        user_id, name = event.reply_to.user_id, event.reply_to.display_name
+    elif args and args[-1].startswith("@") and len(args[-1]) > 1:
+        user_id = args.pop()[1:]
+    if user_id is None:
+        return None, args
+    identity = repos.find_identity(ctx.session, event.ref.channel, user_id)
+    if identity is None and create:
+        _, identity = repos.upsert_customer(
+            ctx.session,
+            event.ref.channel,
+            user_id,
+            display_name=name,
+            locale=ctx.config.general.locale,
+            timezone=ctx.config.general.timezone,
+            now=ctx.now,
+        )
+    return identity, args
+
+
+def profile(ctx: Context) -> None:
+    """``/profile``: show a member's profile card, or set one attribute."""
+    identity, args = _profile_target(ctx, create=bool(ctx.event.args))
+    if identity is None:
+        ctx.reply(
+            "customers_error",
+            error="/profile [<attribute> <value>] as a reply, or with @<user id> last "
+            f"(attributes: {', '.join(ATTRIBUTES)}; value - clears)",
+        )
+        return
+    if args:
+        key = ALIASES.get(args[0].lower(), args[0].lower())
+        value = " ".join(args[1:]).strip()
+        if not value:
+            ctx.reply("customers_error", error=f"/profile {key} <value> (or - to clear)")
+            return
+        try:
+            local = ctx.now.astimezone(ZoneInfo(ctx.config.general.timezone)).date()
+            attrs = validate_attributes({key: "" if value == "-" else value}, today=local)
+            result = upsert_profile(
+                ctx.session,
+                identity=(identity.channel, identity.external_id),
+                attrs=attrs,
+                now=ctx.now,
+                default_locale=ctx.config.general.locale,
+                default_timezone=ctx.config.general.timezone,
+                create=False,
+            )
+        except (ProfileInputError, ProfileConflict) as exc:
+            ctx.reply("customers_error", error=str(exc))
+            return
+        shown = attrs[key]
+        if key == "birthday":
+            shown = format_birthday(shown)
+        elif key == "phone" and shown and not ctx.event.is_private:
+            shown = repos.mask_phone(str(shown))
+        ctx.reply(
+            "profile_updated",
+            name=identity.customer.display_name or identity.external_id,
+            attribute=key,
+            value=shown or "",
+            changed=bool(result.changed),
+        )
+        return
+    customer = identity.customer
+    score = score_of(ctx.session, customer.id)
+    phone = customer.phone
+    if phone and not ctx.event.is_private:
+        phone = repos.mask_phone(phone)
+    ctx.reply(
+        "profile_card",
+        name=customer.display_name or identity.external_id,
+        user_id=identity.external_id,
+        phone=phone or "",
+        birthday=format_birthday(customer.birthday) or "",
+        city=customer.city or "",
+        locale=customer.locale,
+        timezone=customer.timezone,
+        tier=(score.tier if score else None) or "",
+        stage=score.lifecycle if score else "new",
+        tags=[t.tag.name for t in repos.tags_of(ctx.session, customer.id, ctx.now)],
+        interests=[
+            {"tag": i.tag, "score": round(i.score, 1)}
+            for i in interests_of(ctx.session, customer.id, ctx.now, limit=5)
+        ],
+    )

@@ -3,7 +3,9 @@
 Rules come from config (``[[tagging.keywords]]``, ``[[tagging.events]]``,
 ``[[tagging.activity]]``) and from the database (``/rule add``; storage/tag_rules.py).
 Every tag a rule gives records the rule as its source (``rule:keyword:0`` for the first
-keyword rule in config, ``rule:db:17`` for database rule 17) and its time-to-live.
+keyword rule in config, ``rule:db:17`` for database rule 17) and its time-to-live. Keyword
+and event hits also add the rule's ``weight`` to the customer's decaying interest score for
+the tag (storage/tag_scores.py; ``tagscore:`` in segments).
 
 - **Keywords:** many rules are matched in one pass with an Aho-Corasick automaton
   (pyahocorasick), not a loop of ``in``. Text is lower-cased and matched as UTF-8 bytes
@@ -37,6 +39,7 @@ from bot.events import ChatType, Event, EventKind
 from storage import repos
 from storage.models import Group, Interaction
 from storage.tag_rules import TagRule, active_rules, rules_version
+from storage.tag_scores import bump_interest
 
 __all__ = [
     "ActivitySpec",
@@ -214,6 +217,7 @@ class TaggingRules:
             ActivitySpec(f"activity:{i}", r.tag, r.min_messages, r.days, r.group, r.silent_days)
             for i, r in enumerate(tagging.activity)
         ]
+        self.half_life_days = tagging.interest_half_life_days
         self.reload_seconds = reload_seconds
         self._lock = threading.Lock()
         self._version: tuple | None = None
@@ -286,6 +290,14 @@ def apply_event_rules(
                 now=now,
                 ttl=_ttl(rule.ttl_days),
             )
+            bump_interest(
+                session,
+                customer_id,
+                rule.tag,
+                rule.weight,
+                now,
+                half_life_days=rules.half_life_days,
+            )
             given.append(rule.tag)
     return given
 
@@ -300,8 +312,16 @@ def keyword_tagging(matcher_or_rules: KeywordMatcher | TaggingRules):
             matcher = matcher_or_rules.matcher
         else:
             matcher = matcher_or_rules
+        half_life = (
+            matcher_or_rules.half_life_days
+            if isinstance(matcher_or_rules, TaggingRules)
+            else ctx.config.tagging.interest_half_life_days
+        )
         for hit in matcher.match(ctx.event.text):
             ctx.tag(hit.tag, source=f"rule:{hit.rule_id}", ttl=hit.ttl)
+            bump_interest(
+                ctx.session, ctx.customer.id, hit.tag, hit.weight, ctx.now, half_life_days=half_life
+            )
         if isinstance(matcher_or_rules, TaggingRules) and ctx.event.chat_type is ChatType.GROUP:
             activity_tagging(ctx, matcher_or_rules.activity)
 

@@ -1,16 +1,16 @@
-"""Periodic job of conversations: send due follow-ups and escalate overdue handoffs.
+"""Periodic work of conversations: send due follow-ups and escalate overdue handoffs.
 
-Both are importable functions taking ids-free arguments (a database, config, clock), so
-they run from an asyncio loop (:class:`ConversationJobs`, started with the runtime) or as
-an APScheduler interval job. Each follow-up is handled in its own transaction with its
-conversation row locked, so two runners never send one twice (the outbox key
-``followup:<id>`` makes it idempotent anyway).
+It runs on the one scheduler (scheduler/service.py registers ``conversations:due`` every
+``[conversations] followup_interval_seconds``; the job is ``scheduler.jobs:conversations_due``),
+so only the process holding the scheduler lock does it. Each follow-up is still handled in
+its own transaction with its conversation row locked, and SLA escalation takes its tickets
+``FOR UPDATE SKIP LOCKED`` and only once, so an overlapping run (a leader change) never
+sends twice (the outbox keys ``followup:<id>`` and ``sla:<ticket>:<manager>`` make it
+idempotent anyway).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections import Counter
 from datetime import timedelta
@@ -19,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bot import outbox
+from bot.campaigns.manage import Services
 from bot.clock import Clock
 from bot.config import Config
 from bot.events import ConversationRef
@@ -31,7 +32,7 @@ from storage.followups import FollowUp
 from storage.handoff import HandoffTicket
 from storage.models import Conversation, Customer
 
-__all__ = ["ConversationJobs", "escalate_sla", "send_due_followups"]
+__all__ = ["escalate_sla", "run_conversation_jobs", "send_due_followups"]
 
 log = logging.getLogger(__name__)
 
@@ -175,43 +176,24 @@ def escalate_sla(
         return [t.id for t in tickets]
 
 
-class ConversationJobs:
-    """Runs follow-ups and SLA escalation every ``followup_interval_seconds`` (asyncio task)."""
+_cached: tuple[Services, FlowLibrary] | None = None
 
-    def __init__(
-        self, db: Database, config: Config, clock: Clock, renderer: Renderer, wake=None
-    ) -> None:
-        self.db, self.config, self.clock, self.renderer = db, config, clock, renderer
-        self.library = load_flows(config.conversations.flows_dir or None, renderer)
-        self._wake = wake
-        self._task: asyncio.Task | None = None
-        self._stop = asyncio.Event()
 
-    def run_once(self) -> tuple[Counter, list[int]]:
-        sent = send_due_followups(
-            self.db, self.config, self.clock, renderer=self.renderer, library=self.library
-        )
-        escalated = escalate_sla(self.db, self.config, self.clock, renderer=self.renderer)
-        return sent, escalated
+def run_conversation_jobs(services: Services) -> tuple[Counter, list[int]]:
+    """One run of the ``conversations:due`` scheduler job: follow-ups, then SLA escalation.
 
-    async def _loop(self) -> None:
-        interval = self.config.conversations.followup_interval_seconds
-        while not self._stop.is_set():
-            try:
-                sent, escalated = await self.db.run(self.run_once)
-                if (sent.get("sent") or escalated) and self._wake is not None:
-                    self._wake()
-            except Exception:
-                log.exception("conversation jobs failed; retrying at the next interval")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), interval)
+    The flow library is parsed once per bound services (the scheduler's process).
+    """
+    global _cached
+    if _cached is None or _cached[0] is not services:
+        flows_dir = services.config.conversations.flows_dir or None
+        _cached = (services, load_flows(flows_dir, services.renderer))
+    library = _cached[1]
+    sent = send_due_followups(
+        services.db, services.config, services.clock, renderer=services.renderer, library=library
+    )
+    escalated = escalate_sla(services.db, services.config, services.clock, renderer=services.renderer)
+    if sent or escalated:
+        log.info("conversations: follow-ups %s; %d escalated", dict(sent), len(escalated))
+    return sent, escalated
 
-    async def start(self) -> None:
-        self._stop.clear()
-        self._task = asyncio.create_task(self._loop(), name="siyu-conversation-jobs")
-
-    async def stop(self) -> None:
-        self._stop.set()
-        if self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None

@@ -11,7 +11,7 @@ import logging
 
 from bot.campaigns.manage import Services
 
-__all__ = ["bind", "campaigns_due", "nightly_customers", "scenario_tick"]
+__all__ = ["bind", "campaigns_due", "conversations_due", "nightly_customers", "scenario_tick"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,13 @@ def campaigns_due() -> None:
     from bot.campaigns.manage import run_due
 
     run_due(_bound())
+
+
+def conversations_due() -> None:
+    """Send due flow follow-ups and escalate handoffs past the SLA (issue 7)."""
+    from scheduler.followups import run_conversation_jobs
+
+    run_conversation_jobs(_bound())
 
 
 def nightly_customers() -> None:

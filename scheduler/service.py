@@ -3,7 +3,8 @@
 A standby thread tries the lock every ``standby_seconds``; the holder checks it is still
 held and, if not, shuts its scheduler down. On taking the lock the holder syncs scenarios
 from config and (re)writes their jobs in the SQLAlchemy job store: one interval job per
-scenario (``scenario:<name>``), ``campaigns:due``, and ``nightly`` (RFM, lifecycle and
+scenario (``scenario:<name>``), ``campaigns:due``, ``conversations:due`` (flow
+follow-ups and handoff SLA escalation), and ``nightly`` (RFM, lifecycle and
 tier recompute plus expired-tag purge at 03:00 in the brand's default time zone). Missed runs are coalesced into one
 and always run (``misfire_grace_time=None``): whether a late run may still send is the
 scenario's own window rule (bot/scenarios.py), which records the rest as missed.
@@ -90,7 +91,8 @@ class SchedulerService:
             timezone="UTC",
         )
         scheduler.start(paused=True)
-        wanted = {f"scenario:{names[sid]}" for sid in scenario_ids} | {"campaigns:due", "nightly"}
+        wanted = {f"scenario:{names[sid]}" for sid in scenario_ids}
+        wanted |= {"campaigns:due", "nightly", "conversations:due"}
         for job in scheduler.get_jobs():
             if job.id not in wanted:
                 job.remove()
@@ -110,6 +112,14 @@ class SchedulerService:
             "interval",
             seconds=tick,
             id="campaigns:due",
+            replace_existing=True,
+            next_run_time=first,
+        )
+        scheduler.add_job(  # issue 7: flow follow-ups and the handoff SLA
+            "scheduler.jobs:conversations_due",
+            "interval",
+            seconds=services.config.conversations.followup_interval_seconds,
+            id="conversations:due",
             replace_existing=True,
             next_run_time=first,
         )

@@ -46,8 +46,23 @@ COLUMNS = (
     "created_at",
 )
 _OUTBOX_COLS = ", ".join((*COLUMNS, "status", "attempts"))
+_OUTBOX_TYPES = (
+    "text",
+    "text",
+    "text",
+    "text",
+    "int8",
+    "text",
+    "int4",
+    "text",  # the payload is JSON text already; json_recv takes its bytes as they are
+    "timestamptz",
+    "timestamptz",
+    "text",
+    "int4",
+)
 TARGET_COLUMNS = ("campaign_id", "customer_id", "arm", "variant", "status", "reason", "created_at")
 _TARGET_COLS = ", ".join(TARGET_COLUMNS)
+_TARGET_TYPES = ("int8", "int8", "text", "text", "text", "text", "timestamptz")
 
 
 def sqlite_time(value: datetime) -> str:
@@ -83,8 +98,13 @@ def insert_new(session: Session, rows: Sequence[tuple], targets: Sequence[tuple]
         with raw.cursor() as cur:
             cur.execute("SAVEPOINT siyu_bulk")
             try:
-                _copy(cur, f"outbox ({_OUTBOX_COLS})", ((*r, "pending", 0) for r in rows))
-                _copy(cur, f"campaign_targets ({_TARGET_COLS})", targets)
+                _copy(
+                    cur,
+                    f"outbox ({_OUTBOX_COLS})",
+                    ((*r, "pending", 0) for r in rows),
+                    _OUTBOX_TYPES,
+                )
+                _copy(cur, f"campaign_targets ({_TARGET_COLS})", targets, _TARGET_TYPES)
             except psycopg.errors.UniqueViolation:
                 cur.execute("ROLLBACK TO SAVEPOINT siyu_bulk")
             else:
@@ -95,8 +115,10 @@ def insert_new(session: Session, rows: Sequence[tuple], targets: Sequence[tuple]
     return new
 
 
-def _copy(cur, table: str, rows) -> None:
-    with cur.copy(f"COPY {table} FROM STDIN") as copy:
+def _copy(cur, table: str, rows, types: Sequence[str]) -> None:
+    """COPY rows in the binary format (no text parsing on the server)."""
+    with cur.copy(f"COPY {table} FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(types)
         write = copy.write_row
         for r in rows:
             write(r)
@@ -116,7 +138,12 @@ def insert_outbox_rows(session: Session, rows: Sequence[tuple]) -> int:
                 "created_at timestamptz, status text, attempts integer) ON COMMIT DELETE ROWS"
             )
             cur.execute("TRUNCATE siyu_outbox_load")
-            _copy(cur, f"siyu_outbox_load ({_OUTBOX_COLS})", ((*r, "pending", 0) for r in rows))
+            _copy(
+                cur,
+                f"siyu_outbox_load ({_OUTBOX_COLS})",
+                ((*r, "pending", 0) for r in rows),
+                _OUTBOX_TYPES,
+            )
             cur.execute(
                 f"INSERT INTO outbox ({_OUTBOX_COLS}) SELECT {_OUTBOX_COLS} FROM siyu_outbox_load "
                 "ON CONFLICT (idempotency_key) DO NOTHING"
@@ -148,7 +175,7 @@ def insert_target_rows(session: Session, rows: Sequence[tuple]) -> None:
                 "created_at timestamptz) ON COMMIT DELETE ROWS"
             )
             cur.execute("TRUNCATE siyu_target_load")
-            _copy(cur, f"siyu_target_load ({_TARGET_COLS})", rows)
+            _copy(cur, f"siyu_target_load ({_TARGET_COLS})", rows, _TARGET_TYPES)
             cur.execute(
                 f"INSERT INTO campaign_targets ({_TARGET_COLS}) SELECT {_TARGET_COLS} "
                 "FROM siyu_target_load ON CONFLICT (campaign_id, customer_id) DO NOTHING"

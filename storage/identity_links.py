@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -36,7 +36,17 @@ def unionid_of(session: Session, channel: str, external_id: str) -> str | None:
 def link_unionid(
     session: Session, channel: str, external_id: str, unionid: str, now: datetime
 ) -> int | None:
-    """Record an identity's unionid; merge customers sharing it. Returns the customer id."""
+    """Record an identity's unionid; merge customers sharing it. Returns the customer id.
+
+    Links of one unionid are serialized (on PostgreSQL a transaction-scoped advisory lock;
+    SQLite has one writer anyway), so an OA follow and a WeCom add of the same person
+    processed at the same moment still see each other and end as one customer.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+            {"key": f"siyu:unionid:{unionid}"},
+        )
     existing = session.get(UnionId, (channel, external_id))
     if existing is None:
         insert_ignore(

@@ -27,6 +27,7 @@ from storage.models import (
 )
 from storage.orders import Order
 from storage.scores import CustomerScore
+from storage.tag_scores import interests_of
 
 __all__ = [
     "CustomerProfile",
@@ -313,10 +314,13 @@ class CustomerProfile:
     order_total_cents: int = 0
     score: CustomerScore | None = None
     coupons: list[dict] = field(default_factory=list)
+    interests: list = field(default_factory=list)  # storage.tag_scores.Interest
 
     def as_dict(self, *, reveal_phone: bool = False) -> dict:
         """The profile as JSON-able data; the phone is masked unless ``reveal_phone``
         (managers and the operator's CLI only)."""
+        from bot.profile_attrs import format_birthday
+
         c = self.customer
         s = self.score
         return {
@@ -325,7 +329,7 @@ class CustomerProfile:
             "locale": c.locale,
             "timezone": c.timezone,
             "phone": (c.phone if reveal_phone else mask_phone(c.phone)) if c.phone else None,
-            "birthday": c.birthday.isoformat() if c.birthday else None,
+            "birthday": format_birthday(c.birthday),
             "city": c.city,
             "marketing_opt_out": c.marketing_opt_out,
             "consent": {"marketing": not c.marketing_opt_out},
@@ -373,6 +377,16 @@ class CustomerProfile:
                     "expires_at": _iso(t.expires_at),
                 }
                 for t in self.tags
+            ],
+            "interests": [
+                {
+                    "tag": i.tag,
+                    "score": round(i.score, 2),
+                    "hits": i.hits,
+                    "first_hit_at": _iso(i.first_hit_at),
+                    "last_hit_at": _iso(i.last_hit_at),
+                }
+                for i in self.interests
             ],
             "interactions": [
                 {
@@ -479,6 +493,7 @@ def customer_profile(
         order_total_cents=int(total or 0),
         score=session.get(CustomerScore, cid),
         coupons=_coupons(session, cid, recent),
+        interests=interests_of(session, cid, now),
     )
 
 

@@ -7,4 +7,5 @@ from storage import wechat  # noqa: F401  (issue 4: WeChat OA and WeCom channels
 from storage import followups, handoff  # noqa: F401  (issue 7: flows, follow-ups, staff inbox)
 from storage import telegram  # noqa: F401  (issue 3: Telegram channel)
 from storage import orders, scores, segments, tag_rules  # noqa: F401  (issue 5: customers)
+from storage import tag_scores  # noqa: F401  (issue 5: interest scores per tag)
 from storage import campaigns, coupons  # noqa: F401  (issue 6: scenarios, campaigns, coupons)

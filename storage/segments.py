@@ -9,6 +9,7 @@ exactly the complement.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -42,6 +43,7 @@ from storage.models import (
     Tag,
 )
 from storage.scores import CustomerScore
+from storage.tag_scores import EPSILON, TagInterest, current_log2
 
 __all__ = [
     "STAGES",
@@ -177,6 +179,23 @@ class _Compiler:
             return or_(column.is_(None), column < cutoff)
         return or_(column.is_(None), column <= cutoff)
 
+    def _tag_score(self, tag: str, op: str, value: float) -> ColumnElement[bool]:
+        """The customer's current interest score in ``tag`` <op> value (no row: 0)."""
+        if op in ("<", "<="):  # the complement of >= / >
+            return not_(self._tag_score(tag, ">=" if op == "<" else ">", value))
+        strict = op == ">"
+        if value < 0 or (value == 0 and not strict):
+            return true()
+        rows = (
+            select(TagInterest.customer_id)
+            .join(Tag, Tag.id == TagInterest.tag_id)
+            .where(Tag.name == tag)
+        )
+        if value > 0:
+            current, bound = current_log2(self.now), math.log2(value)
+            rows = rows.where(current > bound + EPSILON if strict else current >= bound - EPSILON)
+        return Customer.id.in_(rows)
+
     # -- predicates ----------------------------------------------------------------------
 
     def predicate(self, p: Predicate) -> ColumnElement[bool]:
@@ -234,6 +253,8 @@ class _Compiler:
                     select(Group.id).where(or_(Group.external_id == v, Group.title == v))
                 ),
             )
+        elif p.field == "tagscore":
+            return self._tag_score(v.tag, p.op, float(v.number))
         elif p.field == "segment":
             test = self.saved(str(v), p.position)
         elif p.field == "last_active":

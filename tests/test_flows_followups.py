@@ -161,3 +161,43 @@ def test_quiet_hours_wrap_midnight(local, until_hour):
     assert (until.astimezone(SHANGHAI).hour if until else None) == until_hour
     if until:
         assert until > moment and until - moment <= timedelta(hours=10)
+
+
+async def test_the_one_scheduler_runs_followups_and_the_sla(config, sqlite_db, clock):
+    """Follow-ups and SLA escalation are the scheduler's ``conversations:due`` job, run only
+    by the process holding the scheduler lock (no per-process loop any more)."""
+    import asyncio
+
+    from bot.campaigns.manage import Services
+    from bot.templating import Renderer
+    from scheduler import jobs
+    from scheduler.service import SchedulerService
+    from storage.handoff import HandoffTicket
+
+    h = SandboxHarness(config, sqlite_db, clock)
+    await at_dates(h)
+    await h.say("u2", "我要投诉")
+    clock.advance(timedelta(days=1, minutes=1))
+    services = Services(db=sqlite_db, config=config, renderer=Renderer(), clock=clock)
+    jobs.bind(services)
+    try:
+        jobs.conversations_due()
+    finally:
+        jobs.bind(None)
+    assert followups(sqlite_db)[-1].status == "sent"
+    with sqlite_db.sessions() as s:
+        assert s.scalars(select(HandoffTicket.escalated_at)).one() is not None
+
+    leader = SchedulerService(services, standby_seconds=0.05)
+    await leader.start()
+    try:
+        for _ in range(200):
+            if leader.leading:
+                break
+            await asyncio.sleep(0.05)
+        job = leader.scheduler.get_job("conversations:due")
+        assert job.func_ref == "scheduler.jobs:conversations_due"
+        interval = config.conversations.followup_interval_seconds
+        assert job.trigger.interval == timedelta(seconds=interval)
+    finally:
+        await leader.stop()

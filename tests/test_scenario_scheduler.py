@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -61,7 +62,7 @@ def test_two_processes_fire_a_scenario_once(pg_url):
         # never two leaders at once: the other process may take over only after the first
         # stopped (when the two stop a moment apart)
         led.sort()
-        for (_, end), (start, _) in zip(led, led[1:], strict=False):
+        for (_, end), (start, _) in itertools.pairwise(led):
             assert start >= end - 0.25, led
         with db.sessions() as session:
             assert session.scalar(select(func.count()).select_from(OutboxMessage)) == 1

@@ -1,4 +1,5 @@
-"""WeCom callbacks over HTTP to a running Siyu; welcome messages, mass-send tasks, groups."""
+"""WeCom callbacks over HTTP to a running Siyu; welcome messages, mass-send tasks (batched
+per staff member for campaigns), customer groups, corp tags."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import pytest
 from sqlalchemy import select
 from wechatpy.enterprise.crypto import WeChatCrypto as WecomCrypto
 
+from bot import outbox
+from bot.events import ConversationRef
 from storage.models import Group, Identity, Membership, OutboxMessage
 from storage.wechat import SourceAttribution, WecomMassTask
 from tests.support import free_port
@@ -198,3 +201,125 @@ async def test_staff_app_text_is_answered_by_app_message(siyu, signer, clock, fa
     await wait_until(lambda: fake_api.calls_to("message/send"))
     call = fake_api.calls_to("message/send")[0]
     assert (call.body["touser"], call.body["agentid"]) == (STAFF, 1000002)
+
+
+def mark_tag_calls(fake_api) -> list[tuple[list, list]]:
+    return [
+        (c.body.get("add_tag", []), c.body.get("remove_tag", []))
+        for c in fake_api.calls_to("externalcontact/mark_tag")
+    ]
+
+
+async def test_every_later_tag_change_reaches_wecom_corp_tags(
+    wc_config, signer, clock, sqlite_db, fake_api
+):
+    from datetime import timedelta
+
+    from storage import repos
+
+    cfg = wc_config.replace(
+        wecom=replace(
+            wc_config.wecom,
+            corp_tags=[*wc_config.wecom.corp_tags, "VIP=etVIP", "活跃=etACTIVE"],
+            tag_sync_interval_seconds=0.05,
+        )
+    )
+    async with RunningSiyu(cfg, sqlite_db, clock, free_port()) as siyu:
+        await post(siyu, signer, contact_event(clock, "add_external_contact", State="store-42"))
+        await wait_until(lambda: mark_tag_calls(fake_api) == [(["etSTORE42"], [])])
+
+        with sqlite_db.transaction() as s:  # a manager, an import or the nightly rules
+            customer = repos.find_identity(s, "wecom", EXT).customer_id
+            repos.add_tag(s, customer, "VIP", source="manager:test", now=clock.now())
+            repos.add_tag(
+                s, customer, "活跃", source="rule", now=clock.now(), ttl=timedelta(hours=1)
+            )
+        await wait_until(lambda: len(mark_tag_calls(fake_api)) == 2)
+        assert mark_tag_calls(fake_api)[1] == (["etACTIVE", "etVIP"], [])
+
+        with sqlite_db.transaction() as s:
+            repos.remove_tag(s, customer, "VIP")
+        clock.advance(timedelta(hours=2))  # 活跃 expires
+        await wait_until(lambda: len(mark_tag_calls(fake_api)) == 3)
+        assert mark_tag_calls(fake_api)[2] == ([], ["etACTIVE", "etVIP"])
+        assert await siyu.adapter("wecom").sync_corp_tags() == 0  # nothing left to change
+    call = fake_api.calls_to("externalcontact/mark_tag")[-1]
+    assert (call.body["userid"], call.body["external_userid"]) == (STAFF, EXT)
+
+
+# -- campaign sends: one task per staff member; groups through their owner ----------------
+
+OFFER = "周末特惠：千岛湖两晚 8 折"
+
+
+def queue_campaign(db, clock, to: ConversationRef, key: str, text: str = OFFER) -> None:
+    with db.transaction() as s:
+        outbox.enqueue(s, key=key, to=to, text=text, purpose="campaign", now=clock.now())
+
+
+def tasks(db) -> list[WecomMassTask]:
+    with db.sessions() as s:
+        return list(s.scalars(select(WecomMassTask).order_by(WecomMassTask.id)))
+
+
+async def test_a_campaign_is_one_task_per_staff_member_and_groups_go_via_their_owner(
+    wc_config, signer, clock, sqlite_db, fake_api
+):
+    cfg = wc_config.replace(wecom=replace(wc_config.wecom, mass_batch_seconds=0.2))
+    contacts = {"wmA": "zhangsan", "wmB": "zhangsan", "wmC": "zhangsan", "wmD": "lisi"}
+    async with RunningSiyu(cfg, sqlite_db, clock, free_port()) as siyu:
+        for ext, staff in contacts.items():
+            event = contact_event(clock, "add_external_contact", ExternalUserID=ext, UserID=staff)
+            assert (await post(siyu, signer, event)).text == "success"
+        # each welcome (a reply, no welcome code) is its own task, sent at once
+        await wait_until(lambda: len(fake_api.calls_to("externalcontact/add_msg_template")) == 4)
+        await wait_until(lambda: len(tasks(sqlite_db)) == 4)
+
+        for ext in contacts:
+            queue_campaign(sqlite_db, clock, ConversationRef("wecom", ext, ext), f"c1:{ext}")
+        for chat in ("wrGROUP1", "wrGROUP2"):
+            queue_campaign(sqlite_db, clock, ConversationRef("wecom", chat, ""), f"c1:{chat}")
+        queue_campaign(  # another text cannot share a task
+            sqlite_db, clock, ConversationRef("wecom", "wmA", "wmA"), "c2:wmA", "另一条"
+        )
+        siyu.runtime.worker.wake()
+        await wait_until(lambda: len(fake_api.calls_to("externalcontact/add_msg_template")) == 8)
+
+    calls = fake_api.calls_to("externalcontact/add_msg_template")[4:]
+    by_sender = {
+        (c.body["sender"], c.body["text"]["content"]): c.body.get("external_userid")
+        or c.body.get("chat_id_list")
+        for c in calls
+    }
+    assert by_sender == {
+        ("zhangsan", OFFER): ["wmA", "wmB", "wmC"],
+        ("lisi", OFFER): ["wmD"],
+        ("staff-owner", OFFER): ["wrGROUP1", "wrGROUP2"],
+        ("zhangsan", "另一条"): ["wmA"],
+    }
+    group_call = next(c for c in calls if c.body["sender"] == "staff-owner")
+    assert group_call.body["chat_type"] == "group"
+    assert sorted(
+        c.body["chat_id"] for c in fake_api.calls_to("externalcontact/groupchat/get")
+    ) == [
+        "wrGROUP1",
+        "wrGROUP2",
+    ]
+    with sqlite_db.sessions() as s:
+        statuses = s.scalars(
+            select(OutboxMessage.status).where(OutboxMessage.purpose == "campaign")
+        ).all()
+    assert statuses == ["sent"] * 7
+
+    campaign_tasks = [t for t in tasks(sqlite_db) if t.outbox_key.startswith("c")]
+    leads = [t for t in campaign_tasks if t.status == "pending_confirmation"]
+    assert len(leads) == 4 and all(t.msgid for t in leads)
+    zhangsan = next(t for t in leads if t.sender == "zhangsan" and t.text == OFFER)
+    assert len(zhangsan.targets["members"]) == 3
+
+    async with RunningSiyu(cfg, sqlite_db, clock, free_port()) as siyu:
+        fake_api.mass_status[zhangsan.msgid] = 1  # zhangsan confirmed; WeCom sent it
+        polled = await siyu.adapter("wecom").poll_mass_tasks()
+    assert polled[zhangsan.msgid] == "sent"
+    members = {t.id: t.status for t in tasks(sqlite_db) if t.id in zhangsan.targets["members"]}
+    assert set(members.values()) == {"sent"}

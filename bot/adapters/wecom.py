@@ -15,8 +15,13 @@ as ``UnknownMessage``, so this adapter reads the decrypted XML itself:
 Outbound: to staff (``app:<userid>``) an app message; to an external contact the welcome
 message while its code is valid, else a customer mass-send task (``add_msg_template``)
 that the staff member must confirm — recorded as ``pending_confirmation`` and polled with
-``get_group_msg_result``; to a customer group a group mass-send task from its owner.
-Siyu tags listed in ``corp_tags`` are mirrored to WeCom corp tags with ``mark_tag``.
+``get_group_msg_result``; to a customer group a group mass-send task (``chat_id_list``)
+from its owner (``groupchat/get``). Marketing messages (campaigns, follow-ups) are batched
+into one task per staff member and text (bot/adapters/wecom_batch.py).
+Siyu tags listed in ``corp_tags`` are mirrored to WeCom corp tags with ``mark_tag``: after
+a contact is added, and every ``tag_sync_interval_seconds`` for every change of a contact's
+Siyu tags, whatever made it (:meth:`WecomAdapter.sync_corp_tags`; never inside the router's
+transaction). Each process reconciles; a repeated ``mark_tag`` is harmless.
 """
 
 from __future__ import annotations
@@ -27,12 +32,13 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 import requests
-from sqlalchemy import select, update
+from sqlalchemy import delete, or_, select, update
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from wechatpy.exceptions import WeChatClientException
 
+from bot.adapters import wecom_batch
 from bot.adapters.base import (
     OutboundMessage,
     PermanentError,
@@ -48,8 +54,9 @@ from bot.config import WecomConfig
 from bot.events import Actor, ChatType, ConversationRef, Event, EventKind, parse_command
 from bot.routing import DispatchResult
 from storage import repos
+from storage.db import insert_ignore
 from storage.identity_links import link_unionid, unionid_of
-from storage.models import Identity
+from storage.models import CustomerTag, Identity, Tag
 from storage.wechat import WecomContact, WecomMassTask, WecomTagSync
 
 __all__ = ["WecomAdapter"]
@@ -104,6 +111,9 @@ class WecomAdapter:
         )
         self.background = Background()
         self._poller: asyncio.Task | None = None
+        self._tag_sync: asyncio.Task | None = None
+        self._flush: asyncio.Task | None = None
+        self._tag_lock = asyncio.Lock()
 
     def routes(self) -> list[Route]:
         return [Route("/wecom/callback", self.callback, methods=["GET", "POST"])]
@@ -112,13 +122,19 @@ class WecomAdapter:
         if not self.crypto.encrypted:
             log.warning("wecom: no encoding_aes_key configured; every callback will be refused")
         self._poller = asyncio.create_task(self._poll_forever(), name="wecom-mass-poller")
+        self._schedule_flush()  # batches claimed or queued before a restart
+        if self.corp_tags:
+            self._tag_sync = asyncio.create_task(
+                self._sync_tags_forever(), name="wecom-corp-tag-sync"
+            )
         log.info("wecom: corp %s ready (agent %s)", self.config.corp_id, self.config.agent_id)
 
     async def stop(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
+        for task in (self._poller, self._tag_sync, self._flush):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.background.drain(timeout=5.0)
 
     # -- inbound -------------------------------------------------------------------------
@@ -320,8 +336,7 @@ class WecomAdapter:
                 unionid = None
             if unionid:
                 await self.db.run(self._link, ext, unionid)
-        if self.corp_tags:
-            await self.sync_corp_tags(ext)
+        await self.sync_corp_tags(ext)
 
     def _known_unionid(self, ext: str) -> str | None:
         with self.db.sessions() as session:
@@ -333,60 +348,107 @@ class WecomAdapter:
 
     # -- corp tags -----------------------------------------------------------------------
 
-    async def sync_corp_tags(self, ext: str) -> int:
-        """Mark the contact with the corp tags mapped from their Siyu tags; returns how many."""
-        todo = await self.db.run(self._tags_to_mark, ext)
-        marked = 0
-        for staff, corp_tag_ids in todo.items():
+    async def _sync_tags_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.tag_sync_interval_seconds)
+            try:
+                await self.sync_corp_tags()
+            except Exception:
+                log.exception("wecom: corp tag sync failed")
+
+    async def sync_corp_tags(self, ext: str | None = None) -> int:
+        """Make WeCom corp tags follow Siyu tags (``corp_tags``) for one or every contact.
+
+        The wanted state (active contacts × their unexpired mapped Siyu tags) is compared
+        with ``wecom_tag_syncs`` (what was marked), whatever changed the Siyu tags — a
+        handler, a manager, an import, the nightly rules, expiry. Each staff member ×
+        contact that differs gets one ``mark_tag`` with ``add_tag``/``remove_tag``, outside
+        any transaction; the record follows the API's answer. Returns the changes made.
+        """
+        if not self.corp_tags:
+            return 0
+        async with self._tag_lock:  # one reconcile at a time in this process
+            return await self._sync_corp_tags(ext)
+
+    async def _sync_corp_tags(self, ext: str | None) -> int:
+        todo = await self.db.run(self._tag_diff, ext)
+        changed = 0
+        for (contact, staff), (add, remove) in sorted(todo.items()):
             try:
                 await asyncio.to_thread(
-                    self.api.call, self.api.external_contact.mark_tag, staff, ext, corp_tag_ids
+                    self.api.call,
+                    self.api.external_contact.mark_tag,
+                    staff,
+                    contact,
+                    add,
+                    remove,
                 )
             except (WeChatClientException, requests.RequestException) as exc:
-                log.warning("wecom: mark_tag %s for %s failed: %s", corp_tag_ids, ext, exc)
+                log.warning("wecom: mark_tag +%s -%s for %s failed: %s", add, remove, contact, exc)
                 continue
-            await self.db.run(self._tags_marked, ext, staff, corp_tag_ids)
-            marked += len(corp_tag_ids)
-        return marked
+            await self.db.run(self._tags_marked, contact, staff, add, remove)
+            changed += len(add) + len(remove)
+        return changed
 
-    def _tags_to_mark(self, ext: str) -> dict[str, list[str]]:
+    def _tag_diff(self, ext: str | None) -> dict[tuple[str, str], tuple[list[str], list[str]]]:
         now = self.clock.now()
         with self.db.sessions() as session:
-            identity = repos.find_identity(session, CHANNEL, ext)
-            if identity is None:
-                return {}
-            wanted = {
-                self.corp_tags[t.tag.name]
-                for t in repos.tags_of(session, identity.customer_id, now)
-                if t.tag.name in self.corp_tags
-            }
-            out: dict[str, list[str]] = {}
-            staff_ids = session.scalars(
-                select(WecomContact.staff_userid).where(
-                    WecomContact.external_userid == ext, WecomContact.removed_at.is_(None)
+            active = select(WecomContact.external_userid, WecomContact.staff_userid).where(
+                WecomContact.removed_at.is_(None)
+            )
+            wanted_q = (
+                select(Identity.external_id, WecomContact.staff_userid, Tag.name)
+                .join(CustomerTag, CustomerTag.customer_id == Identity.customer_id)
+                .join(Tag, Tag.id == CustomerTag.tag_id)
+                .join(
+                    WecomContact,
+                    (WecomContact.external_userid == Identity.external_id)
+                    & WecomContact.removed_at.is_(None),
+                )
+                .where(
+                    Identity.channel == CHANNEL,
+                    Tag.name.in_(list(self.corp_tags)),
+                    or_(CustomerTag.expires_at.is_(None), CustomerTag.expires_at > now),
                 )
             )
-            for staff in staff_ids:
-                done = set(
-                    session.scalars(
-                        select(WecomTagSync.corp_tag_id).where(
-                            WecomTagSync.external_userid == ext, WecomTagSync.staff_userid == staff
-                        )
-                    )
-                )
-                if wanted - done:
-                    out[staff] = sorted(wanted - done)
-            return out
+            done_q = select(
+                WecomTagSync.external_userid, WecomTagSync.staff_userid, WecomTagSync.corp_tag_id
+            ).where(WecomTagSync.corp_tag_id.in_(set(self.corp_tags.values())))
+            if ext is not None:
+                active = active.where(WecomContact.external_userid == ext)
+                wanted_q = wanted_q.where(Identity.external_id == ext)
+                done_q = done_q.where(WecomTagSync.external_userid == ext)
+            contacts = {tuple(r) for r in session.execute(active)}
+            wanted = {(e, s, self.corp_tags[n]) for e, s, n in session.execute(wanted_q)}
+            done = {tuple(r) for r in session.execute(done_q)}
+        out: dict[tuple[str, str], tuple[list[str], list[str]]] = {}
+        for e, s, tag in wanted - done:
+            out.setdefault((e, s), ([], []))[0].append(tag)
+        for e, s, tag in done - wanted:
+            if (e, s) in contacts:  # a removed contact cannot be untagged any more
+                out.setdefault((e, s), ([], []))[1].append(tag)
+        return {k: (sorted(a), sorted(r)) for k, (a, r) in out.items()}
 
-    def _tags_marked(self, ext: str, staff: str, corp_tag_ids: list[str]) -> None:
+    def _tags_marked(self, ext: str, staff: str, add: list[str], remove: list[str]) -> None:
         with self.db.transaction() as session:
-            for tag_id in corp_tag_ids:
-                session.merge(
-                    WecomTagSync(
-                        external_userid=ext,
-                        staff_userid=staff,
-                        corp_tag_id=tag_id,
-                        at=self.clock.now(),
+            for tag_id in add:
+                insert_ignore(
+                    session,
+                    WecomTagSync,
+                    {
+                        "external_userid": ext,
+                        "staff_userid": staff,
+                        "corp_tag_id": tag_id,
+                        "at": self.clock.now(),
+                    },
+                    ["external_userid", "staff_userid", "corp_tag_id"],
+                )
+            if remove:
+                session.execute(
+                    delete(WecomTagSync).where(
+                        WecomTagSync.external_userid == ext,
+                        WecomTagSync.staff_userid == staff,
+                        WecomTagSync.corp_tag_id.in_(remove),
                     )
                 )
 
@@ -444,6 +506,9 @@ class WecomAdapter:
             raise RecipientUnreachable(
                 f"{ext} is no longer an external contact of any staff member"
             )
+        if await self.db.run(self._batched, message, staff, "single"):
+            self._schedule_flush()
+            return SendReceipt(f"batch:{staff}")
         template = {
             "chat_type": "single",
             "external_userid": [ext],
@@ -459,8 +524,84 @@ class WecomAdapter:
         owner = (info.get("group_chat") or {}).get("owner")
         if not owner:
             raise PermanentError(f"customer group {message.chat_id} has no owner to send from")
-        template = {"chat_type": "group", "sender": owner, "text": {"content": message.text}}
+        if await self.db.run(self._batched, message, owner, "group"):
+            self._schedule_flush()
+            return SendReceipt(f"batch:{owner}")
+        template = {
+            "chat_type": "group",
+            "sender": owner,
+            "chat_id_list": [message.chat_id],
+            "text": {"content": message.text},
+        }
         return await self._mass_task(message, owner, "group", template)
+
+    # -- batched mass-sends (bot/adapters/wecom_batch.py) ---------------------------------
+
+    def _batched(self, message: OutboundMessage, sender: str, chat_type: str) -> bool:
+        """Queue a marketing message for its sender's batch; False for other messages."""
+        with self.db.transaction() as session:
+            if not wecom_batch.is_marketing(session, message.outbox_id):
+                return False
+            wecom_batch.queue(session, message, sender, chat_type, self.clock.now())
+        return True
+
+    def _schedule_flush(self) -> None:
+        if self._flush is None or self._flush.done():
+            self._flush = asyncio.get_running_loop().create_task(
+                self._flush_later(), name="wecom-mass-batch"
+            )
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(self.config.mass_batch_seconds)
+        try:
+            await self.flush_mass_batches()
+        except Exception:
+            log.exception("wecom: flushing mass-send batches failed")
+
+    async def flush_mass_batches(self) -> list[str]:
+        """Turn every waiting batch into one add_msg_template task; returns the msgids."""
+        batches = await self.db.run(self._claim_batches)
+        msgids = []
+        for batch in batches:
+            try:
+                result = await asyncio.to_thread(
+                    self.api.call, self.api.external_contact.add_msg_template, batch.template()
+                )
+            except WeChatClientException as exc:
+                code = errcode_of(exc)
+                if code in (45009, 45033, 45011, -1) or code is None:
+                    await self.db.run(self._batch_write, wecom_batch.released, batch)
+                else:
+                    detail = f"WeCom errcode {code}: {exc.errmsg}"
+                    log.warning("wecom: mass-send batch of %s refused: %s", batch.sender, detail)
+                    await self.db.run(
+                        self._batch_write, wecom_batch.failed, batch, code, detail, self.clock.now()
+                    )
+                continue
+            except requests.RequestException as exc:
+                log.warning("wecom: mass-send batch of %s not sent yet: %s", batch.sender, exc)
+                await self.db.run(self._batch_write, wecom_batch.released, batch)
+                continue
+            msgid = str(result.get("msgid", ""))
+            await self.db.run(
+                self._batch_write, wecom_batch.sent, batch, msgid, result, self.clock.now()
+            )
+            log.info(
+                "wecom: one mass-send task %s from %s for %d message(s)",
+                msgid,
+                batch.sender,
+                len(batch.ids),
+            )
+            msgids.append(msgid)
+        return msgids
+
+    def _claim_batches(self) -> list[wecom_batch.Batch]:
+        with self.db.transaction() as session:
+            return wecom_batch.claim(session, self.clock.now())
+
+    def _batch_write(self, fn, *args) -> None:
+        with self.db.transaction() as session:
+            fn(session, *args)
 
     async def _mass_task(
         self, message: OutboundMessage, sender: str, chat_type: str, template: dict
@@ -564,6 +705,7 @@ class WecomAdapter:
         while True:
             await asyncio.sleep(self.config.mass_poll_interval_seconds)
             try:
+                await self.flush_mass_batches()
                 await self.poll_mass_tasks()
             except Exception:
                 log.exception("wecom: polling mass-send tasks failed")
@@ -608,6 +750,13 @@ class WecomAdapter:
         with self.db.transaction() as session:
             task = session.scalars(select(WecomMassTask).where(WecomMassTask.msgid == msgid)).one()
             task.status, task.result, task.checked_at = status, result, self.clock.now()
+            members = [m for m in (task.targets or {}).get("members", []) if m != task.id]
+            if members:  # the messages batched into this task share its outcome
+                session.execute(
+                    update(WecomMassTask)
+                    .where(WecomMassTask.id.in_(members))
+                    .values(status=status, checked_at=self.clock.now())
+                )
             if status == "not_friend":
                 for ext in (task.targets or {}).get("external_userid", []):
                     session.execute(

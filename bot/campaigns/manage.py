@@ -18,7 +18,7 @@ from sqlalchemy import and_, func, select, update
 from sqlalchemy.orm import Session
 
 from bot import policy
-from bot.campaigns.push import ChunkResult, Push, Variant, stable_share
+from bot.campaigns.push import ChunkResult, Push, Variant, share_by_id
 from bot.campaigns.spec import CampaignSpec, SpecError
 from bot.clock import Clock
 from bot.config import Config
@@ -121,9 +121,10 @@ def create_campaign(
 def arm_function(campaign: Campaign):
     """customer id → "holdout" | "pilot" | "rollout" (stable for the campaign)."""
     holdout, pilot = campaign.holdout_share, campaign.pilot_share
+    share = share_by_id("campaign", campaign.id, "arm")
 
     def arm(customer_id: int) -> str:
-        x = stable_share("campaign", campaign.id, "arm", customer_id)
+        x = share(customer_id)
         if x < holdout:
             return "holdout"
         if x < holdout + pilot:

@@ -3,8 +3,9 @@
 The segment is streamed by keyset over customer id, one transaction per chunk (memory
 stays flat; a crash loses at most the chunk in progress). For each chunk it:
 
-1. loads, in one set-based query, the customers with their preferred reachable identity,
-   their marketing count inside the cap window and whether this push saw them before;
+1. loads the chunk's customers (the keyset query itself), and by three range queries over
+   the chunk's id range their preferred reachable identity, their marketing count inside
+   the cap window and whether this push recorded them before (no per-customer lookups);
 2. applies the marketing policy in bulk (bot/policy.py semantics: opt-out, the shared
    frequency cap — where a higher-priority message may replace a still-pending
    lower-priority one —, quiet hours in the customer's zone, WeCom's one mass message per
@@ -28,7 +29,7 @@ from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jinja2
-from sqlalchemy import Select, case, exists, func, literal, select, type_coerce, update
+from sqlalchemy import Select, bindparam, func, select, type_coerce, update
 from sqlalchemy.orm import Session
 
 from bot import policy
@@ -41,15 +42,35 @@ from storage.coupons import CouponDefinition
 from storage.db import Database
 from storage.models import Customer, Identity, OutboxMessage
 
-__all__ = ["ChunkResult", "Push", "Variant", "stable_share"]
+__all__ = ["ChunkResult", "Push", "Variant", "share_by_id", "stable_share"]
 
 NO_QUIET = "00:00-00:00"
+
+#: What a push reads of each customer (after the id), in this order.
+CUSTOMER_COLUMNS = (
+    Customer.display_name,
+    Customer.locale,
+    Customer.timezone,
+    Customer.city,
+    Customer.marketing_opt_out,
+)
 
 
 def stable_share(*parts: object) -> float:
     """A number in [0, 1) fixed by its inputs (pilot/holdout/variant choice by customer)."""
-    digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64
+    return share_by_id(*parts[:-1])(parts[-1])
+
+
+def share_by_id(*prefix: object) -> Callable[[object], float]:
+    """``stable_share(*prefix, x)`` as a function of ``x``, with the prefix encoded once."""
+    head = "".join(f"{p}:" for p in prefix).encode()
+    blake2b, from_bytes = hashlib.blake2b, int.from_bytes
+
+    def share(last: object) -> float:
+        digest = blake2b(head + str(last).encode(), digest_size=8).digest()
+        return from_bytes(digest, "big") / 2**64
+
+    return share
 
 
 @dataclass(frozen=True)
@@ -116,6 +137,7 @@ class Push:
     extra_vars: dict = field(default_factory=dict)
     _templates: dict = field(default_factory=dict, init=False, repr=False)
     _zones: dict = field(default_factory=dict, init=False, repr=False)
+    _variant_share: Callable[[object], float] | None = field(default=None, init=False, repr=False)
 
     # -- pieces --------------------------------------------------------------------------
 
@@ -134,7 +156,9 @@ class Push:
         if len(self.variants) == 1:
             return self.variants[0]
         total = sum(v.weight for v in self.variants)
-        point = stable_share(self.key_prefix, "variant", customer_id) * total
+        if self._variant_share is None:
+            self._variant_share = share_by_id(self.key_prefix, "variant")
+        point = self._variant_share(customer_id) * total
         for v in self.variants:
             point -= v.weight
             if point < 0:
@@ -159,6 +183,25 @@ class Push:
             self._templates[key] = cached
         return cached
 
+    def renderer_for(self, variant: Variant, locale: str) -> Callable[[dict, dict | None], str]:
+        """A fast render function ``(customer, coupon) -> text`` for one variant and locale:
+        the compiled template with its globals and ``extra_vars`` merged once
+        (``Template.render`` copies the globals on every call); raises TemplateRenderError
+        if the template cannot be loaded."""
+        template = self.template(variant, locale)
+        base = {**template.globals, **self.extra_vars}
+        concat, root, new_context = (
+            template.environment.concat,
+            template.root_render_func,
+            template.new_context,
+        )
+
+        def render(customer: dict, coupon: dict | None) -> str:
+            context = new_context({**base, "customer": customer, "coupon": coupon}, shared=True)
+            return concat(root(context)).strip()
+
+        return render
+
     def render(self, variant: Variant, locale: str, variables: dict) -> str:
         try:
             return self.template(variant, locale).render(**variables).strip()
@@ -182,72 +225,20 @@ class Push:
 
     # -- the audience stream ------------------------------------------------------------
 
-    def audience(self, ids: Select, now: datetime) -> Select:
-        """``ids`` (a select of ``Customer.id``) widened to all one chunk needs, per customer:
-        name, locale, zone, city, opt-out, the preferred reachable identity
-        (``channel:external_id``), marketing messages inside the cap window and whether this
-        push recorded the customer before — set-based, one query per chunk."""
-        order = list(self.config.campaigns.channels)
-        rank = case({ch: i for i, ch in enumerate(order)}, value=Identity.channel, else_=99)
-        identity = (
-            select(Identity.channel + literal(":") + Identity.external_id)
-            .where(
-                Identity.customer_id == Customer.id,
-                Identity.unreachable.is_(False),
-                Identity.channel.in_(order),
-            )
-            .order_by(rank, Identity.id)
-            .limit(1)
-            .correlate(Customer)
-            .scalar_subquery()
-        )
-        marketing = self.config.marketing
-        if marketing.max_per_window:
-            recent = (
-                select(func.count())
-                .select_from(OutboxMessage)
-                .where(
-                    OutboxMessage.customer_id == Customer.id,
-                    OutboxMessage.purpose.in_(policy.MARKETING_PURPOSES),
-                    OutboxMessage.created_at > now - timedelta(hours=marketing.window_hours),
-                    OutboxMessage.status.not_in(policy.NOT_COUNTED),
-                    OutboxMessage.idempotency_key.not_like(f"{self.key_prefix}:%"),
-                )
-                .correlate(Customer)
-                .scalar_subquery()
-            )
-        else:
-            recent = literal(0)
-        if self.campaign_id is not None:
-            prior = exists().where(
-                CampaignTarget.campaign_id == self.campaign_id,
-                CampaignTarget.customer_id == Customer.id,
-            )
-        else:
-            prior = exists().where(
-                OutboxMessage.customer_id == Customer.id,
-                OutboxMessage.idempotency_key.like(f"{self.key_prefix}:%"),
-            )
-        return ids.add_columns(
-            Customer.display_name,
-            Customer.locale,
-            Customer.timezone,
-            Customer.city,
-            Customer.marketing_opt_out,
-            identity,
-            recent,
-            prior.correlate(Customer),
-        )
-
     def stream(self, db: Database, ids: Select, now: datetime, chunk_size: int) -> ChunkResult:
-        """Queue this push for every customer ``ids`` selects: keyset chunks by customer
-        id, one transaction (and one audience query) each, so memory stays flat."""
-        query = self.audience(ids, now).order_by(Customer.id).limit(chunk_size)
+        """Queue this push for every customer ``ids`` (a select of ``Customer.id``) selects:
+        keyset chunks by customer id, one transaction each, so memory stays flat."""
+        query = (
+            ids.add_columns(*CUSTOMER_COLUMNS)
+            .where(Customer.id > bindparam("last"))
+            .order_by(Customer.id)
+            .limit(chunk_size)
+        )
         total = ChunkResult()
         last = 0
         while True:
             with db.transaction() as session:
-                rows = session.execute(query.where(Customer.id > last)).all()
+                rows = session.connection().execute(query, {"last": last}).all()
                 if not rows:
                     break
                 total.add(self.chunk_rows(session, rows, now))
@@ -258,13 +249,59 @@ class Push:
         """Queue this push for the customers ``ids`` (inside the caller's transaction)."""
         if not ids:
             return ChunkResult()
-        query = self.audience(select(Customer.id).where(Customer.id.in_(ids)), now)
+        query = select(Customer.id, *CUSTOMER_COLUMNS).where(Customer.id.in_(ids))
         return self.chunk_rows(session, session.execute(query.order_by(Customer.id)).all(), now)
+
+    def facts(self, session: Session, low: int, high: int, now: datetime) -> tuple[dict, dict, set]:
+        """For customers with ids in [low, high], three range queries on customer-id
+        indexes (total work over a whole stream is one pass, however sparse the segment):
+        the preferred reachable identity, marketing messages inside the cap window (not
+        counting this push's own) and who this push recorded before."""
+        rank = {ch: i for i, ch in enumerate(self.config.campaigns.channels)}
+        best: dict[int, tuple[int, str, str]] = {}
+        db = session.connection()  # Core execution: plain rows, no ORM loading
+        for cid, channel, external_id in db.execute(
+            select(Identity.customer_id, Identity.channel, Identity.external_id)
+            .where(Identity.customer_id.between(low, high), Identity.unreachable.is_(False))
+            .order_by(Identity.id)
+        ):
+            r = rank.get(channel)
+            if r is not None and (cid not in best or r < best[cid][0]):
+                best[cid] = (r, channel, external_id)
+        identities = {cid: (ch, ext) for cid, (_, ch, ext) in best.items()}
+        marketing = self.config.marketing
+        recent: dict[int, int] = {}
+        if marketing.max_per_window:
+            recent = dict(
+                db.execute(
+                    select(OutboxMessage.customer_id, func.count())
+                    .where(
+                        OutboxMessage.customer_id.between(low, high),
+                        OutboxMessage.purpose.in_(policy.MARKETING_PURPOSES),
+                        OutboxMessage.created_at > now - timedelta(hours=marketing.window_hours),
+                        OutboxMessage.status.not_in(policy.NOT_COUNTED),
+                        OutboxMessage.idempotency_key.not_like(f"{self.key_prefix}:%"),
+                    )
+                    .group_by(OutboxMessage.customer_id)
+                ).all()
+            )
+        if self.campaign_id is not None:
+            prior = select(CampaignTarget.customer_id).where(
+                CampaignTarget.campaign_id == self.campaign_id,
+                CampaignTarget.customer_id.between(low, high),
+            )
+        else:
+            prior = select(OutboxMessage.customer_id).where(
+                OutboxMessage.customer_id.between(low, high),
+                OutboxMessage.idempotency_key.like(f"{self.key_prefix}:%"),
+            )
+        return identities, recent, set(db.scalars(prior))
 
     # -- one chunk -----------------------------------------------------------------------
 
     def chunk_rows(self, session: Session, rows: Sequence, now: datetime) -> ChunkResult:
-        """Queue this push for one chunk of :meth:`audience` rows (caller's transaction)."""
+        """Queue this push for one chunk of customers, rows of ``(id, *CUSTOMER_COLUMNS)``
+        ordered by id (inside the caller's transaction)."""
         result = ChunkResult()
         marketing = self.config.marketing
         quiet = marketing.quiet_hours if self.quiet_hours else NO_QUIET
@@ -276,10 +313,14 @@ class Push:
         planned: list[tuple] = []
         over_cap: list[int] = []
         due_by_zone: dict[str | None, tuple[datetime, ZoneInfo]] = {}
-        for cid, name, locale, tz, city, opted_out, identity, recent, prior in rows:
+        if not rows:
+            return result
+        identities, recent, seen = self.facts(session, rows[0][0], rows[-1][0], now)
+        for cid, name, locale, tz, city, opted_out in rows:
             arm = arm_of(cid) if arm_of else "rollout"
             if arm not in record_arms:
                 continue
+            prior = cid in seen
             variant = self.variant_of(cid)
             result.targeted += 1
             if arm not in send_arms:
@@ -289,7 +330,7 @@ class Push:
             reason = None
             if opted_out:
                 reason = "opt_out"
-            elif identity is None:
+            elif cid not in identities:
                 reason = "no_reachable_channel"
             if reason is not None:
                 result.dropped[reason] += 1
@@ -297,7 +338,7 @@ class Push:
                     ((campaign_id, cid, arm, variant.name, "dropped", reason, now), prior)
                 )
                 continue
-            if cap and recent >= cap:
+            if cap and recent.get(cid, 0) >= cap:
                 over_cap.append(cid)
             timing = due_by_zone.get(tz)
             if timing is None:
@@ -305,7 +346,7 @@ class Push:
                 due = self.not_before(now, zone)
                 due = policy.quiet_until(due, zone, quiet) or due
                 timing = due_by_zone[tz] = (due, zone)
-            channel, _, external_id = identity.partition(":")
+            channel, external_id = identities[cid]
             planned.append(
                 (cid, name, locale, city, arm, variant, channel, external_id, timing, prior)
             )
@@ -315,14 +356,25 @@ class Push:
             session, [(p[0], p[8][0], p[8][1]) for p in planned if p[6] == "wecom"], now
         )
         codes = self._codes(session, [p[0] for p in planned if p[0] not in capped], now)
-        buttons = {
-            v.name: [
-                {"label": label, "data": f"{self.button_prefix}:{v.name}:{action}"}
-                for label, action in self.buttons
-            ]
+        # the payload's JSON after the text, per variant: '}' or ', "buttons": [...]}'
+        tails = {
+            v.name: (
+                ", "
+                + json.dumps(
+                    {
+                        "buttons": [
+                            {"label": label, "data": f"{self.button_prefix}:{v.name}:{action}"}
+                            for label, action in self.buttons
+                        ]
+                    },
+                    ensure_ascii=False,
+                )[1:]
+                if self.buttons
+                else "}"
+            )
             for v in self.variants
         }
-        templates: dict[tuple[str, str], jinja2.Template | None] = {}
+        renderers: dict[tuple[str, str], Callable[[dict, dict | None], str] | None] = {}
         new: list[tuple] = []
         again: list[tuple] = []
         dumps = json.dumps
@@ -360,23 +412,20 @@ class Push:
                 "locale": locale,
             }
             key = (variant.name, locale)
-            if key not in templates:
+            if key not in renderers:
                 try:
-                    templates[key] = self.template(variant, locale)
+                    renderers[key] = self.renderer_for(variant, locale)
                 except TemplateRenderError:
-                    templates[key] = None
-            template = templates[key]
+                    renderers[key] = None
+            render = renderers[key]
             try:
-                if template is None:
+                if render is None:
                     raise jinja2.TemplateError("no template")
-                text = template.render(customer=customer, coupon=coupon, **self.extra_vars).strip()
-            except jinja2.TemplateError:
+                text = render(customer, coupon)
+            except Exception:  # a template failing for one customer drops only them
                 result.dropped["render_error"] += 1
                 target("dropped", "render_error")
                 continue
-            payload: dict = {"text": text}
-            if self.buttons:
-                payload["buttons"] = buttons[variant.name]
             if due > now:
                 result.deferred += 1
             result.queued += 1
@@ -390,7 +439,7 @@ class Push:
                     cid,
                     self.purpose,
                     self.priority,
-                    dumps(payload, ensure_ascii=False),
+                    '{"text": ' + dumps(text, ensure_ascii=False) + tails[variant.name],
                     due,
                     now,
                 )

@@ -3,7 +3,8 @@
 ``NAME segment="tag:早餐 and city:杭州" template=morning_offer coupon=breakfast5
 pilot=5% holdout=5% hours=24 at=09:00 buttons="领券=claim;不感兴趣=no"
 variants="a:morning_offer,b:weekend_trip" priority=10`` — or ``text="{{ customer.name }}…"``
-instead of a template. ``at`` is each customer's local ``HH:MM`` or an ISO moment.
+instead of a template. A variant may carry a weight, ``a:morning_offer:3,b:weekend_trip:1``
+(default 1): customers are split between variants in proportion to their weights. ``at`` is each customer's local ``HH:MM`` or an ISO moment.
 """
 
 from __future__ import annotations
@@ -123,10 +124,17 @@ def _variants(values: dict[str, str]) -> list[Variant]:
             raise SpecError("give variants= or template=/text=, not both")
         variants = []
         for item in values["variants"].split(","):
-            vname, sep, template = item.strip().partition(":")
-            if not sep or not NAME.match(vname) or len(vname) > 32 or not template:
-                raise SpecError(f"variant {item!r} must be '<name>:<template>'")
-            variants.append(Variant(vname, template=template.strip()))
+            vname, sep, rest = item.strip().partition(":")
+            template, _, weight_text = rest.partition(":")
+            if not sep or not NAME.match(vname) or len(vname) > 32 or not template.strip():
+                raise SpecError(f"variant {item!r} must be '<name>:<template>[:<weight>]'")
+            try:
+                weight = float(weight_text) if weight_text.strip() else 1.0
+            except ValueError:
+                weight = -1.0
+            if not 0 < weight < float("inf"):
+                raise SpecError(f"variant {item!r}: the weight must be a positive number")
+            variants.append(Variant(vname, template=template.strip(), weight=weight))
         if len({v.name for v in variants}) != len(variants):
             raise SpecError("variant names must differ")
         return variants

@@ -2,7 +2,8 @@
 
 Server-rendered Jinja2 (``templates/web/inbox/``) with live updates over SSE: pages listen
 on ``/inbox/stream`` and re-fetch their changing part when the queue or the conversation
-changes. Sessions are signed cookies (Starlette ``SessionMiddleware``, itsdangerous); every
+changes; one poller per process watches the database for all of them
+(bot/web/inbox_live.py). Sessions are signed cookies (Starlette ``SessionMiddleware``, itsdangerous); every
 form and API POST carries the session's CSRF token; passwords are argon2 hashes
 (bot/staff.py). Staff see the queue and conversations; managers also see ``/inbox/manager``
 (all conversations, manual flag, the audit log). Every action goes through bot/handoff.py,
@@ -18,7 +19,6 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import jinja2
@@ -42,6 +42,7 @@ from bot.handoff import HandoffError
 from bot.runtime import Runtime
 from bot.staff import authenticate, list_staff
 from bot.templating import TEMPLATES_DIR, TemplateRenderError
+from bot.web.inbox_live import LiveUpdates
 from storage import repos
 from storage.followups import OfferGrant
 from storage.handoff import OPEN_STATUSES, AuditEntry, HandoffTicket, StaffNote, StaffUser
@@ -99,6 +100,7 @@ def inbox_routes(
         return value.astimezone(brand_zone).strftime("%m-%d %H:%M") if value else "-"
 
     _pages.filters["local"] = local
+    live = LiveUpdates(runtime.db)
 
     # -- session helpers -----------------------------------------------------------------
 
@@ -288,41 +290,6 @@ def inbox_routes(
         ).one()
         return {"count": count, "total": total / 100}
 
-    def signature(ticket_id: int | None) -> str:
-        with runtime.db.sessions() as session:
-            parts: list[Any] = list(
-                session.execute(
-                    select(func.count(HandoffTicket.id), func.max(HandoffTicket.updated_at))
-                ).one()
-            )
-            if ticket_id is not None:
-                ticket = session.get(HandoffTicket, ticket_id)
-                if ticket is not None:
-                    conv = session.get(Conversation, ticket.conversation_id)
-                    parts.append(
-                        session.scalar(
-                            select(func.max(Interaction.id)).where(
-                                Interaction.customer_id == ticket.customer_id
-                            )
-                        )
-                    )
-                    parts.append(
-                        session.scalar(
-                            select(func.max(OutboxMessage.id)).where(
-                                OutboxMessage.chat_id == conv.chat_id,
-                                OutboxMessage.user_id == conv.user_id,
-                            )
-                        )
-                    )
-                    parts.append(
-                        session.scalar(
-                            select(func.max(StaffNote.id)).where(
-                                StaffNote.conversation_id == conv.id
-                            )
-                        )
-                    )
-            return json.dumps(parts, default=str)
-
     # -- auth pages ------------------------------------------------------------------------
 
     async def login_page(request: Request) -> Response:
@@ -394,14 +361,18 @@ def inbox_routes(
         ticket_id = int(raw) if raw and raw.isdigit() else None
 
         async def events() -> AsyncIterator[str]:
-            last = await runtime.db.run(signature, ticket_id)
-            yield ": connected\n\n"
-            while not shutting_down() and not await request.is_disconnected():
-                await asyncio.sleep(0.5)
-                current = await runtime.db.run(signature, ticket_id)
-                if current != last:
-                    last = current
+            sub = await live.subscribe(ticket_id)
+            try:
+                yield ": connected\n\n"
+                while not shutting_down() and not await request.is_disconnected():
+                    try:
+                        await asyncio.wait_for(sub.changed.wait(), 0.5)
+                    except TimeoutError:
+                        continue
+                    sub.changed.clear()
                     yield "event: changed\ndata: {}\n\n"
+            finally:
+                live.unsubscribe(sub)
 
         return StreamingResponse(
             events(),
@@ -470,6 +441,7 @@ def inbox_routes(
         except HandoffError as exc:
             return back(request, here, f"!{exc}")
         runtime.worker.wake()
+        live.poke()
         if action in ("release", "resolve", "transfer"):
             return back(request, "/inbox", outcome)
         return back(request, here, outcome)
@@ -509,6 +481,7 @@ def inbox_routes(
             won, owner = await runtime.db.run(run)
         except HandoffError as exc:
             return JSONResponse({"error": str(exc)}, status_code=exc.status)
+        live.poke()
         if not won:
             return JSONResponse(
                 {"claimed": False, "error": f"already taken by {owner}", "owner": owner},
@@ -569,6 +542,7 @@ def inbox_routes(
             ticket_id = await runtime.db.run(run)
         except HandoffError as exc:
             return back(request, "/inbox/manager", f"!{exc}")
+        live.poke()
         return back(request, f"/inbox/c/{ticket_id}", "flagged for staff")
 
     return [

@@ -21,22 +21,25 @@ from bot.orders import OrderInputError, RowError, store_orders, validate_order
 from bot.rfm import refresh_customers
 from bot.runtime import Runtime
 
-__all__ = ["MAX_ORDERS", "orders_routes"]
+__all__ = ["MAX_ORDERS", "check_api_key", "error_response", "orders_routes"]
 
 MAX_ORDERS = 1000
 MAX_BODY = 2 * 1024 * 1024
 
 
-def _error(status: int, message: str) -> JSONResponse:
+def error_response(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def _authorized(request: Request, key: str) -> bool:
+def check_api_key(request: Request, key: str) -> bool:
     given = request.headers.get("x-api-key", "")
     auth = request.headers.get("authorization", "")
     if not given and auth.lower().startswith("bearer "):
         given = auth[7:].strip()
     return bool(given) and hmac.compare_digest(given.encode(), key.encode())
+
+
+_authorized = check_api_key  # bot/web/coupons_api.py imports it by this name
 
 
 def orders_routes(runtime: Runtime) -> list[BaseRoute]:
@@ -45,28 +48,30 @@ def orders_routes(runtime: Runtime) -> list[BaseRoute]:
 
     async def post_orders(request: Request) -> JSONResponse:
         if not config.api.key:
-            return _error(404, "the API is disabled: set [api] key (or SIYU_API_KEY)")
-        if not _authorized(request, config.api.key):
-            return _error(401, "missing or wrong API key (Authorization: Bearer <key>)")
+            return error_response(404, "the API is disabled: set [api] key (or SIYU_API_KEY)")
+        if not check_api_key(request, config.api.key):
+            return error_response(401, "missing or wrong API key (Authorization: Bearer <key>)")
         body = await request.body()
         if len(body) > MAX_BODY:
-            return _error(413, f"body larger than {MAX_BODY} bytes; send fewer orders per call")
+            return error_response(
+                413, f"body larger than {MAX_BODY} bytes; send fewer orders per call"
+            )
         try:
             data = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            return _error(400, f"the body is not valid JSON: {exc}")
+            return error_response(400, f"the body is not valid JSON: {exc}")
         if isinstance(data, dict) and "orders" in data:
             items = data["orders"]
             if not isinstance(items, list):
-                return _error(400, "'orders' must be a list of order objects")
+                return error_response(400, "'orders' must be a list of order objects")
         elif isinstance(data, dict):
             items = [data]
         else:
-            return _error(400, 'expected an order object or {"orders": [...]}')
+            return error_response(400, 'expected an order object or {"orders": [...]}')
         if not items:
-            return _error(400, "'orders' is empty")
+            return error_response(400, "'orders' is empty")
         if len(items) > MAX_ORDERS:
-            return _error(413, f"at most {MAX_ORDERS} orders per call, got {len(items)}")
+            return error_response(413, f"at most {MAX_ORDERS} orders per call, got {len(items)}")
         now = runtime.clock.now()
         tz = ZoneInfo(config.general.timezone)
         good, errors = [], []

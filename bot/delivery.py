@@ -32,7 +32,14 @@ from bot.adapters.base import (
 )
 from bot.clock import Clock
 from bot.config import DeliveryConfig
-from bot.outbox import Backoff, claim_due, release_claims, release_orphans, to_outbound
+from bot.outbox import (
+    Backoff,
+    claim_due,
+    release_claims,
+    release_orphans,
+    renew_claims,
+    to_outbound,
+)
 from storage.db import Database
 from storage.models import OutboxMessage
 from storage.repos import mark_unreachable
@@ -112,6 +119,7 @@ class DeliveryWorker:
     async def run(self) -> None:
         log.info("delivery worker %s started for %s", self.worker_id, ", ".join(self.adapters))
         await self.recover()
+        heartbeat = asyncio.create_task(self._keep_leases(), name="siyu-delivery-leases")
         inflight: set[asyncio.Task] = set()
         size = self.config.batch_size
         try:
@@ -145,6 +153,30 @@ class DeliveryWorker:
         finally:
             if inflight:
                 await asyncio.gather(*inflight, return_exceptions=True)
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
+
+    async def _keep_leases(self) -> None:
+        """Renew this worker's leases while it works, every third of a lease.
+
+        A message can wait behind others to a rate-limited chat (20 a minute in a Telegram
+        group) for longer than one lease; without renewal another worker would take it over
+        and send it a second time.
+        """
+        while True:
+            await asyncio.sleep(self.config.lease_seconds / 3)
+            try:
+                await self.db.run(self._renew_leases)
+            except Exception:
+                log.exception("delivery: could not renew leases")
+
+    def _renew_leases(self) -> int:
+        with self.db.transaction() as session:
+            return renew_claims(
+                session,
+                self.worker_id,
+                self.clock.now() + timedelta(seconds=self.config.lease_seconds),
+            )
 
     @staticmethod
     async def _half_done(inflight: set[asyncio.Task], size: int) -> None:

@@ -21,7 +21,15 @@ from bot.events import ConversationRef
 from storage.db import insert_ignore
 from storage.models import OutboxMessage
 
-__all__ = ["Backoff", "claim_due", "enqueue", "release_claims", "release_orphans", "to_outbound"]
+__all__ = [
+    "Backoff",
+    "claim_due",
+    "enqueue",
+    "release_claims",
+    "release_orphans",
+    "renew_claims",
+    "to_outbound",
+]
 
 
 def enqueue(
@@ -128,6 +136,16 @@ def release_claims(session: Session, worker: str) -> int:
         update(OutboxMessage)
         .where(OutboxMessage.status == "sending", OutboxMessage.claimed_by == worker)
         .values(status="pending", claimed_by=None, lease_until=None)
+    )
+    return result.rowcount or 0
+
+
+def renew_claims(session: Session, worker: str, lease_until: datetime) -> int:
+    """Extend the leases of the rows ``worker`` still holds (it is alive and working)."""
+    result = session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.status == "sending", OutboxMessage.claimed_by == worker)
+        .values(lease_until=lease_until)
     )
     return result.rowcount or 0
 

@@ -166,6 +166,18 @@ async def test_a_dead_workers_claim_is_taken_over_after_its_lease(db, clock, cha
     assert channel.delivered == [("c1", "hello")]
 
 
+async def test_a_live_workers_claims_keep_their_lease(db, clock, channel):
+    queue(db, clock, "hello")
+    busy = DeliveryWorker(db, {"fake": channel}, clock, DeliveryConfig(lease_seconds=30))
+    assert len(await db.run(busy._claim)) == 1
+    clock.advance(25)
+    assert await db.run(busy._renew_leases) == 1  # still working on it
+    clock.advance(25)  # 50 s after the claim, 25 s after the renewal
+    other = DeliveryWorker(db, {"fake": channel}, clock, DeliveryConfig(lease_seconds=30))
+    assert await other.drain_once() == 0
+    assert channel.delivered == []
+
+
 async def test_stop_requeues_claims_not_sent(db, clock, channel, worker):
     queue(db, clock, "a", "b")
     claimed = await db.run(worker._claim)

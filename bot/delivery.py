@@ -1,11 +1,12 @@
 """The delivery worker: drains the outbox through the adapters and records each result.
 
-Messages to one chat go out in order, one after another; different chats are served
-concurrently. The running worker refills its claims when half of them are done, without
-waiting for a batch's slowest chat, so a rate-limited channel never idles between batches;
-a message waits for the one claimed before it to the same chat (its lane). Transient failures are retried with backoff, ``RetryAfter`` is honoured, an
-unreachable recipient is marked so. On stop, in-flight sends finish (within a grace period)
-and every claim not finished goes back to the queue.
+Messages to one chat go out in order, one after another (each waits for the one claimed
+before it to the same chat: its lane); different chats are served concurrently. The running
+worker claims more as soon as half its claims are done, so a rate-limited channel never
+idles between batches, and renews the leases of what it still holds. Transient failures are
+retried with backoff, ``RetryAfter`` is honoured, an unreachable recipient is marked so. On
+stop, in-flight sends finish (within a grace period) and every claim not finished goes back
+to the queue.
 """
 
 from __future__ import annotations

@@ -88,6 +88,9 @@ def build(config: Config, *, db: Database | None = None, clock: Clock | None = N
     from bot.web.coupons_api import coupon_routes  # issue 6: POST /api/coupons/redeem
 
     extra_routes += coupon_routes(runtime)
+    from bot.web.links import link_routes  # issue 6: GET /r/<token> tracked links
+
+    extra_routes += link_routes(runtime)
     asgi = create_app(
         runtime,
         sandbox=sandbox,

@@ -574,8 +574,24 @@ class CouponsConfig:
             CouponDef("breakfast5", "早餐立减 5 元", amount=5.0, min_spend=20.0, valid_days=3),
             CouponDef("birthday20", "生日 8 折", percent=20, valid_days=14),
             CouponDef("welcome_back", "回归礼 20 元", amount=20.0, min_spend=99.0, valid_days=14),
+            # staff can issue any definition from the inbox; this one is for apologies
+            CouponDef("staff_comp20", "补偿券20元", amount=20.0, valid_days=3),
         ]
     )
+
+
+def _check_public_url(value: str) -> str | None:
+    if value and (not value.startswith(("https://", "http://")) or value.endswith("/")):
+        return "must be empty or an http(s) URL without a trailing '/'"
+    return None
+
+
+@dataclass(frozen=True)
+class LinksConfig:
+    """Tracked links (``{{ track(url) }}`` in campaign templates → ``GET /r/<token>``)."""
+
+    #: Public URL where Siyu's web server is reached; empty: http://<web.host>:<web.port>.
+    base_url: str = field(default="", metadata=_meta(_check_public_url))
 
 
 @dataclass(frozen=True)
@@ -618,6 +634,7 @@ class Config:
     scenarios: ScenariosConfig = field(default_factory=ScenariosConfig)
     campaigns: CampaignsConfig = field(default_factory=CampaignsConfig)
     coupons: CouponsConfig = field(default_factory=CouponsConfig)
+    links: LinksConfig = field(default_factory=LinksConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     source: str = field(default="<defaults>", metadata={"internal": True})
 

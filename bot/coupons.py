@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
-from bot.config import Config, CouponsConfig
+from bot.config import Config, CouponDef, CouponsConfig
 from storage import repos
 from storage.coupons import CouponCode, CouponDefinition
 from storage.db import insert_ignore
@@ -27,8 +27,13 @@ from storage.orders import Order
 __all__ = [
     "ALPHABET",
     "Redemption",
+    "customer_codes",
+    "definition",
+    "ensure_definition",
+    "find_code",
     "format_code",
     "issue_codes",
+    "issue_one",
     "new_code",
     "normalize_code",
     "redeem",
@@ -49,8 +54,21 @@ def normalize_code(text: str) -> str:
 
 
 def format_code(code: str) -> str:
-    """``ABCD2345WXYZ`` → ``ABCD-2345-WXYZ`` (easier to read out at a till)."""
-    return "-".join(code[i : i + 4] for i in range(0, len(code), 4))
+    """``ABCD2345WXYZ`` → ``ABCD-2345-WXYZ`` (easier to read out at a till); a code with a
+    prefix (flows and staff issue ``WKND…``, ``STAFF…``) reads ``WKND-ABCD-2345-WXYZ``."""
+    head, code = code[:-CODE_LENGTH], code[-CODE_LENGTH:]
+    groups = [code[i : i + 4] for i in range(0, len(code), 4)]
+    return "-".join([head, *groups] if head else groups)
+
+
+def _apply(row: CouponDefinition, item: CouponDef) -> None:
+    row.title = item.title or item.name
+    row.amount_cents = round(item.amount * 100)
+    row.percent_off = item.percent
+    row.min_spend_cents = round(item.min_spend * 100)
+    row.valid_days = item.valid_days
+    row.total_stock = item.total_stock
+    row.per_customer = item.per_customer
 
 
 def sync_definitions(session: Session, config: CouponsConfig, now: datetime) -> None:
@@ -61,14 +79,20 @@ def sync_definitions(session: Session, config: CouponsConfig, now: datetime) -> 
         if row is None:
             row = CouponDefinition(name=item.name, issued=0, created_at=now)
             session.add(row)
-        row.title = item.title or item.name
-        row.amount_cents = round(item.amount * 100)
-        row.percent_off = item.percent
-        row.min_spend_cents = round(item.min_spend * 100)
-        row.valid_days = item.valid_days
-        row.total_stock = item.total_stock
-        row.per_customer = item.per_customer
+        _apply(row, item)
     session.flush()
+
+
+def ensure_definition(session: Session, item: CouponDef, now: datetime) -> CouponDefinition:
+    """The stored definition of ``item`` (a flow's offer, a ``[coupons]`` entry staff
+    chose), created or brought up to date on use: issuing never waits for a sync."""
+    row = definition(session, item.name)
+    if row is None:
+        row = CouponDefinition(name=item.name, issued=0, created_at=now)
+        session.add(row)
+    _apply(row, item)
+    session.flush()
+    return row
 
 
 def definition(session: Session, name: str) -> CouponDefinition | None:
@@ -84,11 +108,14 @@ def issue_codes(
     *,
     now: datetime,
     campaign_id: int | None = None,
+    prefix: str = "",
 ) -> dict[str, str]:
     """Issue codes for ``(customer_id, issue_key)`` pairs; returns issue_key → code.
 
-    A key issued before gets its old code. A customer at the per-customer limit, or a
-    definition out of stock, gets no code (the key is missing from the result).
+    A key issued before gets its old code. A customer at the per-customer limit (codes
+    redeemed or still valid count; expired unused ones do not), or a definition out of
+    stock, gets no code (the key is missing from the result). ``prefix`` (letters and
+    digits) goes in front of the random part, e.g. ``WKND`` for a flow's offer.
     """
     keys = [k for _, k in wanted]
     result: dict[str, str] = dict(
@@ -105,6 +132,7 @@ def issue_codes(
             .where(
                 CouponCode.definition_id == coupon.id,
                 CouponCode.customer_id.in_({cid for cid, _ in fresh}),
+                or_(CouponCode.status == "redeemed", CouponCode.expires_at > now),
             )
             .group_by(CouponCode.customer_id)
         ).all()
@@ -129,7 +157,7 @@ def issue_codes(
     expires = now + timedelta(days=coupon.valid_days)
     rows = [
         {
-            "code": new_code(),
+            "code": prefix + new_code(),
             "issue_key": key,
             "definition_id": coupon.id,
             "customer_id": cid,
@@ -154,6 +182,61 @@ def issue_codes(
         ).all()
     )
     return result
+
+
+def find_code(session: Session, raw_code: str) -> CouponCode | None:
+    """The code a person typed or a breakpoint stored (any case, spaces or dashes)."""
+    code = normalize_code(raw_code)
+    if not code:
+        return None
+    return session.scalars(select(CouponCode).where(CouponCode.code == code)).one_or_none()
+
+
+def issue_one(
+    session: Session,
+    coupon: CouponDefinition,
+    customer_id: int,
+    issue_key: str,
+    *,
+    now: datetime,
+    prefix: str = "",
+    reuse_valid: bool = True,
+) -> CouponCode | None:
+    """Issue one code (idempotent by ``issue_key``). At the per-customer limit, with
+    ``reuse_valid`` the customer's newest still-valid unused code of this coupon is
+    given again instead; None when the coupon is out of stock (or nothing to reuse)."""
+    issued = issue_codes(session, coupon, [(customer_id, issue_key)], now=now, prefix=prefix)
+    if issue_key in issued:
+        return session.scalars(select(CouponCode).where(CouponCode.code == issued[issue_key])).one()
+    if not reuse_valid:
+        return None
+    return session.scalars(
+        select(CouponCode)
+        .where(
+            CouponCode.definition_id == coupon.id,
+            CouponCode.customer_id == customer_id,
+            CouponCode.status == "issued",
+            CouponCode.expires_at > now,
+        )
+        .order_by(CouponCode.id.desc())
+        .limit(1)
+    ).first()
+
+
+def customer_codes(
+    session: Session, customer_id: int, limit: int = 20
+) -> list[tuple[CouponCode, CouponDefinition]]:
+    """A customer's newest codes with their definitions (the staff inbox's profile)."""
+    return [
+        (code, coupon)
+        for code, coupon in session.execute(
+            select(CouponCode, CouponDefinition)
+            .join(CouponDefinition, CouponDefinition.id == CouponCode.definition_id)
+            .where(CouponCode.customer_id == customer_id)
+            .order_by(CouponCode.id.desc())
+            .limit(limit)
+        )
+    ]
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,12 @@ from sqlalchemy.orm import Session
 
 from bot import outbox
 from bot.config import Config
+from bot.coupons import Redemption, ensure_definition, format_code, issue_one, redeem
 from bot.events import ConversationRef
 from bot.flows import FlowLibrary, FlowRun
 from bot.policy import customer_zone, in_range, parse_range
 from bot.templating import Renderer
-from storage.followups import cancel_pending, issue_grant
+from storage.followups import cancel_pending
 from storage.handoff import OPEN_STATUSES, AuditEntry, HandoffTicket, StaffNote, StaffUser
 from storage.models import Conversation, Customer
 
@@ -38,6 +39,7 @@ __all__ = [
     "flag",
     "issue_coupon",
     "open_ticket",
+    "redeem_coupon",
     "release",
     "reply",
     "resolve",
@@ -69,6 +71,7 @@ REASON_PRIORITY = {
     "misunderstood": 40,
 }
 VIP_BONUS = 20
+STAFF_PREFIX = "STAFF"
 SLA_BONUS = 50
 
 
@@ -282,42 +285,81 @@ def issue_coupon(
     ticket_id: int,
     staff: StaffUser,
     *,
-    title: str,
-    valid_hours: float,
+    coupon: str,
+    nonce: str,
     now: datetime,
+    config: Config,
 ) -> str:
-    """Grant a coupon to the customer (placeholder grant); the flow's breakpoint learns it."""
-    title = title.strip()
-    if not title or len(title) > 100:
-        raise HandoffError("give the coupon a title of at most 100 characters", 400)
-    if not 0 < valid_hours <= 24 * 90:
-        raise HandoffError("validity must be between 1 hour and 90 days", 400)
+    """Issue a ``[coupons]`` coupon (code ``STAFF-…``) to the customer; the flow's
+    breakpoint learns it. The same ``nonce`` (a double submit) gives the same code."""
+    item = next((d for d in config.coupons.definitions if d.name == coupon), None)
+    if item is None:
+        raise HandoffError(f"no coupon named {coupon!r} in [coupons]", 400)
     ticket = _owned(session, ticket_id, staff)
     conversation = _locked_conversation(session, ticket.conversation_id)
-    grant = issue_grant(
+    definition = ensure_definition(session, item, now)
+    row = issue_one(
         session,
-        customer_id=conversation.customer_id,
-        conversation_id=conversation.id,
-        prefix="STAFF",
-        title=title,
-        expires_at=now + timedelta(hours=valid_hours),
-        source=f"staff:{staff.username}",
+        definition,
+        conversation.customer_id,
+        f"staff:{ticket.id}:{nonce}"[:200],
         now=now,
+        prefix=STAFF_PREFIX,
+        reuse_valid=False,
     )
+    if row is None:
+        raise HandoffError(
+            f"{definition.title} cannot be issued: out of stock, or the customer already "
+            f"holds {definition.per_customer} of it"
+        )
+    code = format_code(row.code)
     state = dict(conversation.state or {})
     flow_state = dict(state.get("flow") or {})
     flow_state["offer"] = {
-        "grant_id": grant.id,
-        "code": grant.code,
-        "title": {"zh-CN": title, "en": title},
-        "expires_at": grant.expires_at.isoformat(),
-        "source": grant.source,
+        "code": code,
+        "coupon": definition.name,
+        "title": {"zh-CN": definition.title, "en": definition.title},
+        "expires_at": row.expires_at.isoformat(),
+        "source": f"staff:{staff.username}",
         "renewed": False,
     }
     state["flow"] = flow_state
     conversation.state = state
-    audit(session, staff.username, "coupon", now, ticket=ticket, code=grant.code, title=title)
-    return grant.code
+    audit(
+        session, staff.username, "coupon", now,
+        ticket=ticket, code=code, coupon=definition.name, title=definition.title,
+    )  # fmt: skip
+    return code
+
+
+def redeem_coupon(
+    session: Session,
+    staff: StaffUser,
+    raw_code: str,
+    *,
+    now: datetime,
+    config: Config,
+    amount_cents: int | None = None,
+    ticket_id: int | None = None,
+) -> Redemption:
+    """Redeem a code at the web console (atomic, see bot/coupons.py); audited whatever
+    the outcome. With ``ticket_id`` the code must belong to that conversation's customer."""
+    ticket = _ticket(session, ticket_id) if ticket_id is not None else None
+    result = redeem(
+        session,
+        raw_code,
+        now=now,
+        by=f"staff:{staff.username}",
+        config=config,
+        customer_id=ticket.customer_id if ticket else None,
+        amount_cents=amount_cents,
+    )
+    audit(
+        session, staff.username, "redeem", now,
+        ticket=ticket, code=format_code(result.code) if result.code else raw_code[:40],
+        outcome=result.reason, amount_cents=amount_cents,
+    )  # fmt: skip
+    return result
 
 
 def _close(

@@ -1,14 +1,12 @@
-"""Tables of follow-ups and of the offers flows grant.
+"""The table of follow-ups.
 
 A :class:`FollowUp` is scheduled when a flow enters a step that has a follow-up; it is
 cancelled when the customer comes back or buys, and sent (rendered from the breakpoint)
-when due. :class:`OfferGrant` records a coupon a flow or a staff member granted: a
-placeholder until the coupons issue lands, when grants move to its tables.
+when due. The coupons flows and staff issue are real coupon codes (storage/coupons.py).
 """
 
 from __future__ import annotations
 
-import secrets
 from datetime import datetime
 
 from sqlalchemy import ForeignKey, Index, String, Text, select, update
@@ -19,12 +17,9 @@ from storage.models import Base, BigId
 
 __all__ = [
     "FollowUp",
-    "OfferGrant",
     "cancel_for_customer",
     "cancel_pending",
-    "issue_grant",
     "pending_for",
-    "redeem_grant",
     "schedule_followup",
 ]
 
@@ -49,22 +44,6 @@ class FollowUp(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
-
-
-class OfferGrant(Base):
-    """A coupon granted to a customer by a flow or by staff (placeholder for coupons)."""
-
-    __tablename__ = "offer_grants"
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
-    conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id"))
-    code: Mapped[str] = mapped_column(String(64), unique=True)
-    title: Mapped[str] = mapped_column(String(200), default="")
-    source: Mapped[str] = mapped_column(String(64))
-    expires_at: Mapped[datetime]
-    redeemed_at: Mapped[datetime | None]
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 def schedule_followup(
@@ -122,39 +101,3 @@ def pending_for(session: Session, conversation_id: int) -> list[FollowUp]:
             .order_by(FollowUp.due_at)
         )
     )
-
-
-def issue_grant(
-    session: Session,
-    *,
-    customer_id: int,
-    conversation_id: int | None,
-    prefix: str,
-    title: str,
-    expires_at: datetime,
-    source: str,
-    now: datetime,
-) -> OfferGrant:
-    """Grant a coupon with a fresh random code (placeholder until the coupons issue lands)."""
-    grant = OfferGrant(
-        customer_id=customer_id,
-        conversation_id=conversation_id,
-        code=f"{prefix}-{secrets.token_hex(3).upper()}",
-        title=title,
-        source=source,
-        expires_at=expires_at,
-        created_at=now,
-    )
-    session.add(grant)
-    session.flush()
-    return grant
-
-
-def redeem_grant(session: Session, code: str, now: datetime) -> OfferGrant | None:
-    """Mark a grant redeemed (a purchase): the customer's follow-ups are cancelled."""
-    grant = session.scalars(select(OfferGrant).where(OfferGrant.code == code)).one_or_none()
-    if grant is None or grant.redeemed_at is not None:
-        return None
-    grant.redeemed_at = now
-    cancel_for_customer(session, grant.customer_id, "bought")
-    return grant

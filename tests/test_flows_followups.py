@@ -11,10 +11,11 @@ from sqlalchemy import select
 
 from bot import outbox
 from bot.config import MarketingConfig
+from bot.coupons import redeem
 from bot.events import ConversationRef
 from bot.policy import check, quiet_until
 from scheduler.followups import send_due_followups
-from storage.followups import FollowUp, redeem_grant
+from storage.followups import FollowUp
 from storage.models import Conversation, Customer
 from tests.support import SandboxHarness
 
@@ -120,7 +121,7 @@ async def test_coupon_reminder_is_cancelled_when_the_customer_buys(config, sqlit
     assert reminder.due_at == clock.now() + timedelta(hours=72)
     with sqlite_db.transaction() as s:
         code = s.scalars(select(Conversation)).one().state["flow"]["offer"]["code"]
-        assert redeem_grant(s, code, clock.now()) is not None
+        assert redeem(s, code, now=clock.now(), by="till", config=config).ok
     assert followups(sqlite_db)[-1].reason == "bought"
     clock.advance(timedelta(days=4))
     assert send_due_followups(sqlite_db, config, clock)["sent"] == 0

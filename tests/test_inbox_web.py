@@ -201,7 +201,7 @@ async def test_takeover_reply_note_coupon_transfer_and_release_resume_the_flow(h
         alice.post(f"{page}/reply", data={"csrf": token, "nonce": nonce, "text": "您好，我来处理"})
     alice.post(f"{page}/reply", data={"csrf": token, "nonce": "n2", "canned": "greeting"})
     alice.post(f"{page}/note", data={"csrf": token, "text": "老客户，态度好"})
-    alice.post(f"{page}/coupon", data={"csrf": token, "title": "补偿券20元", "valid_hours": "48"})
+    alice.post(f"{page}/coupon", data={"csrf": token, "nonce": nonce, "coupon": "staff_comp20"})
     await h.say("u1", "好的谢谢")  # the bot stays silent while staff own it
     await h.deliver()
     said = await h.bot_messages("u1")

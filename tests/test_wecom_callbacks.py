@@ -265,7 +265,7 @@ def tasks(db) -> list[WecomMassTask]:
 async def test_a_campaign_is_one_task_per_staff_member_and_groups_go_via_their_owner(
     wc_config, signer, clock, sqlite_db, fake_api
 ):
-    cfg = wc_config.replace(wecom=replace(wc_config.wecom, mass_batch_seconds=0.2))
+    cfg = wc_config.replace(wecom=replace(wc_config.wecom, mass_batch_seconds=1.0))
     contacts = {"wmA": "zhangsan", "wmB": "zhangsan", "wmC": "zhangsan", "wmD": "lisi"}
     async with RunningSiyu(cfg, sqlite_db, clock, free_port()) as siyu:
         for ext, staff in contacts.items():
@@ -287,8 +287,9 @@ async def test_a_campaign_is_one_task_per_staff_member_and_groups_go_via_their_o
 
     calls = fake_api.calls_to("externalcontact/add_msg_template")[4:]
     by_sender = {
-        (c.body["sender"], c.body["text"]["content"]): c.body.get("external_userid")
-        or c.body.get("chat_id_list")
+        (c.body["sender"], c.body["text"]["content"]): sorted(
+            c.body.get("external_userid") or c.body.get("chat_id_list")
+        )
         for c in calls
     }
     assert by_sender == {

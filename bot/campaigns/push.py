@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 from bot import policy
 from bot.config import Config
 from bot.coupons import format_code, issue_codes
+from bot.links import LinkTracker, base_url, insert_links, preview_track, uses_track
 from bot.templating import Renderer, TemplateRenderError
 from storage.bulk import insert_new, insert_outbox_rows
 from storage.campaigns import CampaignTarget
@@ -183,24 +184,43 @@ class Push:
             self._templates[key] = cached
         return cached
 
-    def renderer_for(self, variant: Variant, locale: str) -> Callable[[dict, dict | None], str]:
-        """A fast render function ``(customer, coupon) -> text`` for one variant and locale:
-        the compiled template with its globals and ``extra_vars`` merged once
+    def renderer_for(self, variant: Variant, locale: str) -> Callable[..., str]:
+        """A fast render function ``(customer, coupon[, track]) -> text`` for one variant
+        and locale: the compiled template with its globals and ``extra_vars`` merged once
         (``Template.render`` copies the globals on every call); raises TemplateRenderError
-        if the template cannot be loaded."""
+        if the template cannot be loaded. ``track`` is the message's
+        :class:`~bot.links.LinkTracker` when :meth:`tracks_links` says it needs one."""
         template = self.template(variant, locale)
-        base = {**template.globals, **self.extra_vars}
+        base = {**template.globals, "track": preview_track, **self.extra_vars}
         concat, root, new_context = (
             template.environment.concat,
             template.root_render_func,
             template.new_context,
         )
 
-        def render(customer: dict, coupon: dict | None) -> str:
-            context = new_context({**base, "customer": customer, "coupon": coupon}, shared=True)
-            return concat(root(context)).strip()
+        def render(customer: dict, coupon: dict | None, track=None) -> str:
+            values = {**base, "customer": customer, "coupon": coupon}
+            if track is not None:
+                values["track"] = track
+            return concat(root(new_context(values, shared=True))).strip()
 
         return render
+
+    def tracks_links(self, variant: Variant, locale: str) -> bool:
+        """Whether this variant's template calls ``track(url)`` (cached)."""
+        key = ("track", variant.name, locale)
+        if key not in self._templates:
+            env = self.renderer.env
+            try:
+                if variant.template:
+                    filename, _ = self.renderer.template_name(variant.template, locale)
+                    source = env.loader.get_source(env, filename)[0]
+                else:
+                    source = variant.text
+            except (jinja2.TemplateError, TemplateRenderError):
+                source = ""
+            self._templates[key] = uses_track(env, source)
+        return self._templates[key]
 
     def render(self, variant: Variant, locale: str, variables: dict) -> str:
         try:
@@ -211,7 +231,7 @@ class Push:
             ) from exc
 
     def variables(self, customer: dict, coupon: dict | None) -> dict:
-        return {"customer": customer, "coupon": coupon, **self.extra_vars}
+        return {"customer": customer, "coupon": coupon, "track": preview_track, **self.extra_vars}
 
     def not_before(self, now: datetime, zone: ZoneInfo) -> datetime:
         due = max(now, self.send_at) if self.send_at else now
@@ -374,7 +394,9 @@ class Push:
             )
             for v in self.variants
         }
-        renderers: dict[tuple[str, str], Callable[[dict, dict | None], str] | None] = {}
+        renderers: dict[tuple[str, str], Callable[..., str] | None] = {}
+        tracking: dict[tuple[str, str], str | None] = {}  # link base URL if it tracks links
+        links: list[dict] = []
         new: list[tuple] = []
         again: list[tuple] = []
         dumps = json.dumps
@@ -417,11 +439,20 @@ class Push:
                     renderers[key] = self.renderer_for(variant, locale)
                 except TemplateRenderError:
                     renderers[key] = None
+                tracking[key] = (
+                    base_url(self.config) if self.tracks_links(variant, locale) else None
+                )
             render = renderers[key]
+            outbox_key = f"{self.key_prefix}:{cid}:{variant.name}"
             try:
                 if render is None:
                     raise jinja2.TemplateError("no template")
-                text = render(customer, coupon)
+                if tracking[key] is None:
+                    text = render(customer, coupon)
+                else:
+                    tracker = LinkTracker(tracking[key])
+                    text = render(customer, coupon, tracker)
+                    links += tracker.rows(outbox_key, cid, campaign_id, variant.name, now)
             except Exception:  # a template failing for one customer drops only them
                 result.dropped["render_error"] += 1
                 target("dropped", "render_error")
@@ -432,7 +463,7 @@ class Push:
             target("queued", "deferred" if due > now else None)
             (again if prior else new).append(
                 (
-                    f"{self.key_prefix}:{cid}:{variant.name}",
+                    outbox_key,
                     channel,
                     external_id,
                     external_id,
@@ -450,6 +481,7 @@ class Push:
             fresh_targets = [t for t, prior in targets if not prior]
         result.new_rows = insert_new(session, new, fresh_targets)
         result.new_rows += insert_outbox_rows(session, again)
+        insert_links(session, links)
         return result
 
     def _issue_key(self, cid: int) -> str:

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bot.config import CouponDef
 from bot.templating import TEMPLATES_DIR, Renderer, TemplateRenderError
 
 __all__ = ["Branch", "Choice", "Flow", "FlowError", "FlowLibrary", "Step", "load_flows"]
@@ -21,6 +22,10 @@ STEP_KINDS = ("choice", "text", "integer", "offer", "end")
 ANSWER_KINDS = ("choice", "text", "integer")
 OPS = ("==", "!=", ">", ">=", "<", "<=", "in")
 BUTTON_PREFIX = "flow:"
+OFFER_KEYS = (
+    "coupon", "code_prefix", "title", "amount", "percent", "min_spend", "valid_days",
+    "per_customer", "total_stock",
+)  # fmt: skip
 
 
 class FlowError(Exception):
@@ -101,11 +106,12 @@ class FollowUpRule:
 
 @dataclass(frozen=True)
 class OfferSpec:
-    """The coupon an offer step grants."""
+    """The coupon an offer step issues: its definition (stored in ``coupon_definitions``
+    by name when first issued), the code prefix and the title customers see."""
 
     code_prefix: str
     title: dict[str, str]
-    valid_hours: float
+    coupon: CouponDef
 
 
 @dataclass(frozen=True)
@@ -306,15 +312,7 @@ class _Reader:
         if kind == "offer":
             o = self.get(raw, "offer", path, dict, required=True)
             opath = f"{path}offer."
-            self.known_keys(o, {"code_prefix", "title", "valid_hours"}, opath)
-            hours = self.get(o, "valid_hours", opath, float, required=True)
-            if hours <= 0:
-                self.fail(f"{opath}valid_hours", "must be greater than 0")
-            offer = OfferSpec(
-                self.get(o, "code_prefix", opath, str, "SIYU"),
-                self.localized(o, "title", opath, ""),
-                hours,
-            )
+            offer = self.offer(o, opath)
         reask = self.get(raw, "reask", path, str, None)
         return Step(
             id=sid,
@@ -337,6 +335,33 @@ class _Reader:
             followup=followup,
             offer=offer,
         )
+
+    def offer(self, o: Mapping, opath: str) -> OfferSpec:
+        self.known_keys(o, set(OFFER_KEYS), opath)
+        name = self.get(o, "coupon", opath, str, required=True)
+        if not re.fullmatch(r"[a-z][a-z0-9_]{0,63}", name):
+            self.fail(f"{opath}coupon", "use lowercase letters, digits and _ (at most 64)")
+        prefix = self.get(o, "code_prefix", opath, str, "SIYU")
+        if not re.fullmatch(r"[A-Z0-9]{1,8}", prefix):
+            self.fail(f"{opath}code_prefix", "use 1-8 capital letters or digits")
+        amount = self.get(o, "amount", opath, float, 0.0)
+        percent = self.get(o, "percent", opath, int, 0)
+        if amount < 0 or not 0 <= percent <= 100 or (amount > 0) == (percent > 0):
+            self.fail(f"{opath}amount", "give either amount > 0 or percent (1-100)")
+        numbers = {}
+        for key, default in (("valid_days", 7), ("per_customer", 1), ("total_stock", 0)):
+            numbers[key] = self.get(o, key, opath, int, default)
+            if numbers[key] < (0 if key == "total_stock" else 1):
+                self.fail(f"{opath}{key}", "must be greater than 0")
+        min_spend = self.get(o, "min_spend", opath, float, 0.0)
+        if min_spend < 0:
+            self.fail(f"{opath}min_spend", "must be 0 or more")
+        title = self.localized(o, "title", opath, name)
+        coupon = CouponDef(
+            name, pick(title, "zh-CN"), amount=amount, percent=percent, min_spend=min_spend,
+            **numbers,
+        )  # fmt: skip
+        return OfferSpec(prefix, title, coupon)
 
     def flow(self, data: dict) -> Flow:
         self.known_keys(

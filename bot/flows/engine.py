@@ -21,10 +21,11 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import flag_modified
 
 from bot.adapters.base import Button
+from bot.coupons import ensure_definition, find_code, format_code, issue_one
 from bot.flows.definition import Flow, FlowLibrary, Step, pick
 from bot.policy import customer_zone
 from bot.templating import Renderer
-from storage.followups import OfferGrant, issue_grant, schedule_followup
+from storage.followups import schedule_followup
 from storage.models import Conversation, Customer
 
 __all__ = ["FlowRun", "Outgoing", "Turn", "offer_view"]
@@ -78,6 +79,9 @@ def offer_view(offer: dict | None, locale: str, customer: Customer | None) -> di
     """An offer as templates see it: code, title and expiry in the customer's own time."""
     if not offer:
         return None
+    if offer.get("unavailable") or "expires_at" not in offer:
+        return {"code": "", "title": pick(offer.get("title") or {}, locale), "expires": "",
+                "renewed": False, "from_staff": False, "unavailable": True}  # fmt: skip
     expires = datetime.fromisoformat(offer["expires_at"])
     if customer is not None:
         expires = expires.astimezone(customer_zone(customer))
@@ -88,6 +92,7 @@ def offer_view(offer: dict | None, locale: str, customer: Customer | None) -> di
         "expires": expires.strftime(fmt),
         "renewed": bool(offer.get("renewed")),
         "from_staff": str(offer.get("source", "")).startswith("staff:"),
+        "unavailable": False,
     }
 
 
@@ -254,7 +259,7 @@ class FlowRun:
             return None
         if step.kind == "offer":
             offer = self._ensure_offer(step)
-            if offer is None or offer.get("redeemed"):
+            if offer is None or offer.get("redeemed") or offer.get("unavailable"):
                 return None
         parts: list[tuple[str, dict]] = [(template, {})]
         if step.expects_answer:
@@ -301,39 +306,39 @@ class FlowRun:
         return step.pattern is None or re.search(step.pattern, text, re.IGNORECASE) is not None
 
     def _ensure_offer(self, step: Step) -> dict | None:
-        """The breakpoint's offer, still valid: an expired one is granted anew."""
+        """The breakpoint's offer, re-checked against its coupon code: a redeemed one is
+        marked so, an expired (or unknown) one is issued anew (``renewed``)."""
         fs = self.fs
         offer = fs.get("offer")
         if offer:
-            grant = self.session.get(OfferGrant, offer.get("grant_id"))
-            if grant is not None and grant.redeemed_at is not None:
+            row = find_code(self.session, str(offer.get("code", "")))
+            if row is not None and row.status == "redeemed":
                 offer = {**offer, "redeemed": True}
                 fs["offer"] = offer
                 self._save(fs)
                 return offer
-            if grant is not None and grant.expires_at > self.now:
+            if row is not None and row.expires_at > self.now:
                 return offer
         if step.offer is None:
             return offer
-        title = step.offer.title
-        grant = issue_grant(
-            self.session,
-            customer_id=self.customer.id,
-            conversation_id=self.conversation.id,
-            prefix=step.offer.code_prefix,
-            title=pick(title, self.customer.locale),
-            expires_at=self.now + timedelta(hours=step.offer.valid_hours),
-            source=f"flow:{self.conversation.flow}",
-            now=self.now,
+        spec = step.offer
+        coupon = ensure_definition(self.session, spec.coupon, self.now)
+        stamp = self.now.strftime("%Y%m%dT%H%M%S%f")
+        key = f"flow:{self.conversation.id}:{self.conversation.flow}:{step.id}:{stamp}"
+        row = issue_one(
+            self.session, coupon, self.customer.id, key, now=self.now, prefix=spec.code_prefix
         )
-        fs["offer"] = {
-            "grant_id": grant.id,
-            "code": grant.code,
-            "title": title,
-            "expires_at": grant.expires_at.isoformat(),
-            "source": grant.source,
-            "renewed": bool(offer),
-        }
+        if row is None:  # out of stock: the prompt says so instead of giving a code
+            fs["offer"] = {"coupon": coupon.name, "title": spec.title, "unavailable": True}
+        else:
+            fs["offer"] = {
+                "code": format_code(row.code),
+                "coupon": coupon.name,
+                "title": spec.title,
+                "expires_at": row.expires_at.isoformat(),
+                "source": f"flow:{self.conversation.flow}",
+                "renewed": bool(offer) and offer.get("code") != format_code(row.code),
+            }
         self._save(fs)
         return fs["offer"]
 

@@ -19,6 +19,7 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
+from decimal import Decimal, InvalidOperation
 from zoneinfo import ZoneInfo
 
 import jinja2
@@ -37,6 +38,7 @@ from starlette.responses import (
 from starlette.routing import BaseRoute, Route
 
 from bot import handoff
+from bot.coupons import Redemption, customer_codes, format_code
 from bot.flows import FlowLibrary, load_flows
 from bot.handoff import HandoffError
 from bot.runtime import Runtime
@@ -44,7 +46,6 @@ from bot.staff import authenticate, list_staff
 from bot.templating import TEMPLATES_DIR, TemplateRenderError
 from bot.web.inbox_live import LiveUpdates
 from storage import repos
-from storage.followups import OfferGrant
 from storage.handoff import OPEN_STATUSES, AuditEntry, HandoffTicket, StaffNote, StaffUser
 from storage.models import Conversation, Customer, Interaction, OutboxMessage
 
@@ -208,12 +209,7 @@ def inbox_routes(
             conv = session.get(Conversation, ticket.conversation_id)
             assert conv is not None
             profile = repos.customer_profile(session, conv.channel, conv.user_id, now)
-            grants = session.scalars(
-                select(OfferGrant)
-                .where(OfferGrant.customer_id == conv.customer_id)
-                .order_by(OfferGrant.id.desc())
-                .limit(20)
-            )
+            codes = customer_codes(session, conv.customer_id)
             return {
                 "ticket": ticket,
                 "conversation": conv,
@@ -229,14 +225,15 @@ def inbox_routes(
                 ),
                 "coupons": [
                     {
-                        "code": g.code,
-                        "title": g.title,
-                        "source": g.source,
-                        "expires_at": g.expires_at,
-                        "redeemed": g.redeemed_at is not None,
+                        "code": format_code(c.code),
+                        "title": d.title,
+                        "source": f"campaign #{c.campaign_id}" if c.campaign_id else d.name,
+                        "expires_at": c.expires_at,
+                        "redeemed": c.status == "redeemed",
                     }
-                    for g in grants
+                    for c, d in codes
                 ],
+                "coupon_choices": [(d.name, d.title) for d in config.coupons.definitions],
                 "orders": orders_of(session, conv.customer_id),
                 "staff": [s.username for s in list_staff(session) if s.active],
                 "canned": canned,
@@ -412,19 +409,12 @@ def inbox_routes(
                     target = handoff.transfer(session, ticket_id, user, data.get("to", ""), now)
                     return f"transferred to {target.username}"
                 if action == "coupon":
-                    try:
-                        hours = float(data.get("valid_hours", "72"))
-                    except ValueError:
-                        raise HandoffError("validity must be a number of hours", 400) from None
                     code = handoff.issue_coupon(
-                        session,
-                        ticket_id,
-                        user,
-                        title=data.get("title", ""),
-                        valid_hours=hours,
-                        now=now,
-                    )
-                    return f"coupon {code} granted"
+                        session, ticket_id, user,
+                        coupon=data.get("coupon", ""), nonce=data.get("nonce") or uuid.uuid4().hex,
+                        now=now, config=config,
+                    )  # fmt: skip
+                    return f"coupon {code} issued"
                 if action == "release":
                     handoff.release(
                         session, ticket_id, user, now,
@@ -457,6 +447,34 @@ def inbox_routes(
             )
         except TemplateRenderError as exc:
             raise HandoffError(str(exc), 500) from exc
+
+    async def redeem_code(request: Request) -> Response:
+        """The web console's redemption: code, optional amount, optional conversation."""
+        user = await staff_of(request)
+        data = await form_of(request)
+        raw_ticket = data.get("ticket", "")
+        here = f"/inbox/c/{raw_ticket}" if raw_ticket.isdigit() else "/inbox"
+        code = data.get("code", "").strip()
+        if not code or len(code) > 64:
+            return back(request, here, "!type the coupon code")
+        try:
+            amount = parse_amount(data.get("amount", ""))
+        except ValueError:
+            return back(request, here, "!the amount must be a number such as 35.00")
+
+        def run():
+            with runtime.db.transaction() as session:
+                return handoff.redeem_coupon(
+                    session, user, code, now=runtime.clock.now(), config=config,
+                    amount_cents=amount, ticket_id=int(raw_ticket) if raw_ticket.isdigit() else None,
+                )  # fmt: skip
+
+        try:
+            result = await runtime.db.run(run)
+        except HandoffError as exc:
+            return back(request, here, f"!{exc}")
+        live.poke()
+        return back(request, here, redemption_flash(result))
 
     # -- JSON API --------------------------------------------------------------------------
 
@@ -557,6 +575,7 @@ def inbox_routes(
         Route("/inbox/stream", guarded(stream), methods=["GET"]),
         Route("/inbox/api/queue", guarded(api_queue), methods=["GET"]),
         Route("/inbox/api/tickets/{ticket_id}/claim", guarded(api_claim), methods=["POST"]),
+        Route("/inbox/redeem", guarded(redeem_code), methods=["POST"]),
         Route("/inbox/manager", guarded(manager_page), methods=["GET"]),
         Route("/inbox/manager/flag", guarded(manager_flag), methods=["POST"]),
     ]
@@ -565,3 +584,33 @@ def inbox_routes(
 def _audit_simple(runtime: Runtime, actor: str, action: str) -> None:
     with runtime.db.transaction() as session:
         handoff.audit(session, actor, action, runtime.clock.now())
+
+
+def parse_amount(text: str) -> int | None:
+    """``"35.00"`` → 3500 cents; empty → None; raises ValueError for anything else."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        amount = Decimal(text)
+    except InvalidOperation:
+        raise ValueError(text) from None
+    if not amount.is_finite() or amount < 0:
+        raise ValueError(text)
+    return int(amount * 100)
+
+
+def redemption_flash(result: Redemption) -> str:
+    """One line for the staff member at the console ("!" marks a refusal)."""
+    if result.ok:
+        off = f", {result.discount_cents / 100:.2f} off" if result.discount_cents else ""
+        return f"redeemed {format_code(result.code)} ({result.title}{off})"
+    refusals = {
+        "unknown": "no such code",
+        "already_redeemed": "this code was already redeemed",
+        "expired": "this code has expired",
+        "foreign": "this code belongs to another customer",
+        "below_min_spend": f"the amount is below the minimum spend "
+        f"({result.min_spend_cents / 100:.2f})",
+    }
+    return "!" + refusals[result.reason]

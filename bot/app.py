@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.routing import BaseRoute
 
 from bot.adapters.sandbox import SandboxAdapter
 from bot.clock import Clock
@@ -27,12 +28,16 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class SiyuApp:
-    """A built process: the runtime, its sandbox (if enabled) and the ASGI app."""
+    """A built process: the runtime, its sandbox (if enabled), the ASGI app and its server."""
 
     runtime: Runtime
     sandbox: SandboxAdapter | None
-    asgi: Starlette
+    asgi: Starlette | None = None
     server: uvicorn.Server | None = None
+
+    def shutting_down(self) -> bool:
+        """True once the server was told to stop (long-lived streams end then)."""
+        return bool(self.server and self.server.should_exit)
 
 
 def build(config: Config, *, db: Database | None = None, clock: Clock | None = None) -> SiyuApp:
@@ -42,7 +47,23 @@ def build(config: Config, *, db: Database | None = None, clock: Clock | None = N
     if config.sandbox.enabled:
         sandbox = SandboxAdapter(runtime.db, runtime.clock, runtime.handle, config.sandbox.groups)
         runtime.add_adapter(sandbox)
-    extra_routes = []
+    app = SiyuApp(runtime, sandbox)
+    from bot.web.inbox import inbox_middleware
+
+    app.asgi = create_app(
+        runtime,
+        sandbox=sandbox,
+        extra_routes=_channel_routes(runtime, config) + _web_routes(app),
+        shutting_down=app.shutting_down,
+        middleware=inbox_middleware(runtime),
+        services=_scheduler_services(runtime, config),
+    )
+    return app
+
+
+def _channel_routes(runtime: Runtime, config: Config) -> list[BaseRoute]:
+    """Add the platform channels that are configured; return their callback routes."""
+    routes: list[BaseRoute] = []
     if config.telegram.token:
         from bot.adapters.telegram import TelegramAdapter
         from bot.adapters.telegram_relay import relay_desk
@@ -60,53 +81,45 @@ def build(config: Config, *, db: Database | None = None, clock: Clock | None = N
         )
         runtime.add_adapter(telegram)
         if config.telegram.mode == "webhook":
-            extra_routes += telegram.routes()
+            routes += telegram.routes()
     if config.wechat.app_id:
         from bot.adapters.wechat import WechatAdapter
 
         wechat = WechatAdapter(config.wechat, runtime)
         runtime.add_adapter(wechat)
-        extra_routes += wechat.routes()
+        routes += wechat.routes()
     if config.wecom.corp_id:
         from bot.adapters.wecom import WecomAdapter
 
         wecom = WecomAdapter(config.wecom, runtime)
         runtime.add_adapter(wecom)
-        extra_routes += wecom.routes()
-    holder: dict[str, uvicorn.Server] = {}
-    shutting_down = lambda: bool(holder.get("server") and holder["server"].should_exit)  # noqa: E731
-    # Issue 7: the staff inbox (follow-ups and the SLA run on the scheduler: jobs.py).
-    from bot.web.inbox import inbox_middleware, inbox_routes
-
-    extra_routes += inbox_routes(runtime, shutting_down=shutting_down)
-    from bot.web.orders_api import orders_routes  # issue 5: POST /api/orders
-
-    extra_routes += orders_routes(runtime)
-    from bot.web.customers_api import customers_routes  # issue 5: POST /api/customers
-
-    extra_routes += customers_routes(runtime)
-    from bot.web.coupons_api import coupon_routes  # issue 6: POST /api/coupons/redeem
-
-    extra_routes += coupon_routes(runtime)
-    from bot.web.links import link_routes  # issue 6: GET /r/<token> tracked links
-
-    extra_routes += link_routes(runtime)
-    asgi = create_app(
-        runtime,
-        sandbox=sandbox,
-        extra_routes=extra_routes,
-        shutting_down=shutting_down,
-        middleware=inbox_middleware(runtime),
-        services=_campaign_services(runtime, config),
-    )
-    app = SiyuApp(runtime, sandbox, asgi)
-    app._holder = holder  # type: ignore[attr-defined]
-    return app
+        routes += wecom.routes()
+    return routes
 
 
-def _campaign_services(runtime: Runtime, config: Config) -> list:
-    """The scheduler (scenarios, pilots, launches; issue 7's follow-ups and SLA) if enabled;
-    one process runs it."""
+def _web_routes(app: SiyuApp) -> list[BaseRoute]:
+    """The staff inbox, the APIs (orders, customers, coupons) and tracked-link redirects."""
+    from bot.web.coupons_api import coupon_routes
+    from bot.web.customers_api import customers_routes
+    from bot.web.inbox import inbox_routes
+    from bot.web.links import link_routes
+    from bot.web.orders_api import orders_routes
+
+    runtime = app.runtime
+    return [
+        *inbox_routes(runtime, shutting_down=app.shutting_down),
+        *orders_routes(runtime),
+        *customers_routes(runtime),
+        *coupon_routes(runtime),
+        *link_routes(runtime),
+    ]
+
+
+def _scheduler_services(runtime: Runtime, config: Config) -> list:
+    """The one scheduler (scenarios, campaigns, follow-ups, SLA, nightly jobs), if enabled.
+
+    Every process starts it; only the one holding the scheduler lock runs jobs.
+    """
     if not config.scenarios.scheduler:
         return []
     from bot.campaigns.manage import Services
@@ -152,7 +165,6 @@ def serve(app: SiyuApp) -> None:
         )
     )
     app.server = server
-    app._holder["server"] = server  # type: ignore[attr-defined]
     if app.sandbox is not None:
         log.info("sandbox: open http://%s:%d/", web.host, web.port)
         print(f"Siyu is running: open http://{web.host}:{web.port}/", flush=True)

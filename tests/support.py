@@ -85,7 +85,6 @@ class LiveServer:
             )
         )
         app.server = self.server
-        app._holder["server"] = self.server  # type: ignore[attr-defined]
         self._thread = None
 
     def __enter__(self) -> LiveServer:

@@ -1,7 +1,20 @@
 """Bot handlers, and the one place that says in which order they run.
 
-Group 0 runs for every event, even while staff own the conversation (tagging). Group 10 is
-the bot's answers; in a group the first matching handler (highest priority) runs.
+Groups run in ascending order; in each group the first matching handler (highest priority)
+runs. Groups marked * also run while staff own the conversation.
+
+=======  ============================================================================
+group    handlers (priority)
+=======  ============================================================================
+0 *      keyword_tagging, event_tagging (tags only, never answer)
+1        consent: opt-out/opt-in keywords (退订/TD/stop); ends the dispatch
+5 *      customer_returned: a customer's message cancels pending follow-ups
+10       answers: flag_for_staff (200), start/help/welcome_follower (100), managers'
+         commands and /campaign /redeem /segment /rule /profile (90), campaign_click (80),
+         flow_start (60), flow_answer (50), group_welcome (50), flag_vip (-50),
+         unknown_command (-100), not_understood (-1000)
+20 *     relay_mirror: mirror handed-off conversations to the Telegram relay group
+=======  ============================================================================
 """
 
 from __future__ import annotations
@@ -19,10 +32,10 @@ from handlers.tagging import TaggingRules, event_tagging, keyword_tagging
 __all__ = ["register_handlers"]
 
 TAGGING = 0
-CONSENT = 1  # issue 6: opt-out/opt-in keywords, before anything else answers
-RETURNS = 5  # issue 7: a returning customer cancels pending follow-ups (even in handoff)
+CONSENT = 1
+RETURNS = 5
 ANSWERS = 10
-RELAY = 20  # issue 3: mirror handed-off conversations into the Telegram staff relay group
+RELAY = 20
 
 
 def register_handlers(router: Router, config: Config) -> Router:
@@ -97,8 +110,11 @@ def _register_campaigns(router: Router) -> None:
     )
     router.add(
         Handler(
-            "redeem", c.redeem_command, f.command("redeem") & f.has_role("manager"),
-            group=ANSWERS, priority=90,
+            "redeem",
+            c.redeem_command,
+            f.command("redeem") & f.has_role("manager"),
+            group=ANSWERS,
+            priority=90,
         )
     )
     router.add(
@@ -125,7 +141,11 @@ def _register_customers(router: Router, rules: TaggingRules) -> None:
     ):
         router.add(
             Handler(
-                f"customers_{name}", callback, f.command(name) & f.is_manager, group=ANSWERS, priority=90
+                f"customers_{name}",
+                callback,
+                f.command(name) & f.is_manager,
+                group=ANSWERS,
+                priority=90,
             )
         )
 
@@ -143,7 +163,11 @@ def _register_manage(router: Router) -> None:
     for name, callback in callbacks.items():
         router.add(
             Handler(
-                f"manage_{name}", callback, f.command(name) & f.is_manager, group=ANSWERS, priority=90
+                f"manage_{name}",
+                callback,
+                f.command(name) & f.is_manager,
+                group=ANSWERS,
+                priority=90,
             )
         )
     router.add(

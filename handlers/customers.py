@@ -38,9 +38,9 @@ from bot.profile_attrs import (
     validate_attributes,
 )
 from bot.segment_parser import SegmentError
+from handlers.manage import command_target
 from handlers.tagging import TaggingRules
 from storage import repos
-from storage.models import Identity
 from storage.scores import score_of
 from storage.segments import (
     count_segment,
@@ -263,34 +263,9 @@ class CustomerCommands:
             ctx.reply("customers_error", error="/rule add | list | del <id>")
 
 
-def _profile_target(ctx: Context, *, create: bool) -> tuple[Identity | None, list[str]]:
-    """The member ``/profile`` is about (replied-to author, or ``@<user id>`` last)."""
-    event = ctx.event
-    args = list(event.args)
-    user_id, name = None, ""
-    if event.reply_to is not None:
-        user_id, name = event.reply_to.user_id, event.reply_to.display_name
-    elif args and args[-1].startswith("@") and len(args[-1]) > 1:
-        user_id = args.pop()[1:]
-    if user_id is None:
-        return None, args
-    identity = repos.find_identity(ctx.session, event.ref.channel, user_id)
-    if identity is None and create:
-        _, identity = repos.upsert_customer(
-            ctx.session,
-            event.ref.channel,
-            user_id,
-            display_name=name,
-            locale=ctx.config.general.locale,
-            timezone=ctx.config.general.timezone,
-            now=ctx.now,
-        )
-    return identity, args
-
-
 def profile(ctx: Context) -> None:
     """``/profile``: show a member's profile card, or set one attribute."""
-    identity, args = _profile_target(ctx, create=bool(ctx.event.args))
+    identity, args = command_target(ctx, create=bool(ctx.event.args))
     if identity is None:
         ctx.reply(
             "customers_error",

@@ -26,6 +26,7 @@ __all__ = [
     "GROUP_ONLY",
     "MANAGE_COMMANDS",
     "announce",
+    "command_target",
     "group_welcome",
     "refuse",
     "stats",
@@ -171,7 +172,7 @@ def stats(ctx: Context) -> None:
     )
 
 
-def _target(ctx: Context, *, create: bool) -> tuple[Identity | None, list[str]]:
+def command_target(ctx: Context, *, create: bool) -> tuple[Identity | None, list[str]]:
     """The member a command is about (replied-to author, or ``@<user id>``) and the rest."""
     event = ctx.event
     args = list(event.args)
@@ -208,7 +209,7 @@ def _local(ctx: Context, customer: Customer) -> str:
 
 def whois(ctx: Context) -> None:
     """A member's tags, tier and last activity."""
-    identity, _ = _target(ctx, create=False)
+    identity, _ = command_target(ctx, create=False)
     if identity is None:
         ctx.reply("manage_need_target", command=ctx.event.command)
         return
@@ -226,7 +227,7 @@ def whois(ctx: Context) -> None:
 
 
 def _tag_args(ctx: Context) -> tuple[Identity | None, str] | None:
-    identity, args = _target(ctx, create=ctx.event.command == "tag")
+    identity, args = command_target(ctx, create=ctx.event.command == "tag")
     if identity is None:
         ctx.reply("manage_need_target", command=ctx.event.command)
         return None

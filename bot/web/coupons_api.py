@@ -10,7 +10,6 @@ key; 404 while no key is configured. Every answer says why in ``reason``/``error
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal, InvalidOperation
 
 from starlette.requests import Request
@@ -19,7 +18,7 @@ from starlette.routing import BaseRoute, Route
 
 from bot.coupons import Redemption, format_code, redeem
 from bot.runtime import Runtime
-from bot.web.orders_api import _authorized
+from bot.web.api import ApiRequestError, error_response, read_json
 from storage import repos
 
 __all__ = ["coupon_routes"]
@@ -40,10 +39,6 @@ MESSAGES = {
     "foreign": "this code belongs to another customer",
     "below_min_spend": "the amount is below the coupon's minimum spend",
 }
-
-
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
 
 
 def _answer(result: Redemption) -> JSONResponse:
@@ -70,19 +65,15 @@ def coupon_routes(runtime: Runtime) -> list[BaseRoute]:
     config = runtime.config
 
     async def post_redeem(request: Request) -> JSONResponse:
-        if not config.api.key:
-            return _error(404, "the API is disabled: set [api] key (or SIYU_API_KEY)")
-        if not _authorized(request, config.api.key):
-            return _error(401, "missing or wrong API key (Authorization: Bearer <key>)")
         try:
-            data = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            return _error(400, f"the body is not valid JSON: {exc}")
+            data = await read_json(request, config.api.key)
+        except ApiRequestError as exc:
+            return exc.response()
         if not isinstance(data, dict):
-            return _error(400, "the body must be a JSON object with 'code'")
+            return error_response(400, "the body must be a JSON object with 'code'")
         code = data.get("code")
         if not isinstance(code, str) or not code.strip() or len(code) > 64:
-            return _error(400, "'code' is required (a string)")
+            return error_response(400, "'code' is required (a string)")
         amount_cents = None
         if data.get("amount") is not None:
             try:
@@ -90,14 +81,14 @@ def coupon_routes(runtime: Runtime) -> list[BaseRoute]:
                 if isinstance(data["amount"], bool) or not amount.is_finite() or amount < 0:
                     raise InvalidOperation
             except InvalidOperation:
-                return _error(400, "'amount' must be a number of 0 or more, e.g. \"35.00\"")
+                return error_response(400, "'amount' must be a number of 0 or more, e.g. \"35.00\"")
             amount_cents = int(amount * 100)
         customer = data.get("customer")
         if customer is not None and (not isinstance(customer, str) or ":" not in customer):
-            return _error(400, "'customer' must be '<channel>:<user id>'")
+            return error_response(400, "'customer' must be '<channel>:<user id>'")
         by = data.get("by") or "api"
         if not isinstance(by, str):
-            return _error(400, "'by' must be a string")
+            return error_response(400, "'by' must be a string")
 
         def work() -> Redemption | None:
             with runtime.db.transaction() as session:
@@ -120,7 +111,7 @@ def coupon_routes(runtime: Runtime) -> list[BaseRoute]:
 
         result = await runtime.db.run(work)
         if result is None:
-            return _error(404, f"no customer {customer!r}")
+            return error_response(404, f"no customer {customer!r}")
         return _answer(result)
 
     return [Route("/api/coupons/redeem", post_redeem, methods=["POST"])]

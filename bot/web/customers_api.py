@@ -15,7 +15,6 @@ shape; 401 bad key; 413 too large; 404 while no key is configured.
 
 from __future__ import annotations
 
-import json
 from zoneinfo import ZoneInfo
 
 from starlette.requests import Request
@@ -30,7 +29,7 @@ from bot.profile_attrs import (
     validate_attributes,
 )
 from bot.runtime import Runtime
-from bot.web.orders_api import MAX_BODY, check_api_key, error_response
+from bot.web.api import ApiRequestError, error_response, read_json
 
 __all__ = ["MAX_CUSTOMERS", "customers_routes"]
 
@@ -62,17 +61,10 @@ def customers_routes(runtime: Runtime) -> list[BaseRoute]:
     config = runtime.config
 
     async def post_customers(request: Request) -> JSONResponse:
-        if not config.api.key:
-            return error_response(404, "the API is disabled: set [api] key (or SIYU_API_KEY)")
-        if not check_api_key(request, config.api.key):
-            return error_response(401, "missing or wrong API key (Authorization: Bearer <key>)")
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            return error_response(413, f"body larger than {MAX_BODY} bytes; send fewer per call")
         try:
-            data = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            return error_response(400, f"the body is not valid JSON: {exc}")
+            data = await read_json(request, config.api.key)
+        except ApiRequestError as exc:
+            return exc.response()
         if isinstance(data, dict) and "customers" in data:
             if len(data) > 1:
                 return error_response(400, "next to 'customers' the body takes no other keys")

@@ -9,8 +9,6 @@ bot/orders.py. Answers: 200 all taken (new or already known: idempotent by order
 
 from __future__ import annotations
 
-import hmac
-import json
 from zoneinfo import ZoneInfo
 
 from starlette.requests import Request
@@ -20,26 +18,11 @@ from starlette.routing import BaseRoute, Route
 from bot.orders import OrderInputError, RowError, store_orders, validate_order
 from bot.rfm import refresh_customers
 from bot.runtime import Runtime
+from bot.web.api import ApiRequestError, error_response, read_json
 
-__all__ = ["MAX_ORDERS", "check_api_key", "error_response", "orders_routes"]
+__all__ = ["MAX_ORDERS", "orders_routes"]
 
 MAX_ORDERS = 1000
-MAX_BODY = 2 * 1024 * 1024
-
-
-def error_response(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
-
-
-def check_api_key(request: Request, key: str) -> bool:
-    given = request.headers.get("x-api-key", "")
-    auth = request.headers.get("authorization", "")
-    if not given and auth.lower().startswith("bearer "):
-        given = auth[7:].strip()
-    return bool(given) and hmac.compare_digest(given.encode(), key.encode())
-
-
-_authorized = check_api_key  # bot/web/coupons_api.py imports it by this name
 
 
 def orders_routes(runtime: Runtime) -> list[BaseRoute]:
@@ -47,19 +30,10 @@ def orders_routes(runtime: Runtime) -> list[BaseRoute]:
     config = runtime.config
 
     async def post_orders(request: Request) -> JSONResponse:
-        if not config.api.key:
-            return error_response(404, "the API is disabled: set [api] key (or SIYU_API_KEY)")
-        if not check_api_key(request, config.api.key):
-            return error_response(401, "missing or wrong API key (Authorization: Bearer <key>)")
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            return error_response(
-                413, f"body larger than {MAX_BODY} bytes; send fewer orders per call"
-            )
         try:
-            data = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            return error_response(400, f"the body is not valid JSON: {exc}")
+            data = await read_json(request, config.api.key)
+        except ApiRequestError as exc:
+            return exc.response()
         if isinstance(data, dict) and "orders" in data:
             items = data["orders"]
             if not isinstance(items, list):

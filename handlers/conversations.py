@@ -39,7 +39,7 @@ from bot.handoff import expected_reply, flag
 from bot.templating import Renderer
 from handlers.tagging import KeywordMatcher
 from storage import repos
-from storage.followups import cancel_pending
+from storage.followups import cancel_pending_of
 from storage.models import Interaction
 
 __all__ = ["ConversationHandlers"]
@@ -60,7 +60,17 @@ class ConversationHandlers:
 
     @property
     def returned(self) -> f.Filter:
-        return f.is_private & f.kind(EventKind.MESSAGE, EventKind.COMMAND, EventKind.BUTTON)
+        """The customer's message, command or button while follow-ups may be pending (the
+        conversation's marker; a conversation that has none skips the handler's savepoint)."""
+
+        def may_have_followups(c: Context) -> bool:
+            return c.conversation is not None and c.conversation.followups_pending is not False
+
+        return (
+            f.is_private
+            & f.kind(EventKind.MESSAGE, EventKind.COMMAND, EventKind.BUTTON)
+            & f.Filter(may_have_followups, "followups_pending")
+        )
 
     @property
     def wants_staff(self) -> f.Filter:
@@ -98,7 +108,7 @@ class ConversationHandlers:
 
     def customer_returned(self, ctx: Context) -> None:
         assert ctx.conversation is not None
-        cancel_pending(ctx.session, ctx.conversation.id, "customer_returned")
+        cancel_pending_of(ctx.session, ctx.conversation, "customer_returned")
 
     def flag_for_staff(self, ctx: Context) -> None:
         reason = "human" if ctx.event.kind is EventKind.COMMAND else "keyword"

@@ -53,6 +53,17 @@ def _bought_since(session: Session, customer_id: int, since) -> bool:
     )
 
 
+def _has_pending(session: Session, conversation_id: int) -> bool:
+    return (
+        session.scalar(
+            select(FollowUp.id)
+            .where(FollowUp.conversation_id == conversation_id, FollowUp.status == "pending")
+            .limit(1)
+        )
+        is not None
+    )
+
+
 def _send_one(
     session: Session,
     followup_id: int,
@@ -75,6 +86,8 @@ def _send_one(
 
     def close(status: str, reason: str) -> str:
         fu.status, fu.reason = status, reason
+        # The conversation row is locked: its marker may say "none pending" again.
+        conversation.followups_pending = _has_pending(session, conversation.id)
         return reason
 
     if (conversation.flow, conversation.step) != (fu.flow, fu.step):

@@ -106,12 +106,18 @@ def alembic_config(url: str, engine: Engine | None = None):
 
 def insert_ignore(session: Session, table, rows: list[dict] | dict, conflict: list[str]) -> int:
     """INSERT ... ON CONFLICT DO NOTHING on SQLite and PostgreSQL; returns rows inserted."""
-    dialect = session.get_bind().dialect.name
-    make = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    target = getattr(table, "__table__", table)
-    stmt = make(target).on_conflict_do_nothing(index_elements=conflict)
     if not rows:
         return 0
-    # rowcount is not reliable for INSERT .. ON CONFLICT on every driver: count RETURNING.
-    returning = stmt.returning(target.c[conflict[0]])
+    dialect = session.get_bind().dialect.name
+    target = getattr(table, "__table__", table)
+    key = (dialect, target, tuple(conflict))
+    returning = _INSERT_IGNORE.get(key)
+    if returning is None:  # statements are immutable: build each one once (hot path)
+        make = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        stmt = make(target).on_conflict_do_nothing(index_elements=conflict)
+        # rowcount is not reliable for INSERT .. ON CONFLICT on every driver: count RETURNING.
+        returning = _INSERT_IGNORE[key] = stmt.returning(target.c[conflict[0]])
     return len(session.connection().execute(returning, rows).all())
+
+
+_INSERT_IGNORE: dict[tuple, object] = {}

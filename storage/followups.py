@@ -13,12 +13,13 @@ from sqlalchemy import ForeignKey, Index, String, Text, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from bot.clock import utcnow
-from storage.models import Base, BigId
+from storage.models import Base, BigId, Conversation
 
 __all__ = [
     "FollowUp",
     "cancel_for_customer",
     "cancel_pending",
+    "cancel_pending_of",
     "pending_for",
     "schedule_followup",
 ]
@@ -56,9 +57,20 @@ def schedule_followup(
     template: str,
     due_at: datetime,
     now: datetime,
+    conversation: Conversation | None = None,
 ) -> FollowUp:
-    """Schedule the follow-up of a breakpoint; it replaces any pending one of the conversation."""
-    cancel_pending(session, conversation_id, "rescheduled")
+    """Schedule the follow-up of a breakpoint; it replaces any pending one of the conversation.
+
+    ``conversation``: the conversation row when the caller holds its lock (the inbound
+    path), so the replace is skipped when its marker says nothing is pending.
+    """
+    if conversation is not None and conversation.id == conversation_id:
+        cancel_pending_of(session, conversation, "rescheduled")
+    else:
+        cancel_pending(session, conversation_id, "rescheduled")
+        conversation = session.get(Conversation, conversation_id)
+    if conversation is not None:
+        conversation.followups_pending = True
     row = FollowUp(
         conversation_id=conversation_id,
         customer_id=customer_id,
@@ -81,6 +93,17 @@ def cancel_pending(session: Session, conversation_id: int, reason: str) -> int:
         .values(status="cancelled", reason=reason)
     )
     return result.rowcount or 0
+
+
+def cancel_pending_of(session: Session, conversation: Conversation, reason: str) -> int:
+    """:func:`cancel_pending` for a conversation whose row this transaction holds locked
+    (the inbound path loads it FOR UPDATE): no statement at all when its
+    ``followups_pending`` marker says none is pending, and the marker is cleared after."""
+    if conversation.followups_pending is False:
+        return 0
+    cancelled = cancel_pending(session, conversation.id, reason)
+    conversation.followups_pending = False
+    return cancelled
 
 
 def cancel_for_customer(session: Session, customer_id: int, reason: str) -> int:

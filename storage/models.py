@@ -194,6 +194,9 @@ class Conversation(Base):
     last_customer_message: Mapped[str | None] = mapped_column(Text)
     last_bot_message: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: Whether the conversation may have pending follow-ups (storage/followups.py):
+    #: False only when it has none, so the inbound path skips cancelling; None = unknown.
+    followups_pending: Mapped[bool | None] = mapped_column(Boolean)
 
 
 class OutboxMessage(Base):

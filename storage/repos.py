@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.orm import Session, joinedload
 
 from storage.db import insert_ignore
@@ -59,13 +59,26 @@ def claim_inbound(session: Session, key: str, event_id: str, now: datetime) -> b
     )
 
 
+#: Built once (the inbound path runs them for every event): parameters are bound per call.
+_FIND_IDENTITY = (
+    select(Identity)
+    .options(joinedload(Identity.customer))
+    .where(Identity.channel == bindparam("channel"), Identity.external_id == bindparam("ext"))
+)
+_LOAD_CONVERSATION = (
+    select(Conversation)
+    .where(
+        Conversation.channel == bindparam("channel"),
+        Conversation.chat_id == bindparam("chat_id"),
+        Conversation.user_id == bindparam("user_id"),
+    )
+    .with_for_update()
+)
+
+
 def find_identity(session: Session, channel: str, external_id: str) -> Identity | None:
     """The identity and its customer (loaded in the same query)."""
-    return session.scalars(
-        select(Identity)
-        .options(joinedload(Identity.customer))
-        .where(Identity.channel == channel, Identity.external_id == external_id)
-    ).one_or_none()
+    return session.scalars(_FIND_IDENTITY, {"channel": channel, "ext": external_id}).one_or_none()
 
 
 def upsert_customer(
@@ -262,16 +275,8 @@ def load_conversation(
     session: Session, channel: str, chat_id: str, user_id: str, customer_id: int, now: datetime
 ) -> Conversation:
     """The conversation row for a ConversationRef, locked for this transaction."""
-    stmt = (
-        select(Conversation)
-        .where(
-            Conversation.channel == channel,
-            Conversation.chat_id == chat_id,
-            Conversation.user_id == user_id,
-        )
-        .with_for_update()
-    )
-    conversation = session.scalars(stmt).one_or_none()
+    params = {"channel": channel, "chat_id": chat_id, "user_id": user_id}
+    conversation = session.scalars(_LOAD_CONVERSATION, params).one_or_none()
     if conversation is None:
         insert_ignore(
             session,
@@ -284,10 +289,11 @@ def load_conversation(
                 "state": {},
                 "handoff_status": "bot",
                 "updated_at": now,
+                "followups_pending": False,  # a new conversation has none
             },
             ["channel", "chat_id", "user_id"],
         )
-        conversation = session.scalars(stmt).one()
+        conversation = session.scalars(_LOAD_CONVERSATION, params).one()
     return conversation
 
 

@@ -17,12 +17,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from bot.adapters.base import OutboundMessage, PermanentError, SendReceipt
 from bot.clock import Clock
 from bot.events import Actor, ChatType, ConversationRef, Event, EventKind, parse_command
 from bot.routing import DispatchResult
-from storage.db import Database, insert_ignore
+from storage.db import Database
 from storage.models import SandboxMessage
 
 __all__ = ["SandboxAdapter", "SandboxGroup", "SandboxInput"]
@@ -39,6 +40,20 @@ class SandboxGroup:
 
     chat_id: str
     title: str
+
+
+def _insert_returning_id(db: Database):
+    """INSERT .. ON CONFLICT (outbox_key) DO NOTHING RETURNING id, built once per dialect."""
+    stmt = _INSERTS.get(db.dialect)
+    if stmt is None:
+        make = postgresql.insert if db.is_postgres else sqlite.insert
+        table = SandboxMessage.__table__
+        stmt = make(table).on_conflict_do_nothing(index_elements=["outbox_key"])
+        stmt = _INSERTS[db.dialect] = stmt.returning(table.c.id)
+    return stmt
+
+
+_INSERTS: dict[str, object] = {}
 
 
 @dataclass(frozen=True)
@@ -186,21 +201,21 @@ class SandboxAdapter:
     def _write(
         self, chat_id: str, user_id: str, direction: str, text: str, buttons: dict, key: str
     ) -> int | None:
+        row = {
+            "chat_id": chat_id,
+            "user_id": user_id,
+            "direction": direction,
+            "text": text,
+            "buttons": buttons,
+            "outbox_key": key,
+            "created_at": self.clock.now(),
+        }
         with self.db.transaction() as session:
-            insert_ignore(
-                session,
-                SandboxMessage,
-                {
-                    "chat_id": chat_id,
-                    "user_id": user_id,
-                    "direction": direction,
-                    "text": text,
-                    "buttons": buttons,
-                    "outbox_key": key,
-                    "created_at": self.clock.now(),
-                },
-                ["outbox_key"],
-            )
+            # One statement in the common case: the new row's id comes back by RETURNING;
+            # only a repeated key (a redelivery) looks the existing row up.
+            inserted = session.connection().execute(_insert_returning_id(self.db), row).first()
+            if inserted is not None:
+                return inserted[0]
             return session.scalar(select(SandboxMessage.id).where(SandboxMessage.outbox_key == key))
 
     async def _notify(self) -> None:

@@ -208,6 +208,7 @@ class FlowRun:
                 template=step.followup.template,
                 due_at=self.now + timedelta(hours=step.followup.after_hours),
                 now=self.now,
+                conversation=self.conversation,  # locked by every FlowRun's caller
             )
         return self._message(parts, step)
 

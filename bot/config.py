@@ -394,6 +394,8 @@ class HandoffConfig:
     sla_minutes: int = field(default=15, metadata=_meta(_positive))
     secret_key: str = ""
     session_hours: int = field(default=12, metadata=_meta(_positive))
+    login_max_failures: int = field(default=5, metadata=_meta(_positive))
+    login_window_minutes: int = field(default=15, metadata=_meta(_positive))
 
 
 @dataclass(frozen=True)

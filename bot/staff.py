@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import delete, or_, select, text
 from sqlalchemy.orm import Session
 
-from storage.handoff import StaffUser
+from storage.handoff import LoginFailure, StaffUser
 
-__all__ = ["ROLES", "StaffError", "authenticate", "create_staff", "list_staff"]
+__all__ = [
+    "ROLES",
+    "StaffError",
+    "authenticate",
+    "clear_login_failures",
+    "create_staff",
+    "list_staff",
+    "login_blocked_until",
+    "record_login_failure",
+]
 
 ROLES = ("staff", "manager")
 MIN_PASSWORD = 8
@@ -73,3 +82,65 @@ def authenticate(session: Session, username: str, password: str, now: datetime) 
 
 def list_staff(session: Session) -> list[StaffUser]:
     return list(session.scalars(select(StaffUser).order_by(StaffUser.username)))
+
+
+# -- login throttling ([handoff] login_max_failures / login_window_minutes) ------------------
+
+
+def login_blocked_until(
+    session: Session,
+    username: str,
+    client_ip: str,
+    now: datetime,
+    *,
+    max_failures: int,
+    window: timedelta,
+) -> datetime | None:
+    """When logins for this name / from this IP are allowed again, or None if they are now.
+
+    Blocked while either has ``max_failures`` failures inside ``window``; it opens again
+    when enough of them are older than the window to leave fewer than ``max_failures``.
+    On PostgreSQL, attempts for one name or IP are serialized until the caller's
+    transaction ends, so parallel guesses from several processes cannot all slip through
+    on the same count.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        for key in (f"siyu:login:name:{username[:64]}", f"siyu:login:ip:{client_ip[:64]}"):
+            session.execute(
+                text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": key}
+            )
+    since = now - window
+    until: datetime | None = None
+    for column, value in (
+        (LoginFailure.username, username[:64]),
+        (LoginFailure.client_ip, client_ip[:64]),
+    ):
+        # The max_failures-th most recent failure: once it leaves the window, fewer remain.
+        nth = session.scalars(
+            select(LoginFailure.created_at)
+            .where(column == value, LoginFailure.created_at > since)
+            .order_by(LoginFailure.created_at.desc())
+            .offset(max_failures - 1)
+            .limit(1)
+        ).first()
+        if nth is not None and (until is None or nth + window > until):
+            until = nth + window
+    return until
+
+
+def record_login_failure(
+    session: Session, username: str, client_ip: str, now: datetime, *, window: timedelta
+) -> None:
+    """Count one failed login, and prune this name's and IP's failures older than the window."""
+    session.execute(
+        delete(LoginFailure).where(
+            or_(LoginFailure.username == username[:64], LoginFailure.client_ip == client_ip[:64]),
+            LoginFailure.created_at <= now - window,
+        )
+    )
+    session.add(LoginFailure(username=username[:64], client_ip=client_ip[:64], created_at=now))
+
+
+def clear_login_failures(session: Session, username: str) -> None:
+    """Forget the name's failed logins (after it logged in successfully)."""
+    session.execute(delete(LoginFailure).where(LoginFailure.username == username[:64]))

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from bot.clock import utcnow
 from storage.models import Base, BigId
 
-__all__ = ["AuditEntry", "HandoffTicket", "StaffNote", "StaffUser"]
+__all__ = ["AuditEntry", "HandoffTicket", "LoginFailure", "StaffNote", "StaffUser"]
 
 #: Ticket statuses that are still open (in a queue).
 OPEN_STATUSES = ("waiting", "claimed")
@@ -82,3 +82,22 @@ class AuditEntry(Base):
     conversation_id: Mapped[int | None] = mapped_column(BigId)
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class LoginFailure(Base):
+    """One failed inbox login (by name and client IP), counted to throttle guessing.
+
+    Shared by every process through the database; a successful login deletes the name's
+    rows, and rows older than the throttle window are pruned as new ones are written.
+    """
+
+    __tablename__ = "login_failures"
+    __table_args__ = (
+        Index("ix_login_failures_username", "username", "created_at"),
+        Index("ix_login_failures_client_ip", "client_ip", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64))
+    client_ip: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

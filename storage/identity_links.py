@@ -9,6 +9,7 @@ older one. Without a unionid they stay separate until a manager merges them
 from __future__ import annotations
 
 import logging
+import math
 from datetime import datetime
 
 from sqlalchemy import delete, select, text, update
@@ -17,11 +18,14 @@ from sqlalchemy.orm import Session
 
 from storage.db import insert_ignore
 from storage.models import Base, Customer, CustomerTag, Identity, Membership
+from storage.tag_scores import TagInterest, days_since_epoch
 from storage.wechat import CustomerMerge, UnionId
 
 __all__ = ["MergeError", "link_unionid", "merge_customers", "unionid_of"]
 
 log = logging.getLogger(__name__)
+#: The least score kept for a merged interest row (so its log2 exists), far below any use.
+_TINY = 1e-300
 
 
 class MergeError(ValueError):
@@ -88,12 +92,50 @@ def _customer_columns():
                 yield table, column
 
 
+def _fold_shared_tags(session: Session, into_id: int, from_id: int) -> None:
+    """A tag both customers have: the survivor's row spans both (earliest first seen,
+    latest last seen, latest expiry, no expiry if either has none); the other row goes."""
+    for row in session.scalars(select(CustomerTag).where(CustomerTag.customer_id == from_id)).all():
+        kept = session.get(CustomerTag, (into_id, row.tag_id))
+        if kept is None:
+            continue  # moved with the other customer-id columns below
+        kept.first_seen_at = min(kept.first_seen_at, row.first_seen_at)
+        kept.last_seen_at = max(kept.last_seen_at, row.last_seen_at)
+        if kept.expires_at is None or row.expires_at is None:
+            kept.expires_at = None
+        else:
+            kept.expires_at = max(kept.expires_at, row.expires_at)
+        session.delete(row)
+    session.flush()
+
+
+def _fold_shared_interest(session: Session, into_id: int, from_id: int) -> None:
+    """A tag both customers have an interest score for: add the two scores (each decayed to
+    the later of the two last hits, see storage/tag_scores.py) into the survivor's row."""
+    for row in session.scalars(select(TagInterest).where(TagInterest.customer_id == from_id)).all():
+        kept = session.get(TagInterest, (into_id, row.tag_id))
+        if kept is None:
+            continue  # moved with the other customer-id columns below
+        at = max(kept.last_hit_at, row.last_hit_at)
+        score = kept.score_at(at) + row.score_at(at)
+        # The rate in force at the later hit, as a new hit would (bump_interest).
+        rate = kept.decay_rate if kept.last_hit_at >= row.last_hit_at else row.decay_rate
+        kept.score, kept.decay_rate, kept.last_hit_at = score, rate, at
+        kept.decay_key = math.log2(max(score, _TINY)) + rate * days_since_epoch(at)
+        kept.hits += row.hits
+        kept.first_hit_at = min(kept.first_hit_at, row.first_hit_at)
+        session.delete(row)
+    session.flush()
+
+
 def merge_customers(
     session: Session, into_id: int, from_id: int, *, reason: str, now: datetime
 ) -> Customer:
     """Fold customer ``from_id`` into ``into_id``: identities, tags, history, state, outbox.
 
-    Tags and group memberships both have keep the surviving customer's row. The emptied
+    A tag both have keeps the survivor's row, spanning both (:func:`_fold_shared_tags`); an
+    interest score both have for a tag is added up (:func:`_fold_shared_interest`); group
+    memberships both have keep the surviving customer's row. The emptied
     customer row stays (with no identities) and the merge is recorded.
     """
     if into_id == from_id:
@@ -103,12 +145,8 @@ def merge_customers(
     if into is None or source is None:
         missing = into_id if into is None else from_id
         raise MergeError(f"no customer #{missing}")
-    kept_tags = select(CustomerTag.tag_id).where(CustomerTag.customer_id == into_id)
-    session.execute(
-        delete(CustomerTag).where(
-            CustomerTag.customer_id == from_id, CustomerTag.tag_id.in_(kept_tags)
-        )
-    )
+    _fold_shared_tags(session, into_id, from_id)
+    _fold_shared_interest(session, into_id, from_id)
     kept_groups = select(Membership.group_id).where(Membership.customer_id == into_id)
     session.execute(
         delete(Membership).where(

@@ -15,10 +15,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from zoneinfo import ZoneInfo
 
@@ -42,7 +43,13 @@ from bot.coupons import Redemption, customer_codes, format_code
 from bot.flows import FlowLibrary, load_flows
 from bot.handoff import HandoffError
 from bot.runtime import Runtime
-from bot.staff import authenticate, list_staff
+from bot.staff import (
+    authenticate,
+    clear_login_failures,
+    list_staff,
+    login_blocked_until,
+    record_login_failure,
+)
 from bot.templating import TEMPLATES_DIR, TemplateRenderError
 from bot.web.inbox_live import LiveUpdates
 from storage import repos
@@ -142,14 +149,21 @@ def inbox_routes(
             raise _Refused(HTMLResponse("CSRF token missing or wrong", status_code=403))
         return data
 
-    def page(request: Request, name: str, user: StaffUser | None, status: int = 200, **data):
+    def page(
+        request: Request,
+        name: str,
+        user: StaffUser | None,
+        status: int = 200,
+        headers: dict[str, str] | None = None,
+        **data,
+    ):
         html = _pages.get_template(name).render(
             user=user,
             csrf=csrf_token(request),
             flash=request.session.pop("flash", None),
             **data,
         )
-        return HTMLResponse(html, status_code=status)
+        return HTMLResponse(html, status_code=status, headers=headers)
 
     def guarded(fn):
         async def endpoint(request: Request) -> Response:
@@ -295,12 +309,52 @@ def inbox_routes(
     async def login(request: Request) -> Response:
         data = await form_of(request)
         username, password = data.get("username", "").strip(), data.get("password", "")
+        client_ip = request.client.host if request.client else "unknown"
+        limits = config.handoff
+        window = timedelta(minutes=limits.login_window_minutes)
 
-        def check() -> StaffUser | None:
+        def check() -> StaffUser | datetime | None:
+            """The user, or None for a wrong login, or when to retry if throttled."""
+            now = runtime.clock.now()
             with runtime.db.transaction() as session:
-                return authenticate(session, username, password, runtime.clock.now())
+                blocked = login_blocked_until(
+                    session,
+                    username,
+                    client_ip,
+                    now,
+                    max_failures=limits.login_max_failures,
+                    window=window,
+                )
+                if blocked is not None:  # refused before the password is even looked at
+                    handoff.audit(
+                        session,
+                        username[:64] or "anonymous",
+                        "login_throttled",
+                        now,
+                        username=username[:64],
+                        client_ip=client_ip,
+                        retry_at=blocked.isoformat(),
+                    )
+                    return blocked
+                user = authenticate(session, username, password, now)
+                if user is None:
+                    record_login_failure(session, username, client_ip, now, window=window)
+                else:
+                    clear_login_failures(session, username)
+                return user
 
-        user = await runtime.db.run(check) if username and password else None
+        result = await runtime.db.run(check) if username and password else None
+        if isinstance(result, datetime):
+            wait = max(1, math.ceil((result - runtime.clock.now()).total_seconds()))
+            return page(
+                request,
+                "inbox/login.html",
+                None,
+                status=429,
+                headers={"Retry-After": str(wait)},
+                throttled={"at": local(result), "minutes": math.ceil(wait / 60)},
+            )
+        user = result
         if user is None:
             return page(request, "inbox/login.html", None, status=401, error=True)
         request.session.clear()

@@ -1,4 +1,5 @@
-"""``siyu campaign ...`` and ``siyu report campaign NAME`` (issue 6).
+"""``siyu campaign ...``, ``siyu report campaign NAME`` and ``siyu report scenario NAME``
+(issue 6).
 
 ``siyu campaign new NAME segment=... template=...`` takes the same definition as the chat
 command; ``preview``, ``pilot``, ``launch``, ``pause``, ``evaluate`` and ``stats`` act on a
@@ -26,8 +27,8 @@ def add_parsers(sub, common: argparse.ArgumentParser) -> None:
     camp.add_argument("action", choices=ACTIONS)
     camp.add_argument("name")
     camp.add_argument("definition", nargs=argparse.REMAINDER, help="for new: key=value ...")
-    rep = sub.add_parser("report", parents=[common], help="reports: campaign NAME")
-    rep.add_argument("kind", choices=("campaign",))
+    rep = sub.add_parser("report", parents=[common], help="reports: campaign|scenario NAME")
+    rep.add_argument("kind", choices=("campaign", "scenario"))
     rep.add_argument("name")
     rep.add_argument("--json", action="store_true", help="print JSON")
 
@@ -86,7 +87,9 @@ def cmd_campaign(config: Config, args: argparse.Namespace) -> int:
                     print(f"--- {name} ({variant})\n{text}")
                 return 0
         if args.action == "stats":
-            return cmd_report(config, argparse.Namespace(name=args.name, json=False))
+            return cmd_report(
+                config, argparse.Namespace(kind="campaign", name=args.name, json=False)
+            )
         action = {
             "pilot": manage.start_pilot,
             "launch": manage.launch,
@@ -114,6 +117,8 @@ def cmd_report(config: Config, args: argparse.Namespace) -> int:
     from bot.campaigns.manage import find_campaign
     from storage.db import Database
 
+    if getattr(args, "kind", "campaign") == "scenario":
+        return _report_scenario(config, args)
     db = Database(config.database.url)
     try:
         with db.sessions() as session:
@@ -137,6 +142,46 @@ def cmd_report(config: Config, args: argparse.Namespace) -> int:
                 )
             else:
                 print(format_funnel(campaign, rows))
+    finally:
+        db.close()
+    return 0
+
+
+def _report_scenario(config: Config, args: argparse.Namespace) -> int:
+    """``siyu report scenario NAME [--json]``: the scenario's funnel per local date."""
+    from sqlalchemy import select
+
+    from bot.campaigns.funnel import format_scenario_funnel, scenario_funnel
+    from storage.campaigns import Scenario
+    from storage.db import Database
+
+    db = Database(config.database.url)
+    try:
+        with db.sessions() as session:
+            scenario = session.scalars(
+                select(Scenario).where(Scenario.name == args.name)
+            ).one_or_none()
+            if scenario is None:
+                known = ", ".join(session.scalars(select(Scenario.name).order_by(Scenario.name)))
+                print(
+                    f"siyu: no scenario named {args.name!r} (known: {known or 'none'})",
+                    file=sys.stderr,
+                )
+                return 1
+            rows = scenario_funnel(session, scenario)
+            if args.json:
+                print(
+                    json.dumps(
+                        {
+                            "scenario": scenario.name,
+                            "enabled": scenario.enabled,
+                            "funnel": [r.as_dict() for r in rows],
+                        },
+                        ensure_ascii=False,
+                    )
+                )
+            else:
+                print(format_scenario_funnel(scenario, rows))
     finally:
         db.close()
     return 0

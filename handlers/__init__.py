@@ -121,13 +121,29 @@ def _register_campaigns(router: Router) -> None:
         Handler(
             "campaign_refused",
             manage.refuse,
-            f.command("campaign", "redeem") & ~f.has_role("manager"),
+            f.command("campaign", "redeem", "scenario") & ~f.has_role("manager"),
             group=ANSWERS,
             priority=90,
         )
     )
     router.add(
         Handler("campaign_click", c.tracked_button, c.is_tracked_button, group=ANSWERS, priority=80)
+    )
+    from handlers import scenarios as sc  # scenario funnel: /scenario stats, button clicks
+
+    router.add(
+        Handler(
+            "scenario",
+            sc.scenario_command,
+            f.command("scenario") & f.has_role("manager"),
+            group=ANSWERS,
+            priority=90,
+        )
+    )
+    router.add(
+        Handler(
+            "scenario_click", sc.scenario_button, sc.is_scenario_button, group=ANSWERS, priority=80
+        )
     )
 
 

@@ -10,3 +10,4 @@ from storage import orders, scores, segments, tag_rules  # noqa: F401  (issue 5:
 from storage import tag_scores  # noqa: F401  (issue 5: interest scores per tag)
 from storage import campaigns, coupons  # noqa: F401  (issue 6: scenarios, campaigns, coupons)
 from storage import links  # noqa: F401  (issue 6: tracked links in the funnel)
+from storage import scenario_events  # noqa: F401  (issue 6: scenario funnel clicks)

@@ -264,8 +264,8 @@ class DeliveryWorker:
         with self.db.transaction() as session:
             session.execute(
                 self._mine(session, message).values(
-                    status="sent",
-                    sent_at=self.clock.now(),
+                    status=receipt.status,
+                    sent_at=self.clock.now() if receipt.status == "sent" else None,
                     platform_message_id=receipt.platform_message_id,
                     last_error=None,
                 )

@@ -152,8 +152,10 @@ async def test_later_messages_become_mass_tasks_waiting_for_confirmation(
         assert task.status == "pending_confirmation"
     adapter = siyu.adapter("wecom")
     assert await adapter.poll_mass_tasks() == {task.msgid: "pending_confirmation"}
+    await wait_until(lambda: outbox_rows(sqlite_db)[task.outbox_key][0] == "awaiting_confirm")
     fake_api.mass_status[task.msgid] = 1  # the staff member confirmed; WeCom sent it
     assert await adapter.poll_mass_tasks() == {task.msgid: "sent"}
+    assert outbox_rows(sqlite_db)[task.outbox_key] == ("sent", None, f"mass:{task.msgid}")
 
 
 async def test_customer_group_member_join_is_a_membership(siyu, signer, clock, sqlite_db):
@@ -310,7 +312,7 @@ async def test_a_campaign_is_one_task_per_staff_member_and_groups_go_via_their_o
         statuses = s.scalars(
             select(OutboxMessage.status).where(OutboxMessage.purpose == "campaign")
         ).all()
-    assert statuses == ["sent"] * 7
+    assert statuses == ["awaiting_confirm"] * 7  # handed to WeCom; the staff must confirm
 
     campaign_tasks = [t for t in tasks(sqlite_db) if t.outbox_key.startswith("c")]
     leads = [t for t in campaign_tasks if t.status == "pending_confirmation"]
@@ -324,3 +326,107 @@ async def test_a_campaign_is_one_task_per_staff_member_and_groups_go_via_their_o
     assert polled[zhangsan.msgid] == "sent"
     members = {t.id: t.status for t in tasks(sqlite_db) if t.id in zhangsan.targets["members"]}
     assert set(members.values()) == {"sent"}
+    rows = outbox_rows(sqlite_db)
+    assert {k: rows[k][0] for k in rows if k.startswith("c")} == {
+        "c1:wmA": "sent",
+        "c1:wmB": "sent",
+        "c1:wmC": "sent",
+        "c1:wmD": "awaiting_confirm",
+        "c1:wrGROUP1": "awaiting_confirm",
+        "c1:wrGROUP2": "awaiting_confirm",
+        "c2:wmA": "awaiting_confirm",
+    }
+    assert rows["c1:wmB"][2] == f"mass:{zhangsan.msgid}"
+
+
+def outbox_rows(db) -> dict[str, tuple[str, str | None, str | None]]:
+    """Outbox key → (status, last_error, platform_message_id)."""
+    with db.sessions() as s:
+        return {
+            r.idempotency_key: (r.status, r.last_error, r.platform_message_id)
+            for r in s.scalars(select(OutboxMessage))
+        }
+
+
+async def test_mass_send_outcomes_reach_the_outbox_and_survive_a_restart(
+    wc_config, signer, clock, sqlite_db, fake_api
+):
+    cfg = wc_config.replace(wecom=replace(wc_config.wecom, mass_batch_seconds=0.2))
+    contacts = {"wmA": STAFF, "wmB": STAFF, "wmC": STAFF, "wmD": "lisi"}
+    mass = "externalcontact/add_msg_template"
+    async with RunningSiyu(cfg, sqlite_db, clock, free_port()) as siyu:
+        for ext, staff in contacts.items():
+            event = contact_event(clock, "add_external_contact", ExternalUserID=ext, UserID=staff)
+            assert (await post(siyu, signer, event)).text == "success"
+        await wait_until(lambda: len(fake_api.calls_to(mass)) == 4)  # the welcomes
+        await wait_until(lambda: len(tasks(sqlite_db)) == 4)
+
+        # lisi's task is refused for good: its message fails at once, with the reason
+        fake_api.fail_next(mass, 40058, "invalid parameter")
+        queue_campaign(sqlite_db, clock, ConversationRef("wecom", "wmD", "wmD"), "c1:wmD")
+        siyu.runtime.worker.wake()
+        await wait_until(lambda: outbox_rows(sqlite_db)["c1:wmD"][0] == "failed")
+        assert "40058" in outbox_rows(sqlite_db)["c1:wmD"][1]
+
+        # zhangsan's contacts and a group: handed to WeCom, waiting for confirmation
+        for ext in ("wmA", "wmB", "wmC"):
+            queue_campaign(sqlite_db, clock, ConversationRef("wecom", ext, ext), f"c1:{ext}")
+        queue_campaign(sqlite_db, clock, ConversationRef("wecom", "wrGROUP1", ""), "c1:wrGROUP1")
+        siyu.runtime.worker.wake()
+        await wait_until(lambda: len(fake_api.calls_to(mass)) == 7)
+        waiting = ["c1:wmA", "c1:wmB", "c1:wmC", "c1:wrGROUP1"]
+        await wait_until(
+            lambda: [outbox_rows(sqlite_db)[k][0] for k in waiting] == ["awaiting_confirm"] * 4
+        )
+        polled = await siyu.adapter("wecom").poll_mass_tasks()  # nobody confirmed yet
+        assert set(polled.values()) == {"pending_confirmation"}
+        assert await siyu.runtime.worker.drain_once() == 0  # the worker never claims them
+
+    # a crash/restart while WeCom waits for the staff member: nothing is sent again
+    assert [outbox_rows(sqlite_db)[k][0] for k in waiting] == ["awaiting_confirm"] * 4
+    by_sender = {
+        t.sender: t.msgid for t in tasks(sqlite_db) if t.outbox_key.startswith("c1:") and t.msgid
+    }
+    async with RunningSiyu(cfg, sqlite_db, clock, free_port()) as siyu:
+        await siyu.runtime.worker.drain_once()
+        fake_api.mass_status[by_sender[STAFF]] = {"wmA": 1, "wmB": 3, "wmC": 2}
+        fake_api.mass_status[by_sender["staff-owner"]] = 1
+        polled = await siyu.adapter("wecom").poll_mass_tasks()
+        assert len(fake_api.calls_to(mass)) == 7
+    assert polled[by_sender[STAFF]] == "partly_sent"
+    rows = outbox_rows(sqlite_db)
+    assert rows["c1:wmA"] == ("sent", None, f"mass:{by_sender[STAFF]}")
+    assert rows["c1:wrGROUP1"] == ("sent", None, f"mass:{by_sender['staff-owner']}")
+    assert rows["c1:wmB"][0] == "failed" and "limit" in rows["c1:wmB"][1]
+    assert rows["c1:wmC"][0] == "unreachable" and "not a contact" in rows["c1:wmC"][1]
+    assert rows["c1:wmD"][0] == "failed"
+
+
+def test_messages_awaiting_confirmation_count_for_the_frequency_cap(sqlite_db, clock):
+    from bot import policy
+    from bot.config import MarketingConfig
+    from storage import repos
+
+    cap = MarketingConfig(quiet_hours="00:00-00:00", max_per_window=1, window_hours=24)
+    with sqlite_db.transaction() as s:
+        customer, _ = repos.upsert_customer(
+            s, "wecom", "wmA", display_name="", locale="zh-CN", timezone="UTC", now=clock.now()
+        )
+        to = ConversationRef("wecom", "wmA", "wmA")
+        outbox.enqueue(
+            s,
+            key="c1:wmA",
+            to=to,
+            text=OFFER,
+            purpose="campaign",
+            customer_id=customer.id,
+            now=clock.now(),
+        )
+        s.flush()
+        row = s.scalars(select(OutboxMessage)).one()
+        row.status = "awaiting_confirm"
+        s.flush()
+        assert policy.check(s, customer, clock.now(), cap).reason == "frequency_cap"
+        row.status = "failed"  # a refused task does not use the customer's quota
+        s.flush()
+        assert policy.check(s, customer, clock.now(), cap).allowed

@@ -167,7 +167,9 @@ class FakeWechatApi:
     token_fetches: int = 0
     failures: dict[str, list[dict]] = field(default_factory=dict)
     unionids: dict[str, str] = field(default_factory=dict)
-    mass_status: dict[str, int] = field(default_factory=dict)
+    #: msgid → status of every target (an int), or target → status (a dict)
+    mass_status: dict[str, int | dict[str, int]] = field(default_factory=dict)
+    mass_tasks: dict[str, dict] = field(default_factory=dict)
     revoked_tokens: set[str] = field(default_factory=set)
     token_delay: float = 0.0
 
@@ -226,14 +228,31 @@ class FakeWechatApi:
                 contact["unionid"] = self.unionids[ext]
             return {"errcode": 0, "errmsg": "ok", "external_contact": contact, "follow_user": []}
         if endpoint == "externalcontact/add_msg_template":
+            with self._lock:
+                self.mass_tasks[f"msg-{n}"] = data
             return {"errcode": 0, "errmsg": "ok", "fail_list": [], "msgid": f"msg-{n}"}
         if endpoint == "externalcontact/get_group_msg_result":
-            status = self.mass_status.get(data.get("msgid", ""), 0)
+            msgid = data.get("msgid", "")
+            status = self.mass_status.get(msgid, 0)
+            task = self.mass_tasks.get(msgid)
+            if task is None:
+                targets = [("external_userid", "x")]
+            else:
+                targets = [("external_userid", t) for t in task.get("external_userid") or []]
+                targets += [("chat_id", t) for t in task.get("chat_id_list") or []]
+            detail = [
+                {
+                    field_: target,
+                    "userid": (task or {}).get("sender", "staff"),
+                    "status": status.get(target, 0) if isinstance(status, dict) else status,
+                }
+                for field_, target in targets
+            ]
             return {
                 "errcode": 0,
                 "errmsg": "ok",
-                "check_status": 1 if status else 0,
-                "detail_list": [{"external_userid": "x", "userid": "staff", "status": status}],
+                "check_status": 1 if any(d["status"] for d in detail) else 0,
+                "detail_list": detail,
             }
         if endpoint == "externalcontact/groupchat/get":
             return {

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 __all__ = [
+    "AWAITING_CONFIRMATION",
     "Adapter",
     "Button",
     "DeliveryError",
@@ -45,11 +46,23 @@ class OutboundMessage:
     extra: dict = field(default_factory=dict)
 
 
+#: Outbox status of a message the platform accepted but a person must still confirm (a
+#: WeCom customer mass-send task): the delivery worker never claims it; the adapter settles
+#: it to ``sent`` / ``failed`` / ``unreachable`` when the outcome is known. Counted by the
+#: marketing frequency cap like ``sent`` (it is not in ``bot.policy.NOT_COUNTED``).
+AWAITING_CONFIRMATION = "awaiting_confirm"
+
+
 @dataclass(frozen=True, slots=True)
 class SendReceipt:
-    """The platform's answer to a successful send."""
+    """The platform's answer to a successful send.
+
+    ``status`` is the outbox status to record: ``sent``, or :data:`AWAITING_CONFIRMATION`
+    when the message waits for a person's confirmation before it really goes out.
+    """
 
     platform_message_id: str | None = None
+    status: str = "sent"
 
 
 class DeliveryError(Exception):

@@ -15,9 +15,11 @@ as ``UnknownMessage``, so this adapter reads the decrypted XML itself:
 Outbound: to staff (``app:<userid>``) an app message; to an external contact the welcome
 message while its code is valid, else a customer mass-send task (``add_msg_template``)
 that the staff member must confirm — recorded as ``pending_confirmation`` and polled with
-``get_group_msg_result``; to a customer group a group mass-send task (``chat_id_list``)
-from its owner (``groupchat/get``). Marketing messages (campaigns, follow-ups) are batched
-into one task per staff member and text (bot/adapters/wecom_batch.py).
+``get_group_msg_result`` (its outbox row stays ``awaiting_confirm`` until the outcome is
+known, then becomes ``sent`` / ``failed`` / ``unreachable`` with the reason); to a
+customer group a group mass-send task (``chat_id_list``) from its owner
+(``groupchat/get``). Marketing messages (campaigns, follow-ups) are batched into one task
+per staff member and text (bot/adapters/wecom_batch.py).
 Siyu tags listed in ``corp_tags`` are mirrored to WeCom corp tags with ``mark_tag``: after
 a contact is added, and every ``tag_sync_interval_seconds`` for every change of a contact's
 Siyu tags, whatever made it (:meth:`WecomAdapter.sync_corp_tags`; never inside the router's
@@ -40,6 +42,7 @@ from wechatpy.exceptions import WeChatClientException
 
 from bot.adapters import wecom_batch
 from bot.adapters.base import (
+    AWAITING_CONFIRMATION,
     OutboundMessage,
     PermanentError,
     RecipientUnreachable,
@@ -508,7 +511,7 @@ class WecomAdapter:
             )
         if await self.db.run(self._batched, message, staff, "single"):
             self._schedule_flush()
-            return SendReceipt(f"batch:{staff}")
+            return SendReceipt(None, status=AWAITING_CONFIRMATION)
         template = {
             "chat_type": "single",
             "external_userid": [ext],
@@ -526,7 +529,7 @@ class WecomAdapter:
             raise PermanentError(f"customer group {message.chat_id} has no owner to send from")
         if await self.db.run(self._batched, message, owner, "group"):
             self._schedule_flush()
-            return SendReceipt(f"batch:{owner}")
+            return SendReceipt(None, status=AWAITING_CONFIRMATION)
         template = {
             "chat_type": "group",
             "sender": owner,
@@ -608,7 +611,7 @@ class WecomAdapter:
     ) -> SendReceipt:
         existing = await self.db.run(self._task_of, message.idempotency_key)
         if existing:  # created before a crash: do not create it twice
-            return SendReceipt(f"mass:{existing}")
+            return SendReceipt(f"mass:{existing}", status=AWAITING_CONFIRMATION)
         result = await asyncio.to_thread(
             self.api.call, self.api.external_contact.add_msg_template, template
         )
@@ -616,7 +619,7 @@ class WecomAdapter:
         if result.get("fail_list") and not msgid:
             raise RecipientUnreachable(f"WeCom refused the mass-send for {result['fail_list']}")
         await self.db.run(self._save_task, message, msgid, sender, chat_type, template)
-        return SendReceipt(f"mass:{msgid}")
+        return SendReceipt(f"mass:{msgid}", status=AWAITING_CONFIRMATION)
 
     def _take_welcome_code(self, ext: str) -> tuple[str | None, str | None]:
         """Use the contact's welcome code once (if still valid); also the staff member to send from."""
@@ -756,6 +759,27 @@ class WecomAdapter:
                     update(WecomMassTask)
                     .where(WecomMassTask.id.in_(members))
                     .values(status=status, checked_at=self.clock.now())
+                )
+            if status != "pending_confirmation":
+                per_target = {
+                    str(d.get("external_userid") or d.get("chat_id") or ""): int(d.get("status", 0))
+                    for d in result.get("detail_list", [])
+                }
+                rows = [task]
+                if members:
+                    rows += session.scalars(
+                        select(WecomMassTask).where(WecomMassTask.id.in_(members))
+                    )
+                wecom_batch.settle_outbox(
+                    session,
+                    {
+                        row.outbox_key: wecom_batch.outcome(
+                            status, per_target.get(wecom_batch.target_of(row)), task.sender
+                        )
+                        for row in rows
+                    },
+                    msgid,
+                    self.clock.now(),
                 )
             if status == "not_friend":
                 for ext in (task.targets or {}).get("external_userid", []):

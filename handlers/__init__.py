@@ -82,6 +82,37 @@ def register_handlers(router: Router, config: Config) -> Router:
     return router
 
 
+def _restricted_commands(
+    router: Router,
+    prefix: str,
+    callbacks: dict,
+    allowed: f.Filter,
+    *,
+    refused: str,
+) -> None:
+    """Commands only ``allowed`` actors run (ANSWERS, priority 90); anyone else is refused
+    with a short answer and nothing happens."""
+    for name, callback in callbacks.items():
+        router.add(
+            Handler(
+                f"{prefix}{name}",
+                callback,
+                f.command(name) & allowed,
+                group=ANSWERS,
+                priority=90,
+            )
+        )
+    router.add(
+        Handler(
+            refused,
+            manage.refuse,
+            f.command(*callbacks) & ~allowed,
+            group=ANSWERS,
+            priority=90,
+        )
+    )
+
+
 def _register_relay(router: Router, config: Config) -> None:
     """Issue 3 (handlers/relay.py): only when [telegram] relay_chat_id is set."""
     from bot.relay import relay_enabled
@@ -99,46 +130,21 @@ def _register_campaigns(router: Router) -> None:
     from handlers import campaigns as c
 
     router.add(Handler("consent", c.consent, c.is_consent, group=CONSENT, block=True))
-    router.add(
-        Handler(
-            "campaign",
-            c.campaign_command,
-            f.command("campaign") & f.has_role("manager"),
-            group=ANSWERS,
-            priority=90,
-        )
-    )
-    router.add(
-        Handler(
-            "redeem",
-            c.redeem_command,
-            f.command("redeem") & f.has_role("manager"),
-            group=ANSWERS,
-            priority=90,
-        )
-    )
-    router.add(
-        Handler(
-            "campaign_refused",
-            manage.refuse,
-            f.command("campaign", "redeem", "scenario") & ~f.has_role("manager"),
-            group=ANSWERS,
-            priority=90,
-        )
+    from handlers import scenarios as sc  # scenario funnel: /scenario stats, button clicks
+
+    _restricted_commands(
+        router,
+        "",
+        {
+            "campaign": c.campaign_command,
+            "redeem": c.redeem_command,
+            "scenario": sc.scenario_command,
+        },
+        f.has_role("manager"),
+        refused="campaign_refused",
     )
     router.add(
         Handler("campaign_click", c.tracked_button, c.is_tracked_button, group=ANSWERS, priority=80)
-    )
-    from handlers import scenarios as sc  # scenario funnel: /scenario stats, button clicks
-
-    router.add(
-        Handler(
-            "scenario",
-            sc.scenario_command,
-            f.command("scenario") & f.has_role("manager"),
-            group=ANSWERS,
-            priority=90,
-        )
     )
     router.add(
         Handler(
@@ -150,20 +156,13 @@ def _register_campaigns(router: Router) -> None:
 def _register_customers(router: Router, rules: TaggingRules) -> None:
     """Managers' /segment, /rule and /profile commands (issue 5; handlers/customers.py)."""
     commands = CustomerCommands(rules)
-    for name, callback in (
-        ("segment", commands.segment),
-        ("rule", commands.rule),
-        ("profile", profile),
-    ):
-        router.add(
-            Handler(
-                f"customers_{name}",
-                callback,
-                f.command(name) & f.is_manager,
-                group=ANSWERS,
-                priority=90,
-            )
-        )
+    _restricted_commands(
+        router,
+        "customers_",
+        {"segment": commands.segment, "rule": commands.rule, "profile": profile},
+        f.is_manager,
+        refused="customers_refused",
+    )
 
 
 def _register_manage(router: Router) -> None:
@@ -176,25 +175,7 @@ def _register_manage(router: Router) -> None:
         "tag": manage.tag_member,
         "untag": manage.untag_member,
     }
-    for name, callback in callbacks.items():
-        router.add(
-            Handler(
-                f"manage_{name}",
-                callback,
-                f.command(name) & f.is_manager,
-                group=ANSWERS,
-                priority=90,
-            )
-        )
-    router.add(
-        Handler(
-            "manage_refused",
-            manage.refuse,
-            f.command(*manage.MANAGE_COMMANDS) & ~f.is_manager,
-            group=ANSWERS,
-            priority=90,
-        )
-    )
+    _restricted_commands(router, "manage_", callbacks, f.is_manager, refused="manage_refused")
     router.add(
         Handler(
             "group_welcome",

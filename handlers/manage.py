@@ -24,7 +24,6 @@ from storage.scores import score_of
 
 __all__ = [
     "GROUP_ONLY",
-    "MANAGE_COMMANDS",
     "announce",
     "command_target",
     "group_welcome",
@@ -36,7 +35,6 @@ __all__ = [
     "whois",
 ]
 
-MANAGE_COMMANDS = ("welcome", "announce", "stats", "whois", "tag", "untag")
 GROUP_ONLY = frozenset({"welcome", "announce", "stats"})
 PIN_WORDS = frozenset({"pin", "置顶"})
 MAX_TAG = 64

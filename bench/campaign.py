@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.campaign --backend postgresql --customers 1000000
     .venv/bin/python -m bench.campaign --backend sqlite --customers 1000000
 
-Reports rows/s and peak RSS of Siyu's path (bot.campaigns.manage.launch: chunked keyset
+Reports rows/s and peak RSS of Siyu's path (bot.marketing.campaigns.manage.launch: chunked keyset
 stream, bulk policy, compiled sandboxed template, COPY/executemany into the outbox), and in
 the same run the raw ceiling of the same work: plain Jinja2 render plus a driver-level bulk
 insert (COPY on PostgreSQL, executemany on SQLite) of the same rows into a copy of the
@@ -29,11 +29,11 @@ from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bot.campaigns.manage import Services, create_campaign, launch
-from bot.campaigns.spec import parse_spec
-from bot.clock import FakeClock
-from bot.config import load_config
-from bot.templating import Renderer
+from bot.app.config import load_config
+from bot.core.clock import FakeClock
+from bot.core.templating import Renderer
+from bot.marketing.campaigns.manage import Services, create_campaign, launch
+from bot.marketing.campaigns.spec import parse_spec
 from storage.bulk import sqlite_time
 from storage.db import Database, normalize_url
 

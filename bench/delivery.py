@@ -25,9 +25,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bot.adapters.base import OutboundMessage, SendReceipt
-from bot.clock import SystemClock
-from bot.config import DeliveryConfig
-from bot.delivery import DeliveryWorker
+from bot.app.config import DeliveryConfig
+from bot.core.clock import SystemClock
+from bot.outbox.worker import DeliveryWorker
 from storage.bulk import insert_outbox_rows
 from storage.db import Database
 

@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import create_engine, text
 
-from bot.clock import SystemClock
-from bot.config import KeywordRule, TaggingConfig, load_config
+from bot.app.config import KeywordRule, TaggingConfig, load_config
+from bot.core.clock import SystemClock
 from storage.db import Database
 from tests.support import SandboxHarness
 

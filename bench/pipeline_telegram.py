@@ -31,10 +31,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from pipeline import make_rules, messages, pg_database, run_bare_ptb, summary  # noqa: E402
 
-from bot.adapters.telegram import TelegramAdapter  # noqa: E402
-from bot.clock import SystemClock  # noqa: E402
-from bot.config import TaggingConfig, load_config  # noqa: E402
-from bot.runtime import Runtime  # noqa: E402
+from bot.adapters.telegram.adapter import TelegramAdapter  # noqa: E402
+from bot.app.config import TaggingConfig, load_config  # noqa: E402
+from bot.app.runtime import Runtime  # noqa: E402
+from bot.core.clock import SystemClock  # noqa: E402
 from storage.db import Database  # noqa: E402
 from tests.telegram_fake_api import TOKEN, FakeBotAPI  # noqa: E402
 

@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import create_engine, text
 
-from bot.config import load_config
-from bot.rfm import recompute_scores
+from bot.app.config import load_config
+from bot.customers.rfm import recompute_scores
 from storage.db import Database, normalize_url
 from storage.segments import compile_segment, count_segment
 from storage.tag_scores import days_since_epoch, rate_for

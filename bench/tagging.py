@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bot.config import KeywordRule
+from bot.app.config import KeywordRule
 from handlers.tagging import KeywordMatcher
 
 CJK = [chr(c) for c in range(0x4E00, 0x4E00 + 3000)]

@@ -19,10 +19,10 @@ group    handlers (priority)
 
 from __future__ import annotations
 
-from bot import filters as f
-from bot.config import Config
-from bot.events import EventKind
-from bot.routing import Handler, Router
+from bot.app.config import Config
+from bot.core import filters as f
+from bot.core.events import EventKind
+from bot.core.routing import Handler, Router
 from handlers import manage
 from handlers.basic import help_command, start, unknown_command
 from handlers.customers import CustomerCommands, profile
@@ -115,7 +115,7 @@ def _restricted_commands(
 
 def _register_relay(router: Router, config: Config) -> None:
     """Issue 3 (handlers/relay.py): only when [telegram] relay_chat_id is set."""
-    from bot.relay import relay_enabled
+    from bot.conversations.relay import relay_enabled
     from handlers.relay import in_handoff, mirror_to_relay
 
     if relay_enabled(config):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.context import Context
+from bot.core.context import Context
 
 __all__ = ["help_command", "start", "unknown_command"]
 

@@ -16,15 +16,15 @@ from decimal import Decimal, InvalidOperation
 
 from sqlalchemy import select
 
-from bot.campaigns import manage
-from bot.campaigns.funnel import format_funnel, funnel
-from bot.campaigns.spec import SpecError, parse_spec
-from bot.context import Context
-from bot.coupons import format_code, redeem
-from bot.events import EventKind
-from bot.filters import Filter
-from bot.segment_parser import SegmentError
-from bot.templating import TemplateRenderError
+from bot.core.context import Context
+from bot.core.events import EventKind
+from bot.core.filters import Filter
+from bot.core.templating import TemplateRenderError
+from bot.customers.segment_language import SegmentError
+from bot.marketing.campaigns import manage
+from bot.marketing.campaigns.funnel import format_funnel, funnel
+from bot.marketing.campaigns.spec import SpecError, parse_spec
+from bot.marketing.coupons import format_code, redeem
 from storage.campaigns import Campaign, CampaignEvent, CampaignTarget, ConsentChange
 from storage.db import insert_ignore
 
@@ -145,7 +145,7 @@ def campaign_command(ctx: Context) -> None:
 
 def _new(ctx: Context, rest: str) -> None:
     spec = parse_spec(rest, ctx.config)
-    from bot.templating import Renderer
+    from bot.core.templating import Renderer
 
     renderer = Renderer()
     campaign = manage.create_campaign(
@@ -162,7 +162,7 @@ def _new(ctx: Context, rest: str) -> None:
 class _Actions:
     @staticmethod
     def preview(ctx: Context, campaign: Campaign) -> None:
-        from bot.templating import Renderer
+        from bot.core.templating import Renderer
 
         try:
             result = manage.preview(

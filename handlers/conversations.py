@@ -30,13 +30,13 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from bot import filters as f
-from bot.config import Config, KeywordRule
-from bot.context import Context
-from bot.events import EventKind
-from bot.flows import FlowLibrary, FlowRun, Turn, load_flows
-from bot.handoff import expected_reply, flag
-from bot.templating import Renderer
+from bot.app.config import Config, KeywordRule
+from bot.conversations.flows import FlowLibrary, FlowRun, Turn, load_flows
+from bot.conversations.handoff import expected_reply, flag
+from bot.core import filters as f
+from bot.core.context import Context
+from bot.core.events import EventKind
+from bot.core.templating import Renderer
 from handlers.tagging import KeywordMatcher
 from storage import repos
 from storage.followups import cancel_pending_of

@@ -11,7 +11,7 @@
 
 ``/profile [@<user id>]``                       a member's profile card
 ``/profile <attr> <value> [@<user id>]``        set name, phone, birthday, city, locale or
-                                                timezone (bot/profile_attrs.py); ``-`` clears
+                                                timezone (bot/customers/attributes.py); ``-`` clears
 Like ``/whois``, ``/profile`` acts on the author of the message it answers, or on
 ``@<user id>`` as the last word. The phone is shown in full only in a private chat.
 
@@ -26,9 +26,9 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
-from bot.config import EVENT_TRIGGERS
-from bot.context import Context
-from bot.profile_attrs import (
+from bot.app.config import EVENT_TRIGGERS
+from bot.core.context import Context
+from bot.customers.attributes import (
     ALIASES,
     ATTRIBUTES,
     ProfileConflict,
@@ -37,7 +37,7 @@ from bot.profile_attrs import (
     upsert_profile,
     validate_attributes,
 )
-from bot.segment_parser import SegmentError
+from bot.customers.segment_language import SegmentError
 from handlers.manage import command_target
 from handlers.tagging import TaggingRules
 from storage import repos

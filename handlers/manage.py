@@ -15,9 +15,9 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 
-from bot.context import Context
-from bot.events import ChatType, ConversationRef
-from bot.templating import TemplateRenderError
+from bot.core.context import Context
+from bot.core.events import ChatType, ConversationRef
+from bot.core.templating import TemplateRenderError
 from storage import repos
 from storage.models import Customer, CustomerTag, Group, Identity, Interaction, Membership, Tag
 from storage.scores import score_of

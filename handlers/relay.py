@@ -7,10 +7,10 @@ that flagged the conversation is shown in the topic's opening post instead.
 
 from __future__ import annotations
 
-from bot import filters as f
-from bot.context import Context
-from bot.events import EventKind
-from bot.relay import mirror_customer_message
+from bot.conversations.relay import mirror_customer_message
+from bot.core import filters as f
+from bot.core.context import Context
+from bot.core.events import EventKind
 
 __all__ = ["in_handoff", "mirror_to_relay"]
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from bot.campaigns.funnel import format_scenario_funnel, scenario_funnel
-from bot.context import Context
-from bot.events import EventKind
-from bot.filters import Filter
+from bot.core.context import Context
+from bot.core.events import EventKind
+from bot.core.filters import Filter
+from bot.marketing.campaigns.funnel import format_scenario_funnel, scenario_funnel
 from storage.campaigns import Scenario
 from storage.db import insert_ignore
 from storage.models import OutboxMessage

@@ -33,9 +33,9 @@ import ahocorasick
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from bot.config import Config, KeywordRule
-from bot.context import Context
-from bot.events import ChatType, Event, EventKind
+from bot.app.config import Config, KeywordRule
+from bot.core.context import Context
+from bot.core.events import ChatType, Event, EventKind
 from storage import repos
 from storage.models import Group, Interaction
 from storage.tag_rules import TagRule, active_rules, rules_version

@@ -18,15 +18,15 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bot import outbox
-from bot.campaigns.manage import Services
-from bot.clock import Clock
-from bot.config import Config
-from bot.events import ConversationRef
-from bot.flows import FlowLibrary, FlowRun, load_flows
-from bot.handoff import escalate_overdue
-from bot.policy import check
-from bot.templating import Renderer
+from bot.app.config import Config
+from bot.conversations.flows import FlowLibrary, FlowRun, load_flows
+from bot.conversations.handoff import escalate_overdue
+from bot.core.clock import Clock
+from bot.core.events import ConversationRef
+from bot.core.templating import Renderer
+from bot.marketing.campaigns.manage import Services
+from bot.marketing.policy import check
+from bot.outbox import queue as outbox
 from storage.db import Database
 from storage.followups import FollowUp
 from storage.handoff import HandoffTicket

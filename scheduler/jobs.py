@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from bot.campaigns.manage import Services
+from bot.marketing.campaigns.manage import Services
 
 __all__ = ["bind", "campaigns_due", "conversations_due", "nightly_customers", "scenario_tick"]
 
@@ -31,15 +31,15 @@ def _bound() -> Services:
 
 
 def scenario_tick(scenario_id: int) -> None:
-    """Run one scenario wherever its window is open (bot/scenarios.py)."""
-    from bot.scenarios import tick
+    """Run one scenario wherever its window is open (bot/marketing/scenarios.py)."""
+    from bot.marketing.scenarios import tick
 
     tick(_bound(), scenario_id)
 
 
 def campaigns_due() -> None:
     """Run requested pilots and launches, and judge pilots whose period is over."""
-    from bot.campaigns.manage import run_due
+    from bot.marketing.campaigns.manage import run_due
 
     run_due(_bound())
 
@@ -53,7 +53,7 @@ def conversations_due() -> None:
 
 def nightly_customers() -> None:
     """Recompute RFM scores, lifecycle stages and tiers; purge expired customer tags."""
-    from bot.rfm import recompute_scores
+    from bot.customers.rfm import recompute_scores
     from scheduler.customer_jobs import purge_expired_tags
 
     services = _bound()

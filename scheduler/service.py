@@ -7,7 +7,7 @@ scenario (``scenario:<name>``), ``campaigns:due``, ``conversations:due`` (flow
 follow-ups and handoff SLA escalation), and ``nightly`` (RFM, lifecycle and
 tier recompute plus expired-tag purge at 03:00 in the brand's default time zone). Missed runs are coalesced into one
 and always run (``misfire_grace_time=None``): whether a late run may still send is the
-scenario's own window rule (bot/scenarios.py), which records the rest as missed.
+scenario's own window rule (bot/marketing/scenarios.py), which records the rest as missed.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import select
 
-from bot.campaigns.manage import Services
+from bot.marketing.campaigns.manage import Services
 from scheduler import jobs
 from scheduler.customer_jobs import NIGHTLY_CRON
 from scheduler.lock import SchedulerLock
@@ -73,8 +73,8 @@ class SchedulerService:
             self._stop.wait(self.standby_seconds)
 
     def _lead(self) -> None:
-        from bot.coupons import sync_definitions
-        from bot.scenarios import sync_scenarios
+        from bot.marketing.coupons import sync_definitions
+        from bot.marketing.scenarios import sync_scenarios
 
         services = self.services
         now = services.clock.now()

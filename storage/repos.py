@@ -325,7 +325,7 @@ class CustomerProfile:
     def as_dict(self, *, reveal_phone: bool = False) -> dict:
         """The profile as JSON-able data; the phone is masked unless ``reveal_phone``
         (managers and the operator's CLI only)."""
-        from bot.profile_attrs import format_birthday
+        from bot.customers.attributes import format_birthday
 
         c = self.customer
         s = self.score

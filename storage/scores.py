@@ -1,6 +1,6 @@
 """Per-customer value scores (RFM, lifecycle stage, tier) and the changes others react to.
 
-``customer_scores`` is rewritten by the RFM recompute (bot/rfm.py); a customer without a
+``customer_scores`` is rewritten by the RFM recompute (bot/customers/rfm.py); a customer without a
 row has never ordered: stage ``new``, no tier, no RFM group. ``customer_events`` is an
 append-only log of tier and stage changes; other parts (campaigns, scenarios) read it
 with :func:`events_since` and remember the last id they handled.

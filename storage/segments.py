@@ -1,6 +1,6 @@
 """Segments: saved expressions and their compilation to SQL (language: docs/segments.md).
 
-A parsed expression (bot/segment_parser.py) becomes one SQL ``WHERE`` over ``customers``
+A parsed expression (bot/customers/segment_language.py) becomes one SQL ``WHERE`` over ``customers``
 left-joined to ``customer_scores``; counting and previewing run in the database, so no
 customer is loaded into Python except the few a preview shows. Every compiled condition is
 never NULL (a customer without scores gets the documented defaults), so ``not`` means
@@ -30,8 +30,17 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from bot.config import Config
-from bot.segment_parser import And, Duration, Node, Not, Or, Predicate, SegmentError, parse
+from bot.app.config import Config
+from bot.customers.segment_language import (
+    And,
+    Duration,
+    Node,
+    Not,
+    Or,
+    Predicate,
+    SegmentError,
+    parse,
+)
 from storage.models import (
     Base,
     BigId,

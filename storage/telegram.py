@@ -14,8 +14,8 @@ from datetime import datetime
 from sqlalchemy import BigInteger, String, Text, UniqueConstraint, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from bot.clock import utcnow
-from bot.events import ConversationRef
+from bot.core.clock import utcnow
+from bot.core.events import ConversationRef
 from storage.db import insert_ignore
 from storage.models import Base, BigId, Identity, OutboxMessage
 

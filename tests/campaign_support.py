@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from bot.campaigns.manage import Services
-from bot.clock import Clock
-from bot.config import Config
-from bot.coupons import sync_definitions
-from bot.templating import Renderer
+from bot.app.config import Config
+from bot.core.clock import Clock
+from bot.core.templating import Renderer
+from bot.marketing.campaigns.manage import Services
+from bot.marketing.coupons import sync_definitions
 from storage import repos
 from storage.db import Database
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from bot.clock import FakeClock
-from bot.config import Config, load_config
+from bot.app.config import Config, load_config
+from bot.core.clock import FakeClock
 from storage.db import Database, normalize_url
 
 PG_ADMIN_URL = normalize_url(

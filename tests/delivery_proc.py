@@ -7,9 +7,9 @@ import sys
 
 from sqlalchemy import func, select
 
-from bot.clock import SystemClock
-from bot.config import DeliveryConfig
-from bot.delivery import DeliveryWorker
+from bot.app.config import DeliveryConfig
+from bot.core.clock import SystemClock
+from bot.outbox.worker import DeliveryWorker
 from storage.db import Database
 from storage.models import OutboxMessage
 from tests.fake_platform import FakePlatform

@@ -10,10 +10,10 @@ import time
 
 from apscheduler.events import EVENT_JOB_EXECUTED
 
-from bot.campaigns.manage import Services
-from bot.clock import SystemClock
-from bot.config import ScenarioDef, load_config
-from bot.templating import Renderer
+from bot.app.config import ScenarioDef, load_config
+from bot.core.clock import SystemClock
+from bot.core.templating import Renderer
+from bot.marketing.campaigns.manage import Services
 from scheduler.service import SchedulerService
 from storage.db import Database
 

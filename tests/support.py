@@ -6,10 +6,10 @@ import socket
 import uuid
 from dataclasses import replace
 
-from bot.app import SiyuApp, build
-from bot.clock import Clock
-from bot.config import Config
-from bot.routing import DispatchResult
+from bot.app.assembly import SiyuApp, build
+from bot.app.config import Config
+from bot.core.clock import Clock
+from bot.core.routing import DispatchResult
 from storage.db import Database
 
 

@@ -362,8 +362,8 @@ class TelegramHarness:
     ) -> None:
         from dataclasses import replace
 
-        from bot.adapters.telegram_limits import TelegramRateLimiter
-        from bot.app import build
+        from bot.adapters.telegram.limits import TelegramRateLimiter
+        from bot.app.assembly import build
 
         self.time = FakeTime(clock, settle)
         self.api = FakeBotAPI(now=self.time.now)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from bot.campaigns.manage import Services, run_due
-from bot.coupons import format_code, sync_definitions
+from bot.marketing.campaigns.manage import Services, run_due
+from bot.marketing.coupons import format_code, sync_definitions
 from storage import repos
 from storage.campaigns import Campaign, ConsentChange
 from storage.coupons import CouponCode

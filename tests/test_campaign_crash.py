@@ -14,10 +14,10 @@ import psycopg
 import pytest
 from sqlalchemy import func, select
 
-from bot.campaigns.manage import create_campaign, launch
-from bot.campaigns.spec import parse_spec
-from bot.clock import SystemClock
-from bot.templating import Renderer
+from bot.core.clock import SystemClock
+from bot.core.templating import Renderer
+from bot.marketing.campaigns.manage import create_campaign, launch
+from bot.marketing.campaigns.spec import parse_spec
 from storage.db import Database
 from storage.models import OutboxMessage
 from tests.campaign_support import bulk_customers, services

@@ -7,12 +7,12 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
-from bot.campaigns.funnel import funnel
-from bot.campaigns.manage import create_campaign, run_due, start_pilot
-from bot.campaigns.spec import parse_spec
-from bot.clock import FakeClock
-from bot.coupons import redeem
-from bot.templating import Renderer
+from bot.core.clock import FakeClock
+from bot.core.templating import Renderer
+from bot.marketing.campaigns.funnel import funnel
+from bot.marketing.campaigns.manage import create_campaign, run_due, start_pilot
+from bot.marketing.campaigns.spec import parse_spec
+from bot.marketing.coupons import redeem
 from storage.campaigns import Campaign, CampaignTarget, ConsentChange
 from storage.coupons import CouponCode
 from storage.models import Customer, OutboxMessage
@@ -141,7 +141,7 @@ def test_pilot_without_uplift_stops(db, config):
 def test_rerun_of_a_launch_queues_nothing_twice(db, config):
     clock = FakeClock(datetime(2026, 3, 6, 2, 0, tzinfo=UTC))
     svc, cid = _campaign(db, config, clock, 'again segment="tag:早餐" template=morning_offer')
-    from bot.campaigns.manage import launch, run_push
+    from bot.marketing.campaigns.manage import launch, run_push
 
     first = launch(svc, cid)
     before = _messages(db)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from bot.campaigns.funnel import funnel
-from bot.campaigns.manage import Services, create_campaign, launch
-from bot.campaigns.spec import SpecError, parse_spec
-from bot.coupons import redeem, sync_definitions
+from bot.marketing.campaigns.funnel import funnel
+from bot.marketing.campaigns.manage import Services, create_campaign, launch
+from bot.marketing.campaigns.spec import SpecError, parse_spec
+from bot.marketing.coupons import redeem, sync_definitions
 from storage.campaigns import Campaign, CampaignTarget
 from storage.coupons import CouponCode
 from storage.models import Identity

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import ConfigError, load_config
+from bot.app.config import ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -84,7 +84,7 @@ def test_bad_environment_value_is_reported():
 def test_cli_exits_2_with_one_line_and_no_traceback(tmp_path):
     path = write(tmp_path, "[general]\ntimezone = 'Nowhere/City'\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "--config", str(path), "check-config"],
+        [sys.executable, "-m", "bot.app.cli", "--config", str(path), "check-config"],
         capture_output=True,
         text=True,
         cwd=tmp_path,

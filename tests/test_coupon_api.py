@@ -6,8 +6,8 @@ from dataclasses import replace
 
 from starlette.testclient import TestClient
 
-from bot.app import build
-from bot.coupons import definition, format_code, issue_codes, sync_definitions
+from bot.app.assembly import build
+from bot.marketing.coupons import definition, format_code, issue_codes, sync_definitions
 from tests.campaign_support import make_customer
 
 

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
-from bot.clock import FakeClock
-from bot.coupons import ALPHABET, definition, issue_codes, normalize_code, redeem
+from bot.core.clock import FakeClock
+from bot.marketing.coupons import ALPHABET, definition, issue_codes, normalize_code, redeem
 from storage.coupons import CouponCode
 from storage.db import Database
 from storage.orders import Order

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from bot.clock import SystemClock
+from bot.core.clock import SystemClock
 from storage.db import Database
 from storage.models import OutboxMessage, SandboxMessage
 from tests.support import SandboxHarness, free_port
@@ -26,7 +26,7 @@ from tests.support import SandboxHarness, free_port
 pytestmark = pytest.mark.slow
 
 N = 1500
-SIYU = [sys.executable, "-m", "bot.cli"]
+SIYU = [sys.executable, "-m", "bot.app.cli"]
 
 
 def counts(db: Database) -> tuple[int, dict[str, int]]:

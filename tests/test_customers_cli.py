@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.cli import main
-from bot.rfm import recompute_scores
+from bot.app.cli import main
+from bot.customers.rfm import recompute_scores
 from storage.coupons import CouponCode, CouponDefinition
 from storage.db import Database
 from storage.models import Customer

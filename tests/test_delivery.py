@@ -16,10 +16,10 @@ from bot.adapters.base import (
     SendReceipt,
     TransientError,
 )
-from bot.config import DeliveryConfig
-from bot.delivery import DeliveryWorker
-from bot.events import ConversationRef
-from bot.outbox import Backoff, enqueue
+from bot.app.config import DeliveryConfig
+from bot.core.events import ConversationRef
+from bot.outbox.queue import Backoff, enqueue
+from bot.outbox.worker import DeliveryWorker
 from storage import repos
 from storage.models import Identity, OutboxMessage
 

@@ -7,9 +7,9 @@ import asyncio
 from datetime import UTC, datetime
 
 from bot.adapters.base import OutboundMessage, SendReceipt
-from bot.clock import SystemClock
-from bot.config import DeliveryConfig
-from bot.delivery import DeliveryWorker
+from bot.app.config import DeliveryConfig
+from bot.core.clock import SystemClock
+from bot.outbox.worker import DeliveryWorker
 from storage.bulk import insert_outbox_rows
 
 

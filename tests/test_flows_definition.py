@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.flows import FlowError, load_flows
-from bot.templating import Renderer
+from bot.conversations.flows import FlowError, load_flows
+from bot.core.templating import Renderer
 
 GOOD = """
 name = "mini"

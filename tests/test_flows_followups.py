@@ -9,11 +9,11 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select
 
-from bot import outbox
-from bot.config import MarketingConfig
-from bot.coupons import redeem
-from bot.events import ConversationRef
-from bot.policy import check, quiet_until
+from bot.app.config import MarketingConfig
+from bot.core.events import ConversationRef
+from bot.marketing.coupons import redeem
+from bot.marketing.policy import check, quiet_until
+from bot.outbox import queue as outbox
 from scheduler.followups import send_due_followups
 from storage.followups import FollowUp
 from storage.models import Conversation, Customer
@@ -169,8 +169,8 @@ async def test_the_one_scheduler_runs_followups_and_the_sla(config, sqlite_db, c
     by the process holding the scheduler lock (no per-process loop any more)."""
     import asyncio
 
-    from bot.campaigns.manage import Services
-    from bot.templating import Renderer
+    from bot.core.templating import Renderer
+    from bot.marketing.campaigns.manage import Services
     from scheduler import jobs
     from scheduler.service import SchedulerService
     from storage.handoff import HandoffTicket

@@ -9,9 +9,9 @@ from dataclasses import replace
 import httpx
 import pytest
 
-from bot.app import build
-from bot.clock import SystemClock
-from bot.staff import create_staff
+from bot.app.assembly import build
+from bot.conversations.staff import create_staff
+from bot.core.clock import SystemClock
 from tests.browser import chromium_page
 from tests.support import LiveServer
 

@@ -6,7 +6,7 @@ import asyncio
 
 from sqlalchemy import event, select
 
-from bot import handoff
+from bot.conversations import handoff
 from bot.web.inbox_live import LiveUpdates
 from storage.handoff import HandoffTicket, StaffUser
 from tests.support import SandboxHarness

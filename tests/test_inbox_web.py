@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
-from bot import handoff
-from bot.staff import StaffError, create_staff
+from bot.conversations import handoff
+from bot.conversations.staff import StaffError, create_staff
 from scheduler.followups import escalate_sla
 from storage.handoff import AuditEntry, HandoffTicket, StaffUser
 from storage.models import Conversation, OutboxMessage

@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import func, select
 from starlette.testclient import TestClient
 
-from bot.config import ConfigError, load_config
-from bot.staff import create_staff, login_blocked_until, record_login_failure
+from bot.app.config import ConfigError, load_config
+from bot.conversations.staff import create_staff, login_blocked_until, record_login_failure
 from storage.db import Database
 from storage.handoff import AuditEntry, LoginFailure
 from tests.support import SandboxHarness

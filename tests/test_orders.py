@@ -9,7 +9,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from bot.cli import main
+from bot.app.cli import main
 from storage.db import Database
 from storage.models import Customer, Identity
 from storage.orders import Order

@@ -11,9 +11,9 @@ from datetime import timedelta
 
 from sqlalchemy import func, select
 
-from bot import filters as f
-from bot.config import KeywordRule, TaggingConfig
-from bot.routing import Handler
+from bot.app.config import KeywordRule, TaggingConfig
+from bot.core import filters as f
+from bot.core.routing import Handler
 from storage import repos
 from storage.models import Interaction, OutboxMessage
 from tests.support import SandboxHarness

@@ -12,10 +12,10 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from bot.cli import main
-from bot.clock import FakeClock
-from bot.profile_attrs import ProfileInputError, validate_attributes
-from bot.scenarios import sync_scenarios, tick
+from bot.app.cli import main
+from bot.core.clock import FakeClock
+from bot.customers.attributes import ProfileInputError, validate_attributes
+from bot.marketing.scenarios import sync_scenarios, tick
 from storage.campaigns import Scenario
 from storage.db import Database
 from storage.models import Customer, Identity, OutboxMessage

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from bot.rfm import recompute_scores, refresh_customers
+from bot.customers.rfm import recompute_scores, refresh_customers
 from storage.orders import Order
 from storage.scores import CustomerScore, events_since
 from tests.customers_world import build_world

@@ -7,8 +7,8 @@ from dataclasses import replace
 
 import pytest
 
-from bot.app import build
-from bot.clock import SystemClock
+from bot.app.assembly import build
+from bot.core.clock import SystemClock
 from tests.browser import chromium_page
 from tests.support import LiveServer
 

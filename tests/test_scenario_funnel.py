@@ -9,12 +9,12 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
-from bot.cli import main
-from bot.clock import FakeClock
-from bot.coupons import format_code, sync_definitions
-from bot.events import ConversationRef
-from bot.outbox import enqueue
-from bot.scenarios import sync_scenarios, tick
+from bot.app.cli import main
+from bot.core.clock import FakeClock
+from bot.core.events import ConversationRef
+from bot.marketing.coupons import format_code, sync_definitions
+from bot.marketing.scenarios import sync_scenarios, tick
+from bot.outbox.queue import enqueue
 from storage.campaigns import Scenario
 from storage.coupons import CouponCode
 from tests.campaign_support import make_customer, services

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
-from bot.clock import FakeClock
-from bot.scenarios import sync_scenarios, tick
+from bot.core.clock import FakeClock
+from bot.marketing.scenarios import sync_scenarios, tick
 from storage.campaigns import ScenarioRun
 from storage.models import OutboxMessage
 from tests.campaign_support import make_customer, services

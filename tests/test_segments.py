@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bot.rfm import recompute_scores
-from bot.segment_parser import SegmentError, parse
+from bot.customers.rfm import recompute_scores
+from bot.customers.segment_language import SegmentError, parse
 from storage.segments import (
     count_segment,
     iter_segment_ids,

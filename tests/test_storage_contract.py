@@ -7,8 +7,8 @@ from datetime import timedelta
 
 from sqlalchemy import func, inspect, select
 
-from bot.events import ConversationRef
-from bot.outbox import claim_due, enqueue, release_claims
+from bot.core.events import ConversationRef
+from bot.outbox.queue import claim_due, enqueue, release_claims
 from storage import repos
 from storage.models import Customer, Identity, OutboxMessage
 

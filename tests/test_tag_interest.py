@@ -8,8 +8,8 @@ from datetime import timedelta
 
 import pytest
 
-from bot.config import EventRule, KeywordRule
-from bot.segment_parser import SegmentError, parse
+from bot.app.config import EventRule, KeywordRule
+from bot.customers.segment_language import SegmentError, parse
 from storage.models import Customer
 from storage.repos import add_tag, customer_profile
 from storage.segments import count_segment, preview_segment

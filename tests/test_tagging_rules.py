@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from bot.config import ActivityRule, EventRule, KeywordRule
+from bot.app.config import ActivityRule, EventRule, KeywordRule
 from handlers.tagging import KeywordMatcher, TaggingRules, apply_event_rules
 from scheduler.customer_jobs import purge_expired_tags
 from storage.models import CustomerTag

@@ -9,9 +9,9 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from bot import outbox
 from bot.adapters.base import Button
-from bot.events import ConversationRef
+from bot.core.events import ConversationRef
+from bot.outbox import queue as outbox
 from storage.models import OutboxMessage
 from tests.telegram_fake_api import (
     BOT_ID,
@@ -214,7 +214,7 @@ async def test_long_text_is_split_and_html_escaped_with_keyboard_on_the_last_par
 
 
 async def test_malformed_and_unknown_updates_are_logged_and_skipped(tg, caplog):
-    caplog.set_level(logging.INFO, logger="bot.adapters.telegram")
+    caplog.set_level(logging.INFO, logger="bot.adapters.telegram.adapter")
     tg.api.push({"message": {"text": "no chat, no sender"}})
     tg.api.push({"update_id": 4242, "message": {"message_id": 1, "text": "no chat"}})
     tg.api.push({"update_id": 4243, "some_future_update": {"x": 1}})
@@ -284,8 +284,8 @@ async def test_webhook_checks_the_secret_token(tg_webhook):
 
 
 async def test_a_retried_long_message_never_sends_an_earlier_part_again(tg):
-    from bot.adapters.telegram import TelegramAdapter
-    from bot.adapters.telegram_limits import TelegramRateLimiter
+    from bot.adapters.telegram.adapter import TelegramAdapter
+    from bot.adapters.telegram.limits import TelegramRateLimiter
 
     text = "\n".join(f"第 {n} 段：" + "早餐优惠" * 900 for n in range(4))  # 4 parts
     enqueue(tg, "parts", ALICE, text)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from bot import outbox
-from bot.adapters.telegram_limits import TelegramRateLimiter
-from bot.events import ConversationRef
+from bot.adapters.telegram.limits import TelegramRateLimiter
+from bot.core.events import ConversationRef
+from bot.outbox import queue as outbox
 from tests.telegram_fake_api import FakeTime, TelegramHarness
 
 pytestmark = pytest.mark.filterwarnings("ignore::telegram.warnings.PTBDeprecationWarning")

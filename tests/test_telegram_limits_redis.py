@@ -14,8 +14,8 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from bot.adapters.telegram_limits import TelegramRateLimiter
-from bot.adapters.telegram_limits_redis import RedisRateLimiter
+from bot.adapters.telegram.limits import TelegramRateLimiter
+from bot.adapters.telegram.limits_redis import RedisRateLimiter
 from tests.support import free_port
 from tests.telegram_fake_api import FakeTime
 from tests.test_telegram_limits import max_in_window
@@ -95,7 +95,7 @@ async def test_a_429_pauses_the_chat_for_every_process(shared):
 async def test_without_redis_it_limits_per_process_and_says_so(clock, caplog):
     fake = FakeTime(clock)
     limiter = RedisRateLimiter(f"redis://127.0.0.1:{free_port()}/0", now=fake.now, sleep=fake.sleep)
-    caplog.set_level(logging.WARNING, logger="bot.adapters.telegram_limits_redis")
+    caplog.set_level(logging.WARNING, logger="bot.adapters.telegram.limits_redis")
     try:
         times = await burst(limiter, ["-100"] * 3, is_group=True)
     finally:

@@ -92,8 +92,8 @@ async def test_manager_commands_work_in_the_sandbox_for_configured_managers(
 async def test_whois_shows_the_members_tier_from_their_orders(tg, sqlite_db, clock):
     from datetime import timedelta
 
-    from bot.orders import OrderInput, store_orders
-    from bot.rfm import recompute_scores
+    from bot.customers.orders import OrderInput, store_orders
+    from bot.customers.rfm import recompute_scores
 
     carol = user(CAROL, "Carol")
     first = said(carol, "你好")

@@ -1,7 +1,7 @@
 """The staff relay group: a forum topic per flagged conversation, staff answering from it.
 
 The real adapter over real HTTP against the fake Bot API; staff actions go through
-bot/handoff.py like the web inbox's.
+bot/conversations/handoff.py like the web inbox's.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from bot import handoff
-from bot.staff import create_staff
+from bot.conversations import handoff
+from bot.conversations.staff import create_staff
 from storage.handoff import AuditEntry, HandoffTicket, StaffUser
 from storage.models import Conversation
 from tests.telegram_fake_api import TelegramHarness, message, private_chat, topic_message, user

@@ -11,12 +11,12 @@ import pytest
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
-from bot.app import build
-from bot.campaigns.funnel import funnel
-from bot.campaigns.manage import Services, build_push, create_campaign, launch, preview
-from bot.campaigns.spec import parse_spec
-from bot.config import EventRule, LinksConfig
-from bot.templating import Renderer, TemplateRenderError
+from bot.app.assembly import build
+from bot.app.config import EventRule, LinksConfig
+from bot.core.templating import Renderer, TemplateRenderError
+from bot.marketing.campaigns.funnel import funnel
+from bot.marketing.campaigns.manage import Services, build_push, create_campaign, launch, preview
+from bot.marketing.campaigns.spec import parse_spec
 from storage import repos
 from storage.campaigns import Campaign
 from storage.links import TrackedLink

@@ -10,10 +10,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from bot import outbox
-from bot.adapters.wechat_api import OfficialAccountApi, TokenStore
-from bot.cli import main as cli_main
-from bot.events import ConversationRef
+from bot.adapters.wechat.api import OfficialAccountApi, TokenStore
+from bot.app.cli import main as cli_main
+from bot.core.events import ConversationRef
+from bot.outbox import queue as outbox
 from storage.db import Database
 from storage.models import Identity, OutboxMessage
 from storage.wechat import AccessToken, WechatDelivery
@@ -247,8 +247,8 @@ async def test_same_unionid_is_one_customer_and_managers_can_merge(
 
 SNIPPET = """
 import sys
-from bot.adapters.wechat_api import OfficialAccountApi, TokenStore
-from bot.clock import SystemClock
+from bot.adapters.wechat.api import OfficialAccountApi, TokenStore
+from bot.core.clock import SystemClock
 from storage.db import Database
 db = Database(sys.argv[1])
 api = OfficialAccountApi("wxAPP", "s", TokenStore(db, SystemClock(), 300), sys.argv[2], 5)

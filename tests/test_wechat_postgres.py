@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from bot.adapters.wechat_api import OfficialAccountApi, TokenStore
+from bot.adapters.wechat.api import OfficialAccountApi, TokenStore
 from storage.db import Database
 from storage.identity_links import link_unionid, merge_customers
 from storage.models import Customer, CustomerTag, Identity, Interaction, Membership, Tag

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import select
 from wechatpy.enterprise.crypto import WeChatCrypto as WecomCrypto
 
-from bot import outbox
-from bot.events import ConversationRef
+from bot.core.events import ConversationRef
+from bot.outbox import queue as outbox
 from storage.models import Group, Identity, Membership, OutboxMessage
 from storage.wechat import SourceAttribution, WecomMassTask
 from tests.support import free_port
@@ -403,8 +403,8 @@ async def test_mass_send_outcomes_reach_the_outbox_and_survive_a_restart(
 
 
 def test_messages_awaiting_confirmation_count_for_the_frequency_cap(sqlite_db, clock):
-    from bot import policy
-    from bot.config import MarketingConfig
+    from bot.app.config import MarketingConfig
+    from bot.marketing import policy
     from storage import repos
 
     cap = MarketingConfig(quiet_hours="00:00-00:00", max_per_window=1, window_hours=24)

@@ -297,7 +297,7 @@ class RunningSiyu:
     """A built Siyu served by uvicorn on 127.0.0.1:free port, inside the test's event loop."""
 
     def __init__(self, config, db, clock, port: int) -> None:
-        from bot.app import build
+        from bot.app.assembly import build
 
         self.app = build(config, db=db, clock=clock)
         self.runtime = self.app.runtime

@@ -1,6 +1,6 @@
 """What every channel adapter provides, and the delivery errors it may raise.
 
-An adapter turns platform payloads into :class:`~bot.events.Event` (inbound) and sends
+An adapter turns platform payloads into :class:`~bot.core.events.Event` (inbound) and sends
 :class:`OutboundMessage` rows from the outbox (outbound). It is given the runtime; it is
 not a subclass of it.
 """
@@ -49,7 +49,7 @@ class OutboundMessage:
 #: Outbox status of a message the platform accepted but a person must still confirm (a
 #: WeCom customer mass-send task): the delivery worker never claims it; the adapter settles
 #: it to ``sent`` / ``failed`` / ``unreachable`` when the outcome is known. Counted by the
-#: marketing frequency cap like ``sent`` (it is not in ``bot.policy.NOT_COUNTED``).
+#: marketing frequency cap like ``sent`` (it is not in ``bot.marketing.policy.NOT_COUNTED``).
 AWAITING_CONFIRMATION = "awaiting_confirm"
 
 

@@ -20,9 +20,9 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from bot.adapters.base import OutboundMessage, PermanentError, SendReceipt
-from bot.clock import Clock
-from bot.events import Actor, ChatType, ConversationRef, Event, EventKind, parse_command
-from bot.routing import DispatchResult
+from bot.core.clock import Clock
+from bot.core.events import Actor, ChatType, ConversationRef, Event, EventKind, parse_command
+from bot.core.routing import DispatchResult
 from storage.db import Database
 from storage.models import SandboxMessage
 

@@ -21,8 +21,8 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import BaseRoute, Route
 
 from bot.adapters.sandbox import SandboxAdapter, SandboxInputError
-from bot.runtime import Runtime
-from bot.templating import TEMPLATES_DIR
+from bot.app.runtime import Runtime
+from bot.core.templating import TEMPLATES_DIR
 from storage import repos
 
 __all__ = ["Service", "create_app"]

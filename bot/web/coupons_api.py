@@ -16,8 +16,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
-from bot.coupons import Redemption, format_code, redeem
-from bot.runtime import Runtime
+from bot.app.runtime import Runtime
+from bot.marketing.coupons import Redemption, format_code, redeem
 from bot.web.api import ApiRequestError, error_response, read_json
 from storage import repos
 

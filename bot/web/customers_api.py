@@ -4,7 +4,7 @@ Same key as ``POST /api/orders`` (``Authorization: Bearer <key>`` or ``X-API-Key
 body is one customer object or ``{"customers": [...]}`` (at most MAX_CUSTOMERS). A
 customer object names who it is about with ``"customer": "<channel>:<user id>"`` (or
 ``"channel"`` and ``"user_id"``) and/or ``"phone"``, and carries any of the attributes of
-bot/profile_attrs.py (``name``, ``phone``, ``birthday``, ``city``, ``locale``,
+bot/customers/attributes.py (``name``, ``phone``, ``birthday``, ``city``, ``locale``,
 ``timezone``); ``null`` or ``""`` clears ``name``, ``phone``, ``birthday`` or ``city``.
 
 The customer is found by identity, else by phone, else created (upsert); sending the same
@@ -21,14 +21,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
-from bot.profile_attrs import (
+from bot.app.runtime import Runtime
+from bot.customers.attributes import (
     ProfileConflict,
     ProfileInputError,
     parse_identity,
     upsert_profile,
     validate_attributes,
 )
-from bot.runtime import Runtime
 from bot.web.api import ApiRequestError, error_response, read_json
 
 __all__ = ["MAX_CUSTOMERS", "customers_routes"]

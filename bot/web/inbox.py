@@ -5,8 +5,8 @@ on ``/inbox/stream`` and re-fetch their changing part when the queue or the conv
 changes; one poller per process watches the database for all of them
 (bot/web/inbox_live.py). Sessions are signed cookies (Starlette ``SessionMiddleware``, itsdangerous); every
 form and API POST carries the session's CSRF token; passwords are argon2 hashes
-(bot/staff.py). Staff see the queue and conversations; managers also see ``/inbox/manager``
-(all conversations, manual flag, the audit log). Every action goes through bot/handoff.py,
+(bot/conversations/staff.py). Staff see the queue and conversations; managers also see ``/inbox/manager``
+(all conversations, manual flag, the audit log). Every action goes through bot/conversations/handoff.py,
 which writes the audit log.
 """
 
@@ -38,19 +38,19 @@ from starlette.responses import (
 )
 from starlette.routing import BaseRoute, Route
 
-from bot import handoff
-from bot.coupons import Redemption, customer_codes, format_code
-from bot.flows import FlowLibrary, load_flows
-from bot.handoff import HandoffError
-from bot.runtime import Runtime
-from bot.staff import (
+from bot.app.runtime import Runtime
+from bot.conversations import handoff
+from bot.conversations.flows import FlowLibrary, load_flows
+from bot.conversations.handoff import HandoffError
+from bot.conversations.staff import (
     authenticate,
     clear_login_failures,
     list_staff,
     login_blocked_until,
     record_login_failure,
 )
-from bot.templating import TEMPLATES_DIR, TemplateRenderError
+from bot.core.templating import TEMPLATES_DIR, TemplateRenderError
+from bot.marketing.coupons import Redemption, customer_codes, format_code
 from bot.web.inbox_live import LiveUpdates
 from storage import repos
 from storage.handoff import OPEN_STATUSES, AuditEntry, HandoffTicket, StaffNote, StaffUser

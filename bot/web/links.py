@@ -13,8 +13,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from bot.links import Click, record_click
-from bot.runtime import Runtime
+from bot.app.runtime import Runtime
+from bot.marketing.links import Click, record_click
 
 __all__ = ["link_routes"]
 

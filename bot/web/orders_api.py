@@ -2,7 +2,7 @@
 
 Authenticate with ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. The body is one
 order object or ``{"orders": [...]}`` (at most MAX_ORDERS), with the columns of
-bot/orders.py. Answers: 200 all taken (new or already known: idempotent by order_id);
+bot/customers/orders.py. Answers: 200 all taken (new or already known: idempotent by order_id);
 422 some rejected — each with its index and reason — while the good ones are stored;
 400 not JSON / wrong shape; 401 bad key; 413 too large; 404 while no key is configured.
 """
@@ -15,9 +15,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
-from bot.orders import OrderInputError, RowError, store_orders, validate_order
-from bot.rfm import refresh_customers
-from bot.runtime import Runtime
+from bot.app.runtime import Runtime
+from bot.customers.orders import OrderInputError, RowError, store_orders, validate_order
+from bot.customers.rfm import refresh_customers
 from bot.web.api import ApiRequestError, error_response, read_json
 
 __all__ = ["MAX_ORDERS", "orders_routes"]

@@ -1,6 +1,6 @@
 """login_failures: failed inbox logins, counted to throttle password guessing
 
-One row per failed login (name and client IP); bot/staff.py refuses further attempts for a
+One row per failed login (name and client IP); bot/conversations/staff.py refuses further attempts for a
 name or IP with too many rows inside [handoff] login_window_minutes. A table, not process
 memory, so every Siyu process behind the load balancer shares the count.
 

@@ -1,0 +1,171 @@
+"""Assemble a Siyu process from a config: runtime, channels, HTTP app; and serve it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute
+
+from bot.adapters.sandbox import SandboxAdapter
+from bot.app.config import Config, ConfigError
+from bot.app.runtime import Runtime
+from bot.core.clock import Clock
+from bot.web.app import create_app
+from storage.db import Database
+
+__all__ = ["SiyuApp", "build", "serve"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SiyuApp:
+    """A built process: the runtime, its sandbox (if enabled), the ASGI app and its server."""
+
+    runtime: Runtime
+    sandbox: SandboxAdapter | None
+    asgi: Starlette | None = None
+    server: uvicorn.Server | None = None
+
+    def shutting_down(self) -> bool:
+        """True once the server was told to stop (long-lived streams end then)."""
+        return bool(self.server and self.server.should_exit)
+
+
+def build(config: Config, *, db: Database | None = None, clock: Clock | None = None) -> SiyuApp:
+    """Wire the runtime, its channel adapters and the HTTP app for ``config``."""
+    runtime = Runtime(config, db=db, clock=clock)
+    sandbox = None
+    if config.sandbox.enabled:
+        sandbox = SandboxAdapter(runtime.db, runtime.clock, runtime.handle, config.sandbox.groups)
+        runtime.add_adapter(sandbox)
+    app = SiyuApp(runtime, sandbox)
+    from bot.web.inbox import inbox_middleware
+
+    app.asgi = create_app(
+        runtime,
+        sandbox=sandbox,
+        extra_routes=_channel_routes(runtime, config) + _web_routes(app),
+        shutting_down=app.shutting_down,
+        middleware=inbox_middleware(runtime),
+        services=_scheduler_services(runtime, config),
+    )
+    return app
+
+
+def _channel_routes(runtime: Runtime, config: Config) -> list[BaseRoute]:
+    """Add the platform channels that are configured; return their callback routes."""
+    routes: list[BaseRoute] = []
+    if config.telegram.token:
+        from bot.adapters.telegram.adapter import TelegramAdapter
+        from bot.adapters.telegram.relay import relay_desk
+
+        if config.telegram.mode == "webhook" and not config.telegram.webhook_secret:
+            raise ConfigError(
+                config.source, "telegram.webhook_secret", "required when mode is 'webhook'"
+            )
+        telegram = TelegramAdapter(
+            config.telegram,
+            runtime.db,
+            runtime.clock,
+            runtime.handle,
+            relay=relay_desk(config, runtime),  # staff relay group, if [telegram] relay_chat_id
+        )
+        runtime.add_adapter(telegram)
+        if config.telegram.mode == "webhook":
+            routes += telegram.routes()
+    if config.wechat.app_id:
+        from bot.adapters.wechat.official_account import WechatAdapter
+
+        wechat = WechatAdapter(config.wechat, runtime)
+        runtime.add_adapter(wechat)
+        routes += wechat.routes()
+    if config.wecom.corp_id:
+        from bot.adapters.wechat.wecom import WecomAdapter
+
+        wecom = WecomAdapter(config.wecom, runtime)
+        runtime.add_adapter(wecom)
+        routes += wecom.routes()
+    return routes
+
+
+def _web_routes(app: SiyuApp) -> list[BaseRoute]:
+    """The staff inbox, the APIs (orders, customers, coupons) and tracked-link redirects."""
+    from bot.web.coupons_api import coupon_routes
+    from bot.web.customers_api import customers_routes
+    from bot.web.inbox import inbox_routes
+    from bot.web.links import link_routes
+    from bot.web.orders_api import orders_routes
+
+    runtime = app.runtime
+    return [
+        *inbox_routes(runtime, shutting_down=app.shutting_down),
+        *orders_routes(runtime),
+        *customers_routes(runtime),
+        *coupon_routes(runtime),
+        *link_routes(runtime),
+    ]
+
+
+def _scheduler_services(runtime: Runtime, config: Config) -> list:
+    """The one scheduler (scenarios, campaigns, follow-ups, SLA, nightly jobs), if enabled.
+
+    Every process starts it; only the one holding the scheduler lock runs jobs.
+    """
+    if not config.scenarios.scheduler:
+        return []
+    from bot.marketing.campaigns.manage import Services
+    from scheduler.service import SchedulerService
+
+    services = Services(runtime.db, config, runtime.renderer, runtime.clock)
+    return [SchedulerService(services)]
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, except that a handled SIGTERM/SIGINT ends in a clean exit (code 0).
+
+    uvicorn re-raises the signal after its graceful shutdown, which makes the process die
+    by the signal; Siyu has already stopped cleanly by then.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        original = {
+            sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+
+def serve(app: SiyuApp) -> None:
+    """Serve until SIGTERM/SIGINT; the lifespan stops the runtime cleanly."""
+    web = app.runtime.config.web
+    server = _Server(
+        uvicorn.Config(
+            app.asgi,
+            host=web.host,
+            port=web.port,
+            log_config=None,
+            timeout_graceful_shutdown=3,
+            lifespan="on",
+        )
+    )
+    app.server = server
+    if app.sandbox is not None:
+        log.info("sandbox: open http://%s:%d/", web.host, web.port)
+        print(f"Siyu is running: open http://{web.host}:{web.port}/", flush=True)
+    asyncio.run(server.serve())

@@ -1,0 +1,250 @@
+"""The ``siyu`` command line: run, migrate, customer show."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from bot.app import cli_campaigns, cli_customers
+from bot.app.config import CHANNELS, Config, ConfigError, find_config_path, load_config
+
+__all__ = ["main"]
+
+EXIT_USAGE = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="config file (else $SIYU_CONFIG, else ./config.toml if present, else defaults)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="siyu", description="Siyu (私域): private-domain operations bot"
+    )
+    parser.add_argument("--config", metavar="FILE", default=None, help=argparse.SUPPRESS)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("run", parents=[common], help="migrate, then serve all configured channels")
+    sub.add_parser("migrate", parents=[common], help="apply database migrations")
+    sub.add_parser("check-config", parents=[common], help="validate the configuration and exit")
+    customer = sub.add_parser("customer", parents=[common], help="customer records")
+    csub = customer.add_subparsers(dest="customer_command", required=True, metavar="ACTION")
+    show = csub.add_parser("show", parents=[common], help="a customer's profile")
+    show.add_argument("channel", choices=CHANNELS)
+    show.add_argument("user_id")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    merge = csub.add_parser(  # issue 4: same person on two channels without a shared unionid
+        "merge", parents=[common], help="fold customer B into customer A (ids from 'show')"
+    )
+    merge.add_argument("into_id", type=int, metavar="A")
+    merge.add_argument("from_id", type=int, metavar="B")
+    cli_customers.add_customer_parsers(csub, common)  # issue 5: customer set
+    _staff_parser(sub, common)
+    cli_customers.add_parsers(sub, common)  # issue 5: import, segment, rfm, tags
+    cli_campaigns.add_parsers(sub, common)  # issue 6: campaign, report campaign
+    return parser
+
+
+def _staff_parser(sub, common: argparse.ArgumentParser) -> None:
+    """``siyu staff add NAME --role staff|manager`` (issue 7: the staff inbox)."""
+    staff = sub.add_parser("staff", parents=[common], help="staff inbox accounts")
+    ssub = staff.add_subparsers(dest="staff_command", required=True, metavar="ACTION")
+    add = ssub.add_parser(
+        "add",
+        parents=[common],
+        help="create a staff account (password from $SIYU_STAFF_PASSWORD or a prompt)",
+    )
+    add.add_argument("name")
+    add.add_argument("--role", choices=("staff", "manager"), default="staff")
+    add.add_argument("--display-name", default="")
+    ssub.add_parser("list", parents=[common], help="list staff accounts")
+
+
+def _configure_logging(config: Config) -> None:
+    logging.basicConfig(
+        level=config.logging.level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+
+
+def _load(args: argparse.Namespace) -> Config:
+    return load_config(find_config_path(args.config))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = _load(args)
+    except ConfigError as exc:
+        print(f"siyu: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    _configure_logging(config)
+    handler = {
+        "run": cmd_run,
+        "migrate": cmd_migrate,
+        "check-config": cmd_check,
+        "customer": cmd_customer,
+        **cli_customers.COMMANDS,
+        **cli_campaigns.COMMANDS,
+        "staff": cmd_staff,
+    }
+    return handler[args.command](config, args)
+
+
+def cmd_check(config: Config, args: argparse.Namespace) -> int:
+    print(f"configuration OK ({config.source})")
+    return 0
+
+
+def cmd_migrate(config: Config, args: argparse.Namespace) -> int:
+    from storage.db import Database
+
+    db = Database(config.database.url)
+    db.migrate()
+    print(f"database is up to date ({db.engine.url.render_as_string(hide_password=True)})")
+    db.close()
+    return 0
+
+
+def cmd_run(config: Config, args: argparse.Namespace) -> int:
+    from bot.app.assembly import build, serve
+
+    try:
+        app = build(config)
+    except ConfigError as exc:
+        print(f"siyu: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    app.runtime.db.migrate()
+    serve(app)
+    app.runtime.db.close()
+    return 0
+
+
+def cmd_customer_merge(config: Config, args: argparse.Namespace) -> int:
+    from bot.core.clock import SystemClock
+    from storage.db import Database
+    from storage.identity_links import MergeError, merge_customers
+
+    db = Database(config.database.url)
+    try:
+        with db.transaction() as session:
+            merge_customers(
+                session, args.into_id, args.from_id, reason="manager (CLI)", now=SystemClock().now()
+            )
+    except MergeError as exc:
+        print(f"siyu: cannot merge: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        db.close()
+    print(f"customer #{args.from_id} merged into #{args.into_id}")
+    return 0
+
+
+def cmd_customer(config: Config, args: argparse.Namespace) -> int:
+    if args.customer_command == "merge":
+        return cmd_customer_merge(config, args)
+    if args.customer_command == "set":
+        return cli_customers.cmd_customer_set(config, args)
+    from bot.core.clock import SystemClock
+    from storage.db import Database
+    from storage.repos import customer_profile
+
+    db = Database(config.database.url)
+    try:
+        with db.sessions() as session:
+            profile = customer_profile(session, args.channel, args.user_id, SystemClock().now())
+            if profile is None:
+                print(f"siyu: no customer with {args.channel} id {args.user_id!r}", file=sys.stderr)
+                return 1
+            data = profile.as_dict(reveal_phone=True)  # the operator's own tool
+    finally:
+        db.close()
+    if args.json:
+        print(json.dumps(data, ensure_ascii=False, indent=2))
+    else:
+        print(_format_profile(data))
+    return 0
+
+
+def _format_profile(p: dict) -> str:
+    lines = [
+        f"Customer #{p['id']}  {p['display_name']}  ({p['locale']}, {p['timezone']})",
+        f"  opted out of marketing: {'yes' if p['marketing_opt_out'] else 'no'}",
+        f"  last active: {p['last_active_at'] or '-'}",
+        *cli_customers.profile_lines(p),  # issue 5: attributes, value, orders
+        "Identities:",
+    ]
+    for i in p["identities"]:
+        flag = f"  UNREACHABLE: {i['unreachable_reason']}" if i["unreachable"] else ""
+        lines.append(f"  {i['channel']}:{i['user_id']}  {i['display_name']}{flag}")
+    lines.append("Tags:")
+    for t in p["tags"] or []:
+        expiry = f", expires {t['expires_at']}" if t["expires_at"] else ""
+        lines.append(f"  {t['tag']}  (source {t['source']}, since {t['first_seen_at']}{expiry})")
+    if not p["tags"]:
+        lines.append("  (none)")
+    lines.append("Conversations:")
+    for c in p["conversations"]:
+        lines.append(
+            f"  {c['channel']}:{c['chat_id']}  handoff={c['handoff_status']}"
+            f"  flow={c['flow'] or '-'} step={c['step'] or '-'}  state={json.dumps(c['state'], ensure_ascii=False)}"
+        )
+    lines.append("Recent interactions:")
+    for i in p["interactions"]:
+        err = f"  [error: {i['error']}]" if i["error"] else ""
+        lines.append(f"  {i['at']}  {i['kind']:<8} {i['chat_id']}: {i['text']}{err}")
+    return "\n".join(lines)
+
+
+
+def cmd_staff(config: Config, args: argparse.Namespace) -> int:
+    """Create or list inbox accounts; the password never appears on the command line."""
+    import getpass
+    import os
+
+    from bot.conversations.staff import StaffError, create_staff, list_staff
+    from bot.core.clock import SystemClock
+    from storage.db import Database
+
+    db = Database(config.database.url)
+    try:
+        db.migrate()
+        if args.staff_command == "list":
+            with db.sessions() as session:
+                for user in list_staff(session):
+                    state = "" if user.active else "  (inactive)"
+                    print(f"{user.username}\t{user.role}\t{user.display_name}{state}")
+            return 0
+        password = os.environ.get("SIYU_STAFF_PASSWORD")
+        if password is None:
+            password = getpass.getpass(f"password for {args.name}: ")
+            if getpass.getpass("again: ") != password:
+                print("siyu: the passwords differ", file=sys.stderr)
+                return EXIT_USAGE
+        try:
+            with db.transaction() as session:
+                create_staff(
+                    session,
+                    args.name,
+                    password,
+                    role=args.role,
+                    display_name=args.display_name,
+                    now=SystemClock().now(),
+                )
+        except StaffError as exc:
+            print(f"siyu: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    finally:
+        db.close()
+    print(f"staff account {args.name!r} ({args.role}) created")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""The running bot: storage, router, adapters and the delivery worker, wired together.
+
+Adapters call :meth:`Runtime.handle` with a normalized event; it runs the router in the
+database thread pool under a per-conversation lock and wakes the delivery worker when
+replies were queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import zlib
+
+from bot.adapters.base import Adapter
+from bot.app.config import Config
+from bot.core.clock import Clock, SystemClock
+from bot.core.events import ConversationRef, Event
+from bot.core.routing import DispatchResult, Router
+from bot.core.templating import Renderer
+from bot.outbox.worker import DeliveryWorker
+from handlers import register_handlers
+from storage.db import Database
+
+__all__ = ["Runtime"]
+
+log = logging.getLogger(__name__)
+
+LOCK_STRIPES = 256
+
+
+class Runtime:
+    """Everything one Siyu process runs; adapters are given it, they do not extend it."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        db: Database | None = None,
+        clock: Clock | None = None,
+        renderer: Renderer | None = None,
+    ) -> None:
+        self.config = config
+        self.db = db or Database(config.database.url, echo=config.database.echo)
+        self.clock = clock or SystemClock()
+        self.renderer = renderer or Renderer()
+        self.router = register_handlers(Router(config, self.renderer, self.clock), config)
+        self.adapters: dict[str, Adapter] = {}
+        self.worker = DeliveryWorker(self.db, self.adapters, self.clock, config.delivery)
+        self._locks = [asyncio.Lock() for _ in range(LOCK_STRIPES)]
+        self.started = False
+
+    def add_adapter(self, adapter: Adapter) -> None:
+        if adapter.channel in self.adapters:
+            raise ValueError(f"an adapter for {adapter.channel!r} is already registered")
+        self.adapters[adapter.channel] = adapter
+
+    def _lock(self, ref: ConversationRef) -> asyncio.Lock:
+        return self._locks[zlib.crc32(str(ref).encode()) % LOCK_STRIPES]
+
+    async def handle(self, event: Event) -> DispatchResult:
+        """Route one event (exactly once per platform id) and wake delivery if needed."""
+        async with self._lock(event.ref):
+            result = await self.db.run(self._dispatch, event)
+        if result.duplicate:
+            log.info("event %s (%s) already processed; skipped", event.id, event.dedupe_key)
+        if result.queued:
+            self.worker.wake()
+        return result
+
+    def _dispatch(self, event: Event) -> DispatchResult:
+        with self.db.transaction() as session:
+            return self.router.dispatch(session, event)
+
+    async def start(self) -> None:
+        """Start the adapters and the delivery worker (the schema must be migrated)."""
+        for adapter in self.adapters.values():
+            await adapter.start()
+        self.worker.start()
+        self.started = True
+        log.info("siyu started: channels %s", ", ".join(self.adapters) or "(none)")
+
+    async def stop(self) -> None:
+        """Stop taking events, let in-flight deliveries finish or requeue them, close storage."""
+        if not self.started:
+            return
+        self.started = False
+        for adapter in self.adapters.values():
+            try:
+                await adapter.stop()
+            except Exception:
+                log.exception("adapter %s failed to stop cleanly", adapter.channel)
+        await self.worker.stop()
+        log.info("siyu stopped")

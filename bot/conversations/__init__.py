@@ -1,0 +1,1 @@
+"""Conversations that remember: flows and breakpoints, staff takeover, the relay group."""

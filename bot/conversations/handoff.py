@@ -1,0 +1,465 @@
+"""The staff takeover model: flag, claim, reply, note, transfer, coupon, release, resolve.
+
+One model for every surface (the web inbox now, the Telegram staff relay group later).
+Each function takes the caller's session (one transaction) and the time, and writes an
+:class:`~storage.handoff.AuditEntry` for every staff action. While a conversation's
+``handoff_status`` is ``waiting`` or ``staff`` the router keeps bot handlers silent; on
+release the bot resumes the flow at its breakpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from bot.app.config import Config
+from bot.conversations.flows import FlowLibrary, FlowRun
+from bot.core.events import ConversationRef
+from bot.core.templating import Renderer
+from bot.marketing.coupons import Redemption, ensure_definition, format_code, issue_one, redeem
+from bot.marketing.policy import customer_zone, in_range, parse_range
+from bot.outbox import queue as outbox
+from storage.followups import cancel_pending
+from storage.handoff import OPEN_STATUSES, AuditEntry, HandoffTicket, StaffNote, StaffUser
+from storage.models import Conversation, Customer
+
+__all__ = [
+    "REASON_PRIORITY",
+    "HandoffError",
+    "audit",
+    "claim",
+    "escalate_overdue",
+    "expected_reply",
+    "flag",
+    "issue_coupon",
+    "open_ticket",
+    "redeem_coupon",
+    "release",
+    "reply",
+    "resolve",
+    "subscribe",
+    "transfer",
+]
+
+log = logging.getLogger(__name__)
+
+#: Called as ``observer(session, entry)`` after every audit entry, in its transaction (a
+#: savepoint): how other surfaces (the Telegram relay group) follow the model without this
+#: module knowing them.
+AuditObserver = Callable[[Session, AuditEntry], None]
+_observers: list[AuditObserver] = []
+
+
+def subscribe(observer: AuditObserver) -> Callable[[], None]:
+    """Follow every staff action (see :data:`AuditObserver`); returns the unsubscribe."""
+    _observers.append(observer)
+    return lambda: _observers.remove(observer) if observer in _observers else None
+
+#: Queue priority by reason (higher first); VIP customers get VIP_BONUS on top.
+REASON_PRIORITY = {
+    "complaint": 80,
+    "keyword": 80,
+    "human": 60,
+    "manager": 60,
+    "vip": 50,
+    "misunderstood": 40,
+}
+VIP_BONUS = 20
+STAFF_PREFIX = "STAFF"
+SLA_BONUS = 50
+
+
+class HandoffError(Exception):
+    """A staff action that cannot be done now (not yours, already closed, ...)."""
+
+    def __init__(self, message: str, status: int = 409) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def audit(
+    session: Session,
+    actor: str,
+    action: str,
+    now: datetime,
+    *,
+    ticket: HandoffTicket | None = None,
+    conversation_id: int | None = None,
+    **detail,
+) -> None:
+    entry = AuditEntry(
+        actor=actor,
+        action=action,
+        ticket_id=ticket.id if ticket else None,
+        conversation_id=conversation_id or (ticket.conversation_id if ticket else None),
+        detail=detail,
+        created_at=now,
+    )
+    session.add(entry)
+    for observer in tuple(_observers):
+        try:
+            with session.begin_nested():
+                observer(session, entry)
+        except Exception:  # an observer never undoes the staff action
+            log.exception("handoff: observer %r failed on %s", observer, action)
+
+
+def open_ticket(session: Session, conversation_id: int) -> HandoffTicket | None:
+    return session.scalars(
+        select(HandoffTicket)
+        .where(
+            HandoffTicket.conversation_id == conversation_id,
+            HandoffTicket.status.in_(OPEN_STATUSES),
+        )
+        .order_by(HandoffTicket.id.desc())
+        .limit(1)
+    ).first()
+
+
+def flag(
+    session: Session,
+    conversation: Conversation,
+    *,
+    reason: str,
+    now: datetime,
+    detail: str = "",
+    vip: bool = False,
+    actor: str = "bot",
+) -> tuple[HandoffTicket, bool]:
+    """Put a conversation in the staff queue; (ticket, created). An open ticket is reused."""
+    priority = REASON_PRIORITY.get(reason, 40) + (VIP_BONUS if vip else 0)
+    ticket = open_ticket(session, conversation.id)
+    if ticket is not None:
+        if priority > ticket.priority:
+            ticket.priority, ticket.updated_at = priority, now
+        return ticket, False
+    ticket = HandoffTicket(
+        conversation_id=conversation.id,
+        customer_id=conversation.customer_id,
+        reason=reason,
+        detail=detail[:500],
+        priority=priority,
+        status="waiting",
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(ticket)
+    session.flush()
+    conversation.handoff_status, conversation.handoff_owner = "waiting", None
+    cancel_pending(session, conversation.id, "handoff")
+    audit(session, actor, "flag", now, ticket=ticket, reason=reason, detail=detail[:200])
+    return ticket, True
+
+
+@dataclass(frozen=True)
+class ExpectedReply:
+    """When a person will answer: within minutes in business hours, else when they open."""
+
+    in_hours: bool
+    minutes: int
+    opens: str
+
+
+def expected_reply(config: Config, customer: Customer, now: datetime) -> ExpectedReply:
+    """The expected answer time, business hours read in the brand's time zone."""
+    brand = ZoneInfo(config.general.timezone)
+    start, end = parse_range(config.handoff.business_hours)
+    local = now.astimezone(brand)
+    if in_range(local.time(), start, end):
+        return ExpectedReply(True, config.handoff.expected_minutes, "")
+    day = local.date() if local.time() < start else local.date() + timedelta(days=1)
+    opens = datetime.combine(day, start, tzinfo=brand).astimezone(customer_zone(customer))
+    fmt = "%-m月%-d日 %H:%M" if customer.locale == "zh-CN" else "%b %-d, %H:%M"
+    return ExpectedReply(False, config.handoff.expected_minutes, opens.strftime(fmt))
+
+
+def _ticket(session: Session, ticket_id: int) -> HandoffTicket:
+    ticket = session.get(HandoffTicket, ticket_id)
+    if ticket is None:
+        raise HandoffError(f"no conversation #{ticket_id} in the queue", 404)
+    return ticket
+
+
+def _locked_conversation(session: Session, conversation_id: int) -> Conversation:
+    return session.scalars(
+        select(Conversation).where(Conversation.id == conversation_id).with_for_update()
+    ).one()
+
+
+def _owned(session: Session, ticket_id: int, staff: StaffUser) -> HandoffTicket:
+    ticket = _ticket(session, ticket_id)
+    if ticket.status != "claimed" or ticket.owner != staff.username:
+        raise HandoffError("claim this conversation before acting on it")
+    return ticket
+
+
+def claim(session: Session, ticket_id: int, staff: StaffUser, now: datetime) -> bool:
+    """Claim a waiting conversation: one atomic UPDATE, so exactly one claimer wins."""
+    won = session.execute(
+        update(HandoffTicket)
+        .where(HandoffTicket.id == ticket_id, HandoffTicket.status == "waiting")
+        .values(status="claimed", owner=staff.username, claimed_at=now, updated_at=now)
+    ).rowcount
+    ticket = _ticket(session, ticket_id)
+    if not won:
+        audit(session, staff.username, "claim_refused", now, ticket=ticket, owner=ticket.owner)
+        return False
+    conversation = _locked_conversation(session, ticket.conversation_id)
+    conversation.handoff_status, conversation.handoff_owner = "staff", staff.username
+    audit(session, staff.username, "claim", now, ticket=ticket)
+    return True
+
+
+def _ref(conversation: Conversation) -> ConversationRef:
+    return ConversationRef(conversation.channel, conversation.chat_id, conversation.user_id)
+
+
+def reply(
+    session: Session, ticket_id: int, staff: StaffUser, text: str, nonce: str, now: datetime
+) -> bool:
+    """Queue a staff answer to the customer's own channel; False if it was sent before."""
+    text = text.strip()
+    if not text:
+        raise HandoffError("the reply is empty", 400)
+    if len(text) > 4000:
+        raise HandoffError("the reply is longer than 4000 characters", 400)
+    ticket = _owned(session, ticket_id, staff)
+    conversation = session.get(Conversation, ticket.conversation_id)
+    assert conversation is not None
+    queued = outbox.enqueue(
+        session,
+        key=f"staff:{ticket.id}:{nonce}",
+        to=_ref(conversation),
+        text=text,
+        customer_id=conversation.customer_id,
+        purpose="staff",
+        priority=10,
+        now=now,
+    )
+    if queued:
+        ticket.updated_at = now
+        audit(session, staff.username, "reply", now, ticket=ticket, text=text[:500])
+    return queued
+
+
+def add_note(session: Session, ticket_id: int, staff: StaffUser, text: str, now: datetime) -> None:
+    text = text.strip()
+    if not text:
+        raise HandoffError("the note is empty", 400)
+    ticket = _ticket(session, ticket_id)
+    session.add(
+        StaffNote(
+            conversation_id=ticket.conversation_id, author=staff.username, text=text, created_at=now
+        )
+    )
+    audit(session, staff.username, "note", now, ticket=ticket)
+
+
+def transfer(
+    session: Session, ticket_id: int, staff: StaffUser, to_username: str, now: datetime
+) -> StaffUser:
+    """Give an owned conversation to a colleague (manager: any claimed one)."""
+    ticket = _ticket(session, ticket_id)
+    if ticket.status != "claimed" or (ticket.owner != staff.username and staff.role != "manager"):
+        raise HandoffError("only its owner (or a manager) can transfer this conversation")
+    target = session.scalars(
+        select(StaffUser).where(StaffUser.username == to_username, StaffUser.active.is_(True))
+    ).one_or_none()
+    if target is None:
+        raise HandoffError(f"no active staff member named {to_username!r}", 400)
+    previous = ticket.owner
+    ticket.owner, ticket.updated_at = target.username, now
+    _locked_conversation(session, ticket.conversation_id).handoff_owner = target.username
+    audit(session, staff.username, "transfer", now, ticket=ticket, to=target.username, frm=previous)
+    return target
+
+
+def issue_coupon(
+    session: Session,
+    ticket_id: int,
+    staff: StaffUser,
+    *,
+    coupon: str,
+    nonce: str,
+    now: datetime,
+    config: Config,
+) -> str:
+    """Issue a ``[coupons]`` coupon (code ``STAFF-…``) to the customer; the flow's
+    breakpoint learns it. The same ``nonce`` (a double submit) gives the same code."""
+    item = next((d for d in config.coupons.definitions if d.name == coupon), None)
+    if item is None:
+        raise HandoffError(f"no coupon named {coupon!r} in [coupons]", 400)
+    ticket = _owned(session, ticket_id, staff)
+    conversation = _locked_conversation(session, ticket.conversation_id)
+    definition = ensure_definition(session, item, now)
+    row = issue_one(
+        session,
+        definition,
+        conversation.customer_id,
+        f"staff:{ticket.id}:{nonce}"[:200],
+        now=now,
+        prefix=STAFF_PREFIX,
+        reuse_valid=False,
+    )
+    if row is None:
+        raise HandoffError(
+            f"{definition.title} cannot be issued: out of stock, or the customer already "
+            f"holds {definition.per_customer} of it"
+        )
+    code = format_code(row.code)
+    state = dict(conversation.state or {})
+    flow_state = dict(state.get("flow") or {})
+    flow_state["offer"] = {
+        "code": code,
+        "coupon": definition.name,
+        "title": {"zh-CN": definition.title, "en": definition.title},
+        "expires_at": row.expires_at.isoformat(),
+        "source": f"staff:{staff.username}",
+        "renewed": False,
+    }
+    state["flow"] = flow_state
+    conversation.state = state
+    audit(
+        session, staff.username, "coupon", now,
+        ticket=ticket, code=code, coupon=definition.name, title=definition.title,
+    )  # fmt: skip
+    return code
+
+
+def redeem_coupon(
+    session: Session,
+    staff: StaffUser,
+    raw_code: str,
+    *,
+    now: datetime,
+    config: Config,
+    amount_cents: int | None = None,
+    ticket_id: int | None = None,
+) -> Redemption:
+    """Redeem a code at the web console (atomic, see bot/marketing/coupons.py); audited whatever
+    the outcome. With ``ticket_id`` the code must belong to that conversation's customer."""
+    ticket = _ticket(session, ticket_id) if ticket_id is not None else None
+    result = redeem(
+        session,
+        raw_code,
+        now=now,
+        by=f"staff:{staff.username}",
+        config=config,
+        customer_id=ticket.customer_id if ticket else None,
+        amount_cents=amount_cents,
+    )
+    audit(
+        session, staff.username, "redeem", now,
+        ticket=ticket, code=format_code(result.code) if result.code else raw_code[:40],
+        outcome=result.reason, amount_cents=amount_cents,
+    )  # fmt: skip
+    return result
+
+
+def _close(
+    session: Session, ticket: HandoffTicket, status: str, staff: StaffUser, now: datetime
+) -> Conversation:
+    if ticket.status not in OPEN_STATUSES:
+        raise HandoffError("this conversation is already closed")
+    if ticket.status == "claimed" and ticket.owner != staff.username and staff.role != "manager":
+        raise HandoffError("only its owner (or a manager) can close this conversation")
+    ticket.status, ticket.closed_at, ticket.updated_at = status, now, now
+    conversation = _locked_conversation(session, ticket.conversation_id)
+    conversation.handoff_status, conversation.handoff_owner = "bot", None
+    action = {"released": "release", "resolved": "resolve"}[status]
+    audit(session, staff.username, action, now, ticket=ticket)
+    return conversation
+
+
+def release(
+    session: Session,
+    ticket_id: int,
+    staff: StaffUser,
+    now: datetime,
+    *,
+    renderer: Renderer,
+    library: FlowLibrary,
+    config: Config,
+) -> str | None:
+    """Hand the conversation back to the bot, which resumes its flow at the breakpoint.
+
+    Returns the bot's resume message (queued through the outbox), or None outside a flow.
+    """
+    ticket = _ticket(session, ticket_id)
+    conversation = _close(session, ticket, "released", staff, now)
+    customer = session.get(Customer, conversation.customer_id)
+    assert customer is not None
+    run = FlowRun(
+        session,
+        conversation,
+        customer,
+        library,
+        now,
+        max_misses=config.conversations.misunderstandings_before_handoff,
+    )
+    if run.step is None:
+        return None
+    turn = run.resume("staff_released")
+    texts = []
+    for i, message in enumerate(turn.messages):
+        text, buttons = message.render(renderer, customer.locale, customer)
+        outbox.enqueue(
+            session,
+            key=f"release:{ticket.id}:{i}",
+            to=_ref(conversation),
+            text=text,
+            buttons=buttons,
+            customer_id=customer.id,
+            now=now,
+        )
+        texts.append(text)
+    conversation.last_bot_message = texts[-1] if texts else conversation.last_bot_message
+    return "\n".join(texts) or None
+
+
+def resolve(session: Session, ticket_id: int, staff: StaffUser, now: datetime) -> None:
+    """Close the matter: back to the bot silently; the breakpoint stays for the next contact."""
+    _close(session, _ticket(session, ticket_id), "resolved", staff, now)
+
+
+def manager_flag(
+    session: Session, conversation_id: int, manager: StaffUser, note: str, now: datetime
+) -> HandoffTicket:
+    """A manager puts any conversation in the staff queue."""
+    if manager.role != "manager":
+        raise HandoffError("only managers can flag conversations", 403)
+    conversation = session.get(Conversation, conversation_id)
+    if conversation is None:
+        raise HandoffError(f"no conversation #{conversation_id}", 404)
+    ticket, _created = flag(
+        session, conversation, reason="manager", now=now, detail=note, actor=manager.username
+    )
+    return ticket
+
+
+def escalate_overdue(session: Session, config: Config, now: datetime) -> list[HandoffTicket]:
+    """Escalate conversations waiting unclaimed past the SLA (once each): priority up, audited."""
+    limit = now - timedelta(minutes=config.handoff.sla_minutes)
+    overdue = list(
+        session.scalars(
+            select(HandoffTicket)
+            .where(
+                HandoffTicket.status == "waiting",
+                HandoffTicket.escalated_at.is_(None),
+                HandoffTicket.created_at <= limit,
+            )
+            .with_for_update(skip_locked=True)
+        )
+    )
+    for ticket in overdue:
+        ticket.escalated_at, ticket.updated_at = now, now
+        ticket.priority += SLA_BONUS
+        waited = int((now - ticket.created_at).total_seconds() // 60)
+        audit(session, "system", "sla_escalated", now, ticket=ticket, waited_minutes=waited)
+    return overdue

@@ -1,0 +1,236 @@
+"""The router: middleware in a fixed order, then handlers by group and priority.
+
+One inbound event is one database transaction:
+
+1. inbound dedupe — the platform id is recorded; a retried delivery stops here;
+2. ``customer`` — resolve or create the customer, group membership; record the interaction;
+3. ``role`` — customer, manager (config), group admin (platform);
+4. ``conversation`` — lock the conversation row, load its breakpoint state;
+5. ``handoff`` — a conversation owned by staff silences bot handlers (tagging still runs);
+6. handlers — groups in ascending order; in each group the first matching handler (by
+   priority, highest first) runs inside a savepoint. A handler that raises is logged with
+   the event id and rolled back alone; the event and the other handlers' work are kept.
+   A handler with ``block=True`` (or raising :class:`StopPropagation`) ends the dispatch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from bot.app.config import Config
+from bot.core.clock import Clock
+from bot.core.context import Context
+from bot.core.events import ChatType, Event, EventKind
+from bot.core.filters import Filter
+from bot.core.templating import Renderer
+from storage import repos
+
+__all__ = ["DispatchResult", "Handler", "Router", "StopPropagation"]
+
+log = logging.getLogger(__name__)
+
+#: Events that say the customer left; anything else 1:1 says they can be reached again.
+GONE_KINDS = frozenset({EventKind.UNSUBSCRIBE, EventKind.CONTACT_REMOVED, EventKind.BOT_REMOVED})
+
+#: Handoff statuses in which bot handlers stay silent for the conversation.
+SILENT_STATUSES = frozenset({"waiting", "staff"})
+
+
+class StopPropagation(Exception):
+    """Raised by a handler to end the dispatch after it (its work is kept)."""
+
+
+@dataclass(frozen=True)
+class Handler:
+    """A handler callback with its filter, group, priority and stop rule."""
+
+    name: str
+    callback: Callable[[Context], Any]
+    filter: Filter
+    group: int = 0
+    priority: int = 0
+    block: bool = False
+    during_handoff: bool = False
+
+
+@dataclass
+class DispatchResult:
+    """What happened to one event."""
+
+    event_id: str
+    duplicate: bool = False
+    handlers: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    queued: int = 0
+
+
+class Router:
+    """Routes events through the middleware and handlers; see the module docstring."""
+
+    MIDDLEWARE = ("customer", "role", "conversation", "handoff")
+
+    def __init__(self, config: Config, renderer: Renderer, clock: Clock) -> None:
+        self.config = config
+        self.renderer = renderer
+        self.clock = clock
+        self._handlers: list[Handler] = []
+        self._managers = frozenset(config.roles.managers)
+
+    def add(self, handler: Handler) -> Handler:
+        if any(h.name == handler.name for h in self._handlers):
+            raise ValueError(f"a handler named {handler.name!r} is already registered")
+        self._handlers.append(handler)
+        self._handlers.sort(key=lambda h: (h.group, -h.priority))
+        return handler
+
+    def handler(self, filter: Filter, **options) -> Callable:
+        """Decorator form of :meth:`add`."""
+
+        def register(fn: Callable[[Context], Any]) -> Callable[[Context], Any]:
+            self.add(
+                Handler(
+                    name=options.pop("name", fn.__name__), callback=fn, filter=filter, **options
+                )
+            )
+            return fn
+
+        return register
+
+    @property
+    def handlers(self) -> tuple[Handler, ...]:
+        return tuple(self._handlers)
+
+    # -- dispatch ----------------------------------------------------------------------
+
+    def dispatch(self, session: Session, event: Event) -> DispatchResult:
+        """Process one event inside the caller's transaction."""
+        result = DispatchResult(event_id=event.id)
+        now = self.clock.now()
+        if not repos.claim_inbound(session, event.dedupe_key, event.id, now):
+            result.duplicate = True
+            return result
+        ctx = Context(event, session, self.config, self.renderer, now)
+        for step in self.MIDDLEWARE:
+            getattr(self, f"_mw_{step}")(ctx)
+        session.flush()
+        self._run_handlers(ctx, result)
+        result.queued = len(ctx.queued)
+        return result
+
+    def _mw_customer(self, ctx: Context) -> None:
+        event = ctx.event
+        actor = event.actor
+        customer, identity = repos.upsert_customer(
+            ctx.session,
+            event.ref.channel,
+            actor.user_id,
+            display_name=actor.display_name,
+            locale=actor.locale or self.config.general.locale,
+            timezone=self.config.general.timezone,
+            now=ctx.now,
+            reachable=event.is_private and event.kind not in GONE_KINDS,
+        )
+        ctx.customer, ctx.identity = customer, identity
+        if event.chat_type is ChatType.GROUP:
+            group = repos.ensure_group(
+                ctx.session, event.ref.channel, event.ref.chat_id, event.chat_title
+            )
+            if event.kind is EventKind.BOT_REMOVED:
+                group.active = False
+            elif event.kind is EventKind.BOT_ADDED:
+                group.active = True
+            else:
+                repos.ensure_membership(
+                    ctx.session,
+                    group.id,
+                    customer.id,
+                    ctx.now,
+                    active=event.kind is not EventKind.LEAVE,
+                )
+        ctx.interaction = repos.record_interaction(
+            ctx.session,
+            customer.id,
+            event_id=event.id,
+            channel=event.ref.channel,
+            chat_id=event.ref.chat_id,
+            kind=event.kind.value,
+            text=event.text,
+            payload={"platform_id": event.platform_id, "raw": _jsonable(event.raw)},
+            now=ctx.now,
+        )
+
+    def _mw_role(self, ctx: Context) -> None:
+        event = ctx.event
+        if f"{event.ref.channel}:{event.actor.user_id}" in self._managers:
+            ctx.role = "manager"
+        elif event.actor.is_platform_admin:
+            ctx.role = "group_admin"
+        else:
+            ctx.role = "customer"
+
+    def _mw_conversation(self, ctx: Context) -> None:
+        ref = ctx.event.ref
+        assert ctx.customer is not None
+        ctx.conversation = repos.load_conversation(
+            ctx.session, ref.channel, ref.chat_id, ref.user_id, ctx.customer.id, ctx.now
+        )
+        if ctx.event.text:
+            ctx.conversation.last_customer_message = ctx.event.text
+        ctx.conversation.updated_at = ctx.now
+
+    def _mw_handoff(self, ctx: Context) -> None:
+        assert ctx.conversation is not None
+        ctx.bot_silenced = ctx.conversation.handoff_status in SILENT_STATUSES
+
+    def _run_handlers(self, ctx: Context, result: DispatchResult) -> None:
+        done_groups: set[int] = set()
+        for handler in self._handlers:
+            if handler.group in done_groups:
+                continue
+            if ctx.bot_silenced and not handler.during_handoff:
+                continue
+            try:
+                matched = handler.filter(ctx)
+            except Exception:
+                log.exception("filter of handler %s failed on event %s", handler.name, ctx.event.id)
+                result.errors.append(f"{handler.name}: filter error")
+                continue
+            if not matched:
+                continue
+            done_groups.add(handler.group)
+            ctx.handler = handler
+            stop = handler.block
+            queued_before = len(ctx.queued)
+            try:
+                with ctx.session.begin_nested():
+                    handler.callback(ctx)
+                    ctx.session.flush()
+            except StopPropagation:
+                stop = True
+            except Exception as exc:
+                log.exception("handler %s failed on event %s", handler.name, ctx.event.id)
+                result.errors.append(f"{handler.name}: {type(exc).__name__}: {exc}")
+                del ctx.queued[queued_before:]
+                ctx.interaction.error = "; ".join(result.errors)
+            else:
+                result.handlers.append(handler.name)
+            finally:
+                ctx.handler = None
+            if stop:
+                break
+
+
+def _jsonable(value: Any) -> Any:
+    """The raw payload as JSON-safe data (platform payloads can hold odd types)."""
+    if isinstance(value, dict) or hasattr(value, "items"):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)

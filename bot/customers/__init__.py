@@ -1,0 +1,1 @@
+"""Knowing every customer: attributes, orders, RFM and tiers, segments, imports."""

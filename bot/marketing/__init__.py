@@ -1,0 +1,1 @@
+"""Reaching customers at the right moment: policy, scenarios, campaigns, coupons, tracked links."""

@@ -1,0 +1,174 @@
+"""Parse a manager's campaign definition (command or CLI) into a checked spec.
+
+``NAME segment="tag:早餐 and city:杭州" template=morning_offer coupon=breakfast5
+pilot=5% holdout=5% hours=24 at=09:00 buttons="领券=claim;不感兴趣=no"
+variants="a:morning_offer,b:weekend_trip" priority=10`` — or ``text="{{ customer.name }}…"``
+instead of a template. A variant may carry a weight, ``a:morning_offer:3,b:weekend_trip:1``
+(default 1): customers are split between variants in proportion to their weights. ``at`` is each customer's local ``HH:MM`` or an ISO moment.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass, field
+from datetime import datetime, time
+from zoneinfo import ZoneInfo
+
+from bot.app.config import Config
+from bot.marketing.campaigns.push import Variant
+
+__all__ = ["CampaignSpec", "SpecError", "parse_share", "parse_spec"]
+
+NAME = re.compile(r"^[\w\-]{1,64}$")
+KEYS = (
+    "segment",
+    "template",
+    "text",
+    "coupon",
+    "pilot",
+    "holdout",
+    "hours",
+    "at",
+    "buttons",
+    "variants",
+    "priority",
+)
+
+
+class SpecError(ValueError):
+    """A campaign definition that cannot be taken, and why."""
+
+
+@dataclass(frozen=True)
+class CampaignSpec:
+    """A campaign as the manager defined it (validated syntax; storage checks the rest)."""
+
+    name: str
+    segment: str
+    variants: list[Variant]
+    coupon: str | None = None
+    pilot_share: float | None = None
+    holdout_share: float | None = None
+    pilot_hours: float | None = None
+    send_at: datetime | None = None
+    local_time: time | None = None
+    buttons: list[tuple[str, str]] = field(default_factory=list)
+    priority: int | None = None
+
+
+def parse_share(raw: str, key: str) -> float:
+    """``5%`` or ``0.05`` → 0.05."""
+    try:
+        value = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
+    except ValueError:
+        raise SpecError(f"{key}={raw!r} is not a share (use e.g. 5% or 0.05)") from None
+    if not 0 <= value < 1:
+        raise SpecError(f"{key}={raw!r} must be from 0% to below 100%")
+    return value
+
+
+def parse_spec(text: str, config: Config) -> CampaignSpec:
+    """Parse ``NAME key=value ...``; raises SpecError with what to fix."""
+    try:
+        words = shlex.split(text)
+    except ValueError as exc:
+        raise SpecError(f"cannot read the definition: {exc}") from None
+    if not words:
+        raise SpecError('give a campaign name first, e.g. spring_sale segment="tag:早餐"')
+    name, *rest = words
+    if "=" in name or not NAME.match(name):
+        raise SpecError(f"{name!r} is not a campaign name (letters, digits, _ and -, up to 64)")
+    values: dict[str, str] = {}
+    for word in rest:
+        key, sep, value = word.partition("=")
+        if not sep:
+            raise SpecError(f"{word!r} must be key=value (keys: {', '.join(KEYS)})")
+        if key not in KEYS:
+            raise SpecError(f"unknown key {key!r} (keys: {', '.join(KEYS)})")
+        values[key] = value
+    segment = values.get("segment", "").strip()
+    if not segment:
+        raise SpecError('segment= is required, e.g. segment="tag:早餐" (everyone: opt_out:no)')
+    variants = _variants(values)
+    spec = CampaignSpec(name=name, segment=segment, variants=variants)
+    extra: dict = {}
+    if values.get("coupon"):
+        extra["coupon"] = values["coupon"]
+    if "pilot" in values:
+        extra["pilot_share"] = parse_share(values["pilot"], "pilot")
+    if "holdout" in values:
+        extra["holdout_share"] = parse_share(values["holdout"], "holdout")
+    if "hours" in values:
+        try:
+            extra["pilot_hours"] = float(values["hours"])
+        except ValueError:
+            raise SpecError(f"hours={values['hours']!r} is not a number") from None
+        if extra["pilot_hours"] <= 0:
+            raise SpecError("hours must be more than 0")
+    if "priority" in values:
+        try:
+            extra["priority"] = int(values["priority"])
+        except ValueError:
+            raise SpecError(f"priority={values['priority']!r} is not a whole number") from None
+    if "at" in values:
+        extra.update(_timing(values["at"], config))
+    if "buttons" in values:
+        extra["buttons"] = _buttons(values["buttons"])
+    return CampaignSpec(**(spec.__dict__ | extra))
+
+
+def _variants(values: dict[str, str]) -> list[Variant]:
+    if "variants" in values:
+        if "template" in values or "text" in values:
+            raise SpecError("give variants= or template=/text=, not both")
+        variants = []
+        for item in values["variants"].split(","):
+            vname, sep, rest = item.strip().partition(":")
+            template, _, weight_text = rest.partition(":")
+            if not sep or not NAME.match(vname) or len(vname) > 32 or not template.strip():
+                raise SpecError(f"variant {item!r} must be '<name>:<template>[:<weight>]'")
+            try:
+                weight = float(weight_text) if weight_text.strip() else 1.0
+            except ValueError:
+                weight = -1.0
+            if not 0 < weight < float("inf"):
+                raise SpecError(f"variant {item!r}: the weight must be a positive number")
+            variants.append(Variant(vname, template=template.strip(), weight=weight))
+        if len({v.name for v in variants}) != len(variants):
+            raise SpecError("variant names must differ")
+        return variants
+    if values.get("template") and values.get("text"):
+        raise SpecError("give template= or text=, not both")
+    if values.get("template"):
+        return [Variant("main", template=values["template"])]
+    if values.get("text"):
+        return [Variant("main", text=values["text"])]
+    raise SpecError('give the content: template=<name> or text="..." (or variants=)')
+
+
+def _timing(raw: str, config: Config) -> dict:
+    if re.fullmatch(r"\d{1,2}:\d{2}", raw):
+        try:
+            return {"local_time": time.fromisoformat(raw.zfill(5))}
+        except ValueError:
+            raise SpecError(f"at={raw!r} is not a time of day") from None
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        raise SpecError(
+            f"at={raw!r} must be a local time (09:00) or a moment (2026-03-07T09:00+08:00)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=ZoneInfo(config.general.timezone))
+    return {"send_at": moment}
+
+
+def _buttons(raw: str) -> list[tuple[str, str]]:
+    buttons = []
+    for item in raw.split(";"):
+        label, sep, action = item.partition("=")
+        if not sep or not label.strip() or not re.fullmatch(r"[\w\-]{1,24}", action.strip()):
+            raise SpecError(f"button {item!r} must be '<label>=<action>' (action: a short word)")
+        buttons.append((label.strip(), action.strip()))
+    return buttons

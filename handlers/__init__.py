@@ -12,7 +12,7 @@ group    handlers (priority)
 5 *      customer_returned: a customer's message cancels pending follow-ups
 10       answers: flag_for_staff (200), start/help/welcome_follower (100), managers'
          commands and /campaign /redeem /segment /rule /profile (90), campaign_click (80),
-         survey_comment (75), survey_answer (70), my_invites (65), flow_start (60), flow_answer (50), group_welcome (50), flag_vip (-50),
+         survey_comment* (75), survey_answer (70), my_invites (65), flow_start (60), flow_answer (50), group_welcome (50), flag_vip (-50),
          unknown_command (-100), not_understood (-1000)
 20 *     relay_mirror: mirror handed-off conversations to the Telegram relay group
 =======  ============================================================================
@@ -98,8 +98,17 @@ def _register_measures(router: Router) -> None:
             during_handoff=True,
         )
     )
+    router.add(
+        Handler(
+            "survey_comment",
+            m.survey_comment,
+            m.comment_pending,
+            group=ANSWERS,
+            priority=75,
+            during_handoff=True,
+        )
+    )
     for name, callback, filter, priority in (
-        ("survey_comment", m.survey_comment, m.comment_pending, 75),
         ("survey_answer", m.survey_answer, m.is_survey_answer, 70),
         ("my_invites", m.my_invites, m.asks_invites, 65),
     ):

@@ -1,6 +1,6 @@
 """Surveys, invites and referral attribution: the customer-facing side of the measures.
 
-- ``survey_answer``: a press of a survey button (``sv:<survey>:<score>:<source>``), or a
+- ``survey_answer``: a press of a survey button (``sv:<survey>:<source>:<score>``), or a
   typed score right after a survey question, records the score; the "why?" follow-up takes
   the next message as the comment (``survey_comment``).
 - ``my_invites``: "我的邀请" / "my invites" / ``/invite`` answer with the customer's code,
@@ -37,14 +37,13 @@ COMMENT_KEY = "survey_comment"
 
 
 def _button_answer(ctx: Context) -> tuple[str, int, str] | None:
-    data = ctx.event.button_data or ""
-    if ctx.event.kind is not EventKind.BUTTON or not data.startswith(surveys.BUTTON_PREFIX + ":"):
+    if ctx.event.kind is not EventKind.BUTTON:
         return None
-    try:
-        _, name, score, source = data.split(":", 3)
-        return name, int(score), source
-    except ValueError:
+    parsed = surveys.parse_button(ctx.event.button_data or "")
+    if parsed is None:
         return None
+    name, source, score = parsed
+    return name, score, source
 
 
 def _typed_answer(ctx: Context) -> tuple[str, int, str] | None:
@@ -119,11 +118,14 @@ comment_pending = Filter(_comment_pending, "survey_comment_pending")
 
 
 def survey_comment(ctx: Context) -> None:
-    """The customer's "why?": stored with their score, then thanks."""
+    """The customer's "why?": stored with their score, then thanks — also after a low score
+    put the conversation in the staff queue (the thanks says a person will contact them)."""
     pending = ctx.state.pop(COMMENT_KEY)
     ctx.save_state()
     surveys.record_comment(ctx.session, int(pending["id"]), ctx.event.text)
-    ctx.reply("survey_thanks", flagged=bool(pending.get("flagged")))
+    owned = ctx.conversation is not None and ctx.conversation.handoff_status == "staff"
+    if not owned:  # staff who took the conversation over answer it themselves
+        ctx.reply("survey_thanks", flagged=bool(pending.get("flagged")))
 
 
 asks_invites = Filter(

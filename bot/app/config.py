@@ -489,6 +489,9 @@ class ScenarioDef:
     quiet_hours: bool = True
     priority: int = 5
     enabled: bool = True
+    #: a satisfaction survey (a name in [[surveys.definitions]]): the push asks its question
+    #: with the score buttons instead of ``template``
+    survey: str = ""
 
 
 _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")

@@ -1,7 +1,7 @@
 """Satisfaction surveys in chat: NPS (0-10) or CSAT (1-5), then an optional "why?".
 
 A survey question is one outbox message with the scale as buttons (data
-``sv:<survey>:<score>:<source>``); it is sent to a segment (``siyu survey send``), by a
+``sv:<survey>:<source>:<score>``); it is sent to a segment (``siyu survey send``), by a
 campaign or scenario that uses the survey's question, N days after each order
 (``after_order_days``), or after a resolved handoff. Marketing sends obey the one policy
 (opt-out, frequency cap, quiet hours). The customer answers by pressing a button or by
@@ -37,12 +37,15 @@ __all__ = [
     "SurveyError",
     "SurveyResults",
     "format_results",
+    "parse_button",
     "parse_score",
     "pending_question",
     "question",
+    "question_template",
     "record_comment",
     "record_score",
     "results",
+    "scale_buttons",
     "send",
     "survey_def",
 ]
@@ -69,10 +72,32 @@ def question(
     renderer: Renderer, survey: SurveyDef, customer: Customer, source: str
 ) -> tuple[str, list[Button]]:
     """The question's text in the customer's locale and its score buttons."""
+    text = renderer.render(question_template(survey), customer.locale, customer=customer)
+    prefix = f"{BUTTON_PREFIX}:{survey.name}:{source}"
+    return text, [Button(label, f"{prefix}:{score}") for label, score in scale_buttons(survey)]
+
+
+def question_template(survey: SurveyDef) -> str:
+    """The message template that asks ``survey``'s question."""
+    return f"survey_question_{survey.kind}"
+
+
+def scale_buttons(survey: SurveyDef) -> list[tuple[str, str]]:
+    """(label, score) for every point of the survey's scale."""
     low, high = SCALES[survey.kind]
-    text = renderer.render(f"survey_question_{survey.kind}", customer.locale, customer=customer)
-    data = f"{BUTTON_PREFIX}:{survey.name}:{{}}:{source}"
-    return text, [Button(str(n), data.format(n)) for n in range(low, high + 1)]
+    return [(str(n), str(n)) for n in range(low, high + 1)]
+
+
+def parse_button(data: str) -> tuple[str, str, int] | None:
+    """``sv:<survey>:<source…>:<score>`` → (survey, source, score); None if not one.
+
+    The source may itself contain colons (a scenario push's buttons read
+    ``sv:nps:scenario:<name>:<variant>:<score>``).
+    """
+    parts = (data or "").split(":")
+    if len(parts) < 4 or parts[0] != BUTTON_PREFIX or not parts[-1].isdigit():
+        return None
+    return parts[1], ":".join(parts[2:-1]), int(parts[-1])
 
 
 def send(
@@ -137,32 +162,34 @@ class Pending:
 def pending_question(
     session: Session, config: Config, customer_id: int, now: datetime
 ) -> Pending | None:
-    """The newest survey question sent to the customer within ``answer_hours`` that has no
-    answer yet (what a typed number answers)."""
+    """The survey question among the customer's last few messages (within
+    ``answer_hours``) that has no answer yet: what a typed number answers."""
     since = now - timedelta(hours=config.surveys.answer_hours)
-    key = session.scalar(
-        select(OutboxMessage.idempotency_key)
+    payloads = session.scalars(
+        select(OutboxMessage.payload)
         .where(
             OutboxMessage.customer_id == customer_id,
-            OutboxMessage.idempotency_key.like(f"{KEY_PREFIX}:%"),
             OutboxMessage.created_at > since,
             OutboxMessage.status.in_(("sent", "pending", "sending")),
         )
         .order_by(OutboxMessage.id.desc())
-        .limit(1)
+        .limit(5)
     )
-    if key is None:
-        return None
-    _, name, rest = key.split(":", 2)
-    source = rest.rsplit(":", 1)[0]
-    answered = session.scalar(
-        select(SurveyResponse.id).where(
-            SurveyResponse.survey == name,
-            SurveyResponse.customer_id == customer_id,
-            SurveyResponse.source == source,
+    for payload in payloads:
+        buttons = (payload or {}).get("buttons") or []
+        parsed = parse_button(buttons[0].get("data", "")) if buttons else None
+        if parsed is None:
+            continue
+        name, source, _ = parsed
+        answered = session.scalar(
+            select(SurveyResponse.id).where(
+                SurveyResponse.survey == name,
+                SurveyResponse.customer_id == customer_id,
+                SurveyResponse.source == source,
+            )
         )
-    )
-    return None if answered else Pending(name, source)
+        return None if answered else Pending(name, source)
+    return None
 
 
 def record_score(

@@ -160,7 +160,7 @@ def my_invites(ctx: Context) -> None:
 def _invite_code(ctx: Context) -> str | None:
     event = ctx.event
     if event.kind in (EventKind.SUBSCRIBE, EventKind.CONTACT_ADDED):
-        value = str(event.raw.get("scene") or event.raw.get("state") or "")
+        value = event.button_data or ""  # the QR scene (OA) or the contact-way State (WeCom)
     elif event.kind is EventKind.COMMAND and event.command == "start" and event.args:
         value = event.args[0]
     else:

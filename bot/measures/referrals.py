@@ -187,6 +187,16 @@ def _settle(
             _reward(session, config, renderer, referral, rule, side, now)
 
 
+def _coupon(session: Session, config: Config, name: str, now: datetime):
+    """The coupon definition a rule gives, stored from ``[coupons]`` if not yet."""
+    found = coupons.definition(session, name)
+    if found is None:
+        item = next((d for d in config.coupons.definitions if d.name == name), None)
+        if item is not None:
+            found = coupons.ensure_definition(session, item, now)
+    return found
+
+
 def _capped(session: Session, config: Config, referrer_id: int, now: datetime) -> bool:
     since = now - timedelta(days=config.referrals.cap_period_days)
     given = session.scalar(
@@ -225,7 +235,7 @@ def _reward(
     if side == "referrer" and _capped(session, config, customer_id, now):
         status = "capped"
     else:
-        definition = coupons.definition(session, rule.coupon)
+        definition = _coupon(session, config, rule.coupon, now)
         issued = (
             coupons.issue_one(
                 session,

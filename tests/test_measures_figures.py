@@ -176,3 +176,24 @@ def test_siyu_report_prints_figures_and_json(tmp_path, config, sqlite_db):
     assert "Retention by first-order month" in english.stdout and "2026-04" in english.stdout
     bad = run("loyalty", "--from", "2026-05-01", "--to", "2026-03-01")
     assert bad.returncode == 2 and "must be after" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    "toml,key",
+    [
+        ('[[scenarios.definitions]]\nname = "q"\ntemplate = "x"\nsurvey = "nope"\n',
+         "scenarios.definitions[0].survey"),
+        ('[[referrals.rules]]\nname = "r"\ncoupon = "nope"\n', "referrals.rules[0].coupon"),
+        ('[[surveys.definitions]]\nname = "s"\nkind = "stars"\n', "surveys.definitions[0].kind"),
+        ('[[referrals.rules]]\nname = "r"\ncoupon = "referral10"\nwhen = "later"\n',
+         "referrals.rules[0].when"),
+    ],
+)  # fmt: skip
+def test_config_names_a_missing_survey_or_coupon(tmp_path, toml, key):
+    from bot.app.config import ConfigError, load_config
+
+    path = tmp_path / "siyu.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    assert key in str(caught.value)

@@ -722,6 +722,21 @@ class Config:
         """A copy with some sections replaced (for tests and the CLI)."""
         return dataclasses.replace(self, **sections)
 
+    def problems(self) -> typing.Iterator[tuple[str, str]]:
+        """Checks across sections: a name that refers to another section exists there."""
+        surveys = [d.name for d in self.surveys.definitions]
+        for i, item in enumerate(self.scenarios.definitions):
+            if item.survey and item.survey not in surveys:
+                yield f"scenarios.definitions[{i}].survey", (
+                    f"no survey named {item.survey!r} (known: {', '.join(surveys) or 'none'})"
+                )
+        coupons = [d.name for d in self.coupons.definitions]
+        for i, rule in enumerate(self.referrals.rules):
+            if rule.coupon not in coupons:
+                yield f"referrals.rules[{i}].coupon", (
+                    f"no coupon named {rule.coupon!r} in [coupons] (known: {', '.join(coupons)})"
+                )
+
 
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
 

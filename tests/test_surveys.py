@@ -167,3 +167,43 @@ async def test_siyu_survey_send_and_report(tmp_path, config, sqlite_db):
     assert "1 answers, CSAT 100.0%" in report.stdout
     unknown = siyu("survey", "send", "nosuch", "--segment", "channel:sandbox")
     assert unknown.returncode == 2 and "no survey named 'nosuch'" in unknown.stderr
+
+
+async def test_survey_after_an_order_is_sent_once_after_the_delay(config, sqlite_db):
+    from zoneinfo import ZoneInfo
+
+    from bot.app.config import SurveyDef, SurveysConfig
+    from bot.core.templating import Renderer
+    from bot.customers.orders import store_orders, validate_order
+    from bot.measures.due import run_due
+
+    config = config.replace(
+        surveys=SurveysConfig(definitions=[SurveyDef("csat", "csat", after_order_days=3)]),
+        marketing=replace(config.marketing, quiet_hours="00:00-00:00"),
+    )
+    clock = FakeClock(START)
+    h = SandboxHarness(config, sqlite_db, clock)
+    await h.say("gina", "hi")
+    await h.deliver()
+    order = validate_order(
+        {"order_id": "A-1", "customer": "sandbox:gina", "amount": "30", "time": START.isoformat()},
+        tz=ZoneInfo("Asia/Shanghai"), now=START, default_currency="CNY",
+    )  # fmt: skip
+    with sqlite_db.transaction() as s:
+        store_orders(s, [(1, order)], source="test", now=START)
+
+    def due():
+        with sqlite_db.transaction() as s:
+            return run_due(s, config=config, renderer=Renderer(), now=clock.now()).surveys
+
+    clock.advance(2 * 24 * 3600)
+    assert due() == {}  # two days: not yet
+    clock.advance(24 * 3600 + 60)
+    assert due() == {"queued": 1}
+    assert due() == {"duplicate": 1}  # the next run queues nothing twice
+    await h.deliver()
+    question = await last_message(h, "gina")
+    assert "满意" in question["text"] and len(question["buttons"]) == 5
+    assert surveys.parse_button(question["buttons"][0]["data"]) == ("csat", "order:A-1", 1)
+    clock.advance(3 * 24 * 3600)
+    assert due() == {}  # past the catch-up window the order is not surveyed again

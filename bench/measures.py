@@ -106,14 +106,17 @@ def timed(label: str, fn) -> float:
     return elapsed
 
 
-def run(url: str, n: int, m: int, seed: int) -> dict[str, float]:
+def run(url: str, n: int, m: int, seed: int, *, reuse: bool = False) -> dict[str, float]:
     config = load_config(None, environ={})
     db = Database(url)
     db.migrate()
-    print(f"{db.engine.dialect.name}: {n:,} customers, {m:,} orders")
-    print(f"  base load {load(db, n, m, seed):.1f} s; extras {load_extra(db, n, seed):.1f} s")
-    with db.transaction() as session:
-        recompute_scores(session, config, NOW)
+    if reuse:
+        print(f"{db.engine.dialect.name}: reusing the loaded database {url}")
+    else:
+        print(f"{db.engine.dialect.name}: {n:,} customers, {m:,} orders")
+        print(f"  base load {load(db, n, m, seed):.1f} s; extras {load_extra(db, n, seed):.1f} s")
+        with db.transaction() as session:
+            recompute_scores(session, config, NOW)
     zone = config.general.timezone
     last90 = parse_period("2026-03-03", "2026-06-01", zone=zone, now=NOW, default_days=90)
     year = parse_period("2025-06-01", "2026-06-01", zone=zone, now=NOW, default_days=365)
@@ -147,7 +150,13 @@ def main() -> int:
     parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="postgresql")
     parser.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--keep", action="store_true", help="keep the loaded database")
+    parser.add_argument("--reuse", metavar="URL", help="time the reports on a kept database")
     args = parser.parse_args()
+    if args.reuse:
+        run(args.reuse, 0, 0, args.seed, reuse=True)
+        print(f"peak RSS of this process: {peak_rss_mb():.0f} MB")
+        return 0
     if args.customers < 2 or args.orders < 0:
         parser.error("--customers must be ≥ 2 and --orders ≥ 0")
     if args.backend == "sqlite":
@@ -156,20 +165,26 @@ def main() -> int:
         try:
             run(f"sqlite:///{path}", args.customers, args.orders, args.seed)
         finally:
-            for suffix in ("", "-wal", "-shm"):
+            for suffix in ("", "-wal", "-shm") if not args.keep else ():
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
+        if args.keep:
+            print(f"kept: --reuse sqlite:///{path}")
     else:
         admin_url = normalize_url(args.pg_url)
         name = f"siyu_bench_{uuid.uuid4().hex[:8]}"
         admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
+        url = admin_url.rsplit("/", 1)[0] + f"/{name}"
         try:
-            run(admin_url.rsplit("/", 1)[0] + f"/{name}", args.customers, args.orders, args.seed)
+            run(url, args.customers, args.orders, args.seed)
         finally:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            if not args.keep:
+                with admin.connect() as conn:
+                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
             admin.dispose()
+        if args.keep:
+            print(f"kept: --reuse {url}")
     print(f"peak RSS of this process: {peak_rss_mb():.0f} MB")
     return 0
 

@@ -7,9 +7,14 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from storage.models import Base, BigId
+from storage.models import Base, BigId, Customer
+from storage.orders import Order
 
 __all__ = ["InviteCode", "Referral", "ReferralReward", "SurveyResponse"]
+
+#: The figures read orders and customers by time (a period), not only by customer.
+Index("ix_orders_time", Order.ordered_at, Order.customer_id)
+Index("ix_customers_created", Customer.created_at)
 
 
 class InviteCode(Base):

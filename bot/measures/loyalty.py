@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import Interval, Select, and_, case, distinct, exists, func, literal, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from bot.app.config import Config
 from bot.measures.periods import Period, month_index, month_label
@@ -201,29 +201,43 @@ def cohorts(
     """Cohorts of customers whose first order falls in ``period``, ``months`` months out."""
     months = max(1, min(months, 36))
     ids = _segment_ids(session, config, segment, now)
+    # Customers whose first order falls in the period: an order in it and none before it
+    # (both answered from the (customer, time) and (time) indexes of orders).
+    earlier = aliased(Order)
     first = (
         select(Order.customer_id, func.min(Order.ordered_at).label("first_at"))
-        .where(*_in_segment(Order.customer_id, ids))
+        .where(
+            Order.ordered_at >= period.start_utc,
+            Order.ordered_at < period.end_utc,
+            ~exists().where(
+                earlier.customer_id == Order.customer_id,
+                earlier.ordered_at < period.start_utc,
+            ),
+            *_in_segment(Order.customer_id, ids),
+        )
         .group_by(Order.customer_id)
         .subquery()
     )
     cohort_col = month_index(session, first.c.first_at, period).label("cohort")
-    members = (
-        select(first.c.customer_id, cohort_col)
-        .where(first.c.first_at >= period.start_utc, first.c.first_at < period.end_utc)
-        .subquery()
-    )
+    members = select(first.c.customer_id, cohort_col).subquery()
     order_month = month_index(session, Order.ordered_at, period)
-    activity = (
+    active_months = (
         select(
             members.c.cohort,
             (order_month - members.c.cohort).label("offset"),
-            func.count(distinct(Order.customer_id)).label("n"),
+            Order.customer_id,
         )
         .join(Order, Order.customer_id == members.c.customer_id)
-        .where(Order.ordered_at < period.end_utc + timedelta(days=31 * months))
-        .group_by(members.c.cohort, "offset")
+        .where(
+            Order.ordered_at >= period.start_utc,
+            Order.ordered_at < period.end_utc + timedelta(days=31 * months),
+        )
+        .distinct()
+        .subquery()
     )
+    activity = select(
+        active_months.c.cohort, active_months.c.offset, func.count().label("n")
+    ).group_by(active_months.c.cohort, active_months.c.offset)
     sizes = dict(
         session.execute(select(members.c.cohort, func.count()).group_by(members.c.cohort)).all()
     )

@@ -1,4 +1,4 @@
-"""measures: invite codes, referrals and their rewards, survey responses
+"""measures: invite codes, referrals and their rewards, survey responses; time indexes
 
 Revision ID: 0780
 Revises: 0700
@@ -90,9 +90,13 @@ def upgrade() -> None:
     )
     op.create_index("ix_survey_responses_survey", "survey_responses", ["survey", "answered_at"])
     op.create_index("ix_survey_responses_customer", "survey_responses", ["customer_id"])
+    op.create_index("ix_orders_time", "orders", ["ordered_at", "customer_id"])
+    op.create_index("ix_customers_created", "customers", ["created_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_customers_created", table_name="customers")
+    op.drop_index("ix_orders_time", table_name="orders")
     op.drop_table("survey_responses")
     op.drop_table("referral_rewards")
     op.drop_table("referrals")

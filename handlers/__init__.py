@@ -8,10 +8,11 @@ group    handlers (priority)
 =======  ============================================================================
 0 *      keyword_tagging, event_tagging (tags only, never answer)
 1        consent: opt-out/opt-in keywords (退订/TD/stop); ends the dispatch
+3 *      referral_attribution: an arrival by invite (ref_<code>) is attributed; never answers
 5 *      customer_returned: a customer's message cancels pending follow-ups
 10       answers: flag_for_staff (200), start/help/welcome_follower (100), managers'
          commands and /campaign /redeem /segment /rule /profile (90), campaign_click (80),
-         flow_start (60), flow_answer (50), group_welcome (50), flag_vip (-50),
+         survey_comment* (75), survey_answer (70), my_invites (65), flow_start (60), flow_answer (50), group_welcome (50), flag_vip (-50),
          unknown_command (-100), not_understood (-1000)
 20 *     relay_mirror: mirror handed-off conversations to the Telegram relay group
 =======  ============================================================================
@@ -33,6 +34,7 @@ __all__ = ["register_handlers"]
 
 TAGGING = 0
 CONSENT = 1
+ATTRIBUTION = 3
 RETURNS = 5
 ANSWERS = 10
 RELAY = 20
@@ -79,7 +81,38 @@ def register_handlers(router: Router, config: Config) -> Router:
     _register_manage(router)
     _register_conversations(router, config)
     _register_relay(router, config)
+    _register_measures(router)
     return router
+
+
+def _register_measures(router: Router) -> None:
+    """Surveys, invites and referral attribution (handlers/measures.py)."""
+    from handlers import measures as m
+
+    router.add(
+        Handler(
+            "referral_attribution",
+            m.referral_attribution,
+            m.is_arrival,
+            group=ATTRIBUTION,
+            during_handoff=True,
+        )
+    )
+    router.add(
+        Handler(
+            "survey_comment",
+            m.survey_comment,
+            m.comment_pending,
+            group=ANSWERS,
+            priority=75,
+            during_handoff=True,
+        )
+    )
+    for name, callback, filter, priority in (
+        ("survey_answer", m.survey_answer, m.is_survey_answer, 70),
+        ("my_invites", m.my_invites, m.asks_invites, 65),
+    ):
+        router.add(Handler(name, callback, filter, group=ANSWERS, priority=priority))
 
 
 def _restricted_commands(

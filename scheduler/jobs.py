@@ -11,7 +11,14 @@ import logging
 
 from bot.marketing.campaigns.manage import Services
 
-__all__ = ["bind", "campaigns_due", "conversations_due", "nightly_customers", "scenario_tick"]
+__all__ = [
+    "bind",
+    "campaigns_due",
+    "conversations_due",
+    "measures_due",
+    "nightly_customers",
+    "scenario_tick",
+]
 
 log = logging.getLogger(__name__)
 
@@ -68,3 +75,16 @@ def nightly_customers() -> None:
         result.stage_changes,
         purged,
     )
+
+
+def measures_due() -> None:
+    """Settle referral rewards of newcomers who ordered; send surveys due after orders."""
+    from bot.measures.due import run_due
+
+    services = _bound()
+    with services.db.transaction() as session:
+        result = run_due(
+            session, config=services.config, renderer=services.renderer, now=services.clock.now()
+        )
+    if result.referrals_settled or result.surveys:
+        log.info("measures: %d referrals settled; surveys %s", result.referrals_settled, result.surveys)

@@ -92,7 +92,7 @@ class SchedulerService:
         )
         scheduler.start(paused=True)
         wanted = {f"scenario:{names[sid]}" for sid in scenario_ids}
-        wanted |= {"campaigns:due", "nightly", "conversations:due"}
+        wanted |= {"campaigns:due", "nightly", "conversations:due", "measures:due"}
         for job in scheduler.get_jobs():
             if job.id not in wanted:
                 job.remove()
@@ -120,6 +120,14 @@ class SchedulerService:
             "interval",
             seconds=services.config.conversations.followup_interval_seconds,
             id="conversations:due",
+            replace_existing=True,
+            next_run_time=first,
+        )
+        scheduler.add_job(  # referral rewards after first orders, surveys after orders
+            "scheduler.jobs:measures_due",
+            "interval",
+            seconds=tick,
+            id="measures:due",
             replace_existing=True,
             next_run_time=first,
         )

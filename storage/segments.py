@@ -41,6 +41,7 @@ from bot.customers.segment_language import (
     SegmentError,
     parse,
 )
+from storage.measures import Referral
 from storage.models import (
     Base,
     BigId,
@@ -262,6 +263,24 @@ class _Compiler:
                     select(Group.id).where(or_(Group.external_id == v, Group.title == v))
                 ),
             )
+        elif p.field == "referred_by":
+            try:
+                referrer = int(str(v))
+            except ValueError:
+                raise self.fail(
+                    f"referred_by takes a customer id (a number), got {v!r}", p.position
+                ) from None
+            test = exists().where(
+                Referral.referred_id == Customer.id, Referral.referrer_id == referrer
+            )
+        elif p.field == "referrals":
+            invited = (
+                select(func.count())
+                .select_from(Referral)
+                .where(Referral.referrer_id == Customer.id)
+                .scalar_subquery()
+            )
+            return self._compare(invited, p.op, int(v), 0)
         elif p.field == "tagscore":
             return self._tag_score(v.tag, p.op, float(v.number))
         elif p.field == "segment":

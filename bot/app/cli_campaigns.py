@@ -14,6 +14,7 @@ import json
 import shlex
 import sys
 
+from bot.app import cli_measures
 from bot.app.config import Config
 
 __all__ = ["COMMANDS", "add_parsers"]
@@ -27,10 +28,15 @@ def add_parsers(sub, common: argparse.ArgumentParser) -> None:
     camp.add_argument("action", choices=ACTIONS)
     camp.add_argument("name")
     camp.add_argument("definition", nargs=argparse.REMAINDER, help="for new: key=value ...")
-    rep = sub.add_parser("report", parents=[common], help="reports: campaign|scenario NAME")
-    rep.add_argument("kind", choices=("campaign", "scenario"))
-    rep.add_argument("name")
+    rep = sub.add_parser(
+        "report",
+        parents=[common],
+        help="reports: campaign|scenario|survey NAME, loyalty, cohorts, aarrr",
+    )
+    rep.add_argument("kind", choices=("campaign", "scenario", *cli_measures.KINDS))
+    rep.add_argument("name", nargs="?", help="the campaign, scenario or survey")
     rep.add_argument("--json", action="store_true", help="print JSON")
+    cli_measures.add_arguments(rep)
 
 
 def _services(config: Config):
@@ -117,6 +123,11 @@ def cmd_report(config: Config, args: argparse.Namespace) -> int:
     from bot.marketing.campaigns.manage import find_campaign
     from storage.db import Database
 
+    if getattr(args, "kind", "campaign") in cli_measures.KINDS:
+        return cli_measures.cmd_measures(config, args)
+    if not getattr(args, "name", None):
+        print(f"siyu: report {args.kind} needs a name", file=sys.stderr)
+        return EXIT_USAGE
     if getattr(args, "kind", "campaign") == "scenario":
         return _report_scenario(config, args)
     db = Database(config.database.url)

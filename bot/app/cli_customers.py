@@ -170,8 +170,10 @@ def cmd_customer_set(config: Config, args: argparse.Namespace) -> int:
 def cmd_import(config: Config, args: argparse.Namespace) -> int:
     if args.import_command == "customers":
         return cmd_import_customers(config, args)
+    from bot.core.templating import Renderer
     from bot.customers.orders import OrderInputError, parse_csv, store_orders
     from bot.customers.rfm import refresh_customers
+    from bot.measures.referrals import settle_first_orders as settle_referrals
 
     path = Path(args.file)
     text = _read(path)
@@ -194,6 +196,7 @@ def cmd_import(config: Config, args: argparse.Namespace) -> int:
         with db.transaction() as session:
             report = store_orders(session, good, source=f"csv:{path.name}", now=now)
             refresh_customers(session, config, now, report.customers)
+            settle_referrals(session, config=config, renderer=Renderer(), now=now)
     finally:
         db.close()
     rejected = sorted(errors + report.errors, key=lambda e: e.where)

@@ -489,6 +489,9 @@ class ScenarioDef:
     quiet_hours: bool = True
     priority: int = 5
     enabled: bool = True
+    #: a satisfaction survey (a name in [[surveys.definitions]]): the push asks its question
+    #: with the score buttons instead of ``template``
+    survey: str = ""
 
 
 _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -578,6 +581,8 @@ class CouponsConfig:
             CouponDef("welcome_back", "回归礼 20 元", amount=20.0, min_spend=99.0, valid_days=14),
             # staff can issue any definition from the inbox; this one is for apologies
             CouponDef("staff_comp20", "补偿券20元", amount=20.0, valid_days=3),
+            # referral rewards (老带新): both sides of an invite, see [referrals]
+            CouponDef("referral10", "好友邀请礼 10 元", amount=10.0, min_spend=50.0, valid_days=30),
         ]
     )
 
@@ -594,6 +599,77 @@ class LinksConfig:
 
     #: Public URL where Siyu's web server is reached; empty: http://<web.host>:<web.port>.
     base_url: str = field(default="", metadata=_meta(_check_public_url))
+
+
+def _check_survey_kind(value: str) -> str | None:
+    return None if value in ("nps", "csat") else f"{value!r} must be 'nps' (0-10) or 'csat' (1-5)"
+
+
+@dataclass(frozen=True)
+class SurveyDef:
+    """A satisfaction survey: NPS (0-10) or CSAT (1-5), then an optional "why?"."""
+
+    name: str
+    kind: str = field(default="nps", metadata=_meta(_check_survey_kind))
+    #: a score below this flags the conversation for staff (0: never)
+    flag_below: int = field(default=0, metadata=_meta(_non_negative))
+    ask_comment: bool = True
+    #: send it this many days after each order (0: not after orders)
+    after_order_days: int = field(default=0, metadata=_meta(_non_negative))
+
+
+def _default_surveys() -> list[SurveyDef]:
+    return [
+        SurveyDef("nps", "nps", flag_below=7),
+        SurveyDef("csat", "csat", flag_below=3),
+    ]
+
+
+@dataclass(frozen=True)
+class SurveysConfig:
+    """Satisfaction surveys in chat (docs/measures.md)."""
+
+    definitions: list[SurveyDef] = field(default_factory=_default_surveys)
+    #: a typed score answers the last survey question sent within this many hours
+    answer_hours: int = field(default=72, metadata=_meta(_positive))
+    #: a "why?" comment is taken within this many hours of the score
+    comment_hours: int = field(default=24, metadata=_meta(_positive))
+
+
+def _check_referral_when(value: str) -> str | None:
+    return None if value in ("joined", "first_order") else "must be 'joined' or 'first_order'"
+
+
+def _check_referral_reward(value: str) -> str | None:
+    ok = ("referrer", "newcomer", "both")
+    return None if value in ok else "must be 'referrer', 'newcomer' or 'both'"
+
+
+@dataclass(frozen=True)
+class ReferralRule:
+    """Reward the referrer and/or the newcomer with a coupon when the newcomer does ``when``."""
+
+    name: str
+    coupon: str
+    when: str = field(default="first_order", metadata=_meta(_check_referral_when))
+    reward: str = field(default="both", metadata=_meta(_check_referral_reward))
+
+
+@dataclass(frozen=True)
+class ReferralsConfig:
+    """Referrals (老带新): personal invites, attribution and rewards (docs/measures.md)."""
+
+    enabled: bool = True
+    #: the bot's @username, for Telegram invite links t.me/<username>?start=ref_<code>
+    telegram_bot_username: str = ""
+    #: a newcomer must be new: first seen at most this many hours before arriving by invite
+    newcomer_hours: int = field(default=24, metadata=_meta(_positive))
+    #: rewards to one referrer per period (beyond it they are recorded as capped)
+    cap_per_referrer: int = field(default=10, metadata=_meta(_positive))
+    cap_period_days: int = field(default=30, metadata=_meta(_positive))
+    rules: list[ReferralRule] = field(
+        default_factory=lambda: [ReferralRule("invite_first_order", "referral10")]
+    )
 
 
 @dataclass(frozen=True)
@@ -637,12 +713,29 @@ class Config:
     campaigns: CampaignsConfig = field(default_factory=CampaignsConfig)
     coupons: CouponsConfig = field(default_factory=CouponsConfig)
     links: LinksConfig = field(default_factory=LinksConfig)
+    surveys: SurveysConfig = field(default_factory=SurveysConfig)
+    referrals: ReferralsConfig = field(default_factory=ReferralsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     source: str = field(default="<defaults>", metadata={"internal": True})
 
     def replace(self, **sections) -> Config:
         """A copy with some sections replaced (for tests and the CLI)."""
         return dataclasses.replace(self, **sections)
+
+    def problems(self) -> typing.Iterator[tuple[str, str]]:
+        """Checks across sections: a name that refers to another section exists there."""
+        surveys = [d.name for d in self.surveys.definitions]
+        for i, item in enumerate(self.scenarios.definitions):
+            if item.survey and item.survey not in surveys:
+                yield f"scenarios.definitions[{i}].survey", (
+                    f"no survey named {item.survey!r} (known: {', '.join(surveys) or 'none'})"
+                )
+        coupons = [d.name for d in self.coupons.definitions]
+        for i, rule in enumerate(self.referrals.rules):
+            if rule.coupon not in coupons:
+                yield f"referrals.rules[{i}].coupon", (
+                    f"no coupon named {rule.coupon!r} in [coupons] (known: {', '.join(coupons)})"
+                )
 
 
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}

@@ -51,6 +51,8 @@ FIELDS: dict[str, str] = {
     "r": "number",
     "f": "number",
     "m": "number",
+    "referrals": "number",
+    "referred_by": "name",
 }
 COMPARISONS = ("<", "<=", ">", ">=", "=", "!=")
 

@@ -28,6 +28,8 @@ from bot.marketing import policy
 from bot.marketing.campaigns.manage import Services
 from bot.marketing.campaigns.push import ChunkResult, Push, Variant
 from bot.marketing.coupons import definition
+from bot.measures.surveys import BUTTON_PREFIX as SURVEY_BUTTON
+from bot.measures.surveys import question_template, scale_buttons, survey_def
 from storage.campaigns import Scenario, ScenarioRun
 from storage.db import insert_ignore
 from storage.models import Customer, OutboxMessage
@@ -189,15 +191,24 @@ def _push(
             OutboxMessage.customer_id.is_not(None),
         )
         query = query.where(Customer.id.not_in(earlier))
+    template, buttons, button_prefix = (
+        item.template,
+        [tuple(b.split("=", 1)) for b in item.buttons],
+        f"s:{item.name}",
+    )
+    if item.survey:  # the survey's question and scale; answers go to the survey
+        survey = survey_def(config, item.survey)
+        template, buttons = question_template(survey), scale_buttons(survey)
+        button_prefix = f"{SURVEY_BUTTON}:{survey.name}:scenario:{item.name}"
     push = Push(
         config=config,
         renderer=services.renderer,
         key_prefix=prefix,
-        variants=[Variant("main", template=item.template)],
+        variants=[Variant("main", template=template)],
         purpose="campaign",
         priority=item.priority,
-        buttons=[tuple(b.split("=", 1)) for b in item.buttons],
-        button_prefix=f"s:{item.name}",
+        buttons=buttons,
+        button_prefix=button_prefix,
         coupon=coupon,
         quiet_hours=item.quiet_hours,
         extra_vars={"scenario": item.name},

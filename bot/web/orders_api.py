@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute, Route
 from bot.app.runtime import Runtime
 from bot.customers.orders import OrderInputError, RowError, store_orders, validate_order
 from bot.customers.rfm import refresh_customers
+from bot.measures.referrals import settle_first_orders
 from bot.web.api import ApiRequestError, error_response, read_json
 
 __all__ = ["MAX_ORDERS", "orders_routes"]
@@ -73,6 +74,7 @@ def orders_routes(runtime: Runtime) -> list[BaseRoute]:
             with runtime.db.transaction() as session:
                 report = store_orders(session, good, source="api", now=now)
                 refresh_customers(session, config, now, report.customers)
+                settle_first_orders(session, config=config, renderer=runtime.renderer, now=now)
                 return report
 
         report = await runtime.db.run(store)

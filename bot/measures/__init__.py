@@ -1,0 +1,1 @@
+"""What the operation is for, measured: loyalty and the AARRR chain, surveys, referrals."""

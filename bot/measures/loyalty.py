@@ -1,0 +1,346 @@
+"""Loyalty figures and the AARRR chain, each one aggregate query (no per-customer loops).
+
+Definitions (also in docs/measures.md), for a period ``[from, to)`` of the brand's local
+dates and an optional segment:
+
+- **Repeat-purchase rate** (重复购买率): of the customers who ordered in the period, the
+  share who ordered at least twice in it.
+- **Retention** (留存率): of the customers who ordered in the previous period of the same
+  length, the share who ordered again in this one.
+- **Cohort retention**: customers grouped by the month of their first order; for each
+  following month, the share of the cohort who ordered in that month.
+- **Referral rate** (推荐率): of the customers acquired in the period, the share who came
+  through another customer's invite.
+- **Churn by lifecycle stage**: customers per stage now (from the nightly scores), and the
+  customers who became dormant or churned during the period.
+- **AARRR chain**: acquired in the period → activated (sent a message, a command or pressed a
+  button before ``to``) → retained (interacted or ordered again 7 days or more after being
+  acquired) → revenue (ordered) → referral (invited someone who arrived). Each step counts
+  the customers of the step before it who also did this; the step losing the most
+  customers is named.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import Interval, Select, and_, case, distinct, exists, func, literal, or_, select
+from sqlalchemy.orm import Session, aliased
+
+from bot.app.config import Config
+from bot.measures.periods import Period, month_index, month_label
+from storage.measures import Referral
+from storage.models import Customer, Interaction
+from storage.orders import Order
+from storage.scores import STAGE_CHANGED, CustomerEvent, CustomerScore
+from storage.segments import compile_segment
+
+__all__ = [
+    "AarrrReport",
+    "CohortReport",
+    "LoyaltyReport",
+    "aarrr",
+    "cohorts",
+    "loyalty",
+]
+
+#: Interactions that show a customer engaging (not merely joining or following).
+ACTIVE_KINDS = ("message", "command", "button")
+#: How long after acquisition a return counts as retention.
+RETAINED_AFTER = timedelta(days=7)
+
+
+def _rate(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def _segment_ids(session: Session, config: Config, segment: str | None, now: datetime):
+    """A subquery of the segment's customer ids, or None for everyone."""
+    if not segment:
+        return None
+    return compile_segment(segment, config=config, now=now, session=session).select_ids()
+
+
+def _in_segment(column, ids) -> list:
+    return [] if ids is None else [column.in_(ids)]
+
+
+@dataclass
+class LoyaltyReport:
+    """Repeat purchase, retention, referral rate and churn for one period."""
+
+    period: dict
+    segment: str | None
+    buyers: int
+    repeat_buyers: int
+    repeat_rate: float | None
+    previous_buyers: int
+    retained_buyers: int
+    retention_rate: float | None
+    new_customers: int
+    referred_customers: int
+    referral_rate: float | None
+    stages: dict[str, int]
+    churn_rate: float | None
+    became_dormant: int
+    became_churned: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def loyalty(
+    session: Session, period: Period, *, config: Config, now: datetime, segment: str | None = None
+) -> LoyaltyReport:
+    """The loyalty figures of ``period`` (see the module docstring for each definition)."""
+    ids = _segment_ids(session, config, segment, now)
+    lo, hi = period.start_utc, period.end_utc
+    prev = period.previous()
+
+    per_buyer = (
+        select(Order.customer_id, func.count().label("n"))
+        .where(Order.ordered_at >= lo, Order.ordered_at < hi, *_in_segment(Order.customer_id, ids))
+        .group_by(Order.customer_id)
+        .subquery()
+    )
+    buyers, repeat = session.execute(
+        select(func.count(), func.coalesce(func.sum(case((per_buyer.c.n >= 2, 1), else_=0)), 0))
+    ).one()
+
+    previous = (
+        select(Order.customer_id)
+        .distinct()
+        .where(
+            Order.ordered_at >= prev.start_utc,
+            Order.ordered_at < prev.end_utc,
+            *_in_segment(Order.customer_id, ids),
+        )
+        .subquery()
+    )
+    again = exists().where(
+        Order.customer_id == previous.c.customer_id, Order.ordered_at >= lo, Order.ordered_at < hi
+    )
+    previous_buyers, retained = session.execute(
+        select(func.count(), func.coalesce(func.sum(case((again, 1), else_=0)), 0)).select_from(
+            previous
+        )
+    ).one()
+
+    new_customers, referred = session.execute(
+        select(
+            func.count(),
+            func.coalesce(
+                func.sum(case((exists().where(Referral.referred_id == Customer.id), 1), else_=0)),
+                0,
+            ),
+        ).where(Customer.created_at >= lo, Customer.created_at < hi, *_in_segment(Customer.id, ids))
+    ).one()
+
+    stage_rows = session.execute(
+        select(CustomerScore.lifecycle, func.count())
+        .where(*_in_segment(CustomerScore.customer_id, ids))
+        .group_by(CustomerScore.lifecycle)
+    ).all()
+    stages = {stage: int(n) for stage, n in stage_rows}
+    with_orders = sum(stages.values())
+    changes = dict(
+        session.execute(
+            select(CustomerEvent.new_value, func.count(distinct(CustomerEvent.customer_id)))
+            .where(
+                CustomerEvent.kind == STAGE_CHANGED,
+                CustomerEvent.new_value.in_(("dormant", "churned")),
+                CustomerEvent.occurred_at >= lo,
+                CustomerEvent.occurred_at < hi,
+                *_in_segment(CustomerEvent.customer_id, ids),
+            )
+            .group_by(CustomerEvent.new_value)
+        ).all()
+    )
+    return LoyaltyReport(
+        period=period.as_dict(),
+        segment=segment,
+        buyers=int(buyers),
+        repeat_buyers=int(repeat),
+        repeat_rate=_rate(int(repeat), int(buyers)),
+        previous_buyers=int(previous_buyers),
+        retained_buyers=int(retained),
+        retention_rate=_rate(int(retained), int(previous_buyers)),
+        new_customers=int(new_customers),
+        referred_customers=int(referred),
+        referral_rate=_rate(int(referred), int(new_customers)),
+        stages=stages,
+        churn_rate=_rate(stages.get("churned", 0), with_orders),
+        became_dormant=int(changes.get("dormant", 0)),
+        became_churned=int(changes.get("churned", 0)),
+    )
+
+
+@dataclass
+class CohortReport:
+    """Monthly cohorts by first order: size and the share ordering in each later month."""
+
+    period: dict
+    segment: str | None
+    months: int
+    cohorts: list[dict] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def cohorts(
+    session: Session,
+    period: Period,
+    *,
+    config: Config,
+    now: datetime,
+    segment: str | None = None,
+    months: int = 12,
+) -> CohortReport:
+    """Cohorts of customers whose first order falls in ``period``, ``months`` months out."""
+    months = max(1, min(months, 36))
+    ids = _segment_ids(session, config, segment, now)
+    # Customers whose first order falls in the period: an order in it and none before it
+    # (both answered from the (customer, time) and (time) indexes of orders).
+    earlier = aliased(Order)
+    first = (
+        select(Order.customer_id, func.min(Order.ordered_at).label("first_at"))
+        .where(
+            Order.ordered_at >= period.start_utc,
+            Order.ordered_at < period.end_utc,
+            ~exists().where(
+                earlier.customer_id == Order.customer_id,
+                earlier.ordered_at < period.start_utc,
+            ),
+            *_in_segment(Order.customer_id, ids),
+        )
+        .group_by(Order.customer_id)
+        .subquery()
+    )
+    cohort_col = month_index(session, first.c.first_at, period).label("cohort")
+    members = select(first.c.customer_id, cohort_col).subquery()
+    order_month = month_index(session, Order.ordered_at, period)
+    active_months = (
+        select(
+            members.c.cohort,
+            (order_month - members.c.cohort).label("offset"),
+            Order.customer_id,
+        )
+        .join(Order, Order.customer_id == members.c.customer_id)
+        .where(
+            Order.ordered_at >= period.start_utc,
+            Order.ordered_at < period.end_utc + timedelta(days=31 * months),
+        )
+        .distinct()
+        .subquery()
+    )
+    activity = select(
+        active_months.c.cohort, active_months.c.offset, func.count().label("n")
+    ).group_by(active_months.c.cohort, active_months.c.offset)
+    sizes = dict(
+        session.execute(select(members.c.cohort, func.count()).group_by(members.c.cohort)).all()
+    )
+    table: dict[int, dict[int, int]] = {c: {} for c in sizes}
+    for cohort, offset, n in session.execute(activity):
+        if 0 <= int(offset) <= months:
+            table[int(cohort)][int(offset)] = int(n)
+    rows = []
+    for cohort in sorted(sizes):
+        size = int(sizes[cohort])
+        counts = [table[cohort].get(k, 0) for k in range(months + 1)]
+        rows.append(
+            {
+                "cohort": month_label(cohort),
+                "size": size,
+                "active": counts,
+                "retention": [_rate(n, size) for n in counts],
+            }
+        )
+    return CohortReport(period=period.as_dict(), segment=segment, months=months, cohorts=rows)
+
+
+@dataclass
+class AarrrReport:
+    """The AARRR chain for customers acquired in one period."""
+
+    period: dict
+    segment: str | None
+    steps: list[dict]
+    biggest_loss: str | None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+STEPS = ("acquired", "activated", "retained", "revenue", "referral")
+
+
+def _after_acquisition(session: Session):
+    """``customers.created_at`` + :data:`RETAINED_AFTER`, in the backend's own spelling."""
+    if session.get_bind().dialect.name == "sqlite":
+        # Stored as 'YYYY-MM-DD HH:MM:SS.ffffff'; datetime() gives the same order as text.
+        return func.datetime(Customer.created_at, f"+{RETAINED_AFTER.days} days")
+    return Customer.created_at + literal(RETAINED_AFTER, type_=Interval())
+
+
+def _chain(session: Session, period: Period, ids) -> Select:
+    """One row of five counts, each step a subset of the one before."""
+    hi = period.end_utc
+    returned_from = _after_acquisition(session)
+    activated = exists().where(
+        Interaction.customer_id == Customer.id,
+        Interaction.kind.in_(ACTIVE_KINDS),
+        Interaction.occurred_at < hi,
+    )
+    came_back = exists().where(
+        Interaction.customer_id == Customer.id,
+        Interaction.kind.in_(ACTIVE_KINDS),
+        Interaction.occurred_at >= returned_from,
+        Interaction.occurred_at < hi,
+    )
+    ordered_again = exists().where(
+        Order.customer_id == Customer.id,
+        Order.ordered_at >= returned_from,
+        Order.ordered_at < hi,
+    )
+    retained = and_(activated, or_(came_back, ordered_again))
+    revenue = and_(retained, exists().where(Order.customer_id == Customer.id, Order.ordered_at < hi))
+    referral = and_(
+        revenue,
+        exists().where(Referral.referrer_id == Customer.id, Referral.created_at < hi),
+    )
+
+    def n(cond):
+        return func.coalesce(func.sum(case((cond, 1), else_=0)), 0)
+
+    return select(func.count(), n(activated), n(retained), n(revenue), n(referral)).where(
+        Customer.created_at >= period.start_utc,
+        Customer.created_at < hi,
+        *_in_segment(Customer.id, ids),
+    )
+
+
+def aarrr(
+    session: Session, period: Period, *, config: Config, now: datetime, segment: str | None = None
+) -> AarrrReport:
+    """The AARRR chain of ``period`` with the step where most customers are lost."""
+    ids = _segment_ids(session, config, segment, now)
+    counts = [int(x) for x in session.execute(_chain(session, period, ids)).one()]
+    steps = []
+    worst, worst_loss = None, 0
+    for i, (name, count) in enumerate(zip(STEPS, counts, strict=True)):
+        before = counts[i - 1] if i else count
+        lost = before - count
+        steps.append(
+            {
+                "step": name,
+                "customers": count,
+                "of_previous": _rate(count, before) if i else None,
+                "of_acquired": _rate(count, counts[0]),
+                "lost": lost,
+            }
+        )
+        if i and lost > worst_loss:
+            worst, worst_loss = name, lost
+    return AarrrReport(period=period.as_dict(), segment=segment, steps=steps, biggest_loss=worst)

@@ -1,0 +1,93 @@
+"""Tables of the effect measures: invites and referrals, their rewards, survey answers."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from storage.models import Base, BigId, Customer
+from storage.orders import Order
+
+__all__ = ["InviteCode", "Referral", "ReferralReward", "SurveyResponse"]
+
+#: The figures read orders and customers by time (a period), not only by customer.
+Index("ix_orders_time", Order.ordered_at, Order.customer_id)
+Index("ix_customers_created", Customer.created_at)
+
+
+class InviteCode(Base):
+    """A customer's personal invite code (``ref_<code>`` in deep links, QR scenes, states)."""
+
+    __tablename__ = "invite_codes"
+
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), primary_key=True)
+    code: Mapped[str] = mapped_column(String(16), unique=True)
+    created_at: Mapped[datetime]
+
+
+class Referral(Base):
+    """A newcomer attributed to the customer who invited them (once: first touch wins)."""
+
+    __tablename__ = "referrals"
+    __table_args__ = (Index("ix_referrals_referrer", "referrer_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    referrer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"))
+    referred_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), unique=True)
+    code: Mapped[str] = mapped_column(String(16))
+    channel: Mapped[str] = mapped_column(String(16))
+    #: How the newcomer came: deep_link (Telegram /start), qr_scene (OA), contact_state (WeCom).
+    via: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime]
+    #: When the newcomer first ordered (the "first_order" reward trigger), once known.
+    first_order_at: Mapped[datetime | None]
+
+
+class ReferralReward(Base):
+    """One reward of one rule for one referral, to the referrer or the newcomer.
+
+    Unique per (referral, rule, beneficiary): settling twice never rewards twice. A reward
+    over the referrer's cap is kept with status ``capped`` and no coupon.
+    """
+
+    __tablename__ = "referral_rewards"
+    __table_args__ = (
+        UniqueConstraint("referral_id", "rule", "beneficiary", name="uq_referral_rewards_once"),
+        Index("ix_referral_rewards_customer", "customer_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    referral_id: Mapped[int] = mapped_column(ForeignKey("referrals.id"))
+    rule: Mapped[str] = mapped_column(String(64))
+    beneficiary: Mapped[str] = mapped_column(String(16))
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"))
+    status: Mapped[str] = mapped_column(String(16))
+    coupon_code: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime]
+
+
+class SurveyResponse(Base):
+    """One customer's answer to one survey sending: the score, then an optional comment."""
+
+    __tablename__ = "survey_responses"
+    __table_args__ = (
+        Index("ix_survey_responses_survey", "survey", "answered_at"),
+        Index("ix_survey_responses_customer", "customer_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    survey: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(8))
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"))
+    channel: Mapped[str] = mapped_column(String(16))
+    #: What sent it: ``campaign:<id>``, ``scenario:<name>``, ``handoff:<ticket id>``,
+    #: ``order:<order id>`` or ``command``.
+    source: Mapped[str] = mapped_column(String(128), default="")
+    #: The staff member whose conversation it rates (after a resolved handoff).
+    staff: Mapped[str | None] = mapped_column(String(128))
+    score: Mapped[int] = mapped_column(Integer)
+    comment: Mapped[str | None] = mapped_column(Text)
+    answered_at: Mapped[datetime]
+    flagged: Mapped[bool] = mapped_column(default=False)

@@ -23,11 +23,12 @@ from bot.app.config import Config
 from bot.core import filters as f
 from bot.core.events import EventKind
 from bot.core.routing import Handler, Router
+from bot.customers.tagging import TaggingRules
 from handlers import manage
 from handlers.basic import help_command, start, unknown_command
 from handlers.customers import CustomerCommands, profile
 from handlers.follow_welcome import welcome_follower
-from handlers.tagging import TaggingRules, event_tagging, keyword_tagging
+from handlers.tagging import event_tagging, keyword_tagging
 
 __all__ = ["register_handlers"]
 

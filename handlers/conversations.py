@@ -37,7 +37,7 @@ from bot.core import filters as f
 from bot.core.context import Context
 from bot.core.events import EventKind
 from bot.core.templating import Renderer
-from handlers.tagging import KeywordMatcher
+from bot.customers.tagging import KeywordMatcher
 from storage import repos
 from storage.followups import cancel_pending_of
 from storage.models import Interaction

@@ -38,17 +38,17 @@ from bot.customers.attributes import (
     validate_attributes,
 )
 from bot.customers.segment_language import SegmentError
-from handlers.manage import command_target
-from handlers.tagging import TaggingRules
-from storage import repos
-from storage.scores import score_of
-from storage.segments import (
+from bot.customers.segments import (
     count_segment,
     delete_segment,
     list_segments,
     preview_segment,
     save_segment,
 )
+from bot.customers.tagging import TaggingRules
+from handlers.manage import command_target
+from storage import repos
+from storage.scores import score_of
 from storage.tag_rules import TagRule, active_rules
 from storage.tag_scores import interests_of
 

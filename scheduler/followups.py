@@ -19,12 +19,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bot.app.config import Config
+from bot.app.services import Services
 from bot.conversations.flows import FlowLibrary, FlowRun, load_flows
 from bot.conversations.handoff import escalate_overdue
 from bot.core.clock import Clock
 from bot.core.events import ConversationRef
 from bot.core.templating import Renderer
-from bot.marketing.campaigns.manage import Services
 from bot.marketing.policy import check
 from bot.outbox import queue as outbox
 from storage.db import Database

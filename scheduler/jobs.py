@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from bot.marketing.campaigns.manage import Services
+from bot.app.services import Services
 
 __all__ = ["bind", "campaigns_due", "conversations_due", "nightly_customers", "scenario_tick"]
 

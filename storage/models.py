@@ -26,7 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
-from bot.core.clock import utcnow
+from storage.clock import utcnow
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",

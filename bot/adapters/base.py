@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from bot.core.events import Button
+
 __all__ = [
     "AWAITING_CONFIRMATION",
     "Adapter",
@@ -22,14 +24,6 @@ __all__ = [
     "SendReceipt",
     "TransientError",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class Button:
-    """An inline button: its label and the data sent back when pressed."""
-
-    label: str
-    data: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -122,11 +122,9 @@ def _scheduler_services(runtime: Runtime, config: Config) -> list:
     """
     if not config.scenarios.scheduler:
         return []
-    from bot.marketing.campaigns.manage import Services
     from scheduler.service import SchedulerService
 
-    services = Services(runtime.db, config, runtime.renderer, runtime.clock)
-    return [SchedulerService(services)]
+    return [SchedulerService(runtime)]
 
 
 class _Server(uvicorn.Server):

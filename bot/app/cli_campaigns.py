@@ -34,9 +34,9 @@ def add_parsers(sub, common: argparse.ArgumentParser) -> None:
 
 
 def _services(config: Config):
+    from bot.app.services import Services
     from bot.core.clock import SystemClock
     from bot.core.templating import Renderer
-    from bot.marketing.campaigns.manage import Services
     from bot.marketing.coupons import sync_definitions
     from storage.db import Database
 

@@ -243,8 +243,8 @@ def cmd_import_customers(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_segment(config: Config, args: argparse.Namespace) -> int:
+    from bot.customers import segments
     from bot.customers.segment_language import SegmentError
-    from storage import segments
 
     db = _db(config)
     now = _now()

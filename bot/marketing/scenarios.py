@@ -24,14 +24,14 @@ from sqlalchemy import extract, select
 from sqlalchemy.orm import Session
 
 from bot.app.config import ScenarioDef
+from bot.app.services import Services
+from bot.customers.segments import compile_segment
 from bot.marketing import policy
-from bot.marketing.campaigns.manage import Services
 from bot.marketing.campaigns.push import ChunkResult, Push, Variant
 from bot.marketing.coupons import definition
 from storage.campaigns import Scenario, ScenarioRun
 from storage.db import insert_ignore
 from storage.models import Customer, OutboxMessage
-from storage.segments import compile_segment
 
 __all__ = ["applies_on", "sync_scenarios", "tick"]
 

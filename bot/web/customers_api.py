@@ -15,13 +15,13 @@ shape; 401 bad key; 413 too large; 404 while no key is configured.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
-from bot.app.runtime import Runtime
 from bot.customers.attributes import (
     ProfileConflict,
     ProfileInputError,
@@ -30,6 +30,9 @@ from bot.customers.attributes import (
     validate_attributes,
 )
 from bot.web.api import ApiRequestError, error_response, read_json
+
+if TYPE_CHECKING:
+    from bot.app.runtime import Runtime
 
 __all__ = ["MAX_CUSTOMERS", "customers_routes"]
 

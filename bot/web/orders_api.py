@@ -9,16 +9,19 @@ bot/customers/orders.py. Answers: 200 all taken (new or already known: idempoten
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
-from bot.app.runtime import Runtime
 from bot.customers.orders import OrderInputError, RowError, store_orders, validate_order
 from bot.customers.rfm import refresh_customers
 from bot.web.api import ApiRequestError, error_response, read_json
+
+if TYPE_CHECKING:
+    from bot.app.runtime import Runtime
 
 __all__ = ["MAX_ORDERS", "orders_routes"]
 

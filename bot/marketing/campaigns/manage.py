@@ -13,27 +13,31 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.orm import Session
 
 from bot.app.config import Config
-from bot.core.clock import Clock
+from bot.core.signals import LinkClicked
 from bot.core.templating import Renderer, TemplateRenderError
+from bot.customers.segments import compile_segment
 from bot.marketing import policy
 from bot.marketing.campaigns.push import ChunkResult, Push, Variant, share_by_id
 from bot.marketing.campaigns.spec import CampaignSpec, SpecError
 from bot.marketing.coupons import definition
 from storage.campaigns import Campaign, CampaignEvent, CampaignTarget, ConsentChange
-from storage.db import Database
+from storage.db import insert_ignore
 from storage.models import Customer, OutboxMessage
 from storage.orders import Order
-from storage.segments import compile_segment
+
+if TYPE_CHECKING:
+    from bot.app.services import Services
 
 __all__ = [
     "CampaignError",
     "Preview",
-    "Services",
+    "count_link_click",
     "create_campaign",
     "evaluate",
     "find_campaign",
@@ -52,16 +56,6 @@ PREVIEW_SAMPLES = 3
 
 class CampaignError(ValueError):
     """A campaign action that cannot be done now, and why."""
-
-
-@dataclass
-class Services:
-    """What campaign work needs from the process (scheduler jobs get it by id lookups)."""
-
-    db: Database
-    config: Config
-    renderer: Renderer
-    clock: Clock
 
 
 def find_campaign(session: Session, name: str) -> Campaign | None:
@@ -479,8 +473,6 @@ def record_click(
     session: Session, campaign_id: int, customer_id: int, action: str, now: datetime
 ) -> bool:
     """A tracked button was pressed; True the first time for this customer and action."""
-    from storage.db import insert_ignore
-
     return (
         insert_ignore(
             session,
@@ -496,3 +488,9 @@ def record_click(
         )
         == 1
     )
+
+
+def count_link_click(session: Session, event: LinkClicked) -> None:
+    """Follows :class:`LinkClicked`: a campaign's tracked link counts as its ``clicked``."""
+    if event.campaign_id is not None:
+        record_click(session, event.campaign_id, event.customer_id, f"link:{event.seq}", event.occurred_at)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from bot.core.events import Button
+from bot.outbox.states import OutboxStatus
 
 __all__ = [
     "AWAITING_CONFIRMATION",
@@ -44,7 +45,7 @@ class OutboundMessage:
 #: WeCom customer mass-send task): the delivery worker never claims it; the adapter settles
 #: it to ``sent`` / ``failed`` / ``unreachable`` when the outcome is known. Counted by the
 #: marketing frequency cap like ``sent`` (it is not in ``bot.marketing.policy.NOT_COUNTED``).
-AWAITING_CONFIRMATION = "awaiting_confirm"
+AWAITING_CONFIRMATION = OutboxStatus.AWAITING_CONFIRM.value
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,7 +42,9 @@ class Bus:
     def __init__(self) -> None:
         self._subscribers: dict[type, list[Subscriber]] = {}
 
-    def subscribe(self, kind: type[E], subscriber: Callable[[Session, E], None]) -> Callable[[], None]:
+    def subscribe(
+        self, kind: type[E], subscriber: Callable[[Session, E], None]
+    ) -> Callable[[], None]:
         """Call ``subscriber(session, event)`` for every published ``kind``; returns the
         unsubscribe."""
         followers = self._subscribers.setdefault(kind, [])

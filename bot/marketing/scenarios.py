@@ -18,20 +18,24 @@ import dataclasses
 import logging
 from collections import defaultdict
 from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import extract, select
 from sqlalchemy.orm import Session
 
 from bot.app.config import ScenarioDef
-from bot.app.services import Services
 from bot.customers.segments import compile_segment
 from bot.marketing import policy
 from bot.marketing.campaigns.push import ChunkResult, Push, Variant
 from bot.marketing.coupons import definition
+from bot.outbox.states import OutboxPurpose, SourceKind
 from storage.campaigns import Scenario, ScenarioRun
 from storage.db import insert_ignore
 from storage.models import Customer, OutboxMessage
+
+if TYPE_CHECKING:
+    from bot.app.services import Services
 
 __all__ = ["applies_on", "sync_scenarios", "tick"]
 
@@ -182,7 +186,8 @@ def _push(
         )
     if item.once_per_days:
         earlier = select(OutboxMessage.customer_id).where(
-            OutboxMessage.idempotency_key.like(f"scenario:{item.name}:%"),
+            OutboxMessage.source_kind == SourceKind.SCENARIO,
+            OutboxMessage.source_id == scenario.id,
             OutboxMessage.idempotency_key.not_like(f"{prefix}:%"),
             OutboxMessage.created_at > now - timedelta(days=item.once_per_days),
             OutboxMessage.status.not_in(policy.NOT_COUNTED),
@@ -194,7 +199,8 @@ def _push(
         renderer=services.renderer,
         key_prefix=prefix,
         variants=[Variant("main", template=item.template)],
-        purpose="campaign",
+        purpose=OutboxPurpose.SCENARIO,
+        source=(SourceKind.SCENARIO, scenario.id),
         priority=item.priority,
         buttons=[tuple(b.split("=", 1)) for b in item.buttons],
         button_prefix=f"s:{item.name}",

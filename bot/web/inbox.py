@@ -55,6 +55,7 @@ from bot.web.inbox_live import LiveUpdates
 from storage import repos
 from storage.handoff import OPEN_STATUSES, AuditEntry, HandoffTicket, StaffNote, StaffUser
 from storage.models import Conversation, Customer, Interaction, OutboxMessage
+from storage.orders import Order
 
 if TYPE_CHECKING:
     from bot.app.runtime import Runtime
@@ -293,10 +294,6 @@ def inbox_routes(
         return sorted(items, key=lambda m: m["at"])
 
     def orders_of(session: Session, customer_id: int) -> dict | None:
-        try:
-            from storage.orders import Order
-        except ImportError:  # pragma: no cover - the orders issue not merged
-            return None
         count, total = session.execute(
             select(func.count(Order.id), func.coalesce(func.sum(Order.amount_cents), 0)).where(
                 Order.customer_id == customer_id

@@ -120,9 +120,10 @@ def test_migration_fills_the_source_of_existing_rows(sqlite_url):
     with engine.begin() as conn:
         conn.execute(
             sa.text(
-                "INSERT INTO campaigns (id, name, segment, status, priority, pilot_pct,"
-                " holdout_pct, pilot_hours, created_by, created_at)"
-                " VALUES (12, 'spring', 'tag:x', 'running', 10, 0, 0, 24, '', '2026-01-01')"
+                "INSERT INTO campaigns (id, name, segment, variants, buttons, priority,"
+                " pilot_share, holdout_share, pilot_hours, status, verdict, created_by,"
+                " created_at) VALUES (12, 'spring', 'tag:x', '{}', '{}', 10, 0, 0, 24,"
+                " 'running', '{}', '', '2026-01-01')"
             )
         )
         conn.execute(
@@ -160,7 +161,7 @@ def test_migration_fills_the_source_of_existing_rows(sqlite_url):
         "campaign:12:5:main": ("campaign", "campaign", 12),
         "campaign:1:5:main": ("campaign", None, None),
         "scenario:morning:2026-01-02:5": ("scenario", "scenario", 7),
-        "scenario:morningx:2026-01-02:5": ("campaign", None, None),
+        "scenario:morningx:2026-01-02:5": ("scenario", None, None),  # a scenario row still
         "reply:abc:h:0": ("reply", None, None),
     }
     Database(sqlite_url).close()

@@ -41,6 +41,7 @@ __all__ = [
     "find_identity",
     "load_conversation",
     "mask_phone",
+    "previous_interaction_id",
     "record_interaction",
     "remove_tag",
     "tags_of",
@@ -524,3 +525,18 @@ def _coupons(session: Session, customer_id: int, limit: int) -> list[dict]:
         }
         for c, name, title in rows
     ]
+
+
+def previous_interaction_id(session: Session, interaction: Interaction) -> int | None:
+    """The id of the customer's interaction before this one in the same chat, if any."""
+    return session.scalar(
+        select(Interaction.id)
+        .where(
+            Interaction.customer_id == interaction.customer_id,
+            Interaction.channel == interaction.channel,
+            Interaction.chat_id == interaction.chat_id,
+            Interaction.id < interaction.id,
+        )
+        .order_by(Interaction.id.desc())
+        .limit(1)
+    )

@@ -33,11 +33,19 @@ from bot.outbox.states import OutboxPurpose, SourceKind
 from storage.campaigns import Scenario, ScenarioRun
 from storage.db import insert_ignore
 from storage.models import Customer, OutboxMessage
+from storage.scenario_events import ScenarioEvent
 
 if TYPE_CHECKING:
     from bot.app.services import Services
 
-__all__ = ["applies_on", "sync_scenarios", "tick"]
+__all__ = [
+    "applies_on",
+    "find_scenario",
+    "record_button",
+    "scenario_names",
+    "sync_scenarios",
+    "tick",
+]
 
 log = logging.getLogger(__name__)
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -209,3 +217,46 @@ def _push(
         extra_vars={"scenario": item.name},
     )
     return push.stream(services.db, query, now, config.campaigns.chunk_size)
+
+
+def find_scenario(session: Session, name: str) -> Scenario | None:
+    """The scenario named ``name`` (chat ``/scenario stats`` and ``siyu report scenario``)."""
+    return session.scalars(select(Scenario).where(Scenario.name == name)).one_or_none()
+
+
+def scenario_names(session: Session) -> list[str]:
+    """Every scenario's name, sorted."""
+    return list(session.scalars(select(Scenario.name).order_by(Scenario.name)))
+
+
+def record_button(
+    session: Session, scenario: Scenario, customer_id: int, action: str, now: datetime
+) -> bool:
+    """A scenario button was pressed: count it against the customer's latest message of
+    that scenario; False if the scenario never messaged them."""
+    key = session.scalars(
+        select(OutboxMessage.idempotency_key)
+        .where(
+            OutboxMessage.customer_id == customer_id,
+            OutboxMessage.source_kind == SourceKind.SCENARIO,
+            OutboxMessage.source_id == scenario.id,
+        )
+        .order_by(OutboxMessage.id.desc())
+        .limit(1)
+    ).first()
+    if key is None:
+        return False
+    insert_ignore(
+        session,
+        ScenarioEvent,
+        {
+            "scenario_id": scenario.id,
+            "customer_id": customer_id,
+            "outbox_key": key,
+            "kind": "click",
+            "detail": action[:64],
+            "occurred_at": now,
+        },
+        ["outbox_key", "kind", "detail"],
+    )
+    return True

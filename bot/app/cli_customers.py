@@ -170,7 +170,8 @@ def cmd_customer_set(config: Config, args: argparse.Namespace) -> int:
 def cmd_import(config: Config, args: argparse.Namespace) -> int:
     if args.import_command == "customers":
         return cmd_import_customers(config, args)
-    from bot.customers.orders import OrderInputError, parse_csv, store_orders
+    from bot.customers.intake import IntakeError
+    from bot.customers.orders import parse_csv, store_orders
     from bot.customers.rfm import refresh_customers
 
     path = Path(args.file)
@@ -185,7 +186,7 @@ def cmd_import(config: Config, args: argparse.Namespace) -> int:
             now=now,
             default_currency=config.rfm.currency,
         )
-    except OrderInputError as exc:
+    except IntakeError as exc:
         print(f"siyu: {path}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     db = _db(config)
@@ -198,7 +199,7 @@ def cmd_import(config: Config, args: argparse.Namespace) -> int:
         db.close()
     rejected = sorted(errors + report.errors, key=lambda e: e.where)
     for e in rejected:
-        label = f" (order {e.order_id})" if e.order_id else ""
+        label = f" (order {e.key})" if e.key else ""
         print(f"{path}:{e.where}: rejected{label}: {e.reason}", file=sys.stderr)
     print(
         f"{path}: {report.inserted} new order(s), {report.duplicates} already imported, "
@@ -233,7 +234,7 @@ def cmd_import_customers(config: Config, args: argparse.Namespace) -> int:
     finally:
         db.close()
     for e in report.errors:
-        label = f" ({e.order_id})" if e.order_id else ""
+        label = f" ({e.key})" if e.key else ""
         print(f"{path}:{e.where}: rejected{label}: {e.reason}", file=sys.stderr)
     print(
         f"{path}: {report.created} created, {report.updated} updated, "

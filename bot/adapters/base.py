@@ -7,15 +7,24 @@ not a subclass of it.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from bot.core.events import Button
 from bot.outbox.states import OutboxStatus
 
+if TYPE_CHECKING:
+    from bot.app.config import Config
+    from bot.core.clock import Clock
+    from bot.core.events import Event
+    from bot.core.routing import DispatchResult
+    from storage.db import Database
+
 __all__ = [
     "AWAITING_CONFIRMATION",
     "Adapter",
+    "AdapterHost",
     "Button",
     "DeliveryError",
     "OutboundMessage",
@@ -25,6 +34,18 @@ __all__ = [
     "SendReceipt",
     "TransientError",
 ]
+
+
+class AdapterHost(Protocol):
+    """What every adapter is built with (``Adapter(config_section, runtime, **options)``):
+    the process's storage and clock, and where inbound events go
+    (:class:`bot.app.runtime.Runtime` is one)."""
+
+    config: Config
+    db: Database
+    clock: Clock
+
+    def handle(self, event: Event) -> Awaitable[DispatchResult]: ...
 
 
 @dataclass(frozen=True, slots=True)

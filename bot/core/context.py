@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import flag_modified
 
 from bot.core.events import Button, ConversationRef, Event
 from bot.core.templating import Renderer
@@ -72,8 +73,6 @@ class Context:
 
     def save_state(self) -> None:
         """Mark the state as changed (needed after in-place edits of nested values)."""
-        from sqlalchemy.orm.attributes import flag_modified
-
         assert self.conversation is not None
         flag_modified(self.conversation, "state")
 

@@ -30,9 +30,10 @@ from sqlalchemy import create_engine, text
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bot.app.config import load_config
+from bot.app.services import Services
 from bot.core.clock import FakeClock
 from bot.core.templating import Renderer
-from bot.marketing.campaigns.manage import Services, create_campaign, launch
+from bot.marketing.campaigns.manage import create_campaign, launch
 from bot.marketing.campaigns.spec import parse_spec
 from storage.bulk import sqlite_time
 from storage.db import Database, normalize_url

@@ -74,7 +74,7 @@ async def run_adapter(url: str, msgs, rules, *, batch: int) -> dict:
             telegram=replace(base.telegram, token=TOKEN, base_url=api.base_url),
         )
         runtime = Runtime(config, db=db, clock=SystemClock())
-        adapter = TelegramAdapter(config.telegram, db, runtime.clock, runtime.handle)
+        adapter = TelegramAdapter(config.telegram, runtime)
         await adapter.bot.initialize()  # getMe, before the clock starts
         for data in payloads(msgs[:50], first_id=10_000_000):  # warm-up (not measured)
             await adapter.process(data)

@@ -31,8 +31,8 @@ from sqlalchemy import create_engine, text
 
 from bot.app.config import load_config
 from bot.customers.rfm import recompute_scores
+from bot.customers.segments import compile_segment, count_segment
 from storage.db import Database, normalize_url
-from storage.segments import compile_segment, count_segment
 from storage.tag_scores import days_since_epoch, rate_for
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)

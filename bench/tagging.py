@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bot.app.config import KeywordRule
-from handlers.tagging import KeywordMatcher
+from bot.customers.tagging import KeywordMatcher
 
 CJK = [chr(c) for c in range(0x4E00, 0x4E00 + 3000)]
 

@@ -21,14 +21,20 @@ group    handlers (priority)
 from __future__ import annotations
 
 from bot.app.config import Config
+from bot.conversations.relay import relay_enabled
 from bot.core import filters as f
 from bot.core.events import EventKind
 from bot.core.routing import Handler, Router
+from bot.customers.tagging import TaggingRules
+from handlers import campaigns as c
 from handlers import manage
+from handlers import scenarios as sc
 from handlers.basic import help_command, start, unknown_command
+from handlers.conversations import ConversationHandlers
 from handlers.customers import CustomerCommands, profile
 from handlers.follow_welcome import welcome_follower
-from handlers.tagging import TaggingRules, event_tagging, keyword_tagging
+from handlers.relay import in_handoff, mirror_to_relay
+from handlers.tagging import event_tagging, keyword_tagging
 
 __all__ = ["register_handlers"]
 
@@ -148,9 +154,6 @@ def _restricted_commands(
 
 def _register_relay(router: Router, config: Config) -> None:
     """Issue 3 (handlers/relay.py): only when [telegram] relay_chat_id is set."""
-    from bot.conversations.relay import relay_enabled
-    from handlers.relay import in_handoff, mirror_to_relay
-
     if relay_enabled(config):
         router.add(
             Handler("relay_mirror", mirror_to_relay, in_handoff, group=RELAY, during_handoff=True)
@@ -160,10 +163,7 @@ def _register_relay(router: Router, config: Config) -> None:
 def _register_campaigns(router: Router) -> None:
     """Issue 6 (handlers/campaigns.py): opt-out/in runs right after tagging and ends the
     dispatch, so nothing else answers 退订/TD/stop; campaign and /redeem commands; clicks."""
-    from handlers import campaigns as c
-
     router.add(Handler("consent", c.consent, c.is_consent, group=CONSENT, block=True))
-    from handlers import scenarios as sc  # scenario funnel: /scenario stats, button clicks
 
     _restricted_commands(
         router,
@@ -222,8 +222,6 @@ def _register_manage(router: Router) -> None:
 
 def _register_conversations(router: Router, config: Config) -> None:
     """Flows, breakpoints and flagging for staff (issue 7; order in handlers/conversations.py)."""
-    from handlers.conversations import ConversationHandlers
-
     conv = ConversationHandlers(config, router.renderer)
     router.add(
         Handler(

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 
-from sqlalchemy import select
-
 from bot.core.context import Context
 from bot.core.events import EventKind
 from bot.core.filters import Filter
@@ -25,8 +23,7 @@ from bot.marketing.campaigns import manage
 from bot.marketing.campaigns.funnel import format_funnel, funnel
 from bot.marketing.campaigns.spec import SpecError, parse_spec
 from bot.marketing.coupons import format_code, redeem
-from storage.campaigns import Campaign, CampaignEvent, CampaignTarget, ConsentChange
-from storage.db import insert_ignore
+from storage.campaigns import Campaign, ConsentChange
 
 __all__ = [
     "OPT_IN_WORDS",
@@ -41,7 +38,6 @@ __all__ = [
 
 OPT_OUT_WORDS = frozenset({"退订", "td", "stop", "unsubscribe", "/unsubscribe", "/td", "/stop"})
 OPT_IN_WORDS = frozenset({"订阅", "start marketing", "subscribe", "/subscribe"})
-ACTIVE = ("pilot_pending", "piloting", "launch_pending", "running", "paused")
 
 
 def _word(ctx: Context) -> str:
@@ -80,34 +76,8 @@ def consent(ctx: Context) -> None:
             )
         )
         if out:
-            _attribute_opt_out(ctx)
+            manage.attribute_opt_out(ctx.session, ctx.customer.id, ctx.now)
     ctx.reply("consent_opted_out" if out else "consent_opted_in", changed=changed)
-
-
-def _attribute_opt_out(ctx: Context) -> None:
-    """Count the opt-out against the active campaigns that messaged this customer."""
-    campaigns = ctx.session.scalars(
-        select(CampaignTarget.campaign_id)
-        .join(Campaign, Campaign.id == CampaignTarget.campaign_id)
-        .where(
-            CampaignTarget.customer_id == ctx.customer.id,
-            CampaignTarget.status == "queued",
-            Campaign.status.in_(ACTIVE),
-        )
-    ).all()
-    for campaign_id in campaigns:
-        insert_ignore(
-            ctx.session,
-            CampaignEvent,
-            {
-                "campaign_id": campaign_id,
-                "customer_id": ctx.customer.id,
-                "kind": "opt_out",
-                "detail": "",
-                "occurred_at": ctx.now,
-            },
-            ["campaign_id", "customer_id", "kind", "detail"],
-        )
 
 
 def tracked_button(ctx: Context) -> None:
@@ -145,9 +115,7 @@ def campaign_command(ctx: Context) -> None:
 
 def _new(ctx: Context, rest: str) -> None:
     spec = parse_spec(rest, ctx.config)
-    from bot.core.templating import Renderer
-
-    renderer = Renderer()
+    renderer = ctx.renderer
     campaign = manage.create_campaign(
         ctx.session,
         spec,
@@ -162,11 +130,9 @@ def _new(ctx: Context, rest: str) -> None:
 class _Actions:
     @staticmethod
     def preview(ctx: Context, campaign: Campaign) -> None:
-        from bot.core.templating import Renderer
-
         try:
             result = manage.preview(
-                ctx.session, campaign, config=ctx.config, renderer=Renderer(), now=ctx.now
+                ctx.session, campaign, config=ctx.config, renderer=ctx.renderer, now=ctx.now
             )
         except TemplateRenderError as exc:
             ctx.reply("campaign_error", problem=f"the template does not render: {exc}")
@@ -185,24 +151,8 @@ class _Actions:
 
     @staticmethod
     def pause(ctx: Context, campaign: Campaign) -> None:
-        from sqlalchemy import update
-
-        from storage.models import OutboxMessage
-
-        if campaign.status not in ("piloting", "running", "pilot_pending", "launch_pending"):
-            ctx.reply("campaign_error", problem=f"campaign {campaign.name!r} is {campaign.status}")
-            return
-        campaign.status = "paused"
-        held = ctx.session.execute(
-            update(OutboxMessage)
-            .where(
-                OutboxMessage.status == "pending",
-                OutboxMessage.idempotency_key.like(f"campaign:{campaign.id}:%"),
-            )
-            .values(status="paused")
-            .execution_options(synchronize_session=False)
-        ).rowcount
-        ctx.reply("campaign_paused", campaign=campaign, held=held or 0)
+        held = manage.hold(ctx.session, campaign)
+        ctx.reply("campaign_paused", campaign=campaign, held=held)
 
     @staticmethod
     def stats(ctx: Context, campaign: Campaign) -> None:

@@ -28,8 +28,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import select
-
 from bot.app.config import Config, KeywordRule
 from bot.conversations.flows import FlowLibrary, FlowRun, Turn, load_flows
 from bot.conversations.handoff import expected_reply, flag
@@ -37,10 +35,9 @@ from bot.core import filters as f
 from bot.core.context import Context
 from bot.core.events import EventKind
 from bot.core.templating import Renderer
-from handlers.tagging import KeywordMatcher
+from bot.customers.tagging import KeywordMatcher
 from storage import repos
 from storage.followups import cancel_pending_of
-from storage.models import Interaction
 
 __all__ = ["ConversationHandlers"]
 
@@ -132,17 +129,7 @@ class ConversationHandlers:
     def not_understood(self, ctx: Context) -> None:
         """Say the bot did not understand; the N-th miss in a row goes to staff."""
         assert ctx.interaction is not None
-        previous = ctx.session.scalar(
-            select(Interaction.id)
-            .where(
-                Interaction.customer_id == ctx.interaction.customer_id,
-                Interaction.channel == ctx.interaction.channel,
-                Interaction.chat_id == ctx.interaction.chat_id,
-                Interaction.id < ctx.interaction.id,
-            )
-            .order_by(Interaction.id.desc())
-            .limit(1)
-        )
+        previous = repos.previous_interaction_id(ctx.session, ctx.interaction)
         last = ctx.state.get("unanswered") or {}
         count = int(last.get("count", 0)) + 1 if last.get("interaction_id") == previous else 1
         limit = self.config.conversations.misunderstandings_before_handoff

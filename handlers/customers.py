@@ -24,8 +24,6 @@ import shlex
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
-
 from bot.app.config import EVENT_TRIGGERS
 from bot.core.context import Context
 from bot.customers.attributes import (
@@ -38,18 +36,18 @@ from bot.customers.attributes import (
     validate_attributes,
 )
 from bot.customers.segment_language import SegmentError
-from handlers.manage import command_target
-from handlers.tagging import TaggingRules
-from storage import repos
-from storage.scores import score_of
-from storage.segments import (
+from bot.customers.segments import (
     count_segment,
     delete_segment,
     list_segments,
     preview_segment,
     save_segment,
 )
-from storage.tag_rules import TagRule, active_rules
+from bot.customers.tagging import TaggingRules
+from handlers.manage import command_target
+from storage import repos
+from storage.scores import score_of
+from storage.tag_rules import TagRule, active_rule, active_rules
 from storage.tag_scores import interests_of
 
 __all__ = ["CustomerCommands", "RuleSyntaxError", "parse_rule"]
@@ -246,13 +244,7 @@ class CustomerCommands:
             ctx.reply("rule_list", rules=[describe_rule(r) for r in active_rules(session)])
         elif sub in ("del", "delete"):
             raw = ctx.event.args[1].lstrip("#") if len(ctx.event.args) > 1 else ""
-            row = (
-                session.scalars(
-                    select(TagRule).where(TagRule.id == int(raw), TagRule.active.is_(True))
-                ).one_or_none()
-                if raw.isdigit()
-                else None
-            )
+            row = active_rule(session, int(raw)) if raw.isdigit() else None
             if row is None:
                 ctx.reply("customers_error", error=f"no active rule #{raw or '?'} (see /rule list)")
                 return

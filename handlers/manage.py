@@ -13,13 +13,12 @@ from __future__ import annotations
 from datetime import timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
-
 from bot.core.context import Context
 from bot.core.events import ChatType, ConversationRef
 from bot.core.templating import TemplateRenderError
 from storage import repos
-from storage.models import Customer, CustomerTag, Group, Identity, Interaction, Membership, Tag
+from storage.group_stats import group_stats
+from storage.models import Customer, Group, Identity
 from storage.scores import score_of
 
 __all__ = [
@@ -121,52 +120,17 @@ def stats(ctx: Context) -> None:
     group = _group(ctx)
     if group is None:
         return
-    session, ref = ctx.session, ctx.event.ref
-    since = ctx.now - timedelta(days=STATS_DAYS)
-    in_chat = (
-        (Interaction.channel == ref.channel)
-        & (Interaction.chat_id == ref.chat_id)
-        & (Interaction.occurred_at >= since)
-    )
-
-    def count(kind: str) -> int:
-        return session.scalar(
-            select(func.count()).select_from(Interaction).where(in_chat, Interaction.kind == kind)
-        )
-
-    members = session.scalar(
-        select(func.count())
-        .select_from(Membership)
-        .where(Membership.group_id == group.id, Membership.active.is_(True))
-    )
-    active = session.execute(
-        select(Customer.display_name, func.count().label("n"))
-        .join(Interaction, Interaction.customer_id == Customer.id)
-        .where(in_chat, Interaction.kind == "message")
-        .group_by(Customer.id, Customer.display_name)
-        .order_by(func.count().desc(), Customer.id)
-        .limit(5)
-    ).all()
-    tags = session.execute(
-        select(Tag.name, func.count().label("n"))
-        .join(CustomerTag, CustomerTag.tag_id == Tag.id)
-        .join(Membership, Membership.customer_id == CustomerTag.customer_id)
-        .where(Membership.group_id == group.id, Membership.active.is_(True))
-        .where((CustomerTag.expires_at.is_(None)) | (CustomerTag.expires_at > ctx.now))
-        .group_by(Tag.id, Tag.name)
-        .order_by(func.count().desc(), Tag.name)
-        .limit(5)
-    ).all()
+    found = group_stats(ctx.session, group, ctx.now - timedelta(days=STATS_DAYS), ctx.now)
     ctx.reply(
         "manage_stats",
-        title=group.title or ref.chat_id,
+        title=group.title or ctx.event.ref.chat_id,
         days=STATS_DAYS,
-        members=members,
-        joins=count("join"),
-        leaves=count("leave"),
-        messages=count("message"),
-        active=[{"name": name or "?", "count": n} for name, n in active],
-        tags=[{"tag": name, "count": n} for name, n in tags],
+        members=found.members,
+        joins=found.joins,
+        leaves=found.leaves,
+        messages=found.messages,
+        active=[{"name": name or "?", "count": n} for name, n in found.active],
+        tags=[{"tag": name, "count": n} for name, n in found.tags],
     )
 
 

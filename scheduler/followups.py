@@ -19,18 +19,19 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bot.app.config import Config
+from bot.app.services import Services
 from bot.conversations.flows import FlowLibrary, FlowRun, load_flows
 from bot.conversations.handoff import escalate_overdue
 from bot.core.clock import Clock
 from bot.core.events import ConversationRef
 from bot.core.templating import Renderer
-from bot.marketing.campaigns.manage import Services
 from bot.marketing.policy import check
 from bot.outbox import queue as outbox
 from storage.db import Database
 from storage.followups import FollowUp
 from storage.handoff import HandoffTicket
 from storage.models import Conversation, Customer
+from storage.orders import Order
 
 __all__ = ["escalate_sla", "run_conversation_jobs", "send_due_followups"]
 
@@ -38,11 +39,7 @@ log = logging.getLogger(__name__)
 
 
 def _bought_since(session: Session, customer_id: int, since) -> bool:
-    """Whether the customer has ordered since a moment (orders table of issue 5, if present)."""
-    try:
-        from storage.orders import Order
-    except ImportError:  # pragma: no cover - the orders issue not merged
-        return False
+    """Whether the customer has ordered since a moment."""
     return (
         session.scalar(
             select(Order.id)

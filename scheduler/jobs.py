@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import logging
 
-from bot.marketing.campaigns.manage import Services
+from bot.app.services import Services
+from bot.customers.rfm import recompute_scores
+from bot.marketing.campaigns.manage import run_due
+from bot.marketing.scenarios import tick
+from scheduler.customer_jobs import purge_expired_tags
+from scheduler.followups import run_conversation_jobs
 
 __all__ = [
     "bind",
@@ -39,30 +44,21 @@ def _bound() -> Services:
 
 def scenario_tick(scenario_id: int) -> None:
     """Run one scenario wherever its window is open (bot/marketing/scenarios.py)."""
-    from bot.marketing.scenarios import tick
-
     tick(_bound(), scenario_id)
 
 
 def campaigns_due() -> None:
     """Run requested pilots and launches, and judge pilots whose period is over."""
-    from bot.marketing.campaigns.manage import run_due
-
     run_due(_bound())
 
 
 def conversations_due() -> None:
     """Send due flow follow-ups and escalate handoffs past the SLA (issue 7)."""
-    from scheduler.followups import run_conversation_jobs
-
     run_conversation_jobs(_bound())
 
 
 def nightly_customers() -> None:
     """Recompute RFM scores, lifecycle stages and tiers; purge expired customer tags."""
-    from bot.customers.rfm import recompute_scores
-    from scheduler.customer_jobs import purge_expired_tags
-
     services = _bound()
     now = services.clock.now()
     with services.db.transaction() as session:

@@ -21,7 +21,7 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import select
 
-from bot.marketing.campaigns.manage import Services
+from bot.app.services import Services
 from scheduler import jobs
 from scheduler.customer_jobs import NIGHTLY_CRON
 from scheduler.lock import SchedulerLock

@@ -45,7 +45,7 @@ COLUMNS = (
     "next_attempt_at",
     "created_at",
 )
-_OUTBOX_COLS = ", ".join((*COLUMNS, "status", "attempts"))
+_OUTBOX_COLS = ", ".join((*COLUMNS, "status", "attempts", "source_kind", "source_id"))
 _OUTBOX_TYPES = (
     "text",
     "text",
@@ -59,6 +59,8 @@ _OUTBOX_TYPES = (
     "timestamptz",
     "text",
     "int4",
+    "text",
+    "int8",
 )
 TARGET_COLUMNS = ("campaign_id", "customer_id", "arm", "variant", "status", "reason", "created_at")
 _TARGET_COLS = ", ".join(TARGET_COLUMNS)
@@ -88,11 +90,19 @@ def _raw(session: Session):
     return connection.dialect.name, connection.connection.driver_connection
 
 
-def insert_new(session: Session, rows: Sequence[tuple], targets: Sequence[tuple]) -> int:
+def insert_new(
+    session: Session,
+    rows: Sequence[tuple],
+    targets: Sequence[tuple],
+    *,
+    source: tuple[str, int] | None = None,
+) -> int:
     """Insert outbox rows and target rows expected to be new; returns new outbox rows.
 
-    Rows that turn out to exist are skipped exactly as in the safe path.
+    Rows that turn out to exist are skipped exactly as in the safe path. ``source`` is
+    the ``(source_kind, source_id)`` of every row (the campaign or scenario queuing them).
     """
+    tail = ("pending", 0, *(source or (None, None)))
     dialect, raw = _raw(session)
     if dialect == "postgresql" and (rows or targets):
         with raw.cursor() as cur:
@@ -101,7 +111,7 @@ def insert_new(session: Session, rows: Sequence[tuple], targets: Sequence[tuple]
                 _copy(
                     cur,
                     f"outbox ({_OUTBOX_COLS})",
-                    ((*r, "pending", 0) for r in rows),
+                    ((*r, *tail) for r in rows),
                     _OUTBOX_TYPES,
                 )
                 _copy(cur, f"campaign_targets ({_TARGET_COLS})", targets, _TARGET_TYPES)
@@ -110,7 +120,7 @@ def insert_new(session: Session, rows: Sequence[tuple], targets: Sequence[tuple]
             else:
                 cur.execute("RELEASE SAVEPOINT siyu_bulk")
                 return len(rows)
-    new = insert_outbox_rows(session, rows)
+    new = insert_outbox_rows(session, rows, source=source)
     insert_target_rows(session, targets)
     return new
 
@@ -124,10 +134,14 @@ def _copy(cur, table: str, rows, types: Sequence[str]) -> None:
             write(r)
 
 
-def insert_outbox_rows(session: Session, rows: Sequence[tuple]) -> int:
-    """Insert rows not queued before (by idempotency key); returns how many were new."""
+def insert_outbox_rows(
+    session: Session, rows: Sequence[tuple], *, source: tuple[str, int] | None = None
+) -> int:
+    """Insert rows not queued before (by idempotency key); returns how many were new.
+    ``source`` is the ``(source_kind, source_id)`` of every row, if any."""
     if not rows:
         return 0
+    tail = ("pending", 0, *(source or (None, None)))
     dialect, raw = _raw(session)
     if dialect == "postgresql":
         with raw.cursor() as cur:
@@ -135,13 +149,14 @@ def insert_outbox_rows(session: Session, rows: Sequence[tuple]) -> int:
                 "CREATE TEMP TABLE IF NOT EXISTS siyu_outbox_load (idempotency_key text, "
                 "channel text, chat_id text, user_id text, customer_id bigint, purpose text, "
                 "priority integer, payload json, next_attempt_at timestamptz, "
-                "created_at timestamptz, status text, attempts integer) ON COMMIT DELETE ROWS"
+                "created_at timestamptz, status text, attempts integer, source_kind text, "
+                "source_id bigint) ON COMMIT DELETE ROWS"
             )
             cur.execute("TRUNCATE siyu_outbox_load")
             _copy(
                 cur,
                 f"siyu_outbox_load ({_OUTBOX_COLS})",
-                ((*r, "pending", 0) for r in rows),
+                ((*r, *tail) for r in rows),
                 _OUTBOX_TYPES,
             )
             cur.execute(
@@ -149,14 +164,14 @@ def insert_outbox_rows(session: Session, rows: Sequence[tuple]) -> int:
                 "ON CONFLICT (idempotency_key) DO NOTHING"
             )
             return cur.rowcount or 0
-    marks = ", ".join("?" * (len(COLUMNS) + 2))
+    marks = ", ".join("?" * (len(COLUMNS) + len(tail)))
     cur = raw.cursor()
     before = raw.total_changes
     stamp = _stamper()
     cur.executemany(
         f"INSERT INTO outbox ({_OUTBOX_COLS}) VALUES ({marks}) "
         "ON CONFLICT (idempotency_key) DO NOTHING",
-        [(*r[:8], stamp(r[8]), stamp(r[9]), "pending", 0) for r in rows],
+        [(*r[:8], stamp(r[8]), stamp(r[9]), *tail) for r in rows],
     )
     cur.close()
     return raw.total_changes - before

@@ -14,7 +14,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from bot.core.clock import utcnow
+from storage.clock import utcnow
 from storage.models import Base, BigId
 
 __all__ = ["CouponCode", "CouponDefinition"]

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from bot.core.clock import utcnow
+from storage.clock import utcnow
 from storage.models import Base, BigId
 
 __all__ = ["AuditEntry", "HandoffTicket", "LoginFailure", "StaffNote", "StaffUser"]

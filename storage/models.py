@@ -26,7 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
-from bot.core.clock import utcnow
+from storage.clock import utcnow
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -208,7 +208,10 @@ class OutboxMessage(Base):
     """
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_outbox_due", "status", "next_attempt_at"),
+        Index("ix_outbox_source", "source_kind", "source_id"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
@@ -228,6 +231,10 @@ class OutboxMessage(Base):
     platform_message_id: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
+    #: What queued the row in bulk: ``campaign`` or ``scenario`` and its id (None: a reply,
+    #: a staff answer, a follow-up, ...).
+    source_kind: Mapped[str | None] = mapped_column(String(16))
+    source_id: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class ProcessedInbound(Base):

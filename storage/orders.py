@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import BigInteger, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from bot.core.clock import utcnow
+from storage.clock import utcnow
 from storage.models import Base, BigId, Customer
 
 __all__ = ["Order"]

@@ -12,6 +12,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.orm import Session, joinedload
 
+from storage.birthdays import format_birthday
+from storage.coupons import CouponCode, CouponDefinition
 from storage.db import insert_ignore
 from storage.models import (
     Conversation,
@@ -39,6 +41,7 @@ __all__ = [
     "find_identity",
     "load_conversation",
     "mask_phone",
+    "previous_interaction_id",
     "record_interaction",
     "remove_tag",
     "tags_of",
@@ -325,8 +328,6 @@ class CustomerProfile:
     def as_dict(self, *, reveal_phone: bool = False) -> dict:
         """The profile as JSON-able data; the phone is masked unless ``reveal_phone``
         (managers and the operator's CLI only)."""
-        from bot.customers.attributes import format_birthday
-
         c = self.customer
         s = self.score
         return {
@@ -505,8 +506,6 @@ def customer_profile(
 
 def _coupons(session: Session, customer_id: int, limit: int) -> list[dict]:
     """The customer's most recent coupon codes with their definition and status."""
-    from storage.coupons import CouponCode, CouponDefinition
-
     rows = session.execute(
         select(CouponCode, CouponDefinition.name, CouponDefinition.title)
         .join(CouponDefinition, CouponDefinition.id == CouponCode.definition_id)
@@ -526,3 +525,18 @@ def _coupons(session: Session, customer_id: int, limit: int) -> list[dict]:
         }
         for c, name, title in rows
     ]
+
+
+def previous_interaction_id(session: Session, interaction: Interaction) -> int | None:
+    """The id of the customer's interaction before this one in the same chat, if any."""
+    return session.scalar(
+        select(Interaction.id)
+        .where(
+            Interaction.customer_id == interaction.customer_id,
+            Interaction.channel == interaction.channel,
+            Interaction.chat_id == interaction.chat_id,
+            Interaction.id < interaction.id,
+        )
+        .order_by(Interaction.id.desc())
+        .limit(1)
+    )

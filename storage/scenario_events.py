@@ -13,7 +13,7 @@ from datetime import datetime
 from sqlalchemy import String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from bot.core.clock import utcnow
+from storage.clock import utcnow
 from storage.models import Base, BigId
 
 __all__ = ["ScenarioEvent"]

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from storage.models import Base, BigId
 
-__all__ = ["TagRule", "active_rules", "rules_version"]
+__all__ = ["TagRule", "active_rule", "active_rules", "rules_version"]
 
 RULE_KINDS = ("keyword", "event", "activity")
 
@@ -42,6 +42,13 @@ def active_rules(session: Session, kind: str | None = None) -> list[TagRule]:
     if kind:
         stmt = stmt.where(TagRule.kind == kind)
     return list(session.scalars(stmt.order_by(TagRule.id)))
+
+
+def active_rule(session: Session, rule_id: int) -> TagRule | None:
+    """Database rule ``rule_id`` if it is still active."""
+    return session.scalars(
+        select(TagRule).where(TagRule.id == rule_id, TagRule.active.is_(True))
+    ).one_or_none()
 
 
 def rules_version(session: Session) -> tuple:

@@ -10,12 +10,12 @@ a forum topic of the relay group. Sent parts are kept in the outbox row itself
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy import BigInteger, String, Text, UniqueConstraint, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from bot.core.clock import utcnow
-from bot.core.events import ConversationRef
+from storage.clock import utcnow
 from storage.db import insert_ignore
 from storage.models import Base, BigId, Identity, OutboxMessage
 
@@ -30,6 +30,17 @@ __all__ = [
     "save_topic",
     "topic_for",
 ]
+
+
+class ConversationKey(Protocol):
+    """What keys a conversation here (``bot.core.events.ConversationRef`` is one)."""
+
+    @property
+    def channel(self) -> str: ...
+    @property
+    def chat_id(self) -> str: ...
+    @property
+    def user_id(self) -> str: ...
 
 
 class TelegramCallbackData(Base):
@@ -75,7 +86,7 @@ def resolve_callback(session: Session, token: str) -> str | None:
     )
 
 
-def topic_for(session: Session, ref: ConversationRef) -> TelegramRelayTopic | None:
+def topic_for(session: Session, ref: ConversationKey) -> TelegramRelayTopic | None:
     """The relay topic of a customer conversation, if one was opened."""
     return session.scalars(
         select(TelegramRelayTopic).where(
@@ -97,7 +108,7 @@ def find_topic(session: Session, relay_chat_id: str, thread_id: int) -> Telegram
 
 
 def save_topic(
-    session: Session, relay_chat_id: str, thread_id: int, ref: ConversationRef, now: datetime
+    session: Session, relay_chat_id: str, thread_id: int, ref: ConversationKey, now: datetime
 ) -> TelegramRelayTopic:
     """Record a new topic (or return the one another process recorded first)."""
     insert_ignore(

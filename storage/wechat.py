@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from bot.core.clock import utcnow
+from storage.clock import utcnow
 from storage.models import Base, BigId
 
 __all__ = [

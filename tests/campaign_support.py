@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 
 from bot.app.config import Config
+from bot.app.services import Services
 from bot.core.clock import Clock
 from bot.core.templating import Renderer
-from bot.marketing.campaigns.manage import Services
 from bot.marketing.coupons import sync_definitions
 from storage import repos
 from storage.db import Database

@@ -11,9 +11,9 @@ import time
 from apscheduler.events import EVENT_JOB_EXECUTED
 
 from bot.app.config import ScenarioDef, load_config
+from bot.app.services import Services
 from bot.core.clock import SystemClock
 from bot.core.templating import Renderer
-from bot.marketing.campaigns.manage import Services
 from scheduler.service import SchedulerService
 from storage.db import Database
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from bot.marketing.campaigns.manage import Services, run_due
+from bot.app.services import Services
+from bot.marketing.campaigns.manage import run_due
 from bot.marketing.coupons import format_code, sync_definitions
 from storage import repos
 from storage.campaigns import Campaign, ConsentChange

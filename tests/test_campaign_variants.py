@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
+from bot.app.services import Services
 from bot.marketing.campaigns.funnel import funnel
-from bot.marketing.campaigns.manage import Services, create_campaign, launch
+from bot.marketing.campaigns.manage import create_campaign, launch
 from bot.marketing.campaigns.spec import SpecError, parse_spec
 from bot.marketing.coupons import redeem, sync_definitions
 from storage.campaigns import Campaign, CampaignTarget

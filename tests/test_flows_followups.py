@@ -169,8 +169,8 @@ async def test_the_one_scheduler_runs_followups_and_the_sla(config, sqlite_db, c
     by the process holding the scheduler lock (no per-process loop any more)."""
     import asyncio
 
+    from bot.app.services import Services
     from bot.core.templating import Renderer
-    from bot.marketing.campaigns.manage import Services
     from scheduler import jobs
     from scheduler.service import SchedulerService
     from storage.handoff import HandoffTicket

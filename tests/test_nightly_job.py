@@ -6,9 +6,9 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
+from bot.app.services import Services
 from bot.core.templating import Renderer
 from bot.customers.orders import OrderInput, store_orders
-from bot.marketing.campaigns.manage import Services
 from scheduler import jobs
 from storage import repos
 from storage.models import CustomerTag

@@ -15,12 +15,12 @@ from sqlalchemy import select
 from bot.app.cli import main
 from bot.core.clock import FakeClock
 from bot.customers.attributes import ProfileInputError, validate_attributes
+from bot.customers.segments import count_segment
 from bot.marketing.scenarios import sync_scenarios, tick
 from storage.campaigns import Scenario
 from storage.db import Database
 from storage.models import Customer, Identity, OutboxMessage
 from storage.repos import find_identity
-from storage.segments import count_segment
 from tests.campaign_support import services
 from tests.support import SandboxHarness
 

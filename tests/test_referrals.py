@@ -14,9 +14,9 @@ from sqlalchemy import select
 
 from bot.core.templating import Renderer
 from bot.customers.orders import store_orders, validate_order
+from bot.customers.segments import count_segment
 from bot.measures.referrals import settle_first_orders
 from storage.measures import Referral, ReferralReward
-from storage.segments import count_segment
 from tests.support import free_port
 from tests.telegram_fake_api import TelegramHarness, message, private_chat, user
 from tests.wechat_fakes import CallbackSigner, FakeWechatApi, RunningSiyu, random_aes_key

@@ -6,7 +6,7 @@ import pytest
 
 from bot.customers.rfm import recompute_scores
 from bot.customers.segment_language import SegmentError, parse
-from storage.segments import (
+from bot.customers.segments import (
     count_segment,
     iter_segment_ids,
     preview_segment,

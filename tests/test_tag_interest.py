@@ -10,9 +10,9 @@ import pytest
 
 from bot.app.config import EventRule, KeywordRule
 from bot.customers.segment_language import SegmentError, parse
+from bot.customers.segments import count_segment, preview_segment
 from storage.models import Customer
 from storage.repos import add_tag, customer_profile
-from storage.segments import count_segment, preview_segment
 from storage.tag_scores import bump_interest, interests_of
 from tests.support import SandboxHarness
 

@@ -9,11 +9,11 @@ import pytest
 from sqlalchemy import select
 
 from bot.app.config import ActivityRule, EventRule, KeywordRule
-from handlers.tagging import KeywordMatcher, TaggingRules, apply_event_rules
+from bot.customers.segments import count_segment
+from bot.customers.tagging import KeywordMatcher, TaggingRules, apply_event_rules
 from scheduler.customer_jobs import purge_expired_tags
 from storage.models import CustomerTag
 from storage.repos import find_identity, tags_of
-from storage.segments import count_segment
 from tests.support import SandboxHarness
 
 

@@ -299,9 +299,7 @@ async def test_a_retried_long_message_never_sends_an_earlier_part_again(tg):
     # Another process (a fresh adapter: nothing in memory) takes the message over.
     fresh = TelegramAdapter(
         tg.adapter.config,
-        tg.db,
-        tg.clock,
-        tg.runtime.handle,
+        tg.runtime,
         limiter=TelegramRateLimiter(now=tg.time.now, sleep=tg.time.sleep),
     )
     await fresh.bot.initialize()

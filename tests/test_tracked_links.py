@@ -13,9 +13,10 @@ from starlette.testclient import TestClient
 
 from bot.app.assembly import build
 from bot.app.config import EventRule, LinksConfig
+from bot.app.services import Services
 from bot.core.templating import Renderer, TemplateRenderError
 from bot.marketing.campaigns.funnel import funnel
-from bot.marketing.campaigns.manage import Services, build_push, create_campaign, launch, preview
+from bot.marketing.campaigns.manage import build_push, create_campaign, launch, preview
 from bot.marketing.campaigns.spec import parse_spec
 from storage import repos
 from storage.campaigns import Campaign

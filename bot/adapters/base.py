@@ -7,12 +7,24 @@ not a subclass of it.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from bot.core.events import Button
+from bot.outbox.states import OutboxStatus
+
+if TYPE_CHECKING:
+    from bot.app.config import Config
+    from bot.core.clock import Clock
+    from bot.core.events import Event
+    from bot.core.routing import DispatchResult
+    from storage.db import Database
 
 __all__ = [
     "AWAITING_CONFIRMATION",
     "Adapter",
+    "AdapterHost",
     "Button",
     "DeliveryError",
     "OutboundMessage",
@@ -24,12 +36,16 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class Button:
-    """An inline button: its label and the data sent back when pressed."""
+class AdapterHost(Protocol):
+    """What every adapter is built with (``Adapter(config_section, runtime, **options)``):
+    the process's storage and clock, and where inbound events go
+    (:class:`bot.app.runtime.Runtime` is one)."""
 
-    label: str
-    data: str
+    config: Config
+    db: Database
+    clock: Clock
+
+    def handle(self, event: Event) -> Awaitable[DispatchResult]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +66,7 @@ class OutboundMessage:
 #: WeCom customer mass-send task): the delivery worker never claims it; the adapter settles
 #: it to ``sent`` / ``failed`` / ``unreachable`` when the outcome is known. Counted by the
 #: marketing frequency cap like ``sent`` (it is not in ``bot.marketing.policy.NOT_COUNTED``).
-AWAITING_CONFIRMATION = "awaiting_confirm"
+AWAITING_CONFIRMATION = OutboxStatus.AWAITING_CONFIRM.value
 
 
 @dataclass(frozen=True, slots=True)

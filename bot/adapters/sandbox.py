@@ -13,14 +13,13 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from bot.adapters.base import OutboundMessage, PermanentError, SendReceipt
-from bot.core.clock import Clock
+from bot.adapters.base import AdapterHost, OutboundMessage, PermanentError, SendReceipt
+from bot.app.config import SandboxConfig
 from bot.core.events import Actor, ChatType, ConversationRef, Event, EventKind, parse_command
 from bot.core.routing import DispatchResult
 from storage.db import Database
@@ -81,15 +80,15 @@ class SandboxAdapter:
 
     def __init__(
         self,
-        db: Database,
-        clock: Clock,
-        handle: Callable[[Event], Awaitable[DispatchResult]],
-        group_titles: list[str],
+        config: SandboxConfig,
+        runtime: AdapterHost,
     ) -> None:
-        self.db = db
-        self.clock = clock
-        self._handle = handle
-        self.groups = [SandboxGroup(f"group-{i + 1}", t) for i, t in enumerate(group_titles)]
+        self.config = config
+        self.runtime = runtime
+        self.db = runtime.db
+        self.clock = runtime.clock
+        self._handle = runtime.handle
+        self.groups = [SandboxGroup(f"group-{i + 1}", t) for i, t in enumerate(config.groups)]
         self._changed = asyncio.Condition()
 
     async def start(self) -> None:

@@ -45,7 +45,7 @@ def build(config: Config, *, db: Database | None = None, clock: Clock | None = N
     runtime = Runtime(config, db=db, clock=clock)
     sandbox = None
     if config.sandbox.enabled:
-        sandbox = SandboxAdapter(runtime.db, runtime.clock, runtime.handle, config.sandbox.groups)
+        sandbox = SandboxAdapter(config.sandbox, runtime)
         runtime.add_adapter(sandbox)
     app = SiyuApp(runtime, sandbox)
     from bot.web.inbox import inbox_middleware
@@ -74,9 +74,7 @@ def _channel_routes(runtime: Runtime, config: Config) -> list[BaseRoute]:
             )
         telegram = TelegramAdapter(
             config.telegram,
-            runtime.db,
-            runtime.clock,
-            runtime.handle,
+            runtime,
             relay=relay_desk(config, runtime),  # staff relay group, if [telegram] relay_chat_id
         )
         runtime.add_adapter(telegram)
@@ -122,11 +120,9 @@ def _scheduler_services(runtime: Runtime, config: Config) -> list:
     """
     if not config.scenarios.scheduler:
         return []
-    from bot.marketing.campaigns.manage import Services
     from scheduler.service import SchedulerService
 
-    services = Services(runtime.db, config, runtime.renderer, runtime.clock)
-    return [SchedulerService(services)]
+    return [SchedulerService(runtime)]
 
 
 class _Server(uvicorn.Server):

@@ -40,9 +40,9 @@ def add_parsers(sub, common: argparse.ArgumentParser) -> None:
 
 
 def _services(config: Config):
+    from bot.app.services import Services
     from bot.core.clock import SystemClock
     from bot.core.templating import Renderer
-    from bot.marketing.campaigns.manage import Services
     from bot.marketing.coupons import sync_definitions
     from storage.db import Database
 
@@ -160,20 +160,16 @@ def cmd_report(config: Config, args: argparse.Namespace) -> int:
 
 def _report_scenario(config: Config, args: argparse.Namespace) -> int:
     """``siyu report scenario NAME [--json]``: the scenario's funnel per local date."""
-    from sqlalchemy import select
-
     from bot.marketing.campaigns.funnel import format_scenario_funnel, scenario_funnel
-    from storage.campaigns import Scenario
+    from bot.marketing.scenarios import find_scenario, scenario_names
     from storage.db import Database
 
     db = Database(config.database.url)
     try:
         with db.sessions() as session:
-            scenario = session.scalars(
-                select(Scenario).where(Scenario.name == args.name)
-            ).one_or_none()
+            scenario = find_scenario(session, args.name)
             if scenario is None:
-                known = ", ".join(session.scalars(select(Scenario.name).order_by(Scenario.name)))
+                known = ", ".join(scenario_names(session))
                 print(
                     f"siyu: no scenario named {args.name!r} (known: {known or 'none'})",
                     file=sys.stderr,

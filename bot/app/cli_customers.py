@@ -171,7 +171,8 @@ def cmd_import(config: Config, args: argparse.Namespace) -> int:
     if args.import_command == "customers":
         return cmd_import_customers(config, args)
     from bot.core.templating import Renderer
-    from bot.customers.orders import OrderInputError, parse_csv, store_orders
+    from bot.customers.intake import IntakeError
+    from bot.customers.orders import parse_csv, store_orders
     from bot.customers.rfm import refresh_customers
     from bot.measures.referrals import settle_first_orders as settle_referrals
 
@@ -187,7 +188,7 @@ def cmd_import(config: Config, args: argparse.Namespace) -> int:
             now=now,
             default_currency=config.rfm.currency,
         )
-    except OrderInputError as exc:
+    except IntakeError as exc:
         print(f"siyu: {path}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     db = _db(config)
@@ -201,7 +202,7 @@ def cmd_import(config: Config, args: argparse.Namespace) -> int:
         db.close()
     rejected = sorted(errors + report.errors, key=lambda e: e.where)
     for e in rejected:
-        label = f" (order {e.order_id})" if e.order_id else ""
+        label = f" (order {e.key})" if e.key else ""
         print(f"{path}:{e.where}: rejected{label}: {e.reason}", file=sys.stderr)
     print(
         f"{path}: {report.inserted} new order(s), {report.duplicates} already imported, "
@@ -236,7 +237,7 @@ def cmd_import_customers(config: Config, args: argparse.Namespace) -> int:
     finally:
         db.close()
     for e in report.errors:
-        label = f" ({e.order_id})" if e.order_id else ""
+        label = f" ({e.key})" if e.key else ""
         print(f"{path}:{e.where}: rejected{label}: {e.reason}", file=sys.stderr)
     print(
         f"{path}: {report.created} created, {report.updated} updated, "
@@ -246,8 +247,8 @@ def cmd_import_customers(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_segment(config: Config, args: argparse.Namespace) -> int:
+    from bot.customers import segments
     from bot.customers.segment_language import SegmentError
-    from storage import segments
 
     db = _db(config)
     now = _now()

@@ -13,10 +13,12 @@ import zlib
 
 from bot.adapters.base import Adapter
 from bot.app.config import Config
+from bot.app.services import Services
 from bot.core.clock import Clock, SystemClock
 from bot.core.events import ConversationRef, Event
 from bot.core.routing import DispatchResult, Router
 from bot.core.templating import Renderer
+from bot.outbox import queue as outbox
 from bot.outbox.worker import DeliveryWorker
 from handlers import register_handlers
 from storage.db import Database
@@ -28,8 +30,11 @@ log = logging.getLogger(__name__)
 LOCK_STRIPES = 256
 
 
-class Runtime:
-    """Everything one Siyu process runs; adapters are given it, they do not extend it."""
+class Runtime(Services):
+    """Everything one Siyu process runs; adapters are given it, they do not extend it.
+
+    It is the process's :class:`Services` (what jobs and CLI verbs use) with the router,
+    the adapters and the delivery worker on top."""
 
     def __init__(
         self,
@@ -39,11 +44,15 @@ class Runtime:
         clock: Clock | None = None,
         renderer: Renderer | None = None,
     ) -> None:
-        self.config = config
-        self.db = db or Database(config.database.url, echo=config.database.echo)
-        self.clock = clock or SystemClock()
-        self.renderer = renderer or Renderer()
-        self.router = register_handlers(Router(config, self.renderer, self.clock), config)
+        super().__init__(
+            db or Database(config.database.url, echo=config.database.echo),
+            config,
+            renderer or Renderer(),
+            clock or SystemClock(),
+        )
+        self.router = register_handlers(
+            Router(config, self.renderer, self.clock, enqueue=outbox.enqueue), config
+        )
         self.adapters: dict[str, Adapter] = {}
         self.worker = DeliveryWorker(self.db, self.adapters, self.clock, config.delivery)
         self._locks = [asyncio.Lock() for _ in range(LOCK_STRIPES)]

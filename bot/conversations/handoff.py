@@ -20,6 +20,12 @@ from sqlalchemy.orm import Session
 
 from bot.app.config import Config
 from bot.conversations.flows import FlowLibrary, FlowRun
+from bot.conversations.handoff_states import (
+    HandoffStatus,
+    TicketStatus,
+    handoff_transition,
+    ticket_transition,
+)
 from bot.core.events import ConversationRef
 from bot.core.templating import Renderer
 from bot.marketing.coupons import Redemption, ensure_definition, format_code, issue_one, redeem
@@ -110,6 +116,17 @@ def audit(
             log.exception("handoff: observer %r failed on %s", observer, action)
 
 
+#: The claim's one atomic UPDATE moves a ticket from waiting to claimed (checked here once).
+_CLAIM = ticket_transition(TicketStatus.WAITING, TicketStatus.CLAIMED)
+
+
+def _hand(conversation: Conversation, status: HandoffStatus, owner: str | None) -> None:
+    """The one place a conversation's handoff status changes (checked by its table)."""
+    old = conversation.handoff_status or HandoffStatus.BOT
+    conversation.handoff_status = handoff_transition(old, status).value
+    conversation.handoff_owner = owner
+
+
 def open_ticket(session: Session, conversation_id: int) -> HandoffTicket | None:
     return session.scalars(
         select(HandoffTicket)
@@ -145,13 +162,13 @@ def flag(
         reason=reason,
         detail=detail[:500],
         priority=priority,
-        status="waiting",
+        status=TicketStatus.WAITING.value,
         created_at=now,
         updated_at=now,
     )
     session.add(ticket)
     session.flush()
-    conversation.handoff_status, conversation.handoff_owner = "waiting", None
+    _hand(conversation, HandoffStatus.WAITING, None)
     cancel_pending(session, conversation.id, "handoff")
     audit(session, actor, "flag", now, ticket=ticket, reason=reason, detail=detail[:200])
     return ticket, True
@@ -203,15 +220,15 @@ def claim(session: Session, ticket_id: int, staff: StaffUser, now: datetime) -> 
     """Claim a waiting conversation: one atomic UPDATE, so exactly one claimer wins."""
     won = session.execute(
         update(HandoffTicket)
-        .where(HandoffTicket.id == ticket_id, HandoffTicket.status == "waiting")
-        .values(status="claimed", owner=staff.username, claimed_at=now, updated_at=now)
+        .where(HandoffTicket.id == ticket_id, HandoffTicket.status == TicketStatus.WAITING)
+        .values(status=_CLAIM.value, owner=staff.username, claimed_at=now, updated_at=now)
     ).rowcount
     ticket = _ticket(session, ticket_id)
     if not won:
         audit(session, staff.username, "claim_refused", now, ticket=ticket, owner=ticket.owner)
         return False
     conversation = _locked_conversation(session, ticket.conversation_id)
-    conversation.handoff_status, conversation.handoff_owner = "staff", staff.username
+    _hand(conversation, HandoffStatus.STAFF, staff.username)
     audit(session, staff.username, "claim", now, ticket=ticket)
     return True
 
@@ -369,9 +386,10 @@ def _close(
         raise HandoffError("this conversation is already closed")
     if ticket.status == "claimed" and ticket.owner != staff.username and staff.role != "manager":
         raise HandoffError("only its owner (or a manager) can close this conversation")
-    ticket.status, ticket.closed_at, ticket.updated_at = status, now, now
+    ticket.status = ticket_transition(ticket.status, status).value
+    ticket.closed_at, ticket.updated_at = now, now
     conversation = _locked_conversation(session, ticket.conversation_id)
-    conversation.handoff_status, conversation.handoff_owner = "bot", None
+    _hand(conversation, HandoffStatus.BOT, None)
     action = {"released": "release", "resolved": "resolve"}[status]
     audit(session, staff.username, action, now, ticket=ticket)
     return conversation

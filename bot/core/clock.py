@@ -5,12 +5,9 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime, timedelta
 
+from storage.clock import utcnow
+
 __all__ = ["Clock", "FakeClock", "SystemClock", "utcnow"]
-
-
-def utcnow() -> datetime:
-    """The current time, timezone-aware in UTC."""
-    return datetime.now(UTC)
 
 
 class Clock:

@@ -7,24 +7,27 @@ conversation's persisted breakpoint state.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import flag_modified
 
-from bot.adapters.base import Button
-from bot.app.config import Config
-from bot.core.events import ConversationRef, Event
+from bot.core.events import Button, ConversationRef, Event
 from bot.core.templating import Renderer
-from bot.outbox import queue as outbox
 from storage import repos
 from storage.models import Conversation, Customer, Identity, Interaction
 
 if TYPE_CHECKING:
+    from bot.app.config import Config
     from bot.core.routing import Handler
 
-__all__ = ["Context"]
+__all__ = ["Context", "Enqueue"]
+
+#: How a context queues a message: the outbox's ``enqueue`` (bot/outbox/queue.py), given by
+#: whoever builds the router, so the core does not depend on the outbox.
+Enqueue = Callable[..., bool]
 
 
 class Context:
@@ -37,8 +40,11 @@ class Context:
         config: Config,
         renderer: Renderer,
         now: datetime,
+        *,
+        enqueue: Enqueue,
     ) -> None:
         self.event = event
+        self.enqueue = enqueue
         self.session = session
         self.config = config
         self.renderer = renderer
@@ -67,8 +73,6 @@ class Context:
 
     def save_state(self) -> None:
         """Mark the state as changed (needed after in-place edits of nested values)."""
-        from sqlalchemy.orm.attributes import flag_modified
-
         assert self.conversation is not None
         flag_modified(self.conversation, "state")
 
@@ -112,7 +116,7 @@ class Context:
         the group), ``{"mentions": [{"user_id": ..., "text": ...}]}`` (link a name).
         """
         target = to or self.event.ref
-        outbox.enqueue(
+        self.enqueue(
             self.session,
             key=self._next_key("reply"),
             to=target,

@@ -14,7 +14,15 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from types import MappingProxyType
 
-__all__ = ["Actor", "ChatType", "ConversationRef", "Event", "EventKind", "parse_command"]
+__all__ = ["Actor", "Button", "ChatType", "ConversationRef", "Event", "EventKind", "parse_command"]
+
+
+@dataclass(frozen=True, slots=True)
+class Button:
+    """An inline button: its label and the data sent back when pressed."""
+
+    label: str
+    data: str
 
 
 class EventKind(StrEnum):

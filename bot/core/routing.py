@@ -18,17 +18,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
 
-from bot.app.config import Config
 from bot.core.clock import Clock
-from bot.core.context import Context
+from bot.core.context import Context, Enqueue
 from bot.core.events import ChatType, Event, EventKind
 from bot.core.filters import Filter
 from bot.core.templating import Renderer
 from storage import repos
+
+if TYPE_CHECKING:
+    from bot.app.config import Config
 
 __all__ = ["DispatchResult", "Handler", "Router", "StopPropagation"]
 
@@ -74,8 +76,11 @@ class Router:
 
     MIDDLEWARE = ("customer", "role", "conversation", "handoff")
 
-    def __init__(self, config: Config, renderer: Renderer, clock: Clock) -> None:
+    def __init__(
+        self, config: Config, renderer: Renderer, clock: Clock, *, enqueue: Enqueue
+    ) -> None:
         self.config = config
+        self.enqueue = enqueue
         self.renderer = renderer
         self.clock = clock
         self._handlers: list[Handler] = []
@@ -114,7 +119,7 @@ class Router:
         if not repos.claim_inbound(session, event.dedupe_key, event.id, now):
             result.duplicate = True
             return result
-        ctx = Context(event, session, self.config, self.renderer, now)
+        ctx = Context(event, session, self.config, self.renderer, now, enqueue=self.enqueue)
         for step in self.MIDDLEWARE:
             getattr(self, f"_mw_{step}")(ctx)
         session.flush()

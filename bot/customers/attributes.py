@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from bot.app.config import CHANNELS, SUPPORTED_LOCALES
 from bot.customers.orders import normalize_phone
+from storage.birthdays import NO_YEAR, format_birthday
 from storage.db import insert_ignore
 from storage.models import Customer, Identity
 
@@ -50,7 +51,6 @@ ATTRIBUTES = ("name", "phone", "birthday", "city", "locale", "timezone")
 ALIASES = {"tz": "timezone", "time_zone": "timezone"}
 #: Attributes an empty value clears; locale and time zone always have a value.
 CLEARABLE = ("name", "phone", "birthday", "city")
-NO_YEAR = 1604
 MAX_NAME, MAX_CITY = 200, 64
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _FULL_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
@@ -104,13 +104,6 @@ def parse_birthday(raw: str, today: date) -> date:
     if full and value.year < 1900:
         raise ProfileInputError(f"'birthday' {raw!r} is before 1900")
     return value
-
-
-def format_birthday(value: date | None) -> str | None:
-    """``1990-05-17``, or ``05-17`` for a birthday stored without its year."""
-    if value is None:
-        return None
-    return value.strftime("%m-%d") if value.year == NO_YEAR else value.isoformat()
 
 
 def _text(key: str, raw: str, limit: int) -> str:

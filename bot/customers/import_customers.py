@@ -18,13 +18,13 @@ timezone    no        IANA name such as ``Asia/Shanghai``
 An empty cell leaves the attribute as it is. A customer not found is created (with the
 identity, if given). Each bad row is reported with its line number and reason; the good
 rows are applied in one transaction, each row wholly or not at all. Importing the same
-file again changes nothing.
+file again changes nothing. ``POST /api/customers`` takes the same rows as JSON; both are
+read by the one intake (bot/customers/intake.py).
 """
 
 from __future__ import annotations
 
-import csv
-import io
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -38,15 +38,32 @@ from bot.customers.attributes import (
     upsert_profile,
     validate_attributes,
 )
-from bot.customers.orders import RowError
+from bot.customers.intake import (
+    Intake,
+    IntakeError,
+    Layout,
+    RowError,
+    collect,
+    csv_rows,
+    json_items,
+)
 
-__all__ = ["COLUMNS", "CustomerImportError", "CustomerImportReport", "import_customers"]
+__all__ = [
+    "COLUMNS",
+    "LAYOUT",
+    "CustomerImportError",
+    "CustomerImportReport",
+    "import_customers",
+    "parse_csv",
+    "parse_json",
+    "validate_row",
+]
 
 COLUMNS = ("customer", *ATTRIBUTES)
 
 
-class CustomerImportError(ValueError):
-    """The file as a whole cannot be used (no header, unknown or missing columns)."""
+#: The file as a whole cannot be used (no header, unknown or missing columns).
+CustomerImportError = IntakeError
 
 
 @dataclass
@@ -59,6 +76,89 @@ class CustomerImportReport:
     errors: list[RowError] = field(default_factory=list)
 
 
+#: The customer columns as the intake reads them (a CSV header; JSON adds ``channel`` +
+#: ``user_id`` as another way to name the identity).
+LAYOUT = Layout(
+    noun="customer",
+    plural="customers",
+    columns=COLUMNS,
+    one_of=("customer", "phone"),
+    closed=True,
+    key="customer",
+    max_items=1000,
+)
+JSON_LAYOUT = dataclasses.replace(LAYOUT, columns=(*COLUMNS, "channel", "user_id"), key="")
+
+Row = tuple[tuple[str, str] | None, dict]
+
+
+def _who(item: dict, *, blank_is_none: bool) -> tuple[str, str] | None:
+    """The identity an item names (``customer``, or ``channel`` + ``user_id`` in JSON)."""
+    has_pair = "channel" in item or "user_id" in item
+    if "customer" in item and has_pair:
+        raise ProfileInputError("give 'customer' or 'channel' + 'user_id', not both")
+    if has_pair:
+        channel, user = item.get("channel"), item.get("user_id")
+        if isinstance(user, int) and not isinstance(user, bool):
+            user = str(user)
+        if not isinstance(channel, str) or not isinstance(user, str):
+            raise ProfileInputError("'channel' and 'user_id' must both be given as text")
+        return parse_identity(f"{channel}:{user}")
+    raw = item.get("customer")
+    if raw is None:
+        return None
+    if not isinstance(raw, str):
+        raise ProfileInputError("'customer' must be text such as 'telegram:4242'")
+    if blank_is_none and not raw.strip():  # an empty CSV cell
+        return None
+    return parse_identity(raw)
+
+
+def validate_row(item: object, *, today, empty_clears: bool, json: bool = False) -> Row:
+    """One customer row (a CSV row or a JSON object) as (identity, attributes); raises
+    :class:`ProfileInputError`."""
+    if not isinstance(item, dict):
+        raise ProfileInputError("a customer must be a JSON object")
+    identity = _who(item, blank_is_none=not json)
+    attrs = validate_attributes(
+        {k: v for k, v in item.items() if k not in ("customer", "channel", "user_id")},
+        today=today,
+        empty_clears=empty_clears,
+    )
+    if identity is None and not attrs.get("phone"):
+        raise ProfileInputError(
+            "give 'customer' (<channel>:<user id>), 'channel' + 'user_id', or 'phone'"
+            if json
+            else "give 'customer' (<channel>:<user id>) or 'phone'"
+        )
+    return identity, attrs
+
+
+def parse_csv(text: str, *, today) -> Intake[Row]:
+    """Validate a customers CSV; one row per customer (a repeat is rejected)."""
+    rows, errors = csv_rows(text, LAYOUT)
+    return collect(
+        rows,
+        lambda row: validate_row(row, today=today, empty_clears=False),
+        layout=LAYOUT,
+        refused=(ProfileInputError,),
+        identity=lambda r: ":".join(r[0]) if r[0] else f"phone:{r[1]['phone']}",
+        duplicate=lambda first: f"the same customer as line {first} (one row each)",
+        errors=errors,
+    )
+
+
+def parse_json(data: object, *, today) -> Intake[Row]:
+    """Validate a JSON body (one customer or ``{"customers": [...]}``); a wrong shape
+    raises :class:`IntakeError`."""
+    return collect(
+        json_items(data, JSON_LAYOUT),
+        lambda row: validate_row(row, today=today, empty_clears=True, json=True),
+        layout=JSON_LAYOUT,
+        refused=(ProfileInputError,),
+    )
+
+
 def import_customers(
     session: Session,
     text: str,
@@ -69,47 +169,9 @@ def import_customers(
     default_timezone: str,
 ) -> CustomerImportReport:
     """Apply a customers CSV in the caller's transaction; see the module docstring."""
-    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
-    header = [h.strip() for h in (reader.fieldnames or [])]
-    if not header:
-        raise CustomerImportError("the file is empty (expected a header line)")
-    reader.fieldnames = header
-    unknown = [h for h in header if h not in COLUMNS]
-    if unknown:
-        raise CustomerImportError(
-            f"unknown column(s) {', '.join(map(repr, unknown))} (columns: {', '.join(COLUMNS)})"
-        )
-    if "customer" not in header and "phone" not in header:
-        raise CustomerImportError("the file needs a 'customer' or a 'phone' column")
-    report = CustomerImportReport()
-    seen: dict[str, int] = {}
-    for row in reader:
-        line = reader.line_num
-        if None in row:
-            report.errors.append(RowError(line, "", "more fields than columns"))
-            continue
-        if all(not (v or "").strip() for v in row.values()):
-            continue
-        who = (row.get("customer") or "").strip()
-        try:
-            identity = parse_identity(who) if who else None
-            attrs = validate_attributes(
-                {k: v for k, v in row.items() if k != "customer"},
-                today=today,
-                empty_clears=False,
-            )
-            if identity is None and not attrs.get("phone"):
-                raise ProfileInputError("give 'customer' (<channel>:<user id>) or 'phone'")
-        except ProfileInputError as exc:
-            report.errors.append(RowError(line, who, str(exc)))
-            continue
-        key = ":".join(identity) if identity else f"phone:{attrs['phone']}"
-        if key in seen:
-            report.errors.append(
-                RowError(line, who, f"the same customer as line {seen[key]} (one row each)")
-            )
-            continue
-        seen[key] = line
+    found = parse_csv(text, today=today)
+    report = CustomerImportReport(errors=list(found.errors))
+    for line, (identity, attrs) in found.good:
         try:
             result = upsert_profile(
                 session,
@@ -120,7 +182,7 @@ def import_customers(
                 default_timezone=default_timezone,
             )
         except ProfileConflict as exc:
-            report.errors.append(RowError(line, who, str(exc)))
+            report.errors.append(RowError(line, ":".join(identity) if identity else "", str(exc)))
             continue
         if result.created:
             report.created += 1
@@ -128,4 +190,5 @@ def import_customers(
             report.updated += 1
         else:
             report.unchanged += 1
+    report.errors.sort(key=lambda e: e.where)
     return report

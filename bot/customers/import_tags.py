@@ -2,30 +2,42 @@
 
 Columns: ``customer`` (``<channel>:<user id>``) or ``phone``, ``tag``, and optionally
 ``ttl_days`` (0 or empty = no expiry). Bad rows are reported by line; good rows are applied
-in one transaction. Re-importing refreshes last-seen and expiry (no duplicates).
+in one transaction. Re-importing refreshes last-seen and expiry (no duplicates). The file
+is read by the one intake (bot/customers/intake.py).
 """
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bot.customers.orders import RowError, normalize_phone
+from bot.customers.intake import IntakeError, Layout, RowError, collect, csv_rows
+from bot.customers.orders import normalize_phone
 from storage.models import Customer
 from storage.repos import add_tag, find_identity
 
-__all__ = ["TagImportError", "TagImportReport", "import_tags"]
+__all__ = [
+    "LAYOUT",
+    "TagImportError",
+    "TagImportReport",
+    "TagRow",
+    "TagRowError",
+    "import_tags",
+    "validate_row",
+]
 
 MAX_TAG = 64
 
 
-class TagImportError(ValueError):
-    """The file as a whole cannot be used (e.g. a missing column)."""
+#: The file as a whole cannot be used (e.g. a missing column).
+TagImportError = IntakeError
+
+
+class TagRowError(ValueError):
+    """One tag row that cannot be taken, and why."""
 
 
 @dataclass
@@ -37,35 +49,60 @@ class TagImportReport:
     errors: list[RowError] = field(default_factory=list)
 
 
+#: The tag columns as the intake reads them.
+LAYOUT = Layout(
+    noun="tag",
+    plural="tags",
+    columns=("customer", "phone", "tag", "ttl_days"),
+    required=("tag",),
+    one_of=("customer", "phone"),
+)
+
+
+@dataclass(frozen=True)
+class TagRow:
+    """A validated tag row: who (identity or phone as given), which tag, for how long."""
+
+    who: str
+    raw_phone: str
+    tag: str
+    ttl: timedelta | None
+
+
+def validate_row(row: object) -> TagRow:
+    """Check one tag row; raises :class:`TagRowError`."""
+    if not isinstance(row, dict):
+        raise TagRowError("a tag row must be an object")
+    tag = (row.get("tag") or "").strip()
+    who = (row.get("customer") or "").strip()
+    raw_phone = (row.get("phone") or "").strip()
+    raw_ttl = (row.get("ttl_days") or "").strip()
+    if not tag or len(tag) > MAX_TAG:
+        raise TagRowError(f"'tag' must be 1-{MAX_TAG} characters")
+    if raw_ttl and (not raw_ttl.isdigit() or int(raw_ttl) > 3650):
+        raise TagRowError(f"'ttl_days' {raw_ttl!r} must be 0-3650")
+    if not who and not raw_phone:
+        raise TagRowError("give 'customer' or 'phone'")
+    ttl = timedelta(days=int(raw_ttl)) if raw_ttl and int(raw_ttl) else None
+    return TagRow(who, raw_phone, tag, ttl)
+
+
 def import_tags(session: Session, text: str, *, source: str, now: datetime) -> TagImportReport:
-    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
-    header = [h.strip() for h in (reader.fieldnames or [])]
-    reader.fieldnames = header
-    if "tag" not in header or not ({"customer", "phone"} & set(header)):
-        raise TagImportError("need columns 'tag' and 'customer' or 'phone' (optional: ttl_days)")
-    report = TagImportReport()
-    for row in reader:
-        line = reader.line_num
-        tag = (row.get("tag") or "").strip()
-        who = (row.get("customer") or "").strip()
-        raw_phone = (row.get("phone") or "").strip()
-        raw_ttl = (row.get("ttl_days") or "").strip()
-        if not tag or len(tag) > MAX_TAG:
-            report.errors.append(RowError(line, "", f"'tag' must be 1-{MAX_TAG} characters"))
-            continue
-        if raw_ttl and (not raw_ttl.isdigit() or int(raw_ttl) > 3650):
-            report.errors.append(RowError(line, "", f"'ttl_days' {raw_ttl!r} must be 0-3650"))
-            continue
+    """Apply a tags CSV in the caller's transaction; see the module docstring."""
+    rows, errors = csv_rows(text, LAYOUT)
+    found = collect(rows, validate_row, layout=LAYOUT, refused=(TagRowError,), errors=errors)
+    report = TagImportReport(errors=list(found.errors))
+    for line, row in found.good:
         customer_id = None
-        if who:
-            channel, sep, user = who.partition(":")
+        if row.who:
+            channel, sep, user = row.who.partition(":")
             identity = find_identity(session, channel, user) if sep else None
             if identity is None:
-                report.errors.append(RowError(line, "", f"no customer with identity {who!r}"))
+                report.errors.append(RowError(line, "", f"no customer with identity {row.who!r}"))
                 continue
             customer_id = identity.customer_id
-        elif raw_phone:
-            phone = normalize_phone(raw_phone)
+        else:
+            phone = normalize_phone(row.raw_phone)
             customer_id = (
                 session.scalar(
                     select(Customer.id).where(Customer.phone == phone).order_by(Customer.id)
@@ -74,15 +111,14 @@ def import_tags(session: Session, text: str, *, source: str, now: datetime) -> T
                 else None
             )
             if customer_id is None:
-                report.errors.append(RowError(line, "", f"no customer with phone {raw_phone!r}"))
+                report.errors.append(
+                    RowError(line, "", f"no customer with phone {row.raw_phone!r}")
+                )
                 continue
-        else:
-            report.errors.append(RowError(line, "", "give 'customer' or 'phone'"))
-            continue
-        ttl = timedelta(days=int(raw_ttl)) if raw_ttl and int(raw_ttl) else None
-        if add_tag(session, customer_id, tag, source=source[:128], now=now, ttl=ttl):
+        if add_tag(session, customer_id, row.tag, source=source[:128], now=now, ttl=row.ttl):
             report.added += 1
         else:
             report.refreshed += 1
         session.flush()
+    report.errors.sort(key=lambda e: e.where)
     return report

@@ -15,14 +15,13 @@ time           yes       ISO 8601 (``2026-03-01T10:00:00+08:00``); without an of
 items          no        free text, lines separated by ``;`` (JSON: a list of strings)
 =============  ========  ==============================================================
 
-Each bad row is reported with its line number (or list index) and reason; good rows are
-stored in one transaction, so an import is all-good-rows-or-nothing, never half written.
+Files and bodies are read by the one intake (bot/customers/intake.py): each bad row is
+reported with its line number (or list index) and reason; good rows are stored in one
+transaction, so an import is all-good-rows-or-nothing, never half written.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -33,18 +32,30 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
+from bot.customers.intake import (
+    Intake,
+    IntakeError,
+    Layout,
+    RowError,
+    collect,
+    csv_rows,
+    json_items,
+)
 from storage.db import insert_ignore
 from storage.models import Customer, Identity
 from storage.orders import Order
 
 __all__ = [
     "COLUMNS",
+    "LAYOUT",
     "ImportReport",
+    "IntakeError",
     "OrderInput",
     "OrderInputError",
     "RowError",
     "normalize_phone",
     "parse_csv",
+    "parse_json",
     "store_orders",
     "validate_order",
 ]
@@ -71,15 +82,6 @@ class OrderInput:
     currency: str
     ordered_at: datetime
     items: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class RowError:
-    """A rejected row: where (CSV line number or JSON index) and why."""
-
-    where: int
-    order_id: str
-    reason: str
 
 
 @dataclass
@@ -199,52 +201,57 @@ def validate_order(
     return OrderInput(order_id, identity, phone, amount_cents, currency, ordered_at, items)
 
 
+#: The order columns as the intake reads them (CSV header or JSON keys).
+LAYOUT = Layout(
+    noun="order",
+    plural="orders",
+    columns=COLUMNS,
+    required=REQUIRED,
+    one_of=("customer", "phone"),
+    key="order_id",
+    max_items=1000,
+)
+
+
+def _orders(
+    rows, errors, *, tz: ZoneInfo, now: datetime, default_currency: str, first: str
+) -> Intake[OrderInput]:
+    return collect(
+        rows,
+        lambda row: validate_order(row, tz=tz, now=now, default_currency=default_currency),
+        layout=LAYOUT,
+        refused=(OrderInputError,),
+        identity=lambda order: order.order_id,
+        duplicate=lambda where: f"duplicate order id (first {first} {where})",
+        errors=errors,
+    )
+
+
 def parse_csv(
     text: str, *, tz: ZoneInfo, now: datetime, default_currency: str
 ) -> tuple[list[tuple[int, OrderInput]], list[RowError]]:
     """Validate a CSV document; returns (line, order) pairs and the rejected rows.
 
-    A missing required column raises OrderInputError: nothing in such a file can be taken.
+    A missing required column raises :class:`IntakeError`: nothing in such a file can be
+    taken.
     """
-    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
-    header = [h.strip() for h in (reader.fieldnames or [])]
-    if not header:
-        raise OrderInputError("the file is empty (expected a header line)")
-    reader.fieldnames = header
-    missing = [c for c in REQUIRED if c not in header]
-    if missing:
-        raise OrderInputError(
-            f"missing column(s) {', '.join(missing)} (columns: {', '.join(COLUMNS)})"
-        )
-    if "customer" not in header and "phone" not in header:
-        raise OrderInputError("the file needs a 'customer' or a 'phone' column")
-    good: list[tuple[int, OrderInput]] = []
-    errors: list[RowError] = []
-    seen: dict[str, int] = {}
-    for row in reader:
-        line = reader.line_num
-        if None in row:
-            errors.append(RowError(line, row.get("order_id") or "", "more fields than columns"))
-            continue
-        if all(not (v or "").strip() for v in row.values()):
-            continue
-        try:
-            order = validate_order(row, tz=tz, now=now, default_currency=default_currency)
-        except OrderInputError as exc:
-            errors.append(RowError(line, (row.get("order_id") or "").strip(), str(exc)))
-            continue
-        if order.order_id in seen:
-            errors.append(
-                RowError(
-                    line,
-                    order.order_id,
-                    f"duplicate order id (first on line {seen[order.order_id]})",
-                )
-            )
-            continue
-        seen[order.order_id] = line
-        good.append((line, order))
-    return good, errors
+    rows, errors = csv_rows(text, LAYOUT)
+    found = _orders(
+        rows, errors, tz=tz, now=now, default_currency=default_currency, first="on line"
+    )
+    return found.good, found.errors
+
+
+def parse_json(
+    data: object, *, tz: ZoneInfo, now: datetime, default_currency: str
+) -> tuple[list[tuple[int, OrderInput]], list[RowError]]:
+    """Validate a JSON body (one order or ``{"orders": [...]}``); returns (index, order)
+    pairs and the rejected items. A wrong shape raises :class:`IntakeError`."""
+    found = _orders(
+        json_items(data, LAYOUT), (), tz=tz, now=now, default_currency=default_currency,
+        first="at",
+    )  # fmt: skip
+    return found.good, found.errors
 
 
 def _chunks(items: list, size: int = 500) -> Iterable[list]:

@@ -3,7 +3,7 @@
 ``tag:母婴 and rfm:重要价值 and not tier:黑卡 and last_active < 30d and city:杭州``
 
 This module only turns text into a small syntax tree and checks it; compiling the tree to
-SQL is storage/segments.py. Every error is a :class:`SegmentError` carrying the 0-based
+SQL is bot/customers/segments.py. Every error is a :class:`SegmentError` carrying the 0-based
 character position of the problem, so a manager sees exactly where the expression broke.
 Parsing is iterative over tokens with a depth limit: no ``eval``, no unbounded recursion.
 """

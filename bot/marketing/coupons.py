@@ -22,6 +22,7 @@ from bot.app.config import Config, CouponDef, CouponsConfig
 from storage import repos
 from storage.coupons import CouponCode, CouponDefinition
 from storage.db import insert_ignore
+from storage.followups import cancel_for_customer
 from storage.orders import Order
 
 __all__ = [
@@ -382,6 +383,4 @@ def _record_purchase(
             repos.add_tag(
                 session, row.customer_id, rule.tag, source=f"coupon:{coupon.name}", now=now, ttl=ttl
             )
-    from storage.followups import cancel_for_customer
-
     cancel_for_customer(session, row.customer_id, "bought")

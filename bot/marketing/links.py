@@ -3,9 +3,10 @@
 Each rendered message gets its own tokens (:mod:`secrets`, 128 bits: not guessable),
 stored in ``tracked_links`` bound to that message's outbox row (its idempotency key and
 the link's position), so the click tells Siyu who opened what from which campaign,
-variant and arm. A click (:func:`record_click`) counts the link, records the funnel's
-``clicked`` for the campaign, an interaction, and the ``link`` event-rule tags; the web
-route (bot/web/links.py) then redirects to the target.
+variant and arm. A click (:func:`record_click`) counts the link, records an interaction
+and publishes :class:`bot.core.signals.LinkClicked` (campaigns record the funnel's
+``clicked``, tagging gives the ``link`` event-rule tags); the web route
+(bot/web/links.py) then redirects to the target.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from bot.app.config import Config
+from bot.core.signals import Bus, LinkClicked
 from storage import repos
 from storage.db import insert_ignore
 from storage.links import TrackedLink
@@ -120,20 +122,17 @@ def insert_links(session: Session, rows: list[dict]) -> int:
 
 @dataclass(frozen=True)
 class Click:
-    """A recorded click: where to go, and what it counted."""
+    """A recorded click: where to go, and whose click it was."""
 
     url: str
     customer_id: int
     campaign_id: int | None
-    first_for_customer: bool
-    tags: tuple[str, ...] = ()
 
 
-def record_click(
-    session: Session, token: str, now: datetime, config: Config, rules=None
-) -> Click | None:
-    """Count a click on ``token``; None for an unknown token (or one whose message was
-    never queued). ``rules`` is a ``handlers.tagging.TaggingRules`` for ``link`` tags."""
+def record_click(session: Session, token: str, now: datetime, bus: Bus) -> Click | None:
+    """Count a click on ``token`` and publish :class:`LinkClicked` on ``bus`` (campaigns
+    count it in their funnel, the ``link`` event rules tag the customer); None for an
+    unknown token (or one whose message was never queued)."""
     found = session.execute(
         select(TrackedLink, OutboxMessage.channel, OutboxMessage.chat_id)
         .join(OutboxMessage, OutboxMessage.idempotency_key == TrackedLink.outbox_key)
@@ -153,13 +152,6 @@ def record_click(
         .returning(TrackedLink.clicks)
         .execution_options(synchronize_session=False)
     ).scalar_one()
-    first = False
-    if link.campaign_id is not None:
-        from bot.marketing.campaigns.manage import record_click as record_campaign_click
-
-        first = record_campaign_click(
-            session, link.campaign_id, link.customer_id, f"link:{link.seq}", now
-        )
     repos.record_interaction(
         session,
         link.customer_id,
@@ -171,10 +163,7 @@ def record_click(
         payload={"campaign_id": link.campaign_id, "variant": link.variant, "seq": link.seq},
         now=now,
     )
-    tags: list[str] = []
-    if rules is not None:
-        from handlers.tagging import apply_event_rules
-
-        rules.refresh(session)
-        tags = apply_event_rules(session, rules, link.customer_id, "link", link.url, now)
-    return Click(link.url, link.customer_id, link.campaign_id, first, tuple(tags))
+    bus.publish(
+        session, LinkClicked(link.customer_id, link.url, link.campaign_id, link.seq, now)
+    )
+    return Click(link.url, link.customer_id, link.campaign_id)

@@ -30,7 +30,7 @@ from storage.models import Customer, OutboxMessage
 __all__ = ["MARKETING_PURPOSES", "Decision", "check", "customer_zone", "parse_range"]
 
 #: Outbox purposes that count as marketing (the frequency cap counts these rows).
-MARKETING_PURPOSES = ("followup", "campaign", "marketing", "survey")
+MARKETING_PURPOSES = ("followup", "campaign", "scenario", "marketing", "survey")
 
 #: Outbox statuses that do not count toward the cap (never sent, or withdrawn: a
 #: ``cancelled`` row was superseded by higher-priority content, see bot/campaigns).

@@ -18,24 +18,36 @@ import dataclasses
 import logging
 from collections import defaultdict
 from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import extract, select
 from sqlalchemy.orm import Session
 
 from bot.app.config import ScenarioDef
+from bot.customers.segments import compile_segment
 from bot.marketing import policy
-from bot.marketing.campaigns.manage import Services
 from bot.marketing.campaigns.push import ChunkResult, Push, Variant
 from bot.marketing.coupons import definition
 from bot.measures.surveys import BUTTON_PREFIX as SURVEY_BUTTON
 from bot.measures.surveys import question_template, scale_buttons, survey_def
+from bot.outbox.states import OutboxPurpose, SourceKind
 from storage.campaigns import Scenario, ScenarioRun
 from storage.db import insert_ignore
 from storage.models import Customer, OutboxMessage
-from storage.segments import compile_segment
+from storage.scenario_events import ScenarioEvent
 
-__all__ = ["applies_on", "sync_scenarios", "tick"]
+if TYPE_CHECKING:
+    from bot.app.services import Services
+
+__all__ = [
+    "applies_on",
+    "find_scenario",
+    "record_button",
+    "scenario_names",
+    "sync_scenarios",
+    "tick",
+]
 
 log = logging.getLogger(__name__)
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -184,7 +196,8 @@ def _push(
         )
     if item.once_per_days:
         earlier = select(OutboxMessage.customer_id).where(
-            OutboxMessage.idempotency_key.like(f"scenario:{item.name}:%"),
+            OutboxMessage.source_kind == SourceKind.SCENARIO,
+            OutboxMessage.source_id == scenario.id,
             OutboxMessage.idempotency_key.not_like(f"{prefix}:%"),
             OutboxMessage.created_at > now - timedelta(days=item.once_per_days),
             OutboxMessage.status.not_in(policy.NOT_COUNTED),
@@ -205,7 +218,8 @@ def _push(
         renderer=services.renderer,
         key_prefix=prefix,
         variants=[Variant("main", template=template)],
-        purpose="campaign",
+        purpose=OutboxPurpose.SCENARIO,
+        source=(SourceKind.SCENARIO, scenario.id),
         priority=item.priority,
         buttons=buttons,
         button_prefix=button_prefix,
@@ -214,3 +228,46 @@ def _push(
         extra_vars={"scenario": item.name},
     )
     return push.stream(services.db, query, now, config.campaigns.chunk_size)
+
+
+def find_scenario(session: Session, name: str) -> Scenario | None:
+    """The scenario named ``name`` (chat ``/scenario stats`` and ``siyu report scenario``)."""
+    return session.scalars(select(Scenario).where(Scenario.name == name)).one_or_none()
+
+
+def scenario_names(session: Session) -> list[str]:
+    """Every scenario's name, sorted."""
+    return list(session.scalars(select(Scenario.name).order_by(Scenario.name)))
+
+
+def record_button(
+    session: Session, scenario: Scenario, customer_id: int, action: str, now: datetime
+) -> bool:
+    """A scenario button was pressed: count it against the customer's latest message of
+    that scenario; False if the scenario never messaged them."""
+    key = session.scalars(
+        select(OutboxMessage.idempotency_key)
+        .where(
+            OutboxMessage.customer_id == customer_id,
+            OutboxMessage.source_kind == SourceKind.SCENARIO,
+            OutboxMessage.source_id == scenario.id,
+        )
+        .order_by(OutboxMessage.id.desc())
+        .limit(1)
+    ).first()
+    if key is None:
+        return False
+    insert_ignore(
+        session,
+        ScenarioEvent,
+        {
+            "scenario_id": scenario.id,
+            "customer_id": customer_id,
+            "outbox_key": key,
+            "kind": "click",
+            "detail": action[:64],
+            "occurred_at": now,
+        },
+        ["outbox_key", "kind", "detail"],
+    )
+    return True

@@ -29,12 +29,12 @@ from sqlalchemy import Interval, Select, and_, case, distinct, exists, func, lit
 from sqlalchemy.orm import Session, aliased
 
 from bot.app.config import Config
+from bot.customers.segments import compile_segment
 from bot.measures.periods import Period, month_index, month_label
 from storage.measures import Referral
 from storage.models import Customer, Interaction
 from storage.orders import Order
 from storage.scores import STAGE_CHANGED, CustomerEvent, CustomerScore
-from storage.segments import compile_segment
 
 __all__ = [
     "AarrrReport",

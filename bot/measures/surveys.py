@@ -25,12 +25,12 @@ from bot.app.config import Config, SurveyDef
 from bot.core.events import ConversationRef
 from bot.core.i18n import t
 from bot.core.templating import Renderer
+from bot.customers.segments import compile_segment
 from bot.marketing import policy
 from bot.measures.periods import Period, month_index, month_label
 from bot.outbox import queue as outbox
 from storage.measures import SurveyResponse
 from storage.models import Conversation, Customer, OutboxMessage
-from storage.segments import compile_segment
 
 __all__ = [
     "BUTTON_PREFIX",
@@ -404,8 +404,8 @@ def send_to_segment(
 ) -> dict[str, int]:
     """Send a survey to everyone in a segment (streamed), each through the policy; returns
     counts by outcome (queued, deferred, duplicate, opt_out, frequency_cap, unreachable)."""
+    from bot.customers.segments import iter_segment_ids
     from bot.measures.referrals import customer_ref
-    from storage.segments import iter_segment_ids
 
     survey = survey_def(config, name)
     outcomes: dict[str, int] = {}

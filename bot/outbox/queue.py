@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from bot.adapters.base import Button, OutboundMessage
 from bot.core.events import ConversationRef
+from bot.outbox.states import OutboxPurpose, OutboxStatus, transition, transitions
 from storage.db import insert_ignore
 from storage.models import OutboxMessage
 
@@ -62,10 +63,10 @@ def enqueue(
                 "chat_id": to.chat_id,
                 "user_id": to.user_id,
                 "customer_id": customer_id,
-                "purpose": purpose,
+                "purpose": OutboxPurpose(purpose).value,
                 "priority": priority,
                 "payload": payload,
-                "status": "pending",
+                "status": OutboxStatus.PENDING.value,
                 "attempts": 0,
                 "next_attempt_at": not_before or now,
                 "created_at": now,
@@ -110,8 +111,9 @@ def claim_due(
         .where(OutboxMessage.channel.in_(channels))
         .where(
             or_(
-                (OutboxMessage.status == "pending") & (OutboxMessage.next_attempt_at <= now),
-                (OutboxMessage.status == "sending") & (OutboxMessage.lease_until < now),
+                (OutboxMessage.status == OutboxStatus.PENDING)
+                & (OutboxMessage.next_attempt_at <= now),
+                (OutboxMessage.status == OutboxStatus.SENDING) & (OutboxMessage.lease_until < now),
             )
         )
         .order_by(OutboxMessage.priority.desc(), OutboxMessage.id)
@@ -121,7 +123,7 @@ def claim_due(
     claim = (
         update(OutboxMessage)
         .where(OutboxMessage.id.in_(due.scalar_subquery()))
-        .values(status="sending", claimed_by=worker, lease_until=now + lease)
+        .values(status=_CLAIMED, claimed_by=worker, lease_until=now + lease)
         .returning(OutboxMessage)
         .execution_options(synchronize_session=False)
     )
@@ -134,8 +136,8 @@ def release_claims(session: Session, worker: str) -> int:
     """Put a worker's unfinished claims back in the queue (clean shutdown)."""
     result = session.execute(
         update(OutboxMessage)
-        .where(OutboxMessage.status == "sending", OutboxMessage.claimed_by == worker)
-        .values(status="pending", claimed_by=None, lease_until=None)
+        .where(OutboxMessage.status == OutboxStatus.SENDING, OutboxMessage.claimed_by == worker)
+        .values(status=_RELEASED, claimed_by=None, lease_until=None)
     )
     return result.rowcount or 0
 
@@ -144,7 +146,7 @@ def renew_claims(session: Session, worker: str, lease_until: datetime) -> int:
     """Extend the leases of the rows ``worker`` still holds (it is alive and working)."""
     result = session.execute(
         update(OutboxMessage)
-        .where(OutboxMessage.status == "sending", OutboxMessage.claimed_by == worker)
+        .where(OutboxMessage.status == OutboxStatus.SENDING, OutboxMessage.claimed_by == worker)
         .values(lease_until=lease_until)
     )
     return result.rowcount or 0
@@ -154,10 +156,15 @@ def release_orphans(session: Session) -> int:
     """Requeue every claim (single-process SQLite start-up: no other worker can hold one)."""
     result = session.execute(
         update(OutboxMessage)
-        .where(OutboxMessage.status == "sending")
-        .values(status="pending", claimed_by=None, lease_until=None)
+        .where(OutboxMessage.status == OutboxStatus.SENDING)
+        .values(status=_RELEASED, claimed_by=None, lease_until=None)
     )
     return result.rowcount or 0
+
+
+#: The moves the claim and release statements make (checked once, when this loads).
+_CLAIMED = transitions((OutboxStatus.PENDING, OutboxStatus.SENDING), OutboxStatus.SENDING).value
+_RELEASED = transition(OutboxStatus.SENDING, OutboxStatus.PENDING).value
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ from bot.outbox.queue import (
     renew_claims,
     to_outbound,
 )
+from bot.outbox.states import OutboxStatus, transition
 from storage.db import Database
 from storage.models import OutboxMessage
 from storage.repos import mark_unreachable
@@ -264,8 +265,8 @@ class DeliveryWorker:
         with self.db.transaction() as session:
             session.execute(
                 self._mine(session, message).values(
-                    status=receipt.status,
-                    sent_at=self.clock.now() if receipt.status == "sent" else None,
+                    status=transition(OutboxStatus.SENDING, receipt.status).value,
+                    sent_at=self.clock.now() if receipt.status == OutboxStatus.SENT else None,
                     platform_message_id=receipt.platform_message_id,
                     last_error=None,
                 )
@@ -275,7 +276,9 @@ class DeliveryWorker:
         with self.db.transaction() as session:
             session.execute(
                 self._mine(session, message).values(
-                    status=status, last_error=error, attempts=OutboxMessage.attempts + 1
+                    status=transition(OutboxStatus.SENDING, status).value,
+                    last_error=error,
+                    attempts=OutboxMessage.attempts + 1,
                 )
             )
 
@@ -283,7 +286,9 @@ class DeliveryWorker:
         with self.db.transaction() as session:
             session.execute(
                 self._mine(session, message).values(
-                    status="unreachable", last_error=error, attempts=OutboxMessage.attempts + 1
+                    status=transition(OutboxStatus.SENDING, OutboxStatus.UNREACHABLE).value,
+                    last_error=error,
+                    attempts=OutboxMessage.attempts + 1,
                 )
             )
             mark_unreachable(session, message.channel, message.user_id, error)
@@ -292,7 +297,7 @@ class DeliveryWorker:
         with self.db.transaction() as session:
             session.execute(
                 self._mine(session, message).values(
-                    status="pending",
+                    status=transition(OutboxStatus.SENDING, OutboxStatus.PENDING).value,
                     next_attempt_at=self.clock.now() + timedelta(seconds=seconds),
                     last_error=f"retry after {seconds:g}s",
                 )
@@ -307,9 +312,9 @@ class DeliveryWorker:
             row.last_error = error
             row.claimed_by = row.lease_until = None
             if row.attempts >= self.config.max_attempts:
-                row.status = "failed"
+                row.status = transition(row.status, OutboxStatus.FAILED).value
             else:
-                row.status = "pending"
+                row.status = transition(row.status, OutboxStatus.PENDING).value
                 row.next_attempt_at = self.clock.now() + timedelta(
                     seconds=self.backoff.delay(row.attempts)
                 )

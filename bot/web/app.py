@@ -11,7 +11,7 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import jinja2
 from starlette.applications import Starlette
@@ -21,9 +21,11 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import BaseRoute, Route
 
 from bot.adapters.sandbox import SandboxAdapter, SandboxInputError
-from bot.app.runtime import Runtime
 from bot.core.templating import TEMPLATES_DIR
 from storage import repos
+
+if TYPE_CHECKING:
+    from bot.app.runtime import Runtime
 
 __all__ = ["Service", "create_app"]
 

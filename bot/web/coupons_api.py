@@ -11,15 +11,18 @@ key; 404 while no key is configured. Every answer says why in ``reason``/``error
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
-from bot.app.runtime import Runtime
 from bot.marketing.coupons import Redemption, format_code, redeem
 from bot.web.api import ApiRequestError, error_response, read_json
 from storage import repos
+
+if TYPE_CHECKING:
+    from bot.app.runtime import Runtime
 
 __all__ = ["coupon_routes"]
 

@@ -15,45 +15,24 @@ shape; 401 bad key; 413 too large; 404 while no key is configured.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
-from bot.app.runtime import Runtime
-from bot.customers.attributes import (
-    ProfileConflict,
-    ProfileInputError,
-    parse_identity,
-    upsert_profile,
-    validate_attributes,
-)
+from bot.customers.attributes import ProfileConflict, upsert_profile
+from bot.customers.import_customers import LAYOUT, parse_json
+from bot.customers.intake import IntakeError
 from bot.web.api import ApiRequestError, error_response, read_json
+
+if TYPE_CHECKING:
+    from bot.app.runtime import Runtime
 
 __all__ = ["MAX_CUSTOMERS", "customers_routes"]
 
-MAX_CUSTOMERS = 1000
-
-
-def _who(item: dict) -> tuple[str, str] | None:
-    """The identity an item names (``customer`` or ``channel`` + ``user_id``), if any."""
-    has_pair = "channel" in item or "user_id" in item
-    if "customer" in item and has_pair:
-        raise ProfileInputError("give 'customer' or 'channel' + 'user_id', not both")
-    if has_pair:
-        channel, user = item.get("channel"), item.get("user_id")
-        if isinstance(user, int) and not isinstance(user, bool):
-            user = str(user)
-        if not isinstance(channel, str) or not isinstance(user, str):
-            raise ProfileInputError("'channel' and 'user_id' must both be given as text")
-        return parse_identity(f"{channel}:{user}")
-    raw = item.get("customer")
-    if raw is None:
-        return None
-    if not isinstance(raw, str):
-        raise ProfileInputError("'customer' must be text such as 'telegram:4242'")
-    return parse_identity(raw)
+MAX_CUSTOMERS = LAYOUT.max_items
 
 
 def customers_routes(runtime: Runtime) -> list[BaseRoute]:
@@ -65,43 +44,14 @@ def customers_routes(runtime: Runtime) -> list[BaseRoute]:
             data = await read_json(request, config.api.key)
         except ApiRequestError as exc:
             return exc.response()
-        if isinstance(data, dict) and "customers" in data:
-            if len(data) > 1:
-                return error_response(400, "next to 'customers' the body takes no other keys")
-            items = data["customers"]
-            if not isinstance(items, list):
-                return error_response(400, "'customers' must be a list of customer objects")
-        elif isinstance(data, dict):
-            items = [data]
-        else:
-            return error_response(400, 'expected a customer object or {"customers": [...]}')
-        if not items:
-            return error_response(400, "'customers' is empty")
-        if len(items) > MAX_CUSTOMERS:
-            return error_response(
-                413, f"at most {MAX_CUSTOMERS} customers per call, got {len(items)}"
-            )
         now = runtime.clock.now()
         today = now.astimezone(ZoneInfo(config.general.timezone)).date()
-        checked: list[tuple[int, tuple[str, str] | None, dict]] = []
-        rejected: list[dict] = []
-        for index, item in enumerate(items):
-            try:
-                if not isinstance(item, dict):
-                    raise ProfileInputError("a customer must be a JSON object")
-                identity = _who(item)
-                attrs = validate_attributes(
-                    {k: v for k, v in item.items() if k not in ("customer", "channel", "user_id")},
-                    today=today,
-                )
-                if identity is None and not attrs.get("phone"):
-                    raise ProfileInputError(
-                        "give 'customer' (<channel>:<user id>), 'channel' + 'user_id', or 'phone'"
-                    )
-            except ProfileInputError as exc:
-                rejected.append({"index": index, "error": str(exc)})
-                continue
-            checked.append((index, identity, attrs))
+        try:
+            found = parse_json(data, today=today)
+        except IntakeError as exc:
+            return error_response(exc.status, str(exc))
+        checked = [(index, identity, attrs) for index, (identity, attrs) in found.good]
+        rejected = [{"index": e.where, "error": e.reason} for e in found.errors]
 
         def store() -> tuple[list[dict], list[dict]]:
             done, conflicts = [], []

@@ -21,6 +21,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import jinja2
@@ -38,7 +39,6 @@ from starlette.responses import (
 )
 from starlette.routing import BaseRoute, Route
 
-from bot.app.runtime import Runtime
 from bot.conversations import handoff
 from bot.conversations.flows import FlowLibrary, load_flows
 from bot.conversations.handoff import HandoffError
@@ -55,6 +55,10 @@ from bot.web.inbox_live import LiveUpdates
 from storage import repos
 from storage.handoff import OPEN_STATUSES, AuditEntry, HandoffTicket, StaffNote, StaffUser
 from storage.models import Conversation, Customer, Interaction, OutboxMessage
+from storage.orders import Order
+
+if TYPE_CHECKING:
+    from bot.app.runtime import Runtime
 
 __all__ = ["inbox_middleware", "inbox_routes"]
 
@@ -290,10 +294,6 @@ def inbox_routes(
         return sorted(items, key=lambda m: m["at"])
 
     def orders_of(session: Session, customer_id: int) -> dict | None:
-        try:
-            from storage.orders import Order
-        except ImportError:  # pragma: no cover - the orders issue not merged
-            return None
         count, total = session.execute(
             select(func.count(Order.id), func.coalesce(func.sum(Order.amount_cents), 0)).where(
                 Order.customer_id == customer_id

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from bot.app.runtime import Runtime
 from bot.marketing.links import Click, record_click
+
+if TYPE_CHECKING:
+    from bot.app.runtime import Runtime
 
 __all__ = ["link_routes"]
 
@@ -33,14 +36,6 @@ or open it again from the chat.</p></body></html>
 
 def link_routes(runtime: Runtime) -> list[BaseRoute]:
     """The tracked-link redirect."""
-    config = runtime.config
-    try:
-        from handlers.tagging import TaggingRules
-
-        rules = TaggingRules(config)
-    except ImportError:  # pragma: no cover - the customers issue not merged
-        rules = None
-
     async def follow(request: Request) -> Response:
         token = request.path_params["token"]
         if not TOKEN.fullmatch(token):
@@ -48,7 +43,7 @@ def link_routes(runtime: Runtime) -> list[BaseRoute]:
 
         def work() -> Click | None:
             with runtime.db.transaction() as session:
-                return record_click(session, token, runtime.clock.now(), config, rules)
+                return record_click(session, token, runtime.clock.now(), runtime.bus)
 
         click = await runtime.db.run(work)
         if click is None:

@@ -29,7 +29,7 @@ import logging
 import time
 import warnings
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import timedelta
 
@@ -43,6 +43,7 @@ from telegram.request import HTTPXRequest
 from telegram.warnings import PTBUserWarning
 
 from bot.adapters.base import (
+    AdapterHost,
     Button,
     OutboundMessage,
     PermanentError,
@@ -61,11 +62,9 @@ from bot.adapters.telegram.format import (
 from bot.adapters.telegram.limits import RateLimiter, TelegramRateLimiter
 from bot.adapters.telegram.relay import RelayDesk
 from bot.app.config import TelegramConfig
-from bot.core.clock import Clock
 from bot.core.events import ChatType, Event, EventKind
 from bot.core.routing import DispatchResult
 from storage import telegram as tg_store
-from storage.db import Database
 
 __all__ = ["ALLOWED_UPDATES", "WEBHOOK_PATH", "TelegramAdapter"]
 
@@ -98,18 +97,17 @@ class TelegramAdapter:
     def __init__(
         self,
         config: TelegramConfig,
-        db: Database,
-        clock: Clock,
-        handle: Callable[[Event], Awaitable[DispatchResult]],
+        runtime: AdapterHost,
         *,
         limiter: RateLimiter | None = None,
         relay: RelayDesk | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
-        self.db = db
-        self.clock = clock
-        self._handle = handle
+        self.runtime = runtime
+        self.db = runtime.db
+        self.clock = runtime.clock
+        self._handle = runtime.handle
         self.limiter: RateLimiter = limiter or _limiter_for(config)
         self.relay = relay
         self._monotonic = monotonic

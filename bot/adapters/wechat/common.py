@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from bot.core.events import Event
 from bot.core.routing import DispatchResult
+from bot.outbox.states import OutboxStatus, transition
 from storage import repos
 from storage.db import insert_ignore
 from storage.models import OutboxMessage
@@ -185,7 +186,7 @@ def claim_passive_reply(session: Session, event: Event, now: datetime) -> tuple[
     row = rows[0]
     payload = row.payload or {}
     if (
-        row.status != "pending"
+        row.status != OutboxStatus.PENDING
         or row.channel != event.channel
         or row.user_id != event.ref.user_id
         or row.next_attempt_at > now
@@ -195,9 +196,9 @@ def claim_passive_reply(session: Session, event: Event, now: datetime) -> tuple[
         return None
     result = session.execute(
         update(OutboxMessage)
-        .where(OutboxMessage.id == row.id, OutboxMessage.status == "pending")
+        .where(OutboxMessage.id == row.id, OutboxMessage.status == OutboxStatus.PENDING)
         .values(
-            status="sent",
+            status=transition(OutboxStatus.PENDING, OutboxStatus.SENT).value,
             sent_at=now,
             platform_message_id="passive",
             attempts=OutboxMessage.attempts + 1,
@@ -221,7 +222,11 @@ def release_passive_reply(session: Session, outbox_id: int) -> None:
     session.execute(
         update(OutboxMessage)
         .where(OutboxMessage.id == outbox_id, OutboxMessage.platform_message_id == "passive")
-        .values(status="pending", sent_at=None, platform_message_id=None)
+        .values(
+            status=transition(OutboxStatus.SENT, OutboxStatus.PENDING).value,
+            sent_at=None,
+            platform_message_id=None,
+        )
     )
     session.execute(
         delete(WechatDelivery).where(

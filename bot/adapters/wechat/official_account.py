@@ -27,6 +27,7 @@ from starlette.routing import Route
 from wechatpy.exceptions import WeChatClientException
 
 from bot.adapters.base import (
+    AdapterHost,
     OutboundMessage,
     PermanentError,
     RecipientUnreachable,
@@ -85,7 +86,9 @@ class WechatAdapter:
 
     channel = CHANNEL
 
-    def __init__(self, config: WechatConfig, runtime, api: OfficialAccountApi | None = None):
+    def __init__(
+        self, config: WechatConfig, runtime: AdapterHost, api: OfficialAccountApi | None = None
+    ):
         self.config = config
         self.runtime = runtime
         self.db = runtime.db

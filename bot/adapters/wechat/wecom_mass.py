@@ -32,9 +32,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from bot.adapters.base import AWAITING_CONFIRMATION, OutboundMessage
+from bot.adapters.base import OutboundMessage
 from bot.adapters.wechat.common import record_delivery
 from bot.marketing.policy import MARKETING_PURPOSES
+from bot.outbox.states import OutboxStatus, transitions
 from storage.db import insert_ignore
 from storage.models import OutboxMessage
 from storage.wechat import WecomMassTask
@@ -59,7 +60,7 @@ MAX_TARGETS = {"single": 10000, "group": 2000}
 TARGET_FIELD = {"single": "external_userid", "group": "chat_id_list"}
 #: Outbox statuses a mass-send outcome may still change (``sending``/``pending``: a worker
 #: crashed after handing the message to WeCom, before it recorded that).
-OPEN_OUTBOX = (AWAITING_CONFIRMATION, "sending", "pending")
+OPEN_OUTBOX = (OutboxStatus.AWAITING_CONFIRM, OutboxStatus.SENDING, OutboxStatus.PENDING)
 
 
 def is_marketing(session: Session, outbox_id: int) -> bool:
@@ -241,7 +242,7 @@ def settle_outbox(
     changed = 0
     for (status, reason), keys in by_outcome.items():
         values: dict = {
-            "status": status,
+            "status": transitions(OPEN_OUTBOX, status).value,
             "last_error": reason,
             "claimed_by": None,
             "lease_until": None,

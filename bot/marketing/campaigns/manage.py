@@ -13,30 +13,46 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.orm import Session
 
 from bot.app.config import Config
-from bot.core.clock import Clock
+from bot.core.signals import LinkClicked
 from bot.core.templating import Renderer, TemplateRenderError
+from bot.customers.segments import compile_segment
 from bot.marketing import policy
 from bot.marketing.campaigns.push import ChunkResult, Push, Variant, share_by_id
 from bot.marketing.campaigns.spec import CampaignSpec, SpecError
+from bot.marketing.campaigns.status import (
+    ACTIVE,
+    CampaignError,
+    CampaignStatus,
+    IllegalCampaignTransition,
+    transition,
+)
 from bot.marketing.coupons import definition
+from bot.outbox.states import OutboxPurpose, OutboxStatus, SourceKind
+from bot.outbox.states import transition as transition_row
 from storage.campaigns import Campaign, CampaignEvent, CampaignTarget, ConsentChange
-from storage.db import Database
+from storage.db import insert_ignore
 from storage.models import Customer, OutboxMessage
 from storage.orders import Order
-from storage.segments import compile_segment
+
+if TYPE_CHECKING:
+    from bot.app.services import Services
 
 __all__ = [
     "CampaignError",
+    "IllegalCampaignTransition",
     "Preview",
-    "Services",
+    "attribute_opt_out",
+    "count_link_click",
     "create_campaign",
     "evaluate",
     "find_campaign",
+    "hold",
     "launch",
     "pause",
     "preview",
@@ -48,20 +64,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 PREVIEW_SAMPLES = 3
-
-
-class CampaignError(ValueError):
-    """A campaign action that cannot be done now, and why."""
-
-
-@dataclass
-class Services:
-    """What campaign work needs from the process (scheduler jobs get it by id lookups)."""
-
-    db: Database
-    config: Config
-    renderer: Renderer
-    clock: Clock
 
 
 def find_campaign(session: Session, name: str) -> Campaign | None:
@@ -142,7 +144,8 @@ def build_push(campaign: Campaign, session: Session, config: Config, renderer: R
         renderer=renderer,
         key_prefix=f"campaign:{campaign.id}",
         variants=[Variant(**v) for v in (campaign.variants or {}).get("items", [])],
-        purpose="campaign",
+        purpose=OutboxPurpose.CAMPAIGN,
+        source=(SourceKind.CAMPAIGN, campaign.id),
         priority=campaign.priority,
         buttons=[tuple(b) for b in (campaign.buttons or {}).get("items", [])],
         button_prefix=f"c:{campaign.id}",
@@ -248,35 +251,28 @@ def run_push(
     return push.stream(services.db, compiled.select_ids(), now, config.campaigns.chunk_size)
 
 
-def _set_status(
-    services: Services, campaign_id: int, allowed: tuple[str, ...], **values
-) -> Campaign:
+def _set_status(services: Services, campaign_id: int, status: str, **values) -> Campaign:
     with services.db.transaction() as session:
         campaign = session.get(Campaign, campaign_id)
         if campaign is None:
             raise CampaignError(f"no campaign #{campaign_id}")
-        if campaign.status not in allowed:
-            raise CampaignError(
-                f"campaign {campaign.name!r} is {campaign.status}; this needs it to be "
-                + " or ".join(allowed)
-            )
+        _move(campaign, status)
         for k, v in values.items():
             setattr(campaign, k, v)
         return campaign
 
 
+def _move(campaign: Campaign, status: str) -> None:
+    """The one place a campaign's status changes (checked by its transition table)."""
+    campaign.status = transition(campaign.status, status, name=campaign.name).value
+
+
 def start_pilot(services: Services, campaign_id: int) -> ChunkResult:
     """Send to the pilot arm, record the holdout; the evaluation is due after pilot_hours."""
     now = services.clock.now()
-    _set_status(
-        services,
-        campaign_id,
-        ("draft", "pilot_pending"),
-        status="pilot_pending",
-        pilot_started_at=now,
-    )
+    _set_status(services, campaign_id, CampaignStatus.PILOT_PENDING, pilot_started_at=now)
     result = run_push(services, campaign_id, send_arms={"pilot"}, record_arms={"pilot", "holdout"})
-    _set_status(services, campaign_id, ("pilot_pending",), status="piloting")
+    _set_status(services, campaign_id, CampaignStatus.PILOTING)
     return result
 
 
@@ -284,41 +280,30 @@ def launch(services: Services, campaign_id: int) -> ChunkResult:
     """Send to everyone but the holdout (pilot rows already queued are not queued again)."""
     now = services.clock.now()
     campaign = _set_status(
-        services,
-        campaign_id,
-        LAUNCHABLE,
-        status="launch_pending",
-        launched_at=now,
-        stop_reason=None,
+        services, campaign_id, CampaignStatus.LAUNCH_PENDING, launched_at=now, stop_reason=None
     )
-    _move_rows(services, campaign.id, "paused", "pending")
+    with services.db.transaction() as session:
+        _move_rows(session, campaign.id, OutboxStatus.PAUSED, OutboxStatus.PENDING)
     result = run_push(
         services,
         campaign_id,
         send_arms={"pilot", "rollout"},
         record_arms={"pilot", "holdout", "rollout"},
     )
-    _set_status(services, campaign_id, ("launch_pending",), status="running")
+    _set_status(services, campaign_id, CampaignStatus.RUNNING)
     return result
-
-
-LAUNCHABLE = ("draft", "pilot_pending", "piloting", "launch_pending", "paused", "stopped")
 
 
 def request(session: Session, campaign: Campaign, action: str) -> None:
     """Ask the scheduler to pilot or launch (the push runs there, not in a chat handler)."""
     if action == "pilot":
-        if campaign.status != "draft":
+        if campaign.status != CampaignStatus.DRAFT:
             raise CampaignError(
                 f"campaign {campaign.name!r} is {campaign.status}; pilot needs a draft"
             )
-        campaign.status = "pilot_pending"
+        _move(campaign, CampaignStatus.PILOT_PENDING)
     elif action == "launch":
-        if campaign.status not in LAUNCHABLE:
-            raise CampaignError(
-                f"campaign {campaign.name!r} is {campaign.status}; it cannot launch"
-            )
-        campaign.status = "launch_pending"
+        _move(campaign, CampaignStatus.LAUNCH_PENDING)
     else:  # pragma: no cover - callers pass one of the two
         raise ValueError(action)
 
@@ -356,23 +341,33 @@ def run_due(services: Services) -> list[tuple[str, str]]:
 
 
 def pause(services: Services, campaign_id: int) -> int:
-    """Hold a campaign: its messages not yet sent wait (status ``paused``) until launch."""
-    campaign = _set_status(services, campaign_id, ("piloting", "running"), status="paused")
-    return _move_rows(services, campaign.id, "pending", "paused")
-
-
-def _move_rows(services: Services, campaign_id: int, old: str, new: str) -> int:
+    """:func:`hold` a campaign by id in its own transaction (the CLI's ``pause``)."""
     with services.db.transaction() as session:
-        result = session.execute(
-            update(OutboxMessage)
-            .where(
-                OutboxMessage.status == old,
-                OutboxMessage.idempotency_key.like(f"campaign:{campaign_id}:%"),
-            )
-            .values(status=new)
-            .execution_options(synchronize_session=False)
+        campaign = session.get(Campaign, campaign_id)
+        if campaign is None:
+            raise CampaignError(f"no campaign #{campaign_id}")
+        return hold(session, campaign)
+
+
+def hold(session: Session, campaign: Campaign) -> int:
+    """Pause a campaign (chat ``/campaign pause`` and CLI ``pause``): its messages not yet
+    sent wait (status ``paused``) until it is launched again; returns how many."""
+    _move(campaign, CampaignStatus.PAUSED)
+    return _move_rows(session, campaign.id, OutboxStatus.PENDING, OutboxStatus.PAUSED)
+
+
+def _move_rows(session: Session, campaign_id: int, old: str, new: str) -> int:
+    result = session.execute(
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.status == old,
+            OutboxMessage.source_kind == SourceKind.CAMPAIGN,
+            OutboxMessage.source_id == campaign_id,
         )
-        return result.rowcount or 0
+        .values(status=transition_row(old, new).value)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount or 0
 
 
 # -- the pilot's verdict -------------------------------------------------------------------
@@ -410,8 +405,9 @@ def arm_rates(session: Session, campaign: Campaign, since: datetime) -> dict[str
             session.scalar(
                 select(func.count()).where(
                     OutboxMessage.customer_id.in_(members),
-                    OutboxMessage.idempotency_key.like(f"campaign:{campaign.id}:%"),
-                    OutboxMessage.status == "unreachable",
+                    OutboxMessage.source_kind == SourceKind.CAMPAIGN,
+                    OutboxMessage.source_id == campaign.id,
+                    OutboxMessage.status == OutboxStatus.UNREACHABLE,
                 )
             )
             or 0
@@ -463,7 +459,7 @@ def evaluate(services: Services, campaign_id: int) -> Campaign:
             "reason": reason or f"uplift {uplift:.1%} beats {cfg.min_uplift:.1%}",
         }
         if reason:
-            campaign.status = "stopped"
+            _move(campaign, CampaignStatus.STOPPED)
             campaign.stop_reason = reason
             log.info("campaign %s stopped after its pilot: %s", campaign.name, reason)
     if reason is None:
@@ -479,8 +475,6 @@ def record_click(
     session: Session, campaign_id: int, customer_id: int, action: str, now: datetime
 ) -> bool:
     """A tracked button was pressed; True the first time for this customer and action."""
-    from storage.db import insert_ignore
-
     return (
         insert_ignore(
             session,
@@ -496,3 +490,37 @@ def record_click(
         )
         == 1
     )
+
+
+def count_link_click(session: Session, event: LinkClicked) -> None:
+    """Follows :class:`LinkClicked`: a campaign's tracked link counts as its ``clicked``."""
+    if event.campaign_id is not None:
+        record_click(
+            session, event.campaign_id, event.customer_id, f"link:{event.seq}", event.occurred_at
+        )
+
+
+def attribute_opt_out(session: Session, customer_id: int, now: datetime) -> None:
+    """Count the opt-out against the active campaigns that messaged this customer."""
+    campaigns = session.scalars(
+        select(CampaignTarget.campaign_id)
+        .join(Campaign, Campaign.id == CampaignTarget.campaign_id)
+        .where(
+            CampaignTarget.customer_id == customer_id,
+            CampaignTarget.status == "queued",
+            Campaign.status.in_(ACTIVE),
+        )
+    ).all()
+    for campaign_id in campaigns:
+        insert_ignore(
+            session,
+            CampaignEvent,
+            {
+                "campaign_id": campaign_id,
+                "customer_id": customer_id,
+                "kind": "opt_out",
+                "detail": "",
+                "occurred_at": now,
+            },
+            ["campaign_id", "customer_id", "kind", "detail"],
+        )

@@ -37,6 +37,7 @@ from bot.core.templating import Renderer, TemplateRenderError
 from bot.marketing import policy
 from bot.marketing.coupons import format_code, issue_codes
 from bot.marketing.links import LinkTracker, base_url, insert_links, preview_track, uses_track
+from bot.outbox.states import OutboxPurpose, OutboxStatus, transition
 from storage.bulk import insert_new, insert_outbox_rows
 from storage.campaigns import CampaignTarget
 from storage.coupons import CouponDefinition
@@ -122,7 +123,9 @@ class Push:
     renderer: Renderer
     key_prefix: str
     variants: list[Variant]
-    purpose: str = "campaign"
+    purpose: str = OutboxPurpose.CAMPAIGN
+    #: ``(source_kind, source_id)`` stamped on every row (the campaign or scenario)
+    source: tuple[str, int] | None = None
     priority: int = 10
     buttons: list[tuple[str, str]] = field(default_factory=list)
     button_prefix: str = ""
@@ -479,8 +482,8 @@ class Push:
         if campaign_id is not None:
             # a customer recorded before keeps the first record (as ON CONFLICT DO NOTHING)
             fresh_targets = [t for t, prior in targets if not prior]
-        result.new_rows = insert_new(session, new, fresh_targets)
-        result.new_rows += insert_outbox_rows(session, again)
+        result.new_rows = insert_new(session, new, fresh_targets, source=self.source)
+        result.new_rows += insert_outbox_rows(session, again, source=self.source)
         insert_links(session, links)
         return result
 
@@ -519,9 +522,10 @@ class Push:
             session.execute(
                 update(OutboxMessage)
                 .where(
-                    OutboxMessage.id.in_(list(chosen.values())), OutboxMessage.status == "pending"
+                    OutboxMessage.id.in_(list(chosen.values())),
+                    OutboxMessage.status == OutboxStatus.PENDING,
                 )
-                .values(status="cancelled", last_error=f"superseded by {self.key_prefix}")
+                .values(status=transition(OutboxStatus.PENDING, OutboxStatus.CANCELLED).value, last_error=f"superseded by {self.key_prefix}")
                 .execution_options(synchronize_session=False)
             )
         return set(chosen)

@@ -1,0 +1,55 @@
+"""A campaign's status and the moves between them.
+
+``draft`` → ``pilot_pending`` (asked for, the scheduler runs it) → ``piloting`` → (the
+verdict) ``stopped`` or ``launch_pending`` → ``running``. A campaign can be asked to launch
+from any state but ``running`` (a stopped or paused one is launched again), and paused
+while piloting, running or waiting for its pilot or launch.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from bot.core.states import IllegalTransition, Machine
+
+__all__ = ["ACTIVE", "CampaignError", "CampaignStatus", "IllegalCampaignTransition", "transition"]
+
+
+class CampaignStatus(StrEnum):
+    """Where a campaign is in its life."""
+
+    DRAFT = "draft"
+    PILOT_PENDING = "pilot_pending"
+    PILOTING = "piloting"
+    LAUNCH_PENDING = "launch_pending"
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPED = "stopped"
+
+
+class CampaignError(ValueError):
+    """A campaign action that cannot be done now, and why."""
+
+
+class IllegalCampaignTransition(CampaignError, IllegalTransition):
+    """A campaign status change the table below does not allow."""
+
+
+_S = CampaignStatus
+TRANSITIONS = {
+    _S.DRAFT: (_S.PILOT_PENDING, _S.LAUNCH_PENDING),
+    _S.PILOT_PENDING: (_S.PILOTING, _S.LAUNCH_PENDING, _S.PAUSED),
+    _S.PILOTING: (_S.LAUNCH_PENDING, _S.STOPPED, _S.PAUSED),
+    _S.LAUNCH_PENDING: (_S.RUNNING, _S.PAUSED),
+    _S.RUNNING: (_S.PAUSED,),
+    _S.PAUSED: (_S.LAUNCH_PENDING,),
+    _S.STOPPED: (_S.LAUNCH_PENDING,),
+}
+MACHINE = Machine("campaign status", CampaignStatus, TRANSITIONS, error=IllegalCampaignTransition)
+#: Campaigns still at work (an opt-out counts against them).
+ACTIVE = (_S.PILOT_PENDING, _S.PILOTING, _S.LAUNCH_PENDING, _S.RUNNING, _S.PAUSED)
+
+
+def transition(old: str, new: str, *, name: str = "") -> CampaignStatus:
+    """Check a campaign's move; raises :class:`IllegalCampaignTransition`."""
+    return MACHINE.check(old, new, subject=f"campaign {name!r}" if name else "")

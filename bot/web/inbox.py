@@ -27,7 +27,6 @@ import jinja2
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from starlette.middleware import Middleware
-from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
 from starlette.responses import (
     HTMLResponse,
@@ -52,6 +51,7 @@ from bot.conversations.staff import (
 from bot.core.templating import TEMPLATES_DIR, TemplateRenderError
 from bot.marketing.coupons import Redemption, customer_codes, format_code
 from bot.web.inbox_live import LiveUpdates
+from bot.web.sessions import begin_session, end_session, session_middleware, session_staff
 from storage import repos
 from storage.handoff import OPEN_STATUSES, AuditEntry, HandoffTicket, StaffNote, StaffUser
 from storage.models import Conversation, Customer, Interaction, OutboxMessage
@@ -67,21 +67,8 @@ VIEWS = ("flagged", "mine", "all")
 
 
 def inbox_middleware(runtime: Runtime) -> list[Middleware]:
-    """The signed-cookie session the inbox needs ([handoff] secret_key, else a random one)."""
-    config = runtime.config.handoff
-    secret = config.secret_key
-    if not secret:
-        log.warning("[handoff] secret_key is not set: inbox logins end when Siyu restarts")
-        secret = secrets.token_urlsafe(32)
-    return [
-        Middleware(
-            SessionMiddleware,
-            secret_key=secret,
-            session_cookie="siyu_inbox",
-            max_age=config.session_hours * 3600,
-            same_site="strict",
-        )
-    ]
+    """The inbox's session cookie (bot/web/sessions.py: Secure behind HTTPS, revocable)."""
+    return session_middleware(runtime)
 
 
 class _Refused(Exception):
@@ -122,14 +109,8 @@ def inbox_routes(
         expected = request.session.get("csrf")
         return bool(expected and given and secrets.compare_digest(expected, given))
 
-    def load_staff(staff_id: int) -> StaffUser | None:
-        with runtime.db.sessions() as session:
-            user = session.get(StaffUser, staff_id)
-            return user if user is not None and user.active else None
-
     async def staff_of(request: Request, *, api: bool = False, manager: bool = False) -> StaffUser:
-        staff_id = request.session.get("staff_id")
-        user = await runtime.db.run(load_staff, staff_id) if isinstance(staff_id, int) else None
+        user = await session_staff(runtime, request)
         if user is None:
             if api:
                 raise _Refused(JSONResponse({"error": "log in first"}, status_code=401))
@@ -324,6 +305,7 @@ def inbox_routes(
                     now,
                     max_failures=limits.login_max_failures,
                     window=window,
+                    max_per_address=limits.login_max_failures_per_address,
                 )
                 if blocked is not None:  # refused before the password is even looked at
                     handoff.audit(
@@ -340,7 +322,7 @@ def inbox_routes(
                 if user is None:
                     record_login_failure(session, username, client_ip, now, window=window)
                 else:
-                    clear_login_failures(session, username)
+                    clear_login_failures(session, username, client_ip)
                 return user
 
         result = await runtime.db.run(check) if username and password else None
@@ -357,9 +339,7 @@ def inbox_routes(
         user = result
         if user is None:
             return page(request, "inbox/login.html", None, status=401, error=True)
-        request.session.clear()
-        request.session["staff_id"] = user.id
-        request.session["csrf"] = secrets.token_urlsafe(24)
+        begin_session(request, user)
         await runtime.db.run(_audit_simple, runtime, user.username, "login")
         return RedirectResponse("/inbox", status_code=303)
 
@@ -367,7 +347,7 @@ def inbox_routes(
         user = await staff_of(request)
         await form_of(request)
         await runtime.db.run(_audit_simple, runtime, user.username, "logout")
-        request.session.clear()
+        await end_session(runtime, request, user)
         return RedirectResponse("/inbox/login", status_code=303)
 
     # -- queue and conversation pages ------------------------------------------------------
@@ -666,5 +646,6 @@ def redemption_flash(result: Redemption) -> str:
         "foreign": "this code belongs to another customer",
         "below_min_spend": f"the amount is below the minimum spend "
         f"({result.min_spend_cents / 100:.2f})",
+        "demo": "this is a sandbox demo code; it is not valid for real orders",
     }
     return "!" + refusals[result.reason]

@@ -34,6 +34,7 @@ __all__ = [
     "check_api_key",
     "check_text",
     "error_response",
+    "odd_text",
     "parse_json",
     "query_int",
     "read_body",
@@ -128,7 +129,7 @@ class _BadNumber(ValueError):
     pass
 
 
-def _bad_text(value: str) -> str | None:
+def odd_text(value: str) -> str | None:
     """``"nul"`` or ``"surrogate"`` when a string cannot be stored as text, else None."""
     if "\x00" in value:
         return "nul"
@@ -141,7 +142,7 @@ def _bad_text(value: str) -> str | None:
 
 def check_text(value: str, name: str, locale: str) -> str:
     """``value`` if it can be stored (no NUL, no lone surrogate); else a 400 naming ``name``."""
-    problem = _bad_text(value)
+    problem = odd_text(value)
     if problem:
         raise _refuse(400, f"text_{problem}", locale, name=name)
     return value
@@ -247,7 +248,9 @@ class BodyLimitMiddleware:
             return
         declared = headers.get("content-length")
         if declared is not None and (not declared.isdigit() or len(declared) > 15):
-            refused = error_response(400, t("websec.bad_content_length", locale), "bad_content_length")
+            refused = error_response(
+                400, t("websec.bad_content_length", locale), "bad_content_length"
+            )
             await refused(scope, receive, send)
             return
         if declared is not None and int(declared) > self.limit:

@@ -28,6 +28,7 @@ __all__ = ["Service", "create_app"]
 
 log = logging.getLogger(__name__)
 
+
 class Service(Protocol):
     """A background part of the process started and stopped with the app."""
 

@@ -48,8 +48,10 @@ from bot.conversations.staff import (
     login_blocked_until,
     record_login_failure,
 )
+from bot.core.i18n import t
 from bot.core.templating import TEMPLATES_DIR, TemplateRenderError
 from bot.marketing.coupons import Redemption, customer_codes, format_code
+from bot.web.api import odd_text, request_locale
 from bot.web.inbox_live import LiveUpdates
 from bot.web.sessions import begin_session, end_session, session_middleware, session_staff
 from storage import repos
@@ -126,6 +128,8 @@ def inbox_routes(
     async def form_of(request: Request) -> dict[str, str]:
         form = await request.form()
         data = {k: v for k, v in form.items() if isinstance(v, str)}
+        if any(odd_text(k) or odd_text(v) for k, v in data.items()):  # NUL, lone surrogate
+            raise _Refused(HTMLResponse(t("websec.form_text", request_locale(request)), 400))
         if not csrf_ok(request, data.get("csrf")):
             raise _Refused(HTMLResponse("CSRF token missing or wrong", status_code=403))
         return data
@@ -367,10 +371,10 @@ def inbox_routes(
         return page(request, "inbox/_queue.html", user, **data)
 
     def ticket_id_of(request: Request) -> int:
-        try:
-            return int(request.path_params["ticket_id"])
-        except ValueError:
-            raise _Refused(HTMLResponse("bad conversation id", status_code=400)) from None
+        raw = request.path_params["ticket_id"]
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= 15):  # fits every id column
+            raise _Refused(HTMLResponse("bad conversation id", status_code=400))
+        return int(raw)
 
     async def conversation_page(request: Request) -> Response:
         user = await staff_of(request)
@@ -389,7 +393,7 @@ def inbox_routes(
     async def stream(request: Request) -> Response:
         await staff_of(request, api=True)
         raw = request.query_params.get("ticket")
-        ticket_id = int(raw) if raw and raw.isdigit() else None
+        ticket_id = int(raw) if raw and raw.isascii() and raw.isdigit() and len(raw) <= 15 else None
 
         async def events() -> AsyncIterator[str]:
             sub = await live.subscribe(ticket_id)
@@ -487,7 +491,9 @@ def inbox_routes(
         user = await staff_of(request)
         data = await form_of(request)
         raw_ticket = data.get("ticket", "")
-        here = f"/inbox/c/{raw_ticket}" if raw_ticket.isdigit() else "/inbox"
+        if not (raw_ticket.isascii() and raw_ticket.isdigit() and len(raw_ticket) <= 15):
+            raw_ticket = ""
+        here = f"/inbox/c/{raw_ticket}" if raw_ticket else "/inbox"
         code = data.get("code", "").strip()
         if not code or len(code) > 64:
             return back(request, here, "!type the coupon code")
@@ -579,10 +585,10 @@ def inbox_routes(
     async def manager_flag(request: Request) -> Response:
         user = await staff_of(request, manager=True)
         data = await form_of(request)
-        try:
-            conversation_id = int(data.get("conversation_id", ""))
-        except ValueError:
+        raw_id = data.get("conversation_id", "").strip()
+        if not (raw_id.isascii() and raw_id.isdigit() and len(raw_id) <= 15):
             return back(request, "/inbox/manager", "!choose a conversation")
+        conversation_id = int(raw_id)
 
         def run() -> int:
             with runtime.db.transaction() as session:

@@ -128,8 +128,7 @@ def sandbox_routes(
                 # What failed is in the server's log under the event id; never the
                 # exception text (it can carry SQL, parameters or secrets).
                 "errors": [
-                    t("websec.handler_failed", locale, event=result.event_id)
-                    for _ in result.errors
+                    t("websec.handler_failed", locale, event=result.event_id) for _ in result.errors
                 ],
                 "queued": result.queued,
             },
@@ -147,7 +146,10 @@ def sandbox_routes(
         if streams["open"] >= MAX_STREAMS:
             locale = request_locale(request)
             return _error(
-                503, t("websec.too_many_streams", locale), "too_many_streams", **{"Retry-After": "5"}
+                503,
+                t("websec.too_many_streams", locale),
+                "too_many_streams",
+                **{"Retry-After": "5"},
             )
 
         async def events() -> AsyncIterator[str]:

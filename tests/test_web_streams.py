@@ -69,9 +69,7 @@ async def drop_many(port: int, path: str, count: int, cookie: str = "", parallel
     opened = 0
     for start_at in range(0, count, parallel):
         batch = min(parallel, count - start_at)
-        results = await asyncio.gather(
-            *(open_and_drop(port, path, cookie) for _ in range(batch))
-        )
+        results = await asyncio.gather(*(open_and_drop(port, path, cookie) for _ in range(batch)))
         opened += sum(results)
     return opened
 
@@ -116,9 +114,7 @@ async def test_a_thousand_dropped_streams_leave_messages_and_sigterm_working(tmp
         # Messages still flow: a customer writes, the bot's reply reaches the transcript.
         async with httpx.AsyncClient(base_url=base, timeout=10) as client:
             started = time.monotonic()
-            r = await client.post(
-                "/sandbox/api/messages", json={"user_id": "u1", "text": "/start"}
-            )
+            r = await client.post("/sandbox/api/messages", json={"user_id": "u1", "text": "/start"})
             assert r.status_code == 202, r.text
             replies: list = []
             while not replies and time.monotonic() - started < 10:

@@ -182,5 +182,6 @@ def redeem_command(ctx: Context) -> None:
         by=f"{ctx.event.channel}:{ctx.event.actor.user_id}",
         config=ctx.config,
         amount_cents=amount_cents,
+        allow_demo=ctx.event.channel == "sandbox",  # demo codes only redeem in the sandbox
     )
     ctx.reply("redeem_result", result=result, code=format_code(result.code) if result.code else "")

@@ -35,6 +35,8 @@ class StaffUser(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_login_at: Mapped[datetime | None]
+    #: Bumped on logout: sessions signed with an older version are refused (revocation).
+    session_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class HandoffTicket(Base):

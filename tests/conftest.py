@@ -111,4 +111,8 @@ def config(tmp_path: Path) -> Config:
     for; scheduler tests turn it on.
     """
     defaults = load_config(None, environ={})
-    return defaults.replace(scenarios=replace(defaults.scenarios, scheduler=False))
+    return defaults.replace(
+        scenarios=replace(defaults.scenarios, scheduler=False),
+        # The example config's manager: the sandbox page's manager persona.
+        roles=replace(defaults.roles, managers=["sandbox:manager"]),
+    )

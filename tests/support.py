@@ -24,6 +24,8 @@ class SandboxHarness:
 
     def __init__(self, config: Config, db: Database, clock: Clock) -> None:
         config = config.replace(database=replace(config.database, url=db.url))
+        if config.sandbox.enabled is None:  # next to a test's real channel too (loopback)
+            config = config.replace(sandbox=replace(config.sandbox, enabled=True))
         self.app: SiyuApp = build(config, db=db, clock=clock)
         self.runtime = self.app.runtime
         self.sandbox = self.app.sandbox

@@ -23,7 +23,8 @@ def test_defaults_need_no_file():
     config = load_config(None, environ={})
     assert config.database.url == "sqlite:///var/siyu.db"
     assert config.web.port == 8080
-    assert config.sandbox.enabled is True
+    assert config.sandbox.enabled is None  # on while no real channel is configured
+    assert config.roles.managers == []
     assert config.general.locale == "zh-CN"
 
 

@@ -51,7 +51,7 @@ async def test_flow_asks_each_step_and_offers_a_coupon(config, db, clock):
         "dates": "本周六",
         "party_size": 2,
     }
-    assert conv.state["flow"]["offer"]["code"].startswith("WKND-")
+    assert "WKND-" in conv.state["flow"]["offer"]["code"]  # DEMO-WKND-...: a sandbox persona
     assert conv.last_bot_message == said[3]
 
 

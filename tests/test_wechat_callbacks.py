@@ -40,6 +40,7 @@ def wx_config(config, sqlite_db, fake_api):
             encoding_aes_key=random_aes_key(),
             api_base_url=fake_api.base_url,
         ),
+        api=replace(config.api, key="wx-test-api-key"),  # customer data needs the key
     )
 
 
@@ -130,7 +131,12 @@ async def test_subscribe_with_scene_attributes_the_source_and_welcomes(
         source = session.scalars(select(SourceAttribution)).one()
         assert (source.source, source.kind) == ("poster-A", "qrscene:subscribe")
     async with httpx.AsyncClient() as client:
-        profile = (await client.get(f"{siyu.base}/api/customers/wechat/{OPENID}")).json()
+        profile = (
+            await client.get(
+                f"{siyu.base}/api/customers/wechat/{OPENID}",
+                headers={"X-API-Key": "wx-test-api-key"},
+            )
+        ).json()
     assert "来源:poster-A" in [t["tag"] for t in profile["tags"]]
 
 

@@ -89,14 +89,16 @@ class SandboxAdapter:
         self.clock = runtime.clock
         self._handle = runtime.handle
         self.groups = [SandboxGroup(f"group-{i + 1}", t) for i, t in enumerate(config.groups)]
-        self._changed = asyncio.Condition()
+        # One Event per generation of the transcript: a write sets it and starts the next.
+        # No lock is shared with the streams, so a stream cancelled at any point (a dropped
+        # connection) can never leave anything held for the others.
+        self._changed = asyncio.Event()
 
     async def start(self) -> None:
         log.info("sandbox channel ready (%d group(s))", len(self.groups))
 
     async def stop(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
+        self._wake()
 
     def group(self, chat_id: str) -> SandboxGroup | None:
         return next((g for g in self.groups if g.chat_id == chat_id), None)
@@ -217,15 +219,17 @@ class SandboxAdapter:
                 return inserted[0]
             return session.scalar(select(SandboxMessage.id).where(SandboxMessage.outbox_key == key))
 
+    def _wake(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
     async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
+        self._wake()
 
     async def wait_for_change(self, timeout: float) -> None:
         """Wait until something is written to the transcript (or the timeout passes)."""
-        async with self._changed:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), timeout)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout)
 
     # -- transcript ----------------------------------------------------------------------
 

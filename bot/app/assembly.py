@@ -16,6 +16,7 @@ from starlette.routing import BaseRoute
 
 from bot.adapters.sandbox import SandboxAdapter
 from bot.app.config import Config, ConfigError
+from bot.app.exposure import check_exposure, sandbox_enabled
 from bot.app.runtime import Runtime
 from bot.core.clock import Clock
 from bot.web.app import create_app
@@ -42,9 +43,10 @@ class SiyuApp:
 
 def build(config: Config, *, db: Database | None = None, clock: Clock | None = None) -> SiyuApp:
     """Wire the runtime, its channel adapters and the HTTP app for ``config``."""
+    check_exposure(config)
     runtime = Runtime(config, db=db, clock=clock)
     sandbox = None
-    if config.sandbox.enabled:
+    if sandbox_enabled(config):
         sandbox = SandboxAdapter(config.sandbox, runtime)
         runtime.add_adapter(sandbox)
     app = SiyuApp(runtime, sandbox)

@@ -100,6 +100,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_check(config: Config, args: argparse.Namespace) -> int:
+    from bot.app.exposure import check_exposure
+
+    try:
+        check_exposure(config)  # what `siyu run` would refuse (the sandbox exposed)
+    except ConfigError as exc:
+        print(f"siyu: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     print(f"configuration OK ({config.source})")
     return 0
 

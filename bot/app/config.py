@@ -92,9 +92,13 @@ class WebConfig:
 
 @dataclass(frozen=True)
 class SandboxConfig:
-    """The local sandbox channel served at the web root."""
+    """The local sandbox channel served at the web root.
 
-    enabled: bool = True
+    ``enabled`` unset: on only while no real channel (telegram, wechat, wecom) is
+    configured. With a real channel it runs only when set to true and ``[web] host`` is a
+    loopback address (bot/app/exposure.py); otherwise start-up stops with a reason."""
+
+    enabled: bool | None = None
     groups: list[str] = field(default_factory=lambda: ["Siyu 体验群"])
 
 
@@ -115,9 +119,7 @@ class DeliveryConfig:
 class RolesConfig:
     """Who may run managers' commands, as '<channel>:<user id>'."""
 
-    managers: list[str] = field(
-        default_factory=lambda: ["sandbox:manager"], metadata=_meta(_check_member)
-    )
+    managers: list[str] = field(default_factory=list, metadata=_meta(_check_member))
 
 
 def _check_weight(value: float) -> str | None:
@@ -396,6 +398,9 @@ class HandoffConfig:
     session_hours: int = field(default=12, metadata=_meta(_positive))
     login_max_failures: int = field(default=5, metadata=_meta(_positive))
     login_window_minutes: int = field(default=15, metadata=_meta(_positive))
+    #: Failed logins from one address (any names) in the window before it is refused;
+    #: ``login_max_failures`` counts per name *and* address, so others are not locked out.
+    login_max_failures_per_address: int = field(default=20, metadata=_meta(_positive))
 
 
 @dataclass(frozen=True)
@@ -817,6 +822,8 @@ def _env_overrides(data: dict, environ: typing.Mapping[str, str]) -> dict:
             if var not in environ:
                 continue
             tp = typing.get_type_hints(section_tp)[f.name]
+            if typing.get_origin(tp) in (typing.Union, types.UnionType):  # e.g. bool | None
+                tp = next(a for a in typing.get_args(tp) if a is not type(None))
             text = environ[var]
             try:
                 value: object

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, or_, select, text
+from sqlalchemy import delete, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from storage.handoff import LoginFailure, StaffUser
@@ -21,6 +21,7 @@ __all__ = [
     "list_staff",
     "login_blocked_until",
     "record_login_failure",
+    "revoke_sessions",
 ]
 
 ROLES = ("staff", "manager")
@@ -80,6 +81,15 @@ def authenticate(session: Session, username: str, password: str, now: datetime) 
     return user
 
 
+def revoke_sessions(session: Session, staff_id: int) -> None:
+    """End every inbox session of this staff member (their cookies stop working)."""
+    session.execute(
+        update(StaffUser)
+        .where(StaffUser.id == staff_id)
+        .values(session_version=StaffUser.session_version + 1)
+    )
+
+
 def list_staff(session: Session) -> list[StaffUser]:
     return list(session.scalars(select(StaffUser).order_by(StaffUser.username)))
 
@@ -95,32 +105,37 @@ def login_blocked_until(
     *,
     max_failures: int,
     window: timedelta,
+    max_per_address: int | None = None,
 ) -> datetime | None:
-    """When logins for this name / from this IP are allowed again, or None if they are now.
+    """When logins for this name from this address are allowed again, or None if now.
 
-    Blocked while either has ``max_failures`` failures inside ``window``; it opens again
-    when enough of them are older than the window to leave fewer than ``max_failures``.
-    On PostgreSQL, attempts for one name or IP are serialized until the caller's
-    transaction ends, so parallel guesses from several processes cannot all slip through
-    on the same count.
+    Blocked while this name *from this address* has ``max_failures`` failures inside
+    ``window``, or this address has ``max_per_address`` failures for any names (default
+    four times ``max_failures``). A name is never blocked as such: an attacker guessing a
+    manager's password from their own addresses does not lock the manager out from theirs.
+    It opens again when enough failures are older than the window. On PostgreSQL, attempts
+    for one name+address or address are serialized until the caller's transaction ends, so
+    parallel guesses from several processes cannot all slip through on the same count.
     """
+    name, ip = username[:64], client_ip[:64]
+    per_address = max_per_address or 4 * max_failures
     if session.get_bind().dialect.name == "postgresql":
-        for key in (f"siyu:login:name:{username[:64]}", f"siyu:login:ip:{client_ip[:64]}"):
+        for key in (f"siyu:login:name-ip:{name}@{ip}", f"siyu:login:ip:{ip}"):
             session.execute(
                 text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": key}
             )
     since = now - window
     until: datetime | None = None
-    for column, value in (
-        (LoginFailure.username, username[:64]),
-        (LoginFailure.client_ip, client_ip[:64]),
+    for where, limit in (
+        ((LoginFailure.username == name, LoginFailure.client_ip == ip), max_failures),
+        ((LoginFailure.client_ip == ip,), per_address),
     ):
-        # The max_failures-th most recent failure: once it leaves the window, fewer remain.
+        # The limit-th most recent failure: once it leaves the window, fewer remain.
         nth = session.scalars(
             select(LoginFailure.created_at)
-            .where(column == value, LoginFailure.created_at > since)
+            .where(*where, LoginFailure.created_at > since)
             .order_by(LoginFailure.created_at.desc())
-            .offset(max_failures - 1)
+            .offset(limit - 1)
             .limit(1)
         ).first()
         if nth is not None and (until is None or nth + window > until):
@@ -141,6 +156,10 @@ def record_login_failure(
     session.add(LoginFailure(username=username[:64], client_ip=client_ip[:64], created_at=now))
 
 
-def clear_login_failures(session: Session, username: str) -> None:
-    """Forget the name's failed logins (after it logged in successfully)."""
-    session.execute(delete(LoginFailure).where(LoginFailure.username == username[:64]))
+def clear_login_failures(session: Session, username: str, client_ip: str | None = None) -> None:
+    """Forget the name's failed logins (after it logged in successfully) — only those from
+    ``client_ip`` when given, so a login does not reset an attacker's count elsewhere."""
+    where = [LoginFailure.username == username[:64]]
+    if client_ip is not None:
+        where.append(LoginFailure.client_ip == client_ip[:64])
+    session.execute(delete(LoginFailure).where(*where))

@@ -19,6 +19,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from bot.app.config import Config, CouponDef, CouponsConfig
+from bot.app.exposure import real_channels
 from storage import repos
 from storage.coupons import CouponCode, CouponDefinition
 from storage.db import insert_ignore
@@ -33,6 +34,7 @@ __all__ = [
     "ensure_definition",
     "find_code",
     "format_code",
+    "is_demo_code",
     "issue_codes",
     "issue_one",
     "new_code",
@@ -43,6 +45,9 @@ __all__ = [
 
 ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
 CODE_LENGTH = 12
+#: Codes issued to sandbox personas start with this: visibly demo codes, which the coupon
+#: API, the inbox and chat /redeem on real channels refuse (reason ``demo``).
+DEMO_PREFIX = "DEMO"
 
 
 def new_code() -> str:
@@ -59,7 +64,29 @@ def format_code(code: str) -> str:
     prefix (flows and staff issue ``WKND…``, ``STAFF…``) reads ``WKND-ABCD-2345-WXYZ``."""
     head, code = code[:-CODE_LENGTH], code[-CODE_LENGTH:]
     groups = [code[i : i + 4] for i in range(0, len(code), 4)]
+    if head.startswith(DEMO_PREFIX) and len(head) > len(DEMO_PREFIX):
+        groups.insert(0, head[len(DEMO_PREFIX) :])
+        head = DEMO_PREFIX
     return "-".join([head, *groups] if head else groups)
+
+
+def is_demo_code(code: str) -> bool:
+    """Was this code issued to a sandbox persona (see ``DEMO_PREFIX``)?"""
+    return normalize_code(code).startswith(DEMO_PREFIX)
+
+
+def _sandbox_only(session: Session, customer_ids: set[int]) -> set[int]:
+    """The customers among ``customer_ids`` known only as sandbox personas."""
+    from storage.models import Identity
+
+    if not customer_ids:
+        return set()
+    channels: dict[int, set[str]] = {}
+    for cid, channel in session.execute(
+        select(Identity.customer_id, Identity.channel).where(Identity.customer_id.in_(customer_ids))
+    ):
+        channels.setdefault(cid, set()).add(channel)
+    return {cid for cid, found in channels.items() if found == {"sandbox"}}
 
 
 def _apply(row: CouponDefinition, item: CouponDef) -> None:
@@ -156,9 +183,10 @@ def issue_codes(
     if not eligible:
         return result
     expires = now + timedelta(days=coupon.valid_days)
+    demo = _sandbox_only(session, {cid for cid, _ in eligible})
     rows = [
         {
-            "code": prefix + new_code(),
+            "code": (DEMO_PREFIX if cid in demo else "") + prefix + new_code(),
             "issue_key": key,
             "definition_id": coupon.id,
             "customer_id": cid,
@@ -245,7 +273,8 @@ class Redemption:
     """The answer to a redemption: ok, or a reason a person can act on.
 
     reason: ``redeemed`` | ``unknown`` | ``already_redeemed`` | ``expired`` | ``foreign``
-    (the code belongs to another customer) | ``below_min_spend``.
+    (the code belongs to another customer) | ``below_min_spend`` | ``demo`` (a sandbox
+    code offered for a real order).
     """
 
     ok: bool
@@ -279,8 +308,13 @@ def redeem(
     config: Config,
     customer_id: int | None = None,
     amount_cents: int | None = None,
+    allow_demo: bool = False,
 ) -> Redemption:
-    """Redeem a code once (atomically) and record the purchase; see :class:`Redemption`."""
+    """Redeem a code once (atomically) and record the purchase; see :class:`Redemption`.
+
+    A sandbox demo code is refused (reason ``demo``) while a real channel is configured,
+    unless ``allow_demo`` (the sandbox's own /redeem): no shop redeems it for a real order.
+    With the sandbox alone (a demo installation) every surface takes it."""
     code = normalize_code(raw_code)
     found = (
         session.execute(
@@ -302,6 +336,8 @@ def redeem(
         "expires_at": row.expires_at,
         "min_spend_cents": coupon.min_spend_cents,
     }
+    if is_demo_code(code) and not allow_demo and real_channels(config):
+        return Redemption(False, "demo", **(base | {"customer_id": None}))
     if customer_id is not None and row.customer_id != customer_id:
         return Redemption(False, "foreign", **(base | {"customer_id": None}))
     if row.status == "redeemed":

@@ -33,6 +33,7 @@ STATUS = {
     "expired": 410,
     "foreign": 403,
     "below_min_spend": 422,
+    "demo": 403,
 }
 MESSAGES = {
     "redeemed": "redeemed",
@@ -41,6 +42,7 @@ MESSAGES = {
     "expired": "this code has expired",
     "foreign": "this code belongs to another customer",
     "below_min_spend": "the amount is below the coupon's minimum spend",
+    "demo": "this is a sandbox demo code; it is not valid for real orders",
 }
 
 

@@ -28,7 +28,6 @@ import jinja2
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from starlette.middleware import Middleware
-from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
 from starlette.responses import (
     HTMLResponse,
@@ -49,9 +48,12 @@ from bot.conversations.staff import (
     login_blocked_until,
     record_login_failure,
 )
+from bot.core.i18n import t
 from bot.core.templating import TEMPLATES_DIR, TemplateRenderError
 from bot.marketing.coupons import Redemption, customer_codes, format_code
+from bot.web.api import odd_text, request_locale
 from bot.web.inbox_live import LiveUpdates
+from bot.web.sessions import begin_session, end_session, session_middleware, session_staff
 from storage import repos
 from storage.handoff import OPEN_STATUSES, AuditEntry, HandoffTicket, StaffNote, StaffUser
 from storage.models import Conversation, Customer, Interaction, OutboxMessage
@@ -71,21 +73,8 @@ VIEWS = ("flagged", "mine", "all")
 
 
 def inbox_middleware(runtime: Runtime) -> list[Middleware]:
-    """The signed-cookie session the inbox needs ([handoff] secret_key, else a random one)."""
-    config = runtime.config.handoff
-    secret = config.secret_key
-    if not secret:
-        log.warning("[handoff] secret_key is not set: inbox logins end when Siyu restarts")
-        secret = secrets.token_urlsafe(32)
-    return [
-        Middleware(
-            SessionMiddleware,
-            secret_key=secret,
-            session_cookie="siyu_inbox",
-            max_age=config.session_hours * 3600,
-            same_site="strict",
-        )
-    ]
+    """The inbox's session cookie (bot/web/sessions.py: Secure behind HTTPS, revocable)."""
+    return session_middleware(runtime)
 
 
 class _Refused(Exception):
@@ -126,14 +115,8 @@ def inbox_routes(
         expected = request.session.get("csrf")
         return bool(expected and given and secrets.compare_digest(expected, given))
 
-    def load_staff(staff_id: int) -> StaffUser | None:
-        with runtime.db.sessions() as session:
-            user = session.get(StaffUser, staff_id)
-            return user if user is not None and user.active else None
-
     async def staff_of(request: Request, *, api: bool = False, manager: bool = False) -> StaffUser:
-        staff_id = request.session.get("staff_id")
-        user = await runtime.db.run(load_staff, staff_id) if isinstance(staff_id, int) else None
+        user = await session_staff(runtime, request)
         if user is None:
             if api:
                 raise _Refused(JSONResponse({"error": "log in first"}, status_code=401))
@@ -149,6 +132,8 @@ def inbox_routes(
     async def form_of(request: Request) -> dict[str, str]:
         form = await request.form()
         data = {k: v for k, v in form.items() if isinstance(v, str)}
+        if any(odd_text(k) or odd_text(v) for k, v in data.items()):  # NUL, lone surrogate
+            raise _Refused(HTMLResponse(t("websec.form_text", request_locale(request)), 400))
         if not csrf_ok(request, data.get("csrf")):
             raise _Refused(HTMLResponse("CSRF token missing or wrong", status_code=403))
         return data
@@ -324,6 +309,7 @@ def inbox_routes(
                     now,
                     max_failures=limits.login_max_failures,
                     window=window,
+                    max_per_address=limits.login_max_failures_per_address,
                 )
                 if blocked is not None:  # refused before the password is even looked at
                     handoff.audit(
@@ -340,7 +326,7 @@ def inbox_routes(
                 if user is None:
                     record_login_failure(session, username, client_ip, now, window=window)
                 else:
-                    clear_login_failures(session, username)
+                    clear_login_failures(session, username, client_ip)
                 return user
 
         result = await runtime.db.run(check) if username and password else None
@@ -357,9 +343,7 @@ def inbox_routes(
         user = result
         if user is None:
             return page(request, "inbox/login.html", None, status=401, error=True)
-        request.session.clear()
-        request.session["staff_id"] = user.id
-        request.session["csrf"] = secrets.token_urlsafe(24)
+        begin_session(request, user)
         await runtime.db.run(_audit_simple, runtime, user.username, "login")
         return RedirectResponse("/inbox", status_code=303)
 
@@ -367,7 +351,7 @@ def inbox_routes(
         user = await staff_of(request)
         await form_of(request)
         await runtime.db.run(_audit_simple, runtime, user.username, "logout")
-        request.session.clear()
+        await end_session(runtime, request, user)
         return RedirectResponse("/inbox/login", status_code=303)
 
     # -- queue and conversation pages ------------------------------------------------------
@@ -387,10 +371,10 @@ def inbox_routes(
         return page(request, "inbox/_queue.html", user, **data)
 
     def ticket_id_of(request: Request) -> int:
-        try:
-            return int(request.path_params["ticket_id"])
-        except ValueError:
-            raise _Refused(HTMLResponse("bad conversation id", status_code=400)) from None
+        raw = request.path_params["ticket_id"]
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= 15):  # fits every id column
+            raise _Refused(HTMLResponse("bad conversation id", status_code=400))
+        return int(raw)
 
     async def conversation_page(request: Request) -> Response:
         user = await staff_of(request)
@@ -409,7 +393,7 @@ def inbox_routes(
     async def stream(request: Request) -> Response:
         await staff_of(request, api=True)
         raw = request.query_params.get("ticket")
-        ticket_id = int(raw) if raw and raw.isdigit() else None
+        ticket_id = int(raw) if raw and raw.isascii() and raw.isdigit() and len(raw) <= 15 else None
 
         async def events() -> AsyncIterator[str]:
             sub = await live.subscribe(ticket_id)
@@ -507,7 +491,9 @@ def inbox_routes(
         user = await staff_of(request)
         data = await form_of(request)
         raw_ticket = data.get("ticket", "")
-        here = f"/inbox/c/{raw_ticket}" if raw_ticket.isdigit() else "/inbox"
+        if not (raw_ticket.isascii() and raw_ticket.isdigit() and len(raw_ticket) <= 15):
+            raw_ticket = ""
+        here = f"/inbox/c/{raw_ticket}" if raw_ticket else "/inbox"
         code = data.get("code", "").strip()
         if not code or len(code) > 64:
             return back(request, here, "!type the coupon code")
@@ -599,10 +585,10 @@ def inbox_routes(
     async def manager_flag(request: Request) -> Response:
         user = await staff_of(request, manager=True)
         data = await form_of(request)
-        try:
-            conversation_id = int(data.get("conversation_id", ""))
-        except ValueError:
+        raw_id = data.get("conversation_id", "").strip()
+        if not (raw_id.isascii() and raw_id.isdigit() and len(raw_id) <= 15):
             return back(request, "/inbox/manager", "!choose a conversation")
+        conversation_id = int(raw_id)
 
         def run() -> int:
             with runtime.db.transaction() as session:
@@ -666,5 +652,6 @@ def redemption_flash(result: Redemption) -> str:
         "foreign": "this code belongs to another customer",
         "below_min_spend": f"the amount is below the minimum spend "
         f"({result.min_spend_cents / 100:.2f})",
+        "demo": "this is a sandbox demo code; it is not valid for real orders",
     }
     return "!" + refusals[result.reason]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from collections.abc import Sequence
 
@@ -66,11 +65,9 @@ def _staff_parser(sub, common: argparse.ArgumentParser) -> None:
 
 
 def _configure_logging(config: Config) -> None:
-    logging.basicConfig(
-        level=config.logging.level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        force=True,
-    )
+    from bot.app.logs import configure_logging
+
+    configure_logging(config)
 
 
 def _load(args: argparse.Namespace) -> Config:

@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 
 from bot.adapters.base import AWAITING_CONFIRMATION, OutboundMessage
 from bot.adapters.wechat.common import record_delivery
+from bot.core.redaction import redact, redact_or_none
 from bot.marketing.policy import MARKETING_PURPOSES
 from storage.db import insert_ignore
 from storage.models import OutboxMessage
@@ -190,7 +191,11 @@ def failed(session: Session, batch: Batch, errcode: int | None, detail: str, now
     session.execute(
         update(WecomMassTask)
         .where(WecomMassTask.id.in_(batch.ids))
-        .values(status="failed", result={"errcode": errcode, "detail": detail}, checked_at=now)
+        .values(
+            status="failed",
+            result={"errcode": errcode, "detail": redact(detail)},
+            checked_at=now,
+        )
     )
     keys = session.scalars(select(WecomMassTask.outbox_key).where(WecomMassTask.id.in_(batch.ids)))
     settle_outbox(session, {k: ("failed", f"mass-send refused: {detail}") for k in keys}, None, now)
@@ -242,7 +247,7 @@ def settle_outbox(
     for (status, reason), keys in by_outcome.items():
         values: dict = {
             "status": status,
-            "last_error": reason,
+            "last_error": redact_or_none(reason),
             "claimed_by": None,
             "lease_until": None,
         }

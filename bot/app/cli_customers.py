@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -24,6 +23,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 
 from bot.app.config import Config
+from bot.core.csv_export import csv_writer
 
 __all__ = ["COMMANDS", "add_parsers"]
 
@@ -357,7 +357,7 @@ def _export_tags(config: Config, args: argparse.Namespace, out) -> int:
     db = _db(config)
     rows = 0
     try:
-        writer = csv.writer(out)
+        writer = csv_writer(out)
         writer.writerow(
             [
                 "customer_id",

@@ -148,6 +148,8 @@ def cmd_customer(config: Config, args: argparse.Namespace) -> int:
         return cmd_customer_merge(config, args)
     if args.customer_command == "set":
         return cli_customers.cmd_customer_set(config, args)
+    if args.customer_command == "forget":
+        return cli_customers.cmd_customer_forget(config, args)
     from bot.core.clock import SystemClock
     from storage.db import Database
     from storage.repos import customer_profile

@@ -88,6 +88,11 @@ def test_hostile_amounts_get_a_400_at_once_while_healthz_keeps_answering(config,
                 headers={"Content-Type": "application/json"},
             )
             answers.append(("coupon-number", r.status_code, r.json()["error"]))
+            digits = '{"code": "ABCD-EFGH", "amount": 1' + "0" * 5000 + "}"  # over int's limit
+            r = client.post(
+                "/api/coupons/redeem", content=digits, headers={"Content-Type": "application/json"}
+            )
+            answers.append(("coupon-digits", r.status_code, r.json()["error"]))
         done.set()
 
     with LiveServer(app) as server:
@@ -102,7 +107,8 @@ def test_hostile_amounts_get_a_400_at_once_while_healthz_keeps_answering(config,
                 time.sleep(0.02)
         attacker.join()
     assert slowest < 1.0, f"/healthz waited {slowest:.2f}s"
-    assert len(answers) == len(HOSTILE) * 3 * 2 + 1
+    assert len(answers) == len(HOSTILE) * 3 * 2 + 2
+    assert answers.pop() == ("coupon-digits", 400, "the body has a number with too many digits")
     for where, status, error in answers:
         assert status == (422 if where == "orders" else 400), (where, status, error)
         assert error.startswith("'amount'"), error

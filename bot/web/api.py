@@ -54,3 +54,5 @@ async def read_json(request: Request, api_key: str) -> object:
         return json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ApiRequestError(400, f"the body is not valid JSON: {exc}") from None
+    except ValueError:  # a number of thousands of digits (Python's int limit)
+        raise ApiRequestError(400, "the body has a number with too many digits") from None

@@ -37,13 +37,15 @@ MASK = "***"
 #: Values shorter than this are not registered (replacing them would garble plain text).
 MIN_SECRET_LENGTH = 6
 
-_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+#: (a substring the text must contain for the pattern to be worth trying, pattern, replacement)
+_PATTERNS: tuple[tuple[str, re.Pattern[str], str], ...] = (
     # Telegram Bot API URLs: https://api.telegram.org/bot123456:ABC.../getMe
-    (re.compile(r"(/bot)\d+:[A-Za-z0-9_-]+"), r"\1" + MASK),
+    ("/bot", re.compile(r"(/bot)\d+:[A-Za-z0-9_-]+"), r"\1" + MASK),
     # A bare Telegram bot token anywhere.
-    (re.compile(r"\b\d{5,}:[A-Za-z0-9_-]{30,}\b"), MASK),
-    # Query strings and form bodies: secret=…, access_token=…, corpsecret=…, key=…
+    (":", re.compile(r"\b\d{5,}:[A-Za-z0-9_-]{30,}\b"), MASK),
+    # Query strings and form bodies: secret=…, access_token=…, corpsecret=…, token=…
     (
+        "=",
         re.compile(
             r"(?i)(?<![A-Za-z0-9_])((?:access_token|appsecret|corpsecret|secret|secret_key|"
             r"api_key|apikey|token|password|passwd|provider_access_token|suite_access_token)"
@@ -53,6 +55,7 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     ),
     # JSON: "access_token": "…"
     (
+        '"',
         re.compile(
             r"(?i)(\"(?:access_token|secret|corpsecret|appsecret|token|password|api_key)\"\s*:\s*\")"
             r"[^\"]*"
@@ -60,9 +63,9 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
         r"\1" + MASK,
     ),
     # A password inside a URL: postgresql://user:password@host/db, redis://:pw@host
-    (re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^@\s/]+(@)"), r"\1" + MASK + r"\2"),
+    ("@", re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^@\s/]+(@)"), r"\1" + MASK + r"\2"),
     # Authorization headers.
-    (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"), r"\1" + MASK),
+    ("earer", re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"), r"\1" + MASK),
 )
 
 _lock = threading.Lock()
@@ -97,8 +100,9 @@ def redact(text: object) -> str:
     pattern = _secret_pattern
     if pattern is not None:
         out = pattern.sub(MASK, out)
-    for regex, replacement in _PATTERNS:
-        out = regex.sub(replacement, out)
+    for needle, regex, replacement in _PATTERNS:
+        if needle in out or (needle == "earer" and "EARER" in out):
+            out = regex.sub(replacement, out)
     return out
 
 

@@ -12,8 +12,7 @@ and launch are handed to the scheduler (the push runs there, not in a chat handl
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
-
+from bot.core.amounts import AmountError, parse_amount
 from bot.core.context import Context
 from bot.core.events import EventKind
 from bot.core.filters import Filter
@@ -168,13 +167,12 @@ def redeem_command(ctx: Context) -> None:
     amount_cents = None
     if len(args) > 1:
         try:
-            amount = Decimal(args[1])
-            if amount < 0 or not amount.is_finite():
-                raise InvalidOperation
-        except InvalidOperation:
+            amount_cents = parse_amount(args[1])
+        except AmountError as exc:
+            locale = ctx.customer.locale if ctx.customer else None
+            ctx.send_text(exc.message(locale))
             ctx.reply("redeem_usage")
             return
-        amount_cents = int(amount * 100)
     result = redeem(
         ctx.session,
         args[0],

@@ -12,3 +12,4 @@ from storage import campaigns, coupons  # noqa: F401  (issue 6: scenarios, campa
 from storage import links  # noqa: F401  (issue 6: tracked links in the funnel)
 from storage import scenario_events  # noqa: F401  (issue 6: scenario funnel clicks)
 from storage import measures  # noqa: F401  (invites, referrals, rewards, survey answers)
+from storage import wechat_inbound  # noqa: F401  (callback journal and plaintext-mode nonces)

@@ -17,8 +17,10 @@ from starlette.routing import BaseRoute
 from bot.adapters.sandbox import SandboxAdapter
 from bot.app.config import Config, ConfigError
 from bot.app.exposure import check_exposure, sandbox_enabled
+from bot.app.logs import secrets_of
 from bot.app.runtime import Runtime
 from bot.core.clock import Clock
+from bot.core.redaction import register_secrets
 from bot.web.app import create_app
 from storage.db import Database
 
@@ -44,6 +46,7 @@ class SiyuApp:
 def build(config: Config, *, db: Database | None = None, clock: Clock | None = None) -> SiyuApp:
     """Wire the runtime, its channel adapters and the HTTP app for ``config``."""
     check_exposure(config)
+    register_secrets(secrets_of(config))  # stored errors are redacted from the start
     runtime = Runtime(config, db=db, clock=clock)
     sandbox = None
     if sandbox_enabled(config):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from collections.abc import Sequence
 
@@ -67,11 +66,9 @@ def _staff_parser(sub, common: argparse.ArgumentParser) -> None:
 
 
 def _configure_logging(config: Config) -> None:
-    logging.basicConfig(
-        level=config.logging.level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        force=True,
-    )
+    from bot.app.logs import configure_logging
+
+    configure_logging(config)
 
 
 def _load(args: argparse.Namespace) -> Config:
@@ -160,6 +157,8 @@ def cmd_customer(config: Config, args: argparse.Namespace) -> int:
         return cmd_customer_merge(config, args)
     if args.customer_command == "set":
         return cli_customers.cmd_customer_set(config, args)
+    if args.customer_command == "forget":
+        return cli_customers.cmd_customer_forget(config, args)
     from bot.core.clock import SystemClock
     from storage.db import Database
     from storage.repos import customer_profile

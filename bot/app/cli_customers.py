@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -24,6 +23,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 
 from bot.app.config import Config
+from bot.core.csv_export import csv_writer
 
 __all__ = ["COMMANDS", "add_parsers"]
 
@@ -102,6 +102,53 @@ def add_customer_parsers(csub, common: argparse.ArgumentParser) -> None:
     cset.add_argument("channel", choices=CHANNELS)
     cset.add_argument("user_id")
     cset.add_argument("pairs", nargs="+", metavar="key=value")
+    _add_forget_parser(csub, common)
+
+
+def _add_forget_parser(csub, common: argparse.ArgumentParser) -> None:
+    """``siyu customer forget <channel> <user id> --yes [--by NAME]`` (PIPL erasure)."""
+    from bot.app.config import CHANNELS
+    from bot.core.i18n import t
+
+    forget = csub.add_parser("forget", parents=[common], help=t("privacy.forget.help", "en"))
+    forget.add_argument("channel", choices=CHANNELS)
+    forget.add_argument("user_id")
+    forget.add_argument("--yes", action="store_true", help="confirm the erasure")
+    forget.add_argument("--by", default="", help="who asks (for the audit log); default: $USER")
+
+
+def cmd_customer_forget(config: Config, args: argparse.Namespace) -> int:
+    """Erase a customer's personal data; exit 2 without --yes, 1 for an unknown customer."""
+    import getpass
+
+    from bot.core.i18n import t
+    from bot.customers.forget import NoSuchCustomer, forget_customer
+
+    locale = config.general.locale
+    who = f"{args.channel}:{args.user_id}"
+    if not args.yes:
+        print(t("privacy.forget.confirm", locale, who=who), file=sys.stderr)
+        return EXIT_USAGE
+    by = f"cli:{(args.by or getpass.getuser())[:100]}"
+    db = _db(config)
+    try:
+        with db.transaction() as session:
+            report = forget_customer(session, args.channel, args.user_id, by=by, now=_now())
+    except NoSuchCustomer:
+        print(t("privacy.forget.unknown", locale, who=who), file=sys.stderr)
+        return 1
+    finally:
+        db.close()
+    print(
+        t(
+            "privacy.forget.done",
+            locale,
+            customer_id=report.customer_id,
+            identities=report.identities,
+            by=by,
+        )
+    )
+    return 0
 
 
 def cmd_customer_set(config: Config, args: argparse.Namespace) -> int:
@@ -361,7 +408,7 @@ def _export_tags(config: Config, args: argparse.Namespace, out) -> int:
     db = _db(config)
     rows = 0
     try:
-        writer = csv.writer(out)
+        writer = csv_writer(out)
         writer.writerow(
             [
                 "customer_id",

@@ -26,6 +26,7 @@ from bot.core.clock import Clock
 from bot.core.context import Context, Enqueue
 from bot.core.events import ChatType, Event, EventKind
 from bot.core.filters import Filter
+from bot.core.redaction import redact
 from bot.core.templating import Renderer
 from storage import repos
 
@@ -219,7 +220,7 @@ class Router:
                 stop = True
             except Exception as exc:
                 log.exception("handler %s failed on event %s", handler.name, ctx.event.id)
-                result.errors.append(f"{handler.name}: {type(exc).__name__}: {exc}")
+                result.errors.append(redact(f"{handler.name}: {type(exc).__name__}: {exc}"))
                 del ctx.queued[queued_before:]
                 ctx.interaction.error = "; ".join(result.errors)
             else:

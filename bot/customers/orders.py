@@ -26,12 +26,12 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
-from decimal import Decimal, InvalidOperation
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
+from bot.core.amounts import AmountError, parse_amount
 from bot.customers.intake import (
     Intake,
     IntakeError,
@@ -62,7 +62,6 @@ __all__ = [
 
 COLUMNS = ("order_id", "customer", "phone", "amount", "currency", "time", "items")
 REQUIRED = ("order_id", "amount", "time")
-MAX_AMOUNT = Decimal("100000000")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _CHANNELS = ("sandbox", "telegram", "wechat", "wecom")
 
@@ -118,22 +117,10 @@ def _text(data: dict, key: str) -> str:
 
 
 def _amount(data: dict) -> int:
-    raw = data.get("amount")
-    if raw is None or raw == "":
-        raise OrderInputError("'amount' is required")
-    if isinstance(raw, bool) or not isinstance(raw, str | int | float):
-        raise OrderInputError("'amount' must be a number")
     try:
-        amount = Decimal(str(raw).strip())
-    except InvalidOperation:
-        raise OrderInputError(f"'amount' {raw!r} is not a number") from None
-    if not amount.is_finite() or amount < 0:
-        raise OrderInputError(f"'amount' must be 0 or more, got {raw!r}")
-    if amount > MAX_AMOUNT:
-        raise OrderInputError(f"'amount' {raw!r} is implausibly large")
-    if amount != amount.quantize(Decimal("0.01")):
-        raise OrderInputError(f"'amount' {raw!r} has more than 2 decimals")
-    return int(amount * 100)
+        return parse_amount(data.get("amount"))
+    except AmountError as exc:
+        raise OrderInputError(str(exc)) from None
 
 
 def _time(raw: str, tz: ZoneInfo, now: datetime) -> datetime:

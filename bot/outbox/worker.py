@@ -33,6 +33,7 @@ from bot.adapters.base import (
 )
 from bot.app.config import DeliveryConfig
 from bot.core.clock import Clock
+from bot.core.redaction import redact
 from bot.outbox.queue import (
     Backoff,
     claim_due,
@@ -241,15 +242,15 @@ class DeliveryWorker:
             await self.db.run(self._record_retry_after, message, exc.seconds)
         except RecipientUnreachable as exc:
             log.warning("delivery %s: recipient unreachable: %s", message.outbox_id, exc)
-            await self.db.run(self._record_unreachable, message, str(exc))
+            await self.db.run(self._record_unreachable, message, redact(exc))
         except PermanentError as exc:
             log.warning("delivery %s failed permanently: %s", message.outbox_id, exc)
-            await self.db.run(self._record_final, message, "failed", str(exc))
+            await self.db.run(self._record_final, message, "failed", redact(exc))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.warning("delivery %s: transient failure: %r", message.outbox_id, exc)
-            await self.db.run(self._record_transient, message, repr(exc))
+            await self.db.run(self._record_transient, message, redact(repr(exc)))
         else:
             await self.db.run(self._record_sent, message, receipt)
 

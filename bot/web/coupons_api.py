@@ -10,13 +10,13 @@ key; 404 while no key is configured. Every answer says why in ``reason``/``error
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
+from bot.core.amounts import AmountError, parse_amount
 from bot.marketing.coupons import Redemption, format_code, redeem
 from bot.web.api import ApiRequestError, error_response, read_json
 from storage import repos
@@ -82,12 +82,9 @@ def coupon_routes(runtime: Runtime) -> list[BaseRoute]:
         amount_cents = None
         if data.get("amount") is not None:
             try:
-                amount = Decimal(str(data["amount"]))
-                if isinstance(data["amount"], bool) or not amount.is_finite() or amount < 0:
-                    raise InvalidOperation
-            except InvalidOperation:
-                return error_response(400, "'amount' must be a number of 0 or more, e.g. \"35.00\"")
-            amount_cents = int(amount * 100)
+                amount_cents = parse_amount(data["amount"])
+            except AmountError as exc:
+                return error_response(400, str(exc))
         customer = data.get("customer")
         if customer is not None and (not isinstance(customer, str) or ":" not in customer):
             return error_response(400, "'customer' must be '<channel>:<user id>'")

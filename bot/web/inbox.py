@@ -20,7 +20,6 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
-from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
@@ -48,6 +47,7 @@ from bot.conversations.staff import (
     login_blocked_until,
     record_login_failure,
 )
+from bot.core.amounts import AmountError, parse_amount
 from bot.core.i18n import t
 from bot.core.templating import TEMPLATES_DIR, TemplateRenderError
 from bot.marketing.coupons import Redemption, customer_codes, format_code
@@ -497,10 +497,12 @@ def inbox_routes(
         code = data.get("code", "").strip()
         if not code or len(code) > 64:
             return back(request, here, "!type the coupon code")
+        raw_amount = data.get("amount", "")
         try:
-            amount = parse_amount(data.get("amount", ""))
-        except ValueError:
-            return back(request, here, "!the amount must be a number such as 35.00")
+            amount = parse_amount(raw_amount) if raw_amount.strip() else None
+        except AmountError as exc:
+            reason = exc.message("en")
+            return back(request, here, f"!the amount must be a number such as 35.00: {reason}")
 
         def run():
             with runtime.db.transaction() as session:
@@ -624,20 +626,6 @@ def inbox_routes(
 def _audit_simple(runtime: Runtime, actor: str, action: str) -> None:
     with runtime.db.transaction() as session:
         handoff.audit(session, actor, action, runtime.clock.now())
-
-
-def parse_amount(text: str) -> int | None:
-    """``"35.00"`` → 3500 cents; empty → None; raises ValueError for anything else."""
-    text = text.strip()
-    if not text:
-        return None
-    try:
-        amount = Decimal(text)
-    except InvalidOperation:
-        raise ValueError(text) from None
-    if not amount.is_finite() or amount < 0:
-        raise ValueError(text)
-    return int(amount * 100)
 
 
 def redemption_flash(result: Redemption) -> str:

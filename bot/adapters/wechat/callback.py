@@ -35,6 +35,10 @@ __all__ = [
 ]
 
 
+#: Longer timestamps are refused before they are read as a number.
+MAX_TIMESTAMP_DIGITS = 12
+
+
 class CallbackRejected(Exception):
     """A callback we refuse: answer ``status`` and log ``reason``; nothing is processed."""
 
@@ -152,10 +156,14 @@ class CallbackCrypto:
         return self.key is not None
 
     def check_timestamp(self, timestamp: str) -> None:
-        try:
-            sent = int(timestamp)
-        except ValueError:
-            raise CallbackRejected(400, "missing or non-numeric timestamp") from None
+        """Refuse a timestamp that is not 1-12 ASCII digits (400) or outside the window (403).
+
+        The length is checked first, so a 400-digit timestamp costs nothing."""
+        if not (0 < len(timestamp) <= MAX_TIMESTAMP_DIGITS and timestamp.isascii()):
+            raise CallbackRejected(400, "missing or malformed timestamp")
+        if not timestamp.isdigit():
+            raise CallbackRejected(400, "missing or non-numeric timestamp")
+        sent = int(timestamp)
         skew = abs(self._now() - sent)
         if skew > self.replay_window:
             raise CallbackRejected(

@@ -14,6 +14,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from bot.core.events import Event
+from bot.core.redaction import redact_or_none
 from bot.core.routing import DispatchResult
 from bot.outbox.states import OutboxStatus, transition
 from storage import repos
@@ -131,7 +132,7 @@ def record_delivery(
             user_id=user_id,
             route=route,
             errcode=errcode,
-            detail=detail,
+            detail=redact_or_none(detail),
             at=now,
         )
     )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -55,6 +56,7 @@ from bot.adapters.wechat.common import (
     refund_window_slot,
     release_passive_reply,
 )
+from bot.adapters.wechat.inbound import CallbackJournal, Replay
 from bot.app.config import WechatConfig
 from bot.core.events import Actor, ConversationRef, Event, EventKind, parse_command
 from bot.core.routing import DispatchResult
@@ -109,6 +111,8 @@ class WechatAdapter:
             config.http_timeout_seconds,
         )
         self.background = Background()
+        self.journal = CallbackJournal(self.db, self.clock, CHANNEL, config.replay_window_seconds)
+        self._sweeper: asyncio.Task | None = None
 
     def routes(self) -> list[Route]:
         return [Route("/wechat/callback", self.callback, methods=["GET", "POST"])]
@@ -116,9 +120,20 @@ class WechatAdapter:
     async def start(self) -> None:
         mode = "safe mode" if self.crypto.encrypted else "plaintext mode"
         log.info("wechat: Official Account %s ready (%s)", self.config.app_id, mode)
+        self._sweeper = asyncio.create_task(self.journal.run_sweeper(self._route_recorded))
 
     async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+            self._sweeper = None
         await self.background.drain(timeout=5.0)
+
+    async def _route_recorded(self, fields: dict) -> None:
+        """Route a recorded callback again (the sweeper: its first routing failed)."""
+        event = self.to_event(fields)
+        if event is not None:
+            await self._process(event, fields, {"open": False})
 
     # -- inbound -------------------------------------------------------------------------
 
@@ -145,11 +160,12 @@ class WechatAdapter:
         return PlainTextResponse(q.get("echostr", ""))
 
     async def _receive(self, request: Request) -> Response:
+        started = time.monotonic()
         q = request.query_params
         timestamp, nonce = q.get("timestamp", ""), q.get("nonce", "")
-        body = await read_body(request, self.config.max_body_bytes)
         self.crypto.check_timestamp(timestamp)
         self.crypto.check_signature(q.get("signature", ""), timestamp, nonce)
+        body = await read_body(request, self.config.max_body_bytes)
         outer = parse_xml(body)
         encrypted = q.get("encrypt_type", "raw") == "aes"
         if encrypted:
@@ -164,6 +180,13 @@ class WechatAdapter:
         if fields.get("ToUserName") and "FromUserName" not in fields:
             raise CallbackRejected(400, "no FromUserName")
         event = self.to_event(fields)
+        # Plaintext signatures do not cover the body: remember them to refuse replays.
+        replay = None if encrypted else Replay.of(q.get("signature", ""), nonce, timestamp, body)
+        budget = self.config.reply_budget_seconds
+        key = event.dedupe_key if event is not None else None
+        seen = await self.journal.record(
+            key, str(fields.get("FromUserName", "")), fields, replay, budget
+        )
         if event is None:
             log.info(
                 "wechat: %s/%s not handled; acknowledged",
@@ -171,11 +194,13 @@ class WechatAdapter:
                 fields.get("Event"),
             )
             return PlainTextResponse("success")
+        if seen == "done":
+            return PlainTextResponse("success")  # a retry of a callback already routed
         waiting = {"open": True}
         outcome = await handle_within(
             self.background,
-            lambda: self._process(event, fields, waiting),
-            self.config.reply_budget_seconds,
+            lambda: self.journal.route(key, lambda: self._process(event, fields, waiting)),
+            max(0.1, budget - (time.monotonic() - started)),
             f"wechat:{event.dedupe_key}",
         )
         if outcome is None:

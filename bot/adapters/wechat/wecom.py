@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 import requests
 from starlette.requests import Request
@@ -37,6 +38,7 @@ from bot.adapters.base import (
 from bot.adapters.wechat.api import TokenStore, WecomApi, errcode_of
 from bot.adapters.wechat.callback import CallbackCrypto, CallbackRejected, parse_xml, read_body
 from bot.adapters.wechat.common import Background, handle_within, record_delivery
+from bot.adapters.wechat.inbound import CallbackJournal, fields_key
 from bot.adapters.wechat.wecom_callbacks import APP_PREFIX, CHANNEL, to_events
 from bot.adapters.wechat.wecom_contacts import WecomContacts
 from bot.adapters.wechat.wecom_mass_tasks import RETRY_LATER_ERRORS, WecomMassSends
@@ -85,6 +87,8 @@ class WecomAdapter:
         self.background = Background()
         self._poller: asyncio.Task | None = None
         self._tag_sync: asyncio.Task | None = None
+        self.journal = CallbackJournal(self.db, self.clock, CHANNEL, config.replay_window_seconds)
+        self._sweeper: asyncio.Task | None = None
 
     @property
     def corp_tags(self) -> dict[str, str]:
@@ -103,10 +107,13 @@ class WecomAdapter:
             self._tag_sync = asyncio.create_task(
                 self.tags.run_forever(), name="wecom-corp-tag-sync"
             )
+        self._sweeper = asyncio.create_task(
+            self.journal.run_sweeper(self._route_fields), name="wecom-callback-sweeper"
+        )
         log.info("wecom: corp %s ready (agent %s)", self.config.corp_id, self.config.agent_id)
 
     async def stop(self) -> None:
-        for task in (self._poller, self._tag_sync):
+        for task in (self._poller, self._tag_sync, self._sweeper):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -129,6 +136,7 @@ class WecomAdapter:
     # -- inbound -------------------------------------------------------------------------
 
     async def callback(self, request: Request) -> Response:
+        started = time.monotonic()
         try:
             q = request.query_params
             timestamp, nonce = q.get("timestamp", ""), q.get("nonce", "")
@@ -138,13 +146,18 @@ class WecomAdapter:
                     q.get("echostr", ""), q.get("msg_signature", ""), timestamp, nonce
                 )
                 return PlainTextResponse(echo)
-            body = await read_body(request, self.config.max_body_bytes)
             self.crypto.check_timestamp(timestamp)
+            body = await read_body(request, self.config.max_body_bytes)
             outer = parse_xml(body)
             inner = self.crypto.decrypt(
                 str(outer.get("Encrypt", "")), q.get("msg_signature", ""), timestamp, nonce
             )
             fields = parse_xml(inner)
+            events = self.to_events(fields)
+            key = events[0].dedupe_key if events else fields_key(CHANNEL, fields)
+            budget = self.config.reply_budget_seconds
+            sender = str(fields.get("ExternalUserID") or fields.get("FromUserName") or "")
+            seen = await self.journal.record(key, sender, fields, None, budget)
         except CallbackRejected as exc:
             log.warning(
                 "wecom callback refused (%d) from %s: %s",
@@ -153,17 +166,23 @@ class WecomAdapter:
                 exc.reason,
             )
             return PlainTextResponse(exc.reason, status_code=exc.status)
-        events = self.to_events(fields)
+        if seen == "done":
+            return PlainTextResponse("success")  # a retry of a callback already routed
+        await handle_within(
+            self.background,
+            lambda: self.journal.route(key, lambda: self._route_fields(fields, events)),
+            max(0.1, budget - (time.monotonic() - started)),
+            f"wecom:{key}",
+        )
+        return PlainTextResponse("success")
+
+    async def _route_fields(self, fields: dict, events: list[Event] | None = None) -> None:
+        """Route one recorded callback (from the request, or again from the sweeper)."""
+        events = self.to_events(fields) if events is None else events
         if events:
-            await handle_within(
-                self.background,
-                lambda: self._process(events, fields),
-                self.config.reply_budget_seconds,
-                f"wecom:{events[0].dedupe_key}",
-            )
+            await self._process(events, fields)
         else:
             await self.db.run(self.contacts.record, None, fields)
-        return PlainTextResponse("success")
 
     def to_events(self, f: dict) -> list[Event]:
         """The normalized events of one callback (a member change may name several people)."""

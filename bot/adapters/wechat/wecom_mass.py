@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 
 from bot.adapters.base import OutboundMessage
 from bot.adapters.wechat.common import record_delivery
+from bot.core.redaction import redact, redact_or_none
 from bot.marketing.policy import MARKETING_PURPOSES
 from bot.outbox.states import OutboxStatus, transitions
 from storage.db import insert_ignore
@@ -191,7 +192,11 @@ def failed(session: Session, batch: Batch, errcode: int | None, detail: str, now
     session.execute(
         update(WecomMassTask)
         .where(WecomMassTask.id.in_(batch.ids))
-        .values(status="failed", result={"errcode": errcode, "detail": detail}, checked_at=now)
+        .values(
+            status="failed",
+            result={"errcode": errcode, "detail": redact(detail)},
+            checked_at=now,
+        )
     )
     keys = session.scalars(select(WecomMassTask.outbox_key).where(WecomMassTask.id.in_(batch.ids)))
     settle_outbox(session, {k: ("failed", f"mass-send refused: {detail}") for k in keys}, None, now)
@@ -243,7 +248,7 @@ def settle_outbox(
     for (status, reason), keys in by_outcome.items():
         values: dict = {
             "status": transitions(OPEN_OUTBOX, status).value,
-            "last_error": reason,
+            "last_error": redact_or_none(reason),
             "claimed_by": None,
             "lease_until": None,
         }

@@ -1,0 +1,59 @@
+"""Log set-up for a Siyu process: the format, the level, and secret redaction.
+
+Every configured secret is registered with :mod:`bot.core.redaction` and a
+:class:`~bot.core.redaction.RedactingFilter` is put on every root handler, so no log line
+of Siyu or of the libraries it uses (httpx, python-telegram-bot, wechatpy, requests,
+urllib3, uvicorn) carries a token, an AppSecret or a password.
+"""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import urlsplit
+
+from bot.app.config import Config
+from bot.core.redaction import RedactingFilter, register_secrets
+
+__all__ = ["configure_logging", "install_redaction", "secrets_of"]
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def _url_password(url: str) -> str:
+    try:
+        return urlsplit(url).password or ""
+    except ValueError:
+        return ""
+
+
+def secrets_of(config: Config) -> list[str]:
+    """Every secret value the configuration holds (empty ones included; they are skipped)."""
+    return [
+        config.telegram.token,
+        config.telegram.webhook_secret,
+        _url_password(config.telegram.redis_url),
+        config.wechat.app_secret,
+        config.wechat.token,
+        config.wechat.encoding_aes_key,
+        config.wecom.secret,
+        config.wecom.token,
+        config.wecom.encoding_aes_key,
+        config.api.key,
+        config.handoff.secret_key,
+        _url_password(config.database.url),
+    ]
+
+
+def install_redaction(config: Config, root: logging.Logger | None = None) -> None:
+    """Register the config's secrets and filter every handler of the root logger."""
+    register_secrets(secrets_of(config))
+    root = root or logging.getLogger()
+    for handler in root.handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
+
+
+def configure_logging(config: Config) -> None:
+    """The process's logging: one stderr handler at the configured level, redacting."""
+    logging.basicConfig(level=config.logging.level.upper(), format=LOG_FORMAT, force=True)
+    install_redaction(config)

@@ -2,7 +2,7 @@
 signatures of plaintext-mode callbacks remembered within the replay window
 
 Revision ID: 0730
-Revises: 0700
+Revises: 0710
 """
 
 from collections.abc import Sequence
@@ -13,7 +13,7 @@ from alembic import op
 from storage.models import UTCDateTime
 
 revision: str = "0730"
-down_revision: str | Sequence[str] | None = "0700"
+down_revision: str | Sequence[str] | None = "0710"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -6,7 +6,7 @@ Campaigns and scenarios were found in the outbox by the prefix of the idempotenc
 purpose (``scenario``) instead of ``campaign``.
 
 Revision ID: 0740
-Revises: 0710
+Revises: 0730
 """
 
 from collections.abc import Sequence
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0740"
-down_revision: str | Sequence[str] | None = "0710"
+down_revision: str | Sequence[str] | None = "0730"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

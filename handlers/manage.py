@@ -1,9 +1,9 @@
 """Managers' commands in community groups, on any channel.
 
 ``/welcome <text|off>``, ``/announce [pin] <text>``, ``/stats``, ``/whois``, ``/tag <tag>``
-and ``/untag <tag>``. They are for the group's admins on the platform and the managers named
-in config (role ``group_admin`` or ``manager``); anyone else gets a short refusal and
-nothing happens. ``/whois``, ``/tag`` and ``/untag`` act on the author of the message they
+and ``/untag <tag>``. Who may run them, and on whom, is the authorization table's
+(bot/core/authz.py): a group's admins in their own group and on its members, managers
+anywhere; anyone else gets a short refusal and nothing happens. ``/whois``, ``/tag`` and ``/untag`` act on the author of the message they
 answer, or on ``@<user id>`` given as the last argument (the sandbox has no replies).
 A member who joins a group with a welcome set is greeted by name, with a mention.
 """
@@ -27,7 +27,6 @@ __all__ = [
     "announce",
     "command_target",
     "group_welcome",
-    "refuse",
     "stats",
     "tag_member",
     "untag_member",
@@ -53,11 +52,6 @@ def _group(ctx: Context) -> Group | None:
         return None
     ref = ctx.event.ref
     return repos.ensure_group(ctx.session, ref.channel, ref.chat_id, ctx.event.chat_title)
-
-
-def refuse(ctx: Context) -> None:
-    """A customer tried a managers' command: say no, do nothing."""
-    ctx.reply("manage_refused", command=ctx.event.command)
 
 
 def welcome(ctx: Context) -> None:

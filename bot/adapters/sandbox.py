@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -85,8 +85,10 @@ class SandboxAdapter:
         clock: Clock,
         handle: Callable[[Event], Awaitable[DispatchResult]],
         group_titles: list[str],
+        group_admins: Collection[str] = (),
     ) -> None:
         self.db = db
+        self.group_admins = frozenset(group_admins)  # "<group chat id>:<user id>"
         self.clock = clock
         self._handle = handle
         self.groups = [SandboxGroup(f"group-{i + 1}", t) for i, t in enumerate(group_titles)]
@@ -153,7 +155,12 @@ class SandboxAdapter:
         common = {
             "ref": ref,
             "platform_id": item.message_id,
-            "actor": Actor(item.user_id, item.display_name, item.locale),
+            "actor": Actor(
+                item.user_id,
+                item.display_name,
+                item.locale,
+                is_platform_admin=f"{item.chat_id}:{item.user_id}" in self.group_admins,
+            ),
             "chat_type": ChatType.GROUP if group else ChatType.PRIVATE,
             "chat_title": group.title if group else "",
             "occurred_at": self.clock.now(),

@@ -45,7 +45,13 @@ def build(config: Config, *, db: Database | None = None, clock: Clock | None = N
     runtime = Runtime(config, db=db, clock=clock)
     sandbox = None
     if config.sandbox.enabled:
-        sandbox = SandboxAdapter(runtime.db, runtime.clock, runtime.handle, config.sandbox.groups)
+        sandbox = SandboxAdapter(
+            runtime.db,
+            runtime.clock,
+            runtime.handle,
+            config.sandbox.groups,
+            group_admins=config.sandbox.group_admins,
+        )
         runtime.add_adapter(sandbox)
     app = SiyuApp(runtime, sandbox)
     from bot.web.inbox import inbox_middleware

@@ -170,7 +170,7 @@ ROUTES: tuple[RouteRule, ...] = (
     _route(
         "/api/customers/{channel}/{user_id}",
         "GET",
-        {Role.API_KEY: Scope.ANY, Role.MANAGER: Scope.ANY},
+        {Role.API_KEY: Scope.ANY, Role.MANAGER: Scope.ANY, Role.SANDBOX: Scope.SANDBOX_DATA},
         "a customer's profile, orders, coupons",
         json=True,
     ),

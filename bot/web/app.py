@@ -176,7 +176,12 @@ def create_app(
                 await asyncio.shield(service.stop())
             await asyncio.shield(runtime.stop())
 
-    return Starlette(routes=routes, lifespan=lifespan, middleware=list(middleware))
+    from bot.web.authorization import RouteAuthorization
+
+    authorization = Middleware(
+        RouteAuthorization, routes=routes, runtime=runtime, sandbox=sandbox is not None
+    )  # innermost: it reads the session the outer middleware loads
+    return Starlette(routes=routes, lifespan=lifespan, middleware=[*middleware, authorization])
 
 
 def _ping(runtime: Runtime) -> bool:

@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 
 from bot.core.context import Context
 from bot.core.events import ChatType, ConversationRef
+from bot.core.template_budget import explain
 from bot.core.templating import TemplateRenderError
 from storage import repos
 from storage.models import Customer, CustomerTag, Group, Identity, Interaction, Membership, Tag
@@ -37,6 +38,7 @@ __all__ = [
 GROUP_ONLY = frozenset({"welcome", "announce", "stats"})
 PIN_WORDS = frozenset({"pin", "置顶"})
 MAX_TAG = 64
+MAX_NAME = 128  # a Telegram first + last name
 STATS_DAYS = 7
 
 
@@ -67,10 +69,11 @@ def welcome(ctx: Context) -> None:
         group.welcome_text = None
         ctx.reply("manage_welcome_off")
         return
-    try:
+    try:  # a trial render under the typed-text budget; the longest name a platform allows
+        ctx.renderer.render_string(body, name="名" * MAX_NAME)
         preview = ctx.renderer.render_string(body, name=ctx.event.actor.display_name or "…")
     except TemplateRenderError as exc:
-        ctx.reply("manage_welcome_invalid", problem=exc.problem)
+        ctx.reply("manage_welcome_invalid", problem=explain(exc, ctx.locale) or exc.problem)
         return
     group.welcome_text = body
     ctx.reply("manage_welcome_set", preview=preview)

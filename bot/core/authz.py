@@ -293,11 +293,11 @@ def _target_in_group(ctx: Context) -> bool:
         return False
     return bool(
         ctx.session.scalar(
-            select(Membership.id)
+            select(Membership.customer_id)
             .join(Group, Group.id == Membership.group_id)
             .where(
                 Group.channel == event.ref.channel,
-                Group.chat_id == event.ref.chat_id,
+                Group.external_id == event.ref.chat_id,
                 Membership.customer_id == identity.customer_id,
                 Membership.active.is_(True),
             )

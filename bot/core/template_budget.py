@@ -79,18 +79,22 @@ class BudgetExceeded(SecurityError):
         units = {"time": "seconds", "iterations": "loop iterations", "size": "characters"}
         super().__init__(f"the template needs more than {limit:g} {units[kind]}")
 
-    def describe(self, locale: str | None) -> str:
-        """The breach in the reader's language."""
-        from bot.core.i18n import t
-
-        return t(f"budget.template.{self.kind}", locale, limit=f"{self.limit:g}")
+    @property
+    def budget_key(self) -> str:
+        """The catalogue key explaining this breach."""
+        return f"budget.template.{self.kind}"
 
 
 def explain(exc: BaseException | None, locale: str | None) -> str | None:
-    """If ``exc`` (or what caused it) is a budget breach: the breach, localized."""
+    """If ``exc`` (or what caused it) is a budget breach — a template's, or a saved
+    segment's (anything with ``budget_key`` and ``limit``) — the breach in the reader's
+    language; else None."""
+    from bot.core.i18n import t
+
     while exc is not None:
-        if isinstance(exc, BudgetExceeded):
-            return exc.describe(locale)
+        key = getattr(exc, "budget_key", None)
+        if key:
+            return t(key, locale, limit=f"{exc.limit:g}")
         exc = exc.__cause__
     return None
 

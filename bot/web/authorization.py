@@ -26,9 +26,11 @@ from bot.core.authz import Scope as Reach
 from bot.core.i18n import t
 from bot.web.api import check_api_key
 
-__all__ = ["RouteAuthorization"]
+__all__ = ["REFUSED_HEADER", "RouteAuthorization"]
 
 LOGIN_PAGE = "/inbox/login"
+#: Set on every refusal of the table, so a refusal is told apart from an endpoint's answer.
+REFUSED_HEADER = "X-Siyu-Refused"
 _OPEN = frozenset({Role.ANONYMOUS, Role.PLATFORM})
 
 
@@ -56,6 +58,7 @@ class RouteAuthorization:
         else:
             refusal = await self._refusal(request, rule, params)
         if refusal is not None:
+            refusal.headers[REFUSED_HEADER] = "authz"
             await refusal(scope, receive, send)
             return
         await self.app(scope, receive, send)

@@ -126,7 +126,6 @@ class _Meter:
     def output(self, chunk: str) -> None:
         self.chars += len(chunk)
         self.size(self.chars)
-        self.step()
 
 
 _meter: ContextVar[_Meter | None] = ContextVar("siyu_template_meter", default=None)
@@ -168,6 +167,9 @@ def _length(value: Any) -> int:
 
 
 def _counted(iterable: Any) -> Iterator[Any]:
+    if isinstance(iterable, _BudgetedRange):  # counts its own elements
+        yield from iterable
+        return
     meter = _current()
     for item in iterable:
         meter.step()
@@ -191,7 +193,10 @@ class _BudgetedRange:
         return len(self._range)
 
     def __iter__(self) -> Iterator[int]:
-        return _counted(self._range)
+        meter = _current()
+        for item in self._range:
+            meter.step()
+            yield item
 
     def __getitem__(self, index: Any) -> Any:
         return self._range[index]

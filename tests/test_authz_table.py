@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import replace
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -369,3 +370,12 @@ def test_refusals_over_http_say_what_is_missing(full):
     assert staff.get("/api/customers/telegram/42").status_code == 401
     manager = _client(full, "manager")
     assert manager.get("/api/customers/telegram/42").status_code == 404  # allowed; no such one
+
+
+def test_docs_security_shows_the_table_of_the_code():
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "security.md").read_text("utf-8")
+    shown = doc.split("<!-- authz-table:start -->\n", 1)[1].split("<!-- authz-table:end -->")[0]
+    assert shown == authz.table_markdown(), (
+        "docs/security.md is out of date: paste bot.core.authz.table_markdown() between "
+        "the authz-table markers"
+    )

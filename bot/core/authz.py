@@ -336,10 +336,15 @@ def _grants(grants: Mapping[Role, Scope]) -> str:
 
 def table_markdown() -> str:
     """The authorization table as Markdown (docs/security.md embeds it verbatim)."""
-    lines = ["| command | who: scope | what |", "| --- | --- | --- |"]
+    chat_roles = (Role.CUSTOMER, Role.GROUP_ADMIN, Role.STAFF, Role.MANAGER)
+    lines = [
+        "| command | customer | group admin | staff | manager | what |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for rule in COMMANDS.values():
         shown = rule.name if rule.name == FLOW_COMMAND else f"/{rule.name}"
-        lines.append(f"| `{shown}` | {_grants(rule.grants)} | {rule.summary} |")
+        cells = " | ".join(rule.grants[r].value if r in rule.grants else "—" for r in chat_roles)
+        lines.append(f"| `{shown}` | {cells} | {rule.summary} |")
     lines += ["", "| route | methods | who: scope | what |", "| --- | --- | --- | --- |"]
     for route in ROUTES:
         methods = " ".join(sorted(route.methods))

@@ -379,3 +379,17 @@ def test_docs_security_shows_the_table_of_the_code():
         "docs/security.md is out of date: paste bot.core.authz.table_markdown() between "
         "the authz-table markers"
     )
+
+
+async def test_help_lists_what_the_table_lets_each_role_run(h):
+    await _members(h)
+    for user, chat, role in (
+        ("cust", None, Role.CUSTOMER),
+        ("admin_a", GROUP_A, Role.GROUP_ADMIN),
+        ("staff1", None, Role.STAFF),
+        ("manager", None, Role.MANAGER),
+    ):
+        await h.say(user, "/help", chat=chat, locale="en")
+        await h.deliver()
+        shown = re.findall(r"^/(\w+)$", (await h.bot_messages(chat or user))[-1], re.M)
+        assert shown == authz.commands_for(role), user

@@ -42,6 +42,7 @@ __all__ = [
     "Scope",
     "chat_role",
     "command_rule",
+    "commands_for",
     "decide",
     "permits",
     "refuse",
@@ -203,6 +204,11 @@ def route_rule(path: str, method: str) -> RouteRule | None:
 
 def command_rule(command: str | None) -> CommandRule | None:
     return COMMANDS.get((command or "").lower())
+
+
+def commands_for(role: Role | str) -> list[str]:
+    """The commands ``role`` may run somewhere, in table order (for /help)."""
+    return [name for name, rule in COMMANDS.items() if name != FLOW_COMMAND and role in rule.grants]
 
 
 # -- chat roles -------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from bot.app.config import Config
 from bot.conversations.relay import relay_enabled
+from bot.core import authz
 from bot.core import filters as f
 from bot.core.events import EventKind
 from bot.core.routing import Handler, Router
@@ -44,6 +45,9 @@ ATTRIBUTION = 3
 RETURNS = 5
 ANSWERS = 10
 RELAY = 20
+
+#: Who may run a restricted command, on what: the authorization table decides.
+PERMITTED = f.Filter(authz.permits, "authz")
 
 
 def register_handlers(router: Router, config: Config) -> Router:
@@ -121,22 +125,15 @@ def _register_measures(router: Router) -> None:
         router.add(Handler(name, callback, filter, group=ANSWERS, priority=priority))
 
 
-def _restricted_commands(
-    router: Router,
-    prefix: str,
-    callbacks: dict,
-    allowed: f.Filter,
-    *,
-    refused: str,
-) -> None:
-    """Commands only ``allowed`` actors run (ANSWERS, priority 90); anyone else is refused
-    with a short answer and nothing happens."""
+def _restricted_commands(router: Router, prefix: str, callbacks: dict, *, refused: str) -> None:
+    """Commands of the authorization table (bot/core/authz.py; ANSWERS, priority 90): an
+    actor it permits runs the command, anyone else gets a short refusal and nothing happens."""
     for name, callback in callbacks.items():
         router.add(
             Handler(
                 f"{prefix}{name}",
                 callback,
-                f.command(name) & allowed,
+                f.command(name) & PERMITTED,
                 group=ANSWERS,
                 priority=90,
             )
@@ -144,8 +141,8 @@ def _restricted_commands(
     router.add(
         Handler(
             refused,
-            manage.refuse,
-            f.command(*callbacks) & ~allowed,
+            authz.refuse,
+            f.command(*callbacks) & ~PERMITTED,
             group=ANSWERS,
             priority=90,
         )
@@ -173,7 +170,6 @@ def _register_campaigns(router: Router) -> None:
             "redeem": c.redeem_command,
             "scenario": sc.scenario_command,
         },
-        f.has_role("manager"),
         refused="campaign_refused",
     )
     router.add(
@@ -193,13 +189,12 @@ def _register_customers(router: Router, rules: TaggingRules) -> None:
         router,
         "customers_",
         {"segment": commands.segment, "rule": commands.rule, "profile": profile},
-        f.is_manager,
         refused="customers_refused",
     )
 
 
 def _register_manage(router: Router) -> None:
-    """Managers' group commands (issue 3): admins and managers run them, others are refused."""
+    """Group commands: a group's admins in their group and on its members, and managers."""
     callbacks = {
         "welcome": manage.welcome,
         "announce": manage.announce,
@@ -208,7 +203,7 @@ def _register_manage(router: Router) -> None:
         "tag": manage.tag_member,
         "untag": manage.untag_member,
     }
-    _restricted_commands(router, "manage_", callbacks, f.is_manager, refused="manage_refused")
+    _restricted_commands(router, "manage_", callbacks, refused="manage_refused")
     router.add(
         Handler(
             "group_welcome",

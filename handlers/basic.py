@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
+from bot.core import authz
 from bot.core.context import Context
 
 __all__ = ["help_command", "start", "unknown_command"]
-
-#: Commands shown by /help, by role. Later features add theirs here.
-CUSTOMER_COMMANDS = ("start", "help")
-MANAGER_COMMANDS = ("welcome", "announce", "stats", "whois", "tag", "untag", "segment", "rule")
 
 
 def start(ctx: Context) -> None:
@@ -17,10 +14,8 @@ def start(ctx: Context) -> None:
 
 
 def help_command(ctx: Context) -> None:
-    commands = list(CUSTOMER_COMMANDS)
-    if ctx.role in ("manager", "group_admin"):
-        commands += MANAGER_COMMANDS
-    ctx.reply("help", commands=commands, role=ctx.role)
+    """The commands the reader's role may run (the authorization table's list)."""
+    ctx.reply("help", commands=authz.commands_for(ctx.role), role=ctx.role)
 
 
 def unknown_command(ctx: Context) -> None:

@@ -16,6 +16,7 @@ from bot.core.amounts import AmountError, parse_amount
 from bot.core.context import Context
 from bot.core.events import EventKind
 from bot.core.filters import Filter
+from bot.core.template_budget import explain
 from bot.core.templating import TemplateRenderError
 from bot.customers.segment_language import SegmentError
 from bot.marketing.campaigns import manage
@@ -109,7 +110,7 @@ def campaign_command(ctx: Context) -> None:
         else:
             ctx.reply("campaign_usage")
     except (SpecError, SegmentError, manage.CampaignError) as exc:
-        ctx.reply("campaign_error", problem=str(exc))
+        ctx.reply("campaign_error", problem=explain(exc, ctx.locale) or str(exc))
 
 
 def _new(ctx: Context, rest: str) -> None:

@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo
 
 from bot.app.config import EVENT_TRIGGERS
 from bot.core.context import Context
+from bot.core.template_budget import explain
 from bot.customers.attributes import (
     ALIASES,
     ATTRIBUTES,
@@ -218,7 +219,7 @@ class CustomerCommands:
                     names=[c.display_name or f"#{c.id}" for c in shown],
                 )
         except SegmentError as exc:
-            ctx.reply("customers_error", error=exc.pretty())
+            ctx.reply("customers_error", error=explain(exc, ctx.locale) or exc.pretty())
 
     def rule(self, ctx: Context) -> None:
         sub = ctx.event.args[0].lower() if ctx.event.args else ""

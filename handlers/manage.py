@@ -1,9 +1,9 @@
 """Managers' commands in community groups, on any channel.
 
 ``/welcome <text|off>``, ``/announce [pin] <text>``, ``/stats``, ``/whois``, ``/tag <tag>``
-and ``/untag <tag>``. They are for the group's admins on the platform and the managers named
-in config (role ``group_admin`` or ``manager``); anyone else gets a short refusal and
-nothing happens. ``/whois``, ``/tag`` and ``/untag`` act on the author of the message they
+and ``/untag <tag>``. Who may run them, and on whom, is the authorization table's
+(bot/core/authz.py): a group's admins in their own group and on its members, managers
+anywhere; anyone else gets a short refusal and nothing happens. ``/whois``, ``/tag`` and ``/untag`` act on the author of the message they
 answer, or on ``@<user id>`` given as the last argument (the sandbox has no replies).
 A member who joins a group with a welcome set is greeted by name, with a mention.
 """
@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 from bot.core.context import Context
 from bot.core.events import ChatType, ConversationRef
+from bot.core.template_budget import explain
 from bot.core.templating import TemplateRenderError
 from storage import repos
 from storage.group_stats import group_stats
@@ -26,7 +27,6 @@ __all__ = [
     "announce",
     "command_target",
     "group_welcome",
-    "refuse",
     "stats",
     "tag_member",
     "untag_member",
@@ -37,6 +37,7 @@ __all__ = [
 GROUP_ONLY = frozenset({"welcome", "announce", "stats"})
 PIN_WORDS = frozenset({"pin", "置顶"})
 MAX_TAG = 64
+MAX_NAME = 128  # a Telegram first + last name
 STATS_DAYS = 7
 
 
@@ -54,11 +55,6 @@ def _group(ctx: Context) -> Group | None:
     return repos.ensure_group(ctx.session, ref.channel, ref.chat_id, ctx.event.chat_title)
 
 
-def refuse(ctx: Context) -> None:
-    """A customer tried a managers' command: say no, do nothing."""
-    ctx.reply("manage_refused", command=ctx.event.command)
-
-
 def welcome(ctx: Context) -> None:
     """Set, show or turn off the group's welcome for new members."""
     group = _group(ctx)
@@ -72,10 +68,11 @@ def welcome(ctx: Context) -> None:
         group.welcome_text = None
         ctx.reply("manage_welcome_off")
         return
-    try:
+    try:  # a trial render under the typed-text budget; the longest name a platform allows
+        ctx.renderer.render_string(body, name="名" * MAX_NAME)
         preview = ctx.renderer.render_string(body, name=ctx.event.actor.display_name or "…")
     except TemplateRenderError as exc:
-        ctx.reply("manage_welcome_invalid", problem=exc.problem)
+        ctx.reply("manage_welcome_invalid", problem=explain(exc, ctx.locale) or exc.problem)
         return
     group.welcome_text = body
     ctx.reply("manage_welcome_set", preview=preview)

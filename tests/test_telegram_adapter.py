@@ -116,7 +116,7 @@ async def test_join_gets_the_group_welcome_with_a_mention(tg):
 async def test_non_admin_announce_is_refused_and_admin_announce_is_posted_and_pinned(tg):
     await tg.push(message(group_chat(GROUP), user(BOB, "Bob"), "/announce 全场五折"))
     await tg.deliver()
-    assert tg.api.texts(GROUP) == ["抱歉，/announce 只有群管理员可以使用。"]
+    assert tg.api.texts(GROUP) == ["抱歉，/announce 仅限本群管理员和经理在群内使用。"]
 
     await tg.push(message(group_chat(GROUP), user(ADMIN, "Boss"), "/announce pin 今晚 8 点\n直播"))
     await tg.deliver()

@@ -50,7 +50,7 @@ async def test_tag_by_a_non_admin_is_refused_and_changes_nothing(tg):
     await tg.push(original)
     await tg.push(said(user(DAVE, "Dave"), "/tag 黑名单", reply_to=original["message"]))
     await tg.deliver()
-    assert tg.api.texts(GROUP) == ["抱歉，/tag 只有群管理员可以使用。"]
+    assert tg.api.texts(GROUP) == ["抱歉，/tag 仅限本群管理员和经理在群内使用。"]
     assert tg.profile(CAROL)["tags"] == []
 
 
@@ -85,7 +85,7 @@ async def test_manager_commands_work_in_the_sandbox_for_configured_managers(
     assert messages == [
         "已为 Alice 打上标签「VIP」。",
         "本周六会员日",
-        "抱歉，/announce 只有群管理员可以使用。",
+        "抱歉，/announce 仅限本群管理员和经理在群内使用。",
     ]
 
 

@@ -87,6 +87,7 @@ class SandboxAdapter:
         self.runtime = runtime
         self.db = runtime.db
         self.clock = runtime.clock
+        self.group_admins = frozenset(config.group_admins)  # "<group chat id>:<user id>"
         self._handle = runtime.handle
         self.groups = [SandboxGroup(f"group-{i + 1}", t) for i, t in enumerate(config.groups)]
         # One Event per generation of the transcript: a write sets it and starts the next.
@@ -154,7 +155,12 @@ class SandboxAdapter:
         common = {
             "ref": ref,
             "platform_id": item.message_id,
-            "actor": Actor(item.user_id, item.display_name, item.locale),
+            "actor": Actor(
+                item.user_id,
+                item.display_name,
+                item.locale,
+                is_platform_admin=f"{item.chat_id}:{item.user_id}" in self.group_admins,
+            ),
             "chat_type": ChatType.GROUP if group else ChatType.PRIVATE,
             "chat_title": group.title if group else "",
             "occurred_at": self.clock.now(),

@@ -62,6 +62,20 @@ def _check_member(value: str) -> str | None:
     return None
 
 
+def _check_account(value: str) -> str | None:
+    member, sep, username = value.rpartition(":")
+    if not sep or not username or _check_member(member):
+        return f"{value!r} must be '<channel>:<user id>:<staff username>'"
+    return None
+
+
+def _check_sandbox_admin(value: str) -> str | None:
+    chat, sep, user = value.partition(":")
+    if not sep or not chat or not user:
+        return f"{value!r} must be '<sandbox group chat id>:<user id>', e.g. 'group-1:alice'"
+    return None
+
+
 def _meta(check=None, doc: str = "") -> dict:
     return {"check": check, "doc": doc}
 
@@ -100,6 +114,8 @@ class SandboxConfig:
 
     enabled: bool | None = None
     groups: list[str] = field(default_factory=lambda: ["Siyu 体验群"])
+    #: Sandbox personas who are admins of a sandbox group: "<group chat id>:<user id>".
+    group_admins: list[str] = field(default_factory=list, metadata=_meta(_check_sandbox_admin))
 
 
 @dataclass(frozen=True)
@@ -120,6 +136,9 @@ class RolesConfig:
     """Who may run managers' commands, as '<channel>:<user id>'."""
 
     managers: list[str] = field(default_factory=list, metadata=_meta(_check_member))
+    #: Chat identities linked to inbox accounts, "<channel>:<user id>:<staff username>":
+    #: the account's role (staff or manager) is the identity's role in chat.
+    staff_accounts: list[str] = field(default_factory=list, metadata=_meta(_check_account))
 
 
 def _check_weight(value: float) -> str | None:

@@ -1,4 +1,4 @@
-"""Small composable filters: ``is_group & is_manager & command("announce")``.
+"""Small composable filters: ``is_group & has_role("manager") & command("announce")``.
 
 A filter is called with the handler :class:`~bot.core.context.Context` (so it can look at the
 event and at the resolved role) and answers True or False. Combine with ``&``, ``|``, ``~``.
@@ -20,7 +20,6 @@ __all__ = [
     "command",
     "has_role",
     "is_group",
-    "is_manager",
     "is_private",
     "kind",
     "text",
@@ -79,4 +78,3 @@ def has_role(*roles: str) -> Filter:
 text = Filter(lambda c: c.event.kind is EventKind.MESSAGE and bool(c.event.text), "text")
 is_private = Filter(lambda c: c.event.chat_type is ChatType.PRIVATE, "private")
 is_group = Filter(lambda c: c.event.chat_type is ChatType.GROUP, "group")
-is_manager = has_role("manager", "group_admin")

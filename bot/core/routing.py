@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
 
+from bot.core import authz
 from bot.core.clock import Clock
 from bot.core.context import Context, Enqueue
 from bot.core.events import ChatType, Event, EventKind
@@ -85,7 +86,6 @@ class Router:
         self.renderer = renderer
         self.clock = clock
         self._handlers: list[Handler] = []
-        self._managers = frozenset(config.roles.managers)
 
     def add(self, handler: Handler) -> Handler:
         if any(h.name == handler.name for h in self._handlers):
@@ -171,13 +171,7 @@ class Router:
         )
 
     def _mw_role(self, ctx: Context) -> None:
-        event = ctx.event
-        if f"{event.ref.channel}:{event.actor.user_id}" in self._managers:
-            ctx.role = "manager"
-        elif event.actor.is_platform_admin:
-            ctx.role = "group_admin"
-        else:
-            ctx.role = "customer"
+        ctx.role = authz.chat_role(ctx).value
 
     def _mw_conversation(self, ctx: Context) -> None:
         ref = ctx.event.ref

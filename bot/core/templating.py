@@ -3,7 +3,9 @@
 Templates are ``<name>.<locale>.j2`` files (zh-CN first, English second). The environment
 is Jinja2's sandbox with strict undefined variables, because managers edit templates: a
 template may not reach into Python objects, and a missing variable is an error, not an
-empty string.
+empty string. Every render has a budget of time, loop iterations and size
+(bot/core/template_budget.py): the shipped templates a generous one, text typed in chat a
+tight one.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import jinja2
-from jinja2.sandbox import SandboxedEnvironment
+
+from bot.core.template_budget import USER_BUDGET, BudgetedEnvironment, RenderBudget, metered
 
 __all__ = ["TEMPLATES_DIR", "Renderer", "TemplateRenderError"]
 
@@ -32,7 +35,7 @@ class Renderer:
 
     def __init__(self, directory: Path | None = None) -> None:
         self.directory = directory or TEMPLATES_DIR / "messages"
-        self.env = SandboxedEnvironment(
+        self.env = BudgetedEnvironment(
             loader=jinja2.FileSystemLoader(str(self.directory)),
             undefined=jinja2.StrictUndefined,
             autoescape=False,
@@ -57,9 +60,13 @@ class Renderer:
         except jinja2.TemplateError as exc:
             raise TemplateRenderError(name, used, f"{type(exc).__name__}: {exc}") from exc
 
-    def render_string(self, source: str, /, **variables) -> str:
-        """Render text a manager typed (e.g. a group welcome) in the same sandbox."""
+    def render_string(
+        self, source: str, /, *, budget: RenderBudget = USER_BUDGET, **variables
+    ) -> str:
+        """Render text a manager typed (e.g. a group welcome) in the same sandbox, compiled
+        and rendered under ``budget`` (bot/core/template_budget.py)."""
         try:
-            return self.env.from_string(source).render(**variables).strip()
-        except jinja2.TemplateError as exc:
+            with metered(budget):
+                return self.env.from_string(source).render(**variables).strip()
+        except Exception as exc:  # a typed template may fail in any way: report, never crash
             raise TemplateRenderError("<inline>", "-", f"{type(exc).__name__}: {exc}") from exc

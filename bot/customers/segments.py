@@ -53,8 +53,11 @@ from storage.segments import SavedSegment, delete_segment, list_segments, saved_
 from storage.tag_scores import EPSILON, TagInterest, current_log2
 
 __all__ = [
+    "MAX_CONDITIONS",
+    "MAX_SEGMENT_DEPTH",
     "STAGES",
     "CompiledSegment",
+    "SegmentBudgetError",
     "compile_segment",
     "count_segment",
     "delete_segment",
@@ -113,12 +116,92 @@ class CompiledSegment:
         )
 
 
+#: Saved segments may refer to saved segments this many levels deep ...
+MAX_SEGMENT_DEPTH = 4
+#: ... and an expression, with every saved segment expanded, has at most this many tests.
+MAX_CONDITIONS = 200
+
+
+class SegmentBudgetError(SegmentError):
+    """Saved segments expand too deep or too large; ``budget_key`` names the localized
+    explanation (``budget.segment.depth`` / ``budget.segment.size``), ``limit`` the bound."""
+
+    def __init__(self, kind: str, limit: int, position: int, expression: str) -> None:
+        what = {
+            "depth": f"saved segments nest more than {limit} levels deep",
+            "size": f"with saved segments expanded the expression has more than {limit} tests",
+        }[kind]
+        super().__init__(what, position, expression)
+        self.budget_key, self.limit = f"budget.segment.{kind}", limit
+
+
 class _Compiler:
     def __init__(self, session: Session | None, config: Config, now: datetime, text: str):
         self.session, self.config, self.now, self.text = session, config, now, text
         self.tiers = [t.name for t in config.tiers.levels]
         self.groups = [g.name for g in config.rfm.groups]
         self.stack: list[str] = []
+        self._saved: dict[str, tuple[str, Node] | None] = {}
+
+    def saved_tree(self, name: str, position: int) -> tuple[str, Node]:
+        """A saved segment's expression and syntax tree (read once per compile)."""
+        if name not in self._saved:
+            if self.session is None:
+                raise self.fail("saved segments need a database session", position)
+            expression = saved_expression(self.session, name)
+            if expression is None:
+                self._saved[name] = None
+            else:
+                try:
+                    self._saved[name] = (expression, parse(expression))
+                except SegmentError as exc:
+                    raise self.fail(
+                        f"saved segment {name!r} is invalid: {exc.message}", position
+                    ) from None
+        found = self._saved[name]
+        if found is None:
+            raise self.fail(f"no saved segment named {name!r}", position)
+        return found
+
+    def measure(self, tree: Node) -> None:
+        """Check the expansion budget on the syntax trees alone, before any SQL is built:
+        saved segments nest at most MAX_SEGMENT_DEPTH deep and the expanded expression has
+        at most MAX_CONDITIONS tests (each saved segment is sized once, so this is cheap
+        however often it is repeated)."""
+        sizes: dict[str, tuple[int, int]] = {}
+
+        def walk(node: Node, chain: tuple[str, ...]) -> tuple[int, int]:
+            if isinstance(node, And | Or):
+                size, depth = 0, 0
+                for item in node.items:
+                    s, d = walk(item, chain)
+                    size, depth = size + s, max(depth, d)
+                    if size > MAX_CONDITIONS:
+                        break
+                return size, depth
+            if isinstance(node, Not):
+                return walk(node.item, chain)
+            if node.field != "segment":
+                return 1, 0
+            name = str(node.value)
+            if name in chain:
+                raise self.fail(
+                    f"segment {name!r} refers to itself ({' → '.join([*chain, name])})",
+                    node.position,
+                )
+            if len(chain) >= MAX_SEGMENT_DEPTH:
+                raise SegmentBudgetError("depth", MAX_SEGMENT_DEPTH, node.position, self.text)
+            if name not in sizes:
+                _, saved = self.saved_tree(name, node.position)
+                size, depth = walk(saved, (*chain, name))
+                sizes[name] = (size, depth + 1)
+            return sizes[name]
+
+        size, depth = walk(tree, ())
+        if depth > MAX_SEGMENT_DEPTH:
+            raise SegmentBudgetError("depth", MAX_SEGMENT_DEPTH, 0, self.text)
+        if size > MAX_CONDITIONS:
+            raise SegmentBudgetError("size", MAX_CONDITIONS, 0, self.text)
 
     def fail(self, message: str, position: int) -> SegmentError:
         return SegmentError(message, position, self.text)
@@ -293,19 +376,11 @@ class _Compiler:
         return not_(test) if negate else test
 
     def saved(self, name: str, position: int) -> ColumnElement[bool]:
-        if self.session is None:
-            raise self.fail("saved segments need a database session", position)
         if name in self.stack:
             raise self.fail(
                 f"segment {name!r} refers to itself ({' → '.join([*self.stack, name])})", position
             )
-        expression = saved_expression(self.session, name)
-        if expression is None:
-            raise self.fail(f"no saved segment named {name!r}", position)
-        try:
-            tree = parse(expression)
-        except SegmentError as exc:
-            raise self.fail(f"saved segment {name!r} is invalid: {exc.message}", position) from None
+        expression, tree = self.saved_tree(name, position)
         self.stack.append(name)
         outer_text, self.text = self.text, expression
         try:
@@ -333,9 +408,12 @@ def _holds(default, op: str, value) -> bool:
 def compile_segment(
     expression: str, *, config: Config, now: datetime, session: Session | None = None
 ) -> CompiledSegment:
-    """Parse and compile; raises :class:`SegmentError` (with position) on a bad expression."""
+    """Parse and compile; raises :class:`SegmentError` (with position) on a bad expression,
+    :class:`SegmentBudgetError` when saved segments expand beyond the budget."""
     tree = parse(expression)
-    where = _Compiler(session, config, now, expression).node(tree)
+    compiler = _Compiler(session, config, now, expression)
+    compiler.measure(tree)
+    where = compiler.node(tree)
     return CompiledSegment(expression, where if where is not None else true())
 
 

@@ -79,9 +79,17 @@ def create_app(
                 await asyncio.shield(service.stop())
             await asyncio.shield(runtime.stop())
 
-    # Outermost: every request's body is bounded before any endpoint reads it.
+    from bot.web.authorization import RouteAuthorization
+
+    # Outermost: every request's body is bounded before any endpoint reads it; innermost:
+    # the authorization table, which reads the session the middleware before it loads.
     outer = [Middleware(BodyLimitMiddleware)]
-    return Starlette(routes=routes, lifespan=lifespan, middleware=outer + list(middleware))
+    authorization = Middleware(
+        RouteAuthorization, routes=routes, runtime=runtime, sandbox=sandbox is not None
+    )
+    return Starlette(
+        routes=routes, lifespan=lifespan, middleware=[*outer, *middleware, authorization]
+    )
 
 
 def _ping(runtime: Runtime) -> str | None:

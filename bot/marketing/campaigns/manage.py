@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from bot.app.config import Config
 from bot.core.signals import LinkClicked
+from bot.core.template_budget import explain
 from bot.core.templating import Renderer, TemplateRenderError
 from bot.customers.segments import compile_segment
 from bot.marketing import policy
@@ -33,6 +34,7 @@ from bot.marketing.campaigns.status import (
     transition,
 )
 from bot.marketing.coupons import definition
+from bot.marketing.links import preview_track
 from bot.outbox.states import OutboxPurpose, OutboxStatus, SourceKind
 from bot.outbox.states import transition as transition_row
 from storage.campaigns import Campaign, CampaignEvent, CampaignTarget, ConsentChange
@@ -70,6 +72,32 @@ def find_campaign(session: Session, name: str) -> Campaign | None:
     return session.scalars(select(Campaign).where(Campaign.name == name)).one_or_none()
 
 
+SAMPLE_NAME = "名" * 128  # the longest name a platform allows
+
+
+def _trial_render(renderer: Renderer, text: str, spec: CampaignSpec, config: Config) -> None:
+    """Render typed campaign text once with sample values under the typed-text budget, so a
+    text that would spend the process is refused when it is saved (other render errors
+    are the preview's to show)."""
+    customer = {
+        "id": 0,
+        "name": SAMPLE_NAME,
+        "display_name": SAMPLE_NAME,
+        "city": "杭州",
+        "locale": config.general.locale,
+    }
+    coupon = None
+    if spec.coupon:
+        coupon = {"code": "SAMP-LE23-4567", "title": "示例", "expires": "2026-12-31"}
+    try:
+        renderer.render_string(
+            text, customer=customer, coupon=coupon, track=preview_track, campaign=spec.name
+        )
+    except TemplateRenderError as exc:
+        if explain(exc, None) is not None:
+            raise CampaignError(f"the text is over its budget: {exc.problem}") from exc
+
+
 def create_campaign(
     session: Session,
     spec: CampaignSpec,
@@ -89,6 +117,8 @@ def create_campaign(
                 renderer.template_name(v.template, config.general.locale)
             except TemplateRenderError:
                 raise CampaignError(f"no message template named {v.template!r}") from None
+        else:
+            _trial_render(renderer, v.text, spec, config)
     if spec.coupon and definition(session, spec.coupon) is None:
         raise CampaignError(f"no coupon named {spec.coupon!r} (see [coupons] in the config)")
     defaults = config.campaigns

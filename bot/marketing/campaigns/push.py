@@ -33,6 +33,7 @@ from sqlalchemy import Select, bindparam, func, select, type_coerce, update
 from sqlalchemy.orm import Session
 
 from bot.app.config import Config
+from bot.core.template_budget import FILE_BUDGET, USER_BUDGET, metered, render_metered
 from bot.core.templating import Renderer, TemplateRenderError
 from bot.marketing import policy
 from bot.marketing.coupons import format_code, issue_codes
@@ -195,17 +196,18 @@ class Push:
         :class:`~bot.marketing.links.LinkTracker` when :meth:`tracks_links` says it needs one."""
         template = self.template(variant, locale)
         base = {**template.globals, "track": preview_track, **self.extra_vars}
-        concat, root, new_context = (
-            template.environment.concat,
+        root, new_context = (
             template.root_render_func,
             template.new_context,
         )
+
+        budget = FILE_BUDGET if variant.template else USER_BUDGET
 
         def render(customer: dict, coupon: dict | None, track=None) -> str:
             values = {**base, "customer": customer, "coupon": coupon}
             if track is not None:
                 values["track"] = track
-            return concat(root(new_context(values, shared=True))).strip()
+            return render_metered(lambda: root(new_context(values, shared=True)), budget).strip()
 
         return render
 
@@ -227,7 +229,8 @@ class Push:
 
     def render(self, variant: Variant, locale: str, variables: dict) -> str:
         try:
-            return self.template(variant, locale).render(**variables).strip()
+            with metered(FILE_BUDGET if variant.template else USER_BUDGET):
+                return self.template(variant, locale).render(**variables).strip()
         except jinja2.TemplateError as exc:
             raise TemplateRenderError(
                 variant.template or "<inline>", locale, f"{type(exc).__name__}: {exc}"

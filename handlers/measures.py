@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 from bot.core.context import Context
 from bot.core.events import EventKind
-from bot.core.filters import Filter
+from bot.core.filters import Filter, command, is_private
 from bot.measures import referrals, surveys
 
 __all__ = [
@@ -128,17 +128,12 @@ def survey_comment(ctx: Context) -> None:
         ctx.reply("survey_thanks", flagged=bool(pending.get("flagged")))
 
 
-asks_invites = Filter(
-    lambda c: c.event.is_private
-    and (
-        (c.event.kind is EventKind.COMMAND and c.event.command == "invite")
-        or (
-            c.event.kind is EventKind.MESSAGE
-            and c.event.text.strip().lower().rstrip("?？!！") in INVITE_WORDS
-        )
-    ),
-    "asks_invites",
+_invite_words = Filter(
+    lambda c: c.event.kind is EventKind.MESSAGE
+    and c.event.text.strip().lower().rstrip("?？!！") in INVITE_WORDS,
+    "invite_words",
 )
+asks_invites = (command("invite") | _invite_words) & is_private
 
 
 def my_invites(ctx: Context) -> None:

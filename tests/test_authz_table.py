@@ -253,6 +253,7 @@ def full(config, sqlite_db, clock):
     nowhere = "http://127.0.0.1:9"
     cfg = config.replace(
         database=replace(config.database, url=sqlite_db.url),
+        sandbox=replace(config.sandbox, enabled=True),  # explicitly, on loopback
         api=replace(config.api, key=API_KEY),
         telegram=replace(
             config.telegram,

@@ -124,6 +124,7 @@ COMMANDS: dict[str, CommandRule] = _commands(
     CommandRule("start", _EVERYONE, "welcome; deep-link source"),
     CommandRule("help", _EVERYONE, "the commands the reader may use"),
     CommandRule("human", _EVERYONE, "ask for a person (private chat)"),
+    CommandRule("invite", _EVERYONE, "your invite code, link and friends invited (private chat)"),
     CommandRule(FLOW_COMMAND, _EVERYONE, "start a conversation flow (private chat)"),
     CommandRule("welcome", _GROUP, "set or show the group's welcome"),
     CommandRule("announce", _GROUP, "post (and pin) an announcement in the group"),
@@ -168,6 +169,9 @@ ROUTES: tuple[RouteRule, ...] = (
     _route("/sandbox/api/messages", "POST", _SANDBOX, "send as a sandbox persona", json=True),
     _route("/sandbox/api/chats/{chat_id}/messages", "GET", _SANDBOX, "a sandbox transcript"),
     _route("/sandbox/api/stream", "GET", _SANDBOX, "sandbox live updates"),
+    _route(
+        "/sandbox/api/profile/{user_id}", "GET", _SANDBOX, "a sandbox persona's profile", json=True
+    ),
     _route(
         "/api/customers/{channel}/{user_id}",
         "GET",

@@ -9,8 +9,9 @@ from dataclasses import asdict, replace
 from sqlalchemy import func, inspect, select, text
 
 from bot.app.cli import main
+from bot.app.services import Services
 from bot.marketing.campaigns.funnel import funnel
-from bot.marketing.campaigns.manage import Services, run_due
+from bot.marketing.campaigns.manage import run_due
 from bot.marketing.coupons import sync_definitions
 from storage import repos
 from storage.campaigns import Campaign

@@ -8,6 +8,7 @@ from dataclasses import replace
 import pytest
 from sqlalchemy import event, func, select, update
 
+from bot.app.services import Services
 from bot.core.i18n import t
 from bot.core.template_budget import USER_BUDGET, BudgetExceeded
 from bot.core.templating import Renderer, TemplateRenderError
@@ -17,7 +18,7 @@ from bot.customers.segments import (
     SegmentBudgetError,
     count_segment,
 )
-from bot.marketing.campaigns.manage import Services, create_campaign, launch
+from bot.marketing.campaigns.manage import create_campaign, launch
 from bot.marketing.campaigns.spec import parse_spec
 from storage.campaigns import Campaign
 from storage.models import Group, OutboxMessage

@@ -17,8 +17,9 @@ times timezone-aware).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
 from sqlalchemy.orm import Session
@@ -70,7 +71,7 @@ def sqlite_time(value: datetime) -> str:
     return value.astimezone(UTC).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
-def _stamper():
+def _stamper() -> Callable[[datetime], str]:
     """sqlite_time with a cache (a chunk's rows share a few distinct times)."""
     stamps: dict[datetime, str] = {}
 
@@ -83,12 +84,13 @@ def _stamper():
     return stamp
 
 
-def _raw(session: Session):
+def _raw(session: Session) -> tuple[str, Any]:
+    """The dialect name and the DBAPI connection (sqlite3 or psycopg) under ``session``."""
     connection = session.connection()
     return connection.dialect.name, connection.connection.driver_connection
 
 
-def insert_new(session: Session, rows: Sequence[tuple], targets: Sequence[tuple]) -> int:
+def insert_new(session: Session, rows: Sequence[tuple[Any, ...]], targets: Sequence[tuple[Any, ...]]) -> int:
     """Insert outbox rows and target rows expected to be new; returns new outbox rows.
 
     Rows that turn out to exist are skipped exactly as in the safe path.
@@ -115,7 +117,9 @@ def insert_new(session: Session, rows: Sequence[tuple], targets: Sequence[tuple]
     return new
 
 
-def _copy(cur, table: str, rows, types: Sequence[str]) -> None:
+def _copy(
+    cur: psycopg.Cursor[Any], table: str, rows: Iterable[Sequence[Any]], types: Sequence[str]
+) -> None:
     """COPY rows in the binary format (no text parsing on the server)."""
     with cur.copy(f"COPY {table} FROM STDIN (FORMAT BINARY)") as copy:
         copy.set_types(types)
@@ -124,7 +128,7 @@ def _copy(cur, table: str, rows, types: Sequence[str]) -> None:
             write(r)
 
 
-def insert_outbox_rows(session: Session, rows: Sequence[tuple]) -> int:
+def insert_outbox_rows(session: Session, rows: Sequence[tuple[Any, ...]]) -> int:
     """Insert rows not queued before (by idempotency key); returns how many were new."""
     if not rows:
         return 0
@@ -148,7 +152,7 @@ def insert_outbox_rows(session: Session, rows: Sequence[tuple]) -> int:
                 f"INSERT INTO outbox ({_OUTBOX_COLS}) SELECT {_OUTBOX_COLS} FROM siyu_outbox_load "
                 "ON CONFLICT (idempotency_key) DO NOTHING"
             )
-            return cur.rowcount or 0
+            return int(cur.rowcount or 0)
     marks = ", ".join("?" * (len(COLUMNS) + 2))
     cur = raw.cursor()
     before = raw.total_changes
@@ -159,10 +163,10 @@ def insert_outbox_rows(session: Session, rows: Sequence[tuple]) -> int:
         [(*r[:8], stamp(r[8]), stamp(r[9]), "pending", 0) for r in rows],
     )
     cur.close()
-    return raw.total_changes - before
+    return int(raw.total_changes - before)
 
 
-def insert_target_rows(session: Session, rows: Sequence[tuple]) -> None:
+def insert_target_rows(session: Session, rows: Sequence[tuple[Any, ...]]) -> None:
     """Bulk-insert ``campaign_targets`` rows, keeping any recorded before (same key)."""
     if not rows:
         return

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     ColumnElement,
@@ -28,7 +29,7 @@ from sqlalchemy import (
     select,
     true,
 )
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm import Mapped, QueryableAttribute, Session, mapped_column
 
 from bot.app.config import Config
 from bot.customers.segment_language import (
@@ -39,6 +40,7 @@ from bot.customers.segment_language import (
     Or,
     Predicate,
     SegmentError,
+    TagScore,
     parse,
 )
 from storage.models import (
@@ -53,6 +55,8 @@ from storage.models import (
 )
 from storage.scores import CustomerScore
 from storage.tag_scores import EPSILON, TagInterest, current_log2
+
+T = TypeVar("T")
 
 __all__ = [
     "STAGES",
@@ -116,7 +120,7 @@ class CompiledSegment:
     expression: str
     where: ColumnElement[bool]
 
-    def select_ids(self) -> Select:
+    def select_ids(self) -> Select[int]:
         return (
             select(Customer.id)
             .select_from(Customer)
@@ -124,7 +128,7 @@ class CompiledSegment:
             .where(self.where)
         )
 
-    def select_count(self) -> Select:
+    def select_count(self) -> Select[int]:
         return (
             select(func.count())
             .select_from(Customer)
@@ -154,14 +158,18 @@ class _Compiler:
 
     # -- helpers -------------------------------------------------------------------------
 
-    def _name(self, column, value: str, op: str, default: str | None) -> ColumnElement[bool]:
+    def _name(
+        self, column: QueryableAttribute[Any], value: str, op: str, default: str | None
+    ) -> ColumnElement[bool]:
         """column = value, never NULL (a missing score row counts as ``default``)."""
         test = and_(column.is_not(None), column == value)
         if default is not None and default == value:
             test = or_(CustomerScore.customer_id.is_(None), test)
         return not_(test) if op == "!=" else test
 
-    def _compare(self, column, op: str, value, default) -> ColumnElement[bool]:
+    def _compare(
+        self, column: QueryableAttribute[Any], op: str, value: int, default: int | None
+    ) -> ColumnElement[bool]:
         """column <op> value, never NULL; NULL counts as ``default`` (None: never true)."""
         ops = {
             "<": column < value,
@@ -176,7 +184,7 @@ class _Compiler:
             test = or_(column.is_(None), test)
         return test
 
-    def _age(self, column, op: str, span: Duration) -> ColumnElement[bool]:
+    def _age(self, column: QueryableAttribute[Any], op: str, span: Duration) -> ColumnElement[bool]:
         """``column < 30d``: happened less than 30 days ago. Never happened counts as
         infinitely long ago (so it matches ``>`` and ``>=``)."""
         cutoff = self.now - timedelta(seconds=span.seconds)
@@ -207,9 +215,21 @@ class _Compiler:
 
     # -- predicates ----------------------------------------------------------------------
 
+    def _typed(self, p: Predicate, kind: type[T], what: str) -> T:
+        """The predicate's value as the type its field takes (the parser ensures it)."""
+        if not isinstance(p.value, kind):
+            raise self.fail(f"{p.field} takes {what}, got {p.value!r}", p.position)
+        return p.value
+
+    def _number(self, p: Predicate) -> str | Decimal:
+        if isinstance(p.value, Duration | TagScore):
+            raise self.fail(f"{p.field} takes a number, got {p.value!r}", p.position)
+        return p.value
+
     def predicate(self, p: Predicate) -> ColumnElement[bool]:
         v = p.value
         negate = p.op == "!="
+        test: ColumnElement[bool]
         if p.field == "tag":
             test = Customer.id.in_(
                 select(CustomerTag.customer_id)
@@ -225,7 +245,7 @@ class _Compiler:
             test = (
                 or_(CustomerScore.customer_id.is_(None), CustomerScore.rfm_group.is_(None))
                 if v == "none"
-                else self._name(CustomerScore.rfm_group, v, ":", None)
+                else self._name(CustomerScore.rfm_group, str(v), ":", None)
             )
         elif p.field == "tier":
             if v not in self.tiers and v != "none":
@@ -235,7 +255,7 @@ class _Compiler:
             test = (
                 or_(CustomerScore.customer_id.is_(None), CustomerScore.tier.is_(None))
                 if v == "none"
-                else self._name(CustomerScore.tier, v, ":", None)
+                else self._name(CustomerScore.tier, str(v), ":", None)
             )
         elif p.field == "stage":
             stage = STAGES.get(str(v).lower(), STAGES.get(str(v)))
@@ -263,15 +283,18 @@ class _Compiler:
                 ),
             )
         elif p.field == "tagscore":
-            return self._tag_score(v.tag, p.op, float(v.number))
+            score = self._typed(p, TagScore, "a tag and a score")
+            return self._tag_score(score.tag, p.op, float(score.number))
         elif p.field == "segment":
             test = self.saved(str(v), p.position)
         elif p.field == "last_active":
-            return self._age(Customer.last_active_at, p.op, v)
+            return self._age(Customer.last_active_at, p.op, self._typed(p, Duration, "a duration"))
         elif p.field == "last_order":
-            return self._age(CustomerScore.last_order_at, p.op, v)
+            return self._age(
+                CustomerScore.last_order_at, p.op, self._typed(p, Duration, "a duration")
+            )
         elif p.field == "created":
-            return self._age(Customer.created_at, p.op, v)
+            return self._age(Customer.created_at, p.op, self._typed(p, Duration, "a duration"))
         elif p.field in ("orders", "r", "f", "m"):
             column = {
                 "orders": CustomerScore.orders_total,
@@ -279,16 +302,15 @@ class _Compiler:
                 "f": CustomerScore.f_score,
                 "m": CustomerScore.m_score,
             }[p.field]
-            if p.field == "orders":
-                return self._compare(column, p.op, int(v), 0)
-            return self._compare(column, p.op, int(v), None)
+            count = int(self._number(p))
+            return self._compare(column, p.op, count, 0 if p.field == "orders" else None)
         elif p.field in ("spend", "spend_12m"):
             column = (
                 CustomerScore.spend_total_cents
                 if p.field == "spend"
                 else CustomerScore.spend_12m_cents
             )
-            cents = int((Decimal(v) * 100).to_integral_value())
+            cents = int((Decimal(self._number(p)) * 100).to_integral_value())
             return self._compare(column, p.op, cents, 0)
         else:  # pragma: no cover - the parser only lets known fields through
             raise self.fail(f"unknown field {p.field!r}", p.position)
@@ -323,7 +345,7 @@ class _Compiler:
             self.stack.pop()
 
 
-def _holds(default, op: str, value) -> bool:
+def _holds(default: int, op: str, value: int) -> bool:
     return {
         "<": default < value,
         "<=": default <= value,

@@ -44,7 +44,7 @@ def active_rules(session: Session, kind: str | None = None) -> list[TagRule]:
     return list(session.scalars(stmt.order_by(TagRule.id)))
 
 
-def rules_version(session: Session) -> tuple:
+def rules_version(session: Session) -> tuple[Any, ...]:
     """Changes whenever a rule is added, changed or deleted (for matcher caches)."""
     active = func.sum(case((TagRule.active.is_(True), 1), else_=0))
     return tuple(

@@ -9,6 +9,7 @@ empty string.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
@@ -50,14 +51,14 @@ class Renderer:
                 return filename, candidate
         raise TemplateRenderError(name, locale, "no such template")
 
-    def render(self, name: str, locale: str, /, **variables) -> str:
+    def render(self, name: str, locale: str, /, **variables: Any) -> str:
         filename, used = self.template_name(name, locale)
         try:
             return self.env.get_template(filename).render(**variables).strip()
         except jinja2.TemplateError as exc:
             raise TemplateRenderError(name, used, f"{type(exc).__name__}: {exc}") from exc
 
-    def render_string(self, source: str, /, **variables) -> str:
+    def render_string(self, source: str, /, **variables: Any) -> str:
         """Render text a manager typed (e.g. a group welcome) in the same sandbox."""
         try:
             return self.env.from_string(source).render(**variables).strip()

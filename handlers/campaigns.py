@@ -86,6 +86,7 @@ def consent(ctx: Context) -> None:
 
 def _attribute_opt_out(ctx: Context) -> None:
     """Count the opt-out against the active campaigns that messaged this customer."""
+    assert ctx.customer is not None  # the customer middleware ran
     campaigns = ctx.session.scalars(
         select(CampaignTarget.campaign_id)
         .join(Campaign, Campaign.id == CampaignTarget.campaign_id)
@@ -187,22 +188,25 @@ class _Actions:
     def pause(ctx: Context, campaign: Campaign) -> None:
         from sqlalchemy import update
 
+        from storage.db import rowcount
         from storage.models import OutboxMessage
 
         if campaign.status not in ("piloting", "running", "pilot_pending", "launch_pending"):
             ctx.reply("campaign_error", problem=f"campaign {campaign.name!r} is {campaign.status}")
             return
         campaign.status = "paused"
-        held = ctx.session.execute(
-            update(OutboxMessage)
-            .where(
-                OutboxMessage.status == "pending",
-                OutboxMessage.idempotency_key.like(f"campaign:{campaign.id}:%"),
+        held = rowcount(
+            ctx.session.execute(
+                update(OutboxMessage)
+                .where(
+                    OutboxMessage.status == "pending",
+                    OutboxMessage.idempotency_key.like(f"campaign:{campaign.id}:%"),
+                )
+                .values(status="paused")
+                .execution_options(synchronize_session=False)
             )
-            .values(status="paused")
-            .execution_options(synchronize_session=False)
-        ).rowcount
-        ctx.reply("campaign_paused", campaign=campaign, held=held or 0)
+        )
+        ctx.reply("campaign_paused", campaign=campaign, held=held)
 
     @staticmethod
     def stats(ctx: Context, campaign: Campaign) -> None:

@@ -21,7 +21,8 @@ Values with spaces are quoted (``"weekend trip"``). Every mistake gets a precise
 from __future__ import annotations
 
 import shlex
-from typing import Any
+from datetime import date
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
@@ -246,19 +247,19 @@ class CustomerCommands:
             ctx.reply("rule_list", rules=[describe_rule(r) for r in active_rules(session)])
         elif sub in ("del", "delete"):
             raw = ctx.event.args[1].lstrip("#") if len(ctx.event.args) > 1 else ""
-            row = (
+            found = (
                 session.scalars(
                     select(TagRule).where(TagRule.id == int(raw), TagRule.active.is_(True))
                 ).one_or_none()
                 if raw.isdigit()
                 else None
             )
-            if row is None:
+            if found is None:
                 ctx.reply("customers_error", error=f"no active rule #{raw or '?'} (see /rule list)")
                 return
-            row.active, row.updated_at = False, ctx.now
+            found.active, found.updated_at = False, ctx.now
             self.rules.invalidate()
-            ctx.reply("rule_deleted", rule=describe_rule(row))
+            ctx.reply("rule_deleted", rule=describe_rule(found))
         else:
             ctx.reply("customers_error", error="/rule add | list | del <id>")
 
@@ -296,7 +297,7 @@ def profile(ctx: Context) -> None:
             return
         shown = attrs[key]
         if key == "birthday":
-            shown = format_birthday(shown)
+            shown = format_birthday(cast("date | None", shown))  # parsed as a date
         elif key == "phone" and shown and not ctx.event.is_private:
             shown = repos.mask_phone(str(shown))
         ctx.reply(

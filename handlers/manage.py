@@ -130,9 +130,9 @@ def stats(ctx: Context) -> None:
     )
 
     def count(kind: str) -> int:
-        return session.scalar(
+        return session.execute(
             select(func.count()).select_from(Interaction).where(in_chat, Interaction.kind == kind)
-        )
+        ).scalar_one()
 
     members = session.scalar(
         select(func.count())
@@ -224,7 +224,7 @@ def whois(ctx: Context) -> None:
     )
 
 
-def _tag_args(ctx: Context) -> tuple[Identity | None, str] | None:
+def _tag_args(ctx: Context) -> tuple[Identity, str] | None:
     identity, args = command_target(ctx, create=ctx.event.command == "tag")
     if identity is None:
         ctx.reply("manage_need_target", command=ctx.event.command)

@@ -13,18 +13,18 @@ import logging
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import CursorResult, Engine, Result, make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql import Executable
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig  # imported when migrating
 
-__all__ = ["Database", "insert_ignore", "normalize_url"]
+__all__ = ["Database", "insert_ignore", "normalize_url", "rowcount"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -127,6 +127,12 @@ def insert_ignore(
         # rowcount is not reliable for INSERT .. ON CONFLICT on every driver: count RETURNING.
         returning = _INSERT_IGNORE[key] = stmt.returning(target.c[conflict[0]])
     return len(session.connection().execute(returning, rows).all())
+
+
+def rowcount(result: Result[Any]) -> int:
+    """The rows an UPDATE or DELETE matched (``Session.execute`` types its result as a plain
+    ``Result``; for these statements it is a ``CursorResult``)."""
+    return cast("CursorResult[Any]", result).rowcount or 0
 
 
 _INSERT_IGNORE: dict[tuple[str, Any, tuple[str, ...]], Executable] = {}

@@ -51,7 +51,9 @@ def cmd_campaign(config: Config, args: argparse.Namespace) -> int:
     from bot.core.templating import TemplateRenderError
     from bot.customers.segment_language import SegmentError
     from bot.marketing.campaigns import manage
+    from bot.marketing.campaigns.push import ChunkResult
     from bot.marketing.campaigns.spec import SpecError, parse_spec
+    from storage.campaigns import Campaign
 
     services = _services(config)
     now = services.clock.now()
@@ -96,9 +98,9 @@ def cmd_campaign(config: Config, args: argparse.Namespace) -> int:
             "pause": manage.pause,
             "evaluate": manage.evaluate,
         }[args.action]
-        result = action(services, campaign.id)
-        shown = result.as_dict() if hasattr(result, "as_dict") else result
-        if hasattr(result, "status"):
+        result: object = action(services, campaign.id)
+        shown = result.as_dict() if isinstance(result, ChunkResult) else result
+        if isinstance(result, Campaign):
             shown = {
                 "status": result.status,
                 "reason": result.stop_reason or (result.verdict or {}).get("reason"),

@@ -18,7 +18,9 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+from datetime import date
 from pathlib import Path
+from typing import cast
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
@@ -158,7 +160,7 @@ def cmd_customer_set(config: Config, args: argparse.Namespace) -> int:
         print(f"customer #{result.customer_id}: nothing changed")
         return 0
     shown = {
-        k: (format_birthday(v) if k == "birthday" else v)
+        k: (format_birthday(cast("date | None", v)) if k == "birthday" else v)
         for k, v in attrs.items()
         if k in result.changed
     }

@@ -25,6 +25,7 @@ from bot.core.templating import Renderer
 from bot.marketing.coupons import Redemption, ensure_definition, format_code, issue_one, redeem
 from bot.marketing.policy import customer_zone, in_range, parse_range
 from bot.outbox import queue as outbox
+from storage.db import rowcount
 from storage.followups import cancel_pending
 from storage.handoff import OPEN_STATUSES, AuditEntry, HandoffTicket, StaffNote, StaffUser
 from storage.models import Conversation, Customer
@@ -201,11 +202,13 @@ def _owned(session: Session, ticket_id: int, staff: StaffUser) -> HandoffTicket:
 
 def claim(session: Session, ticket_id: int, staff: StaffUser, now: datetime) -> bool:
     """Claim a waiting conversation: one atomic UPDATE, so exactly one claimer wins."""
-    won = session.execute(
-        update(HandoffTicket)
-        .where(HandoffTicket.id == ticket_id, HandoffTicket.status == "waiting")
-        .values(status="claimed", owner=staff.username, claimed_at=now, updated_at=now)
-    ).rowcount
+    won = rowcount(
+        session.execute(
+            update(HandoffTicket)
+            .where(HandoffTicket.id == ticket_id, HandoffTicket.status == "waiting")
+            .values(status="claimed", owner=staff.username, claimed_at=now, updated_at=now)
+        )
+    )
     ticket = _ticket(session, ticket_id)
     if not won:
         audit(session, staff.username, "claim_refused", now, ticket=ticket, owner=ticket.owner)

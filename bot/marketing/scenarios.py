@@ -196,7 +196,7 @@ def _push(
         variants=[Variant("main", template=item.template)],
         purpose="campaign",
         priority=item.priority,
-        buttons=[tuple(b.split("=", 1)) for b in item.buttons],
+        buttons=[(label, data) for label, _, data in (b.partition("=") for b in item.buttons)],
         button_prefix=f"s:{item.name}",
         coupon=coupon,
         quiet_hours=item.quiet_hours,

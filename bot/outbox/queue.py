@@ -12,13 +12,14 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from bot.adapters.base import Button, OutboundMessage
 from bot.core.events import ConversationRef
-from storage.db import insert_ignore
+from storage.db import insert_ignore, rowcount
 from storage.models import OutboxMessage
 
 __all__ = [
@@ -44,10 +45,10 @@ def enqueue(
     purpose: str = "reply",
     priority: int = 0,
     not_before: datetime | None = None,
-    extra: dict | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> bool:
     """Queue a message; False (and nothing queued) if the key was queued before."""
-    payload = {"text": text}
+    payload: dict[str, Any] = {"text": text}
     if buttons:
         payload["buttons"] = [{"label": b.label, "data": b.data} for b in buttons]
     if extra:
@@ -137,7 +138,7 @@ def release_claims(session: Session, worker: str) -> int:
         .where(OutboxMessage.status == "sending", OutboxMessage.claimed_by == worker)
         .values(status="pending", claimed_by=None, lease_until=None)
     )
-    return result.rowcount or 0
+    return rowcount(result)
 
 
 def renew_claims(session: Session, worker: str, lease_until: datetime) -> int:
@@ -147,7 +148,7 @@ def renew_claims(session: Session, worker: str, lease_until: datetime) -> int:
         .where(OutboxMessage.status == "sending", OutboxMessage.claimed_by == worker)
         .values(lease_until=lease_until)
     )
-    return result.rowcount or 0
+    return rowcount(result)
 
 
 def release_orphans(session: Session) -> int:
@@ -157,7 +158,7 @@ def release_orphans(session: Session) -> int:
         .where(OutboxMessage.status == "sending")
         .values(status="pending", claimed_by=None, lease_until=None)
     )
-    return result.rowcount or 0
+    return rowcount(result)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import requests
@@ -199,7 +200,7 @@ class WechatAdapter:
             created = datetime.fromtimestamp(int(f.get("CreateTime", 0) or 0), UTC)
         except (ValueError, OverflowError):
             raise CallbackRejected(400, "bad CreateTime") from None
-        common = {
+        common: dict[str, Any] = {
             "ref": ConversationRef(CHANNEL, openid, openid),
             "actor": Actor(openid),
             "occurred_at": created,

@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import logging
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import requests
 from sqlalchemy import delete, or_, select, update
@@ -79,7 +80,9 @@ def _items(value: object) -> list[str]:
         value = value.get("Item", [])
     if isinstance(value, str):
         return [value] if value else []
-    return [str(v) for v in value or [] if v]
+    if not isinstance(value, list | tuple):
+        return []
+    return [str(v) for v in value if v]
 
 
 class WecomAdapter:
@@ -191,7 +194,7 @@ class WecomAdapter:
         if msg_type == "text":
             text = str(f.get("Content", ""))
             ref = ConversationRef(CHANNEL, APP_PREFIX + sender, sender)
-            common = {
+            common: dict[str, Any] = {
                 "ref": ref,
                 "platform_id": str(f.get("MsgId", "")),
                 "actor": Actor(sender),

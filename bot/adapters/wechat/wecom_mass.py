@@ -28,6 +28,7 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
@@ -35,7 +36,7 @@ from sqlalchemy.orm import Session
 from bot.adapters.base import AWAITING_CONFIRMATION, OutboundMessage
 from bot.adapters.wechat.common import record_delivery
 from bot.marketing.policy import MARKETING_PURPOSES
-from storage.db import insert_ignore
+from storage.db import insert_ignore, rowcount
 from storage.models import OutboxMessage
 from storage.wechat import WecomMassTask
 
@@ -240,7 +241,7 @@ def settle_outbox(
         by_outcome[result].append(key)
     changed = 0
     for (status, reason), keys in by_outcome.items():
-        values: dict = {
+        values: dict[str, Any] = {
             "status": status,
             "last_error": reason,
             "claimed_by": None,
@@ -250,13 +251,13 @@ def settle_outbox(
             values["sent_at"] = now
             if msgid:
                 values["platform_message_id"] = f"mass:{msgid}"
-        result = session.execute(
+        updated = session.execute(
             update(OutboxMessage)
             .where(OutboxMessage.idempotency_key.in_(keys), OutboxMessage.status.in_(OPEN_OUTBOX))
             .values(**values)
             .execution_options(synchronize_session=False)
         )
-        changed += result.rowcount or 0
+        changed += rowcount(updated)
     return changed
 
 

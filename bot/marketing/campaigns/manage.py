@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import ColumnElement, and_, func, select, update
 from sqlalchemy.orm import Session
 
 from bot.app.config import Config
@@ -25,7 +25,7 @@ from bot.marketing.campaigns.push import ChunkResult, Push, Variant, share_by_id
 from bot.marketing.campaigns.spec import CampaignSpec, SpecError
 from bot.marketing.coupons import definition
 from storage.campaigns import Campaign, CampaignEvent, CampaignTarget, ConsentChange
-from storage.db import Database
+from storage.db import Database, rowcount
 from storage.models import Customer, OutboxMessage
 from storage.orders import Order
 from storage.segments import compile_segment
@@ -172,7 +172,7 @@ class Preview:
 def eligible_condition(config: Config, now: datetime):
     """SQL: not opted out and the frequency cap not full (what policy.check decides)."""
     marketing = config.marketing
-    conditions = [Customer.marketing_opt_out.is_(False)]
+    conditions: list[ColumnElement[bool]] = [Customer.marketing_opt_out.is_(False)]
     if marketing.max_per_window:
         recent = (
             select(func.count())
@@ -239,7 +239,7 @@ def run_push(
     """Stream the campaign's segment in chunks (one transaction each) through the push."""
     config, now = services.config, services.clock.now()
     with services.db.transaction() as session:
-        campaign = session.get(Campaign, campaign_id)
+        campaign = session.get_one(Campaign, campaign_id)
         push = build_push(campaign, session, config, services.renderer)
         compiled = compile_segment(campaign.segment, config=config, now=now, session=session)
         if push.coupon is not None:
@@ -349,7 +349,8 @@ def run_due(services: Services) -> list[tuple[str, str]]:
                 done.append((name, "launch"))
             elif started is not None and now >= started + timedelta(hours=hours):
                 campaign = evaluate(services, cid)
-                done.append((name, campaign.status))
+                if campaign is not None:
+                    done.append((name, campaign.status))
         except Exception:
             log.exception("campaign %s: scheduled %s failed", name, status)
     return done
@@ -372,7 +373,7 @@ def _move_rows(services: Services, campaign_id: int, old: str, new: str) -> int:
             .values(status=new)
             .execution_options(synchronize_session=False)
         )
-        return result.rowcount or 0
+        return rowcount(result)
 
 
 # -- the pilot's verdict -------------------------------------------------------------------
@@ -427,7 +428,7 @@ def arm_rates(session: Session, campaign: Campaign, since: datetime) -> dict[str
     return rates
 
 
-def evaluate(services: Services, campaign_id: int) -> Campaign:
+def evaluate(services: Services, campaign_id: int) -> Campaign | None:
     """Decide after the pilot: launch to the rest, or stop with the reason."""
     cfg = services.config.campaigns
     now = services.clock.now()
@@ -435,10 +436,12 @@ def evaluate(services: Services, campaign_id: int) -> Campaign:
         campaign = session.get(Campaign, campaign_id)
         if campaign is None or campaign.status != "piloting":
             return campaign
-        due = campaign.pilot_started_at + timedelta(hours=campaign.pilot_hours)
+        started = campaign.pilot_started_at
+        assert started is not None  # set when the pilot starts
+        due = started + timedelta(hours=campaign.pilot_hours)
         if now < due:
             raise CampaignError(f"the pilot of {campaign.name!r} runs until {due.isoformat()}")
-        rates = arm_rates(session, campaign, campaign.pilot_started_at)
+        rates = arm_rates(session, campaign, started)
         pilot, holdout = rates["pilot"], rates["holdout"]
         uplift = pilot["conversion"] - holdout["conversion"]
         reason = None

@@ -50,7 +50,7 @@ def register_handlers(router: Router, config: Config) -> Router:
             during_handoff=True,
         )
     )
-    router.add(  # issue 5: event rules (join, button, scene / deep-link /start payload)
+    router.add(  # event rules tag on joins, buttons, scenes and deep-link /start payloads
         Handler(
             "event_tagging",
             event_tagging(rules),
@@ -64,7 +64,7 @@ def register_handlers(router: Router, config: Config) -> Router:
     _register_campaigns(router)
     router.add(Handler("start", start, f.command("start"), group=ANSWERS, priority=100))
     router.add(Handler("help", help_command, f.command("help"), group=ANSWERS, priority=100))
-    router.add(  # issue 4: OA subscribe / WeCom contact added
+    router.add(  # a new OA follower or WeCom contact is welcomed
         Handler(
             "welcome_follower",
             welcome_follower,
@@ -114,7 +114,7 @@ def _restricted_commands(
 
 
 def _register_relay(router: Router, config: Config) -> None:
-    """Issue 3 (handlers/relay.py): only when [telegram] relay_chat_id is set."""
+    """The staff relay mirror (handlers/relay.py): only when [telegram] relay_chat_id is set."""
     from bot.conversations.relay import relay_enabled
     from handlers.relay import in_handoff, mirror_to_relay
 
@@ -125,7 +125,7 @@ def _register_relay(router: Router, config: Config) -> None:
 
 
 def _register_campaigns(router: Router) -> None:
-    """Issue 6 (handlers/campaigns.py): opt-out/in runs right after tagging and ends the
+    """Campaigns (handlers/campaigns.py): opt-out/in runs right after tagging and ends the
     dispatch, so nothing else answers 退订/TD/stop; campaign and /redeem commands; clicks."""
     from handlers import campaigns as c
 
@@ -154,7 +154,7 @@ def _register_campaigns(router: Router) -> None:
 
 
 def _register_customers(router: Router, rules: TaggingRules) -> None:
-    """Managers' /segment, /rule and /profile commands (issue 5; handlers/customers.py)."""
+    """Managers' /segment, /rule and /profile commands (handlers/customers.py)."""
     commands = CustomerCommands(rules)
     _restricted_commands(
         router,
@@ -166,7 +166,7 @@ def _register_customers(router: Router, rules: TaggingRules) -> None:
 
 
 def _register_manage(router: Router) -> None:
-    """Managers' group commands (issue 3): admins and managers run them, others are refused."""
+    """Managers' group commands: admins and managers run them, others are refused."""
     callbacks = {
         "welcome": manage.welcome,
         "announce": manage.announce,
@@ -188,7 +188,7 @@ def _register_manage(router: Router) -> None:
 
 
 def _register_conversations(router: Router, config: Config) -> None:
-    """Flows, breakpoints and flagging for staff (issue 7; order in handlers/conversations.py)."""
+    """Flows, breakpoints and flagging for staff (their order: handlers/conversations.py)."""
     from handlers.conversations import ConversationHandlers
 
     conv = ConversationHandlers(config, router.renderer)

@@ -31,6 +31,7 @@ from storage.db import Database
 from storage.followups import FollowUp
 from storage.handoff import HandoffTicket
 from storage.models import Conversation, Customer
+from storage.orders import Order
 
 __all__ = ["escalate_sla", "run_conversation_jobs", "send_due_followups"]
 
@@ -38,11 +39,7 @@ log = logging.getLogger(__name__)
 
 
 def _bought_since(session: Session, customer_id: int, since) -> bool:
-    """Whether the customer has ordered since a moment (orders table of issue 5, if present)."""
-    try:
-        from storage.orders import Order
-    except ImportError:  # pragma: no cover - the orders issue not merged
-        return False
+    """Whether the customer has ordered since a moment."""
     return (
         session.scalar(
             select(Order.id)

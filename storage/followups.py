@@ -112,7 +112,7 @@ def cancel_pending_of(session: Session, conversation: Conversation, reason: str)
 
 
 def cancel_for_customer(session: Session, customer_id: int, reason: str) -> int:
-    """Cancel all of a customer's pending follow-ups (they bought: the orders issue calls this)."""
+    """Cancel all of a customer's pending follow-ups (they bought: order intake calls this)."""
     result = cast(
         "CursorResult[Any]",
         session.execute(

@@ -1,5 +1,5 @@
 """WeChat storage on PostgreSQL: the shared access token's row lock, and customer merges
-(the latter on both backends), including merges racing each other (issue 4)."""
+(the latter on both backends), including merges racing each other."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""``siyu campaign ...``, ``siyu report campaign NAME`` and ``siyu report scenario NAME``
-(issue 6).
+"""``siyu campaign ...``, ``siyu report campaign NAME`` and ``siyu report scenario NAME``.
 
 ``siyu campaign new NAME segment=... template=...`` takes the same definition as the chat
 command; ``preview``, ``pilot``, ``launch``, ``pause``, ``evaluate`` and ``stats`` act on a

@@ -1,4 +1,4 @@
-"""``siyu`` subcommands of issue 5: import orders, segments, RFM recompute, tag export.
+"""``siyu`` customer subcommands: import orders, segments, RFM recompute, tag export.
 
 ``siyu import orders FILE.csv``      columns in bot/customers/orders.py; exit 0 all rows taken,
                                      1 some rows rejected (good ones kept), 2 unusable file

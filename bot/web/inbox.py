@@ -290,10 +290,8 @@ def inbox_routes(
         return sorted(items, key=lambda m: m["at"])
 
     def orders_of(session: Session, customer_id: int) -> dict | None:
-        try:
-            from storage.orders import Order
-        except ImportError:  # pragma: no cover - the orders issue not merged
-            return None
+        from storage.orders import Order
+
         count, total = session.execute(
             select(func.count(Order.id), func.coalesce(func.sum(Order.amount_cents), 0)).where(
                 Order.customer_id == customer_id

@@ -34,12 +34,9 @@ or open it again from the chat.</p></body></html>
 def link_routes(runtime: Runtime) -> list[BaseRoute]:
     """The tracked-link redirect."""
     config = runtime.config
-    try:
-        from handlers.tagging import TaggingRules
+    from handlers.tagging import TaggingRules
 
-        rules = TaggingRules(config)
-    except ImportError:  # pragma: no cover - the customers issue not merged
-        rules = None
+    rules = TaggingRules(config)
 
     async def follow(request: Request) -> Response:
         token = request.path_params["token"]

@@ -36,7 +36,7 @@ from bot.app.config import TaggingConfig, load_config  # noqa: E402
 from bot.app.runtime import Runtime  # noqa: E402
 from bot.core.clock import SystemClock  # noqa: E402
 from storage.db import Database  # noqa: E402
-from tests.telegram_fake_api import TOKEN, FakeBotAPI  # noqa: E402
+from tests.fakes.telegram import TOKEN, FakeBotAPI  # noqa: E402
 
 
 def payloads(msgs: list[tuple[str, str]], first_id: int = 1) -> list[dict]:

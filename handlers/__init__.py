@@ -62,7 +62,7 @@ def register_handlers(router: Router, config: Config) -> Router:
             during_handoff=True,
         )
     )
-    router.add(  # issue 5: event rules (join, button, scene / deep-link /start payload)
+    router.add(  # event rules tag on joins, buttons, scenes and deep-link /start payloads
         Handler(
             "event_tagging",
             event_tagging(rules),
@@ -76,7 +76,7 @@ def register_handlers(router: Router, config: Config) -> Router:
     _register_campaigns(router)
     router.add(Handler("start", start, f.command("start"), group=ANSWERS, priority=100))
     router.add(Handler("help", help_command, f.command("help"), group=ANSWERS, priority=100))
-    router.add(  # issue 4: OA subscribe / WeCom contact added
+    router.add(  # a new OA follower or WeCom contact is welcomed
         Handler(
             "welcome_follower",
             welcome_follower,
@@ -158,7 +158,7 @@ def _register_relay(router: Router, config: Config) -> None:
 
 
 def _register_campaigns(router: Router) -> None:
-    """Issue 6 (handlers/campaigns.py): opt-out/in runs right after tagging and ends the
+    """Campaigns (handlers/campaigns.py): opt-out/in runs right after tagging and ends the
     dispatch, so nothing else answers 退订/TD/stop; campaign and /redeem commands; clicks."""
     router.add(Handler("consent", c.consent, c.is_consent, group=CONSENT, block=True))
 
@@ -183,7 +183,7 @@ def _register_campaigns(router: Router) -> None:
 
 
 def _register_customers(router: Router, rules: TaggingRules) -> None:
-    """Managers' /segment, /rule and /profile commands (issue 5; handlers/customers.py)."""
+    """Managers' /segment, /rule and /profile commands (handlers/customers.py)."""
     commands = CustomerCommands(rules)
     _restricted_commands(
         router,

@@ -21,7 +21,8 @@ Values with spaces are quoted (``"weekend trip"``). Every mistake gets a precise
 from __future__ import annotations
 
 import shlex
-from typing import Any
+from datetime import date
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 from bot.app.config import EVENT_TRIGGERS
@@ -289,7 +290,7 @@ def profile(ctx: Context) -> None:
             return
         shown = attrs[key]
         if key == "birthday":
-            shown = format_birthday(shown)
+            shown = format_birthday(cast("date | None", shown))  # parsed as a date
         elif key == "phone" and shown and not ctx.event.is_private:
             shown = repos.mask_phone(str(shown))
         ctx.reply(

@@ -185,7 +185,7 @@ def whois(ctx: Context) -> None:
     )
 
 
-def _tag_args(ctx: Context) -> tuple[Identity | None, str] | None:
+def _tag_args(ctx: Context) -> tuple[Identity, str] | None:
     identity, args = command_target(ctx, create=ctx.event.command == "tag")
     if identity is None:
         ctx.reply("manage_need_target", command=ctx.event.command)

@@ -1,4 +1,4 @@
-"""Mirroring a handed-off customer's messages into the staff relay group (issue 3).
+"""Mirroring a handed-off customer's messages into the staff relay group.
 
 Runs (group RELAY, also during handoff) for a 1:1 message, command or button press of a
 conversation that was already waiting for or owned by staff when it arrived; the message

@@ -1,4 +1,4 @@
-"""Scenario funnels for managers and clicks on scenario buttons (issue 6, funnel tracking).
+"""Scenario funnels for managers and clicks on scenario buttons (funnel tracking).
 
 ``/scenario stats NAME`` answers with the scenario's funnel per local date (the same steps as
 ``/campaign stats``, plus dropped reasons and missed runs). A press of a scenario button

@@ -36,6 +36,7 @@ def keyword_tagging(matcher_or_rules: KeywordMatcher | TaggingRules):
             if isinstance(matcher_or_rules, TaggingRules)
             else ctx.config.tagging.interest_half_life_days
         )
+        assert ctx.customer is not None  # the customer middleware ran
         for hit in matcher.match(ctx.event.text):
             ctx.tag(hit.tag, source=f"rule:{hit.rule_id}", ttl=hit.ttl)
             bump_interest(

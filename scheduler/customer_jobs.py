@@ -11,6 +11,7 @@ from datetime import datetime
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
+from storage.db import rowcount
 from storage.models import CustomerTag
 
 __all__ = ["NIGHTLY_CRON", "purge_expired_tags"]
@@ -26,4 +27,4 @@ def purge_expired_tags(session: Session, now: datetime) -> int:
             CustomerTag.expires_at.is_not(None), CustomerTag.expires_at <= now
         )
     )
-    return max(result.rowcount or 0, 0)
+    return max(rowcount(result), 0)

@@ -53,7 +53,7 @@ def campaigns_due() -> None:
 
 
 def conversations_due() -> None:
-    """Send due flow follow-ups and escalate handoffs past the SLA (issue 7)."""
+    """Send due flow follow-ups and escalate handoffs past the SLA."""
     run_conversation_jobs(_bound())
 
 

@@ -13,9 +13,10 @@ import fcntl
 import logging
 import os
 from pathlib import Path
+from typing import TextIO
 
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.pool import NullPool
 
 __all__ = ["LOCK_KEY", "SchedulerLock"]
@@ -32,9 +33,9 @@ class SchedulerLock:
     def __init__(self, url: str) -> None:
         self.url = url
         self.dialect = make_url(url).get_backend_name()
-        self._conn = None
-        self._engine = None
-        self._file = None
+        self._conn: Connection | None = None
+        self._engine: Engine | None = None
+        self._file: TextIO | None = None
 
     @property
     def held(self) -> bool:
@@ -77,13 +78,13 @@ class SchedulerLock:
             self._file = None
 
     def _acquire_pg(self) -> bool:
-        self._engine = create_engine(self.url, poolclass=NullPool)
-        conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        engine = self._engine = create_engine(self.url, poolclass=NullPool)
+        conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         if conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": LOCK_KEY}).scalar():
             self._conn = conn
             return True
         conn.close()
-        self._engine.dispose()
+        engine.dispose()
         self._engine = None
         return False
 

@@ -115,7 +115,7 @@ class SchedulerService:
             replace_existing=True,
             next_run_time=first,
         )
-        scheduler.add_job(  # issue 7: flow follow-ups and the handoff SLA
+        scheduler.add_job(  # flow follow-ups and the handoff SLA
             "scheduler.jobs:conversations_due",
             "interval",
             seconds=services.config.conversations.followup_interval_seconds,

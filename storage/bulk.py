@@ -17,8 +17,9 @@ times timezone-aware).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
 from sqlalchemy.orm import Session
@@ -72,7 +73,7 @@ def sqlite_time(value: datetime) -> str:
     return value.astimezone(UTC).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
-def _stamper():
+def _stamper() -> Callable[[datetime], str]:
     """sqlite_time with a cache (a chunk's rows share a few distinct times)."""
     stamps: dict[datetime, str] = {}
 
@@ -85,15 +86,16 @@ def _stamper():
     return stamp
 
 
-def _raw(session: Session):
+def _raw(session: Session) -> tuple[str, Any]:
+    """The dialect name and the DBAPI connection (sqlite3 or psycopg) under ``session``."""
     connection = session.connection()
     return connection.dialect.name, connection.connection.driver_connection
 
 
 def insert_new(
     session: Session,
-    rows: Sequence[tuple],
-    targets: Sequence[tuple],
+    rows: Sequence[tuple[Any, ...]],
+    targets: Sequence[tuple[Any, ...]],
     *,
     source: tuple[str, int] | None = None,
 ) -> int:
@@ -125,7 +127,9 @@ def insert_new(
     return new
 
 
-def _copy(cur, table: str, rows, types: Sequence[str]) -> None:
+def _copy(
+    cur: psycopg.Cursor[Any], table: str, rows: Iterable[Sequence[Any]], types: Sequence[str]
+) -> None:
     """COPY rows in the binary format (no text parsing on the server)."""
     with cur.copy(f"COPY {table} FROM STDIN (FORMAT BINARY)") as copy:
         copy.set_types(types)
@@ -135,7 +139,7 @@ def _copy(cur, table: str, rows, types: Sequence[str]) -> None:
 
 
 def insert_outbox_rows(
-    session: Session, rows: Sequence[tuple], *, source: tuple[str, int] | None = None
+    session: Session, rows: Sequence[tuple[Any, ...]], *, source: tuple[str, int] | None = None
 ) -> int:
     """Insert rows not queued before (by idempotency key); returns how many were new.
     ``source`` is the ``(source_kind, source_id)`` of every row, if any."""
@@ -163,7 +167,7 @@ def insert_outbox_rows(
                 f"INSERT INTO outbox ({_OUTBOX_COLS}) SELECT {_OUTBOX_COLS} FROM siyu_outbox_load "
                 "ON CONFLICT (idempotency_key) DO NOTHING"
             )
-            return cur.rowcount or 0
+            return int(cur.rowcount or 0)
     marks = ", ".join("?" * (len(COLUMNS) + len(tail)))
     cur = raw.cursor()
     before = raw.total_changes
@@ -174,10 +178,10 @@ def insert_outbox_rows(
         [(*r[:8], stamp(r[8]), stamp(r[9]), *tail) for r in rows],
     )
     cur.close()
-    return raw.total_changes - before
+    return int(raw.total_changes - before)
 
 
-def insert_target_rows(session: Session, rows: Sequence[tuple]) -> None:
+def insert_target_rows(session: Session, rows: Sequence[tuple[Any, ...]]) -> None:
     """Bulk-insert ``campaign_targets`` rows, keeping any recorded before (same key)."""
     if not rows:
         return

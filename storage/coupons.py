@@ -42,7 +42,11 @@ class CouponCode(Base):
     """One code issued to one customer; redeemed at most once."""
 
     __tablename__ = "coupon_codes"
-    __table_args__ = (Index("ix_coupon_codes_owner", "definition_id", "customer_id"),)
+    __table_args__ = (
+        Index("ix_coupon_codes_owner", "definition_id", "customer_id"),
+        # the profile's "coupons of this customer": the owner index starts with definition_id
+        Index("ix_coupon_codes_customer", "customer_id"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     code: Mapped[str] = mapped_column(String(32), unique=True)

@@ -13,14 +13,18 @@ import logging
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import CursorResult, Engine, Result, make_url
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql import Executable
 
-__all__ = ["Database", "insert_ignore", "normalize_url"]
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig  # imported when migrating
+
+__all__ = ["Database", "insert_ignore", "normalize_url", "rowcount"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -35,7 +39,7 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
@@ -76,7 +80,7 @@ class Database:
         with self.sessions() as session, session.begin():
             yield session
 
-    async def run(self, fn: Callable[..., T], *args) -> T:
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking database work off the event loop, in the database's thread pool."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, fn, *args)
@@ -92,7 +96,7 @@ class Database:
         self.engine.dispose()
 
 
-def alembic_config(url: str, engine: Engine | None = None):
+def alembic_config(url: str, engine: Engine | None = None) -> AlembicConfig:
     """An Alembic Config pointing at our migrations (no alembic.ini needed)."""
     from alembic.config import Config as AlembicConfig
 
@@ -104,7 +108,12 @@ def alembic_config(url: str, engine: Engine | None = None):
     return cfg
 
 
-def insert_ignore(session: Session, table, rows: list[dict] | dict, conflict: list[str]) -> int:
+def insert_ignore(
+    session: Session,
+    table: Any,
+    rows: list[dict[str, Any]] | dict[str, Any],
+    conflict: list[str],
+) -> int:
     """INSERT ... ON CONFLICT DO NOTHING on SQLite and PostgreSQL; returns rows inserted."""
     if not rows:
         return 0
@@ -120,4 +129,10 @@ def insert_ignore(session: Session, table, rows: list[dict] | dict, conflict: li
     return len(session.connection().execute(returning, rows).all())
 
 
-_INSERT_IGNORE: dict[tuple, object] = {}
+def rowcount(result: Result[Any]) -> int:
+    """The rows an UPDATE or DELETE matched (``Session.execute`` types its result as a plain
+    ``Result``; for these statements it is a ``CursorResult``)."""
+    return cast("CursorResult[Any]", result).rowcount or 0
+
+
+_INSERT_IGNORE: dict[tuple[str, Any, tuple[str, ...]], Executable] = {}

@@ -8,8 +8,10 @@ when due. The coupons flows and staff issue are real coupon codes (storage/coupo
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, cast
 
 from sqlalchemy import ForeignKey, Index, String, Text, select, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from storage.clock import utcnow
@@ -87,10 +89,13 @@ def schedule_followup(
 
 def cancel_pending(session: Session, conversation_id: int, reason: str) -> int:
     """Cancel a conversation's pending follow-ups (the customer came back, ...)."""
-    result = session.execute(
-        update(FollowUp)
-        .where(FollowUp.conversation_id == conversation_id, FollowUp.status == "pending")
-        .values(status="cancelled", reason=reason)
+    result = cast(
+        "CursorResult[Any]",
+        session.execute(
+            update(FollowUp)
+            .where(FollowUp.conversation_id == conversation_id, FollowUp.status == "pending")
+            .values(status="cancelled", reason=reason)
+        ),
     )
     return result.rowcount or 0
 
@@ -107,11 +112,14 @@ def cancel_pending_of(session: Session, conversation: Conversation, reason: str)
 
 
 def cancel_for_customer(session: Session, customer_id: int, reason: str) -> int:
-    """Cancel all of a customer's pending follow-ups (they bought: the orders issue calls this)."""
-    result = session.execute(
-        update(FollowUp)
-        .where(FollowUp.customer_id == customer_id, FollowUp.status == "pending")
-        .values(status="cancelled", reason=reason)
+    """Cancel all of a customer's pending follow-ups (they bought: order intake calls this)."""
+    result = cast(
+        "CursorResult[Any]",
+        session.execute(
+            update(FollowUp)
+            .where(FollowUp.customer_id == customer_id, FollowUp.status == "pending")
+            .values(status="cancelled", reason=reason)
+        ),
     )
     return result.rowcount or 0
 

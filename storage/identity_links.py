@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import Column, Table, delete, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -81,7 +83,7 @@ def link_unionid(
     return into
 
 
-def _customer_columns():
+def _customer_columns() -> Iterator[tuple[Table, Column[Any]]]:
     """Every (table, column) that holds a customer id, in any module's tables."""
     for table in Base.metadata.sorted_tables:
         if table.name == "customers":
@@ -180,4 +182,4 @@ def merge_customers(
     session.flush()
     session.expire_all()
     log.info("customer #%s merged into #%s (%s)", from_id, into_id, reason)
-    return session.get(Customer, into_id)
+    return session.get_one(Customer, into_id)

@@ -1,4 +1,4 @@
-"""Orders: what customers bought, imported from CSV or posted to the API (issue 5).
+"""Orders: what customers bought, imported from CSV or posted to the API.
 
 An order is unique by the shop's own order id, so importing the same file twice, or a
 client retrying a POST, never counts an order twice. Amounts are kept in minor units

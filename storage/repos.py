@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any, cast
 
 from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session, joinedload
 
 from storage.birthdays import format_birthday
@@ -29,7 +31,7 @@ from storage.models import (
 )
 from storage.orders import Order
 from storage.scores import CustomerScore
-from storage.tag_scores import interests_of
+from storage.tag_scores import Interest, interests_of
 
 __all__ = [
     "CustomerProfile",
@@ -147,7 +149,7 @@ def record_interaction(
     chat_id: str,
     kind: str,
     text: str,
-    payload: dict,
+    payload: dict[str, Any],
     now: datetime,
 ) -> Interaction:
     row = Interaction(
@@ -204,13 +206,13 @@ def ensure_membership(
 def _tag_id(session: Session, name: str) -> int:
     """The id of a tag by name, created if new. Tags are never renamed or deleted, so ids
     found are cached per database (a tag created in a transaction that rolls back is not)."""
-    cache = _TAG_IDS.setdefault(str(session.get_bind().url), {})
+    cache = _TAG_IDS.setdefault(str(session.get_bind().engine.url), {})
     if (tag_id := cache.get(name)) is not None:
         return tag_id
     tag_id = session.scalar(select(Tag.id).where(Tag.name == name))
     if tag_id is None:
         insert_ignore(session, Tag, {"name": name}, ["name"])
-        return session.scalar(select(Tag.id).where(Tag.name == name))
+        return session.execute(select(Tag.id).where(Tag.name == name)).scalar_one()
     cache[name] = tag_id
     return tag_id
 
@@ -253,10 +255,13 @@ def remove_tag(session: Session, customer_id: int, tag: str) -> bool:
     tag_id = session.scalar(select(Tag.id).where(Tag.name == tag))
     if tag_id is None:
         return False
-    result = session.execute(
-        delete(CustomerTag).where(
-            CustomerTag.customer_id == customer_id, CustomerTag.tag_id == tag_id
-        )
+    result = cast(
+        "CursorResult[Any]",
+        session.execute(
+            delete(CustomerTag).where(
+                CustomerTag.customer_id == customer_id, CustomerTag.tag_id == tag_id
+            )
+        ),
     )
     return bool(result.rowcount)
 
@@ -322,10 +327,10 @@ class CustomerProfile:
     order_count: int = 0
     order_total_cents: int = 0
     score: CustomerScore | None = None
-    coupons: list[dict] = field(default_factory=list)
-    interests: list = field(default_factory=list)  # storage.tag_scores.Interest
+    coupons: list[dict[str, Any]] = field(default_factory=list)
+    interests: list[Interest] = field(default_factory=list)
 
-    def as_dict(self, *, reveal_phone: bool = False) -> dict:
+    def as_dict(self, *, reveal_phone: bool = False) -> dict[str, Any]:
         """The profile as JSON-able data; the phone is masked unless ``reveal_phone``
         (managers and the operator's CLI only)."""
         c = self.customer
@@ -504,7 +509,7 @@ def customer_profile(
     )
 
 
-def _coupons(session: Session, customer_id: int, limit: int) -> list[dict]:
+def _coupons(session: Session, customer_id: int, limit: int) -> list[dict[str, Any]]:
     """The customer's most recent coupon codes with their definition and status."""
     rows = session.execute(
         select(CouponCode, CouponDefinition.name, CouponDefinition.title)

@@ -1,4 +1,4 @@
-"""Funnel steps of scenario pushes the outbox cannot tell (issue 6: scenario funnel).
+"""Funnel steps of scenario pushes the outbox cannot tell (the scenario funnel).
 
 A :class:`ScenarioEvent` is a press of a scenario's tracked button (``s:<name>:<variant>:
 <action>``), tied to the scenario message it answers by that message's outbox key

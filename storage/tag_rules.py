@@ -51,7 +51,7 @@ def active_rule(session: Session, rule_id: int) -> TagRule | None:
     ).one_or_none()
 
 
-def rules_version(session: Session) -> tuple:
+def rules_version(session: Session) -> tuple[Any, ...]:
     """Changes whenever a rule is added, changed or deleted (for matcher caches)."""
     active = func.sum(case((TagRule.active.is_(True), 1), else_=0))
     return tuple(

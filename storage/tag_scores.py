@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Float, ForeignKey, Index, Integer, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.sql import ColumnElement
 
 from storage.db import insert_ignore
 from storage.models import Base, Tag
@@ -67,10 +68,10 @@ class TagInterest(Base):
     def score_at(self, now: datetime) -> float:
         """The decayed score at ``now``."""
         days = max((now - self.last_hit_at).total_seconds() / 86400.0, 0.0)
-        return self.score * 2.0 ** (-self.decay_rate * days)
+        return self.score * math.pow(2.0, -self.decay_rate * days)
 
 
-def current_log2(now: datetime):
+def current_log2(now: datetime) -> ColumnElement[float]:
     """SQL for log2 of a row's current score (compare it with ``math.log2(v)``)."""
     return TagInterest.decay_key - TagInterest.decay_rate * days_since_epoch(now)
 

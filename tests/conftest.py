@@ -1,101 +1,198 @@
-"""Shared fixtures: databases on both backends, a fake clock, a runtime with the sandbox.
+"""Shared fixtures: migrated databases on both backends, a fake clock, the default config.
+
+Migrating a database runs every Alembic revision, which costs far more than most tests. So
+each backend is migrated ONCE per test session into a template, and every test gets its own
+copy of it: on SQLite a file copy, on PostgreSQL ``CREATE DATABASE … TEMPLATE``. A test that
+needs an empty, unmigrated database asks for ``empty_sqlite_url`` or ``empty_pg_url``.
 
 PostgreSQL tests connect for real (``SIYU_TEST_PG_URL``, default the local server's
-``test`` database); each test session creates its own throwaway database there and drops
-it at the end, so parallel runs never see each other's rows.
+``test`` database); each test session creates its own throwaway databases there and drops
+them at the end, so parallel runs never see each other's rows.
+
+The fakes of the platforms' network edges live in ``tests/fakes/``; their fixtures are here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import uuid
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
 
 from bot.app.config import Config, load_config
 from bot.core.clock import FakeClock
 from storage.db import Database, normalize_url
+from tests.fakes.wechat import FakeWechatApi
+from tests.support import free_port
 
 PG_ADMIN_URL = normalize_url(
     os.environ.get("SIYU_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 )
 
 
-def _pg_admin():
-    return create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+def _pg_database_url(name: str) -> str:
+    return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+
+
+class PgDatabases:
+    """Creates and drops the session's PostgreSQL databases on one helper thread.
+
+    Copies of the template are made one step ahead and dropped behind the tests (both take
+    a few hundred milliseconds, mostly the server's disk work), so a test neither waits for
+    its database nor for the previous one's removal.
+    """
+
+    AHEAD = 1
+
+    def __init__(self) -> None:
+        self._admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pg-databases")
+        self._ahead: deque[Future[str]] = deque()
+        self.template: str | None = None
+
+    def create(self, template: str | None = None) -> str:
+        """A new database, empty or a copy of ``template``; returns its URL."""
+        return self._worker.submit(self._create, template).result()
+
+    def copy_of_template(self) -> str:
+        """A fresh copy of the migrated template (made ahead of time)."""
+        assert self.template is not None
+        while len(self._ahead) < self.AHEAD + 1:
+            self._ahead.append(self._worker.submit(self._create, self.template))
+        return self._ahead.popleft().result()
+
+    def drop(self, url: str, *, wait: bool = False) -> None:
+        """Drop a database (in the background unless ``wait``)."""
+        done = self._worker.submit(self._drop, url)
+        if wait:
+            done.result()
+
+    def close(self) -> None:
+        """Drop the copies made ahead and the template; wait for every pending drop."""
+        while self._ahead:
+            with contextlib.suppress(Exception):  # a failed creation has nothing to drop
+                self.drop(self._ahead.popleft().result())
+        if self.template is not None:
+            self.drop(_pg_database_url(self.template))
+        self._worker.shutdown(wait=True)
+        self._admin.dispose()
+
+    def _create(self, template: str | None) -> str:
+        name = f"siyu_test_{uuid.uuid4().hex[:10]}"
+        clause = f' TEMPLATE "{template}"' if template else ""
+        with self._admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"{clause}'))
+        return _pg_database_url(name)
+
+    def _drop(self, url: str) -> None:
+        name = url.rsplit("/", 1)[1]
+        with self._admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="session")
-def pg_server_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for this test session (dropped afterwards)."""
+def pg_server() -> Iterator[PgDatabases]:
+    """The session's PostgreSQL databases, with a template migrated once."""
+    databases = PgDatabases()
     try:
-        url = _fresh_pg_database(PG_ADMIN_URL)
+        url = databases.create()
     except Exception as exc:  # pragma: no cover - environment problem, say it plainly
+        databases.close()
         pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is required for these tests: {exc}")
-    yield url
-    _drop_pg_database(url)
+    database = Database(url)
+    try:
+        database.migrate()
+    finally:
+        database.close()  # CREATE DATABASE … TEMPLATE needs the template without sessions
+    databases.template = url.rsplit("/", 1)[1]
+    yield databases
+    databases.close()
 
 
-def _fresh_pg_database(base_url: str) -> str:
-    """A new empty database on the same server as ``base_url``."""
-    name = f"siyu_test_{uuid.uuid4().hex[:10]}"
-    admin = _pg_admin()
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return base_url.rsplit("/", 1)[0] + f"/{name}"
-
-
-def _drop_pg_database(url: str) -> None:
-    name = url.rsplit("/", 1)[1]
-    admin = _pg_admin()
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
-
-
-@pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'siyu.db'}"
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated once for the session, its WAL folded in; tests get copies."""
+    path = tmp_path_factory.mktemp("template") / "siyu.db"
+    database = Database(f"sqlite:///{path}")
+    try:
+        database.migrate()
+        with database.engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        database.close()
+    return path
 
 
 @pytest.fixture
-def pg_url(pg_server_url: str) -> Iterator[str]:
-    """A clean, empty PostgreSQL database for one test."""
-    url = _fresh_pg_database(pg_server_url)
+def sqlite_url(tmp_path: Path, sqlite_template: Path) -> str:
+    """A migrated SQLite database of this test's own (a copy of the template)."""
+    path = tmp_path / "siyu.db"
+    shutil.copyfile(sqlite_template, path)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def pg_url(pg_server: PgDatabases) -> Iterator[str]:
+    """A migrated PostgreSQL database of this test's own (a copy of the template)."""
+    url = pg_server.copy_of_template()
     yield url
-    _drop_pg_database(url)
+    pg_server.drop(url)
+
+
+@pytest.fixture
+def empty_sqlite_url(tmp_path: Path) -> str:
+    """A SQLite database with no tables at all (for tests of the migrations themselves)."""
+    return f"sqlite:///{tmp_path / 'empty.db'}"
+
+
+@pytest.fixture
+def empty_pg_url(pg_server: PgDatabases) -> Iterator[str]:
+    """An empty PostgreSQL database (for tests of the migrations themselves)."""
+    url = pg_server.create()
+    yield url
+    pg_server.drop(url)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """The same test on SQLite and on PostgreSQL (storage contract tests)."""
+def db_url(request: pytest.FixtureRequest) -> str:
+    """The same test on SQLite and on PostgreSQL (storage contract tests); migrated."""
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'siyu.db'}"
-    else:
-        yield request.getfixturevalue("pg_url")
+        return request.getfixturevalue("sqlite_url")
+    return request.getfixturevalue("pg_url")
 
 
 @pytest.fixture
 def db(db_url: str) -> Iterator[Database]:
     """A migrated database on each backend."""
     database = Database(db_url)
-    database.migrate()
     yield database
     database.close()
 
 
 @pytest.fixture
 def sqlite_db(sqlite_url: str) -> Iterator[Database]:
+    """A migrated SQLite database."""
     database = Database(sqlite_url)
-    database.migrate()
     yield database
     database.close()
+
+
+@pytest.fixture
+def fake_api() -> Iterator[FakeWechatApi]:
+    """The fake WeChat / WeCom HTTP API on a free local port."""
+    fake = FakeWechatApi(free_port()).start()
+    yield fake
+    fake.stop()
 
 
 @pytest.fixture

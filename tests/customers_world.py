@@ -1,4 +1,4 @@
-"""A small hand-computed world of customers, orders and tags for the issue-5 tests.
+"""A small hand-computed world of customers, orders and tags for the customer tests.
 
 Six customers, A-F; the RFM, lifecycle and tier each should get are worked out by hand in
 tests/test_rfm.py.

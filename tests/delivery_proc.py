@@ -12,7 +12,7 @@ from bot.core.clock import SystemClock
 from bot.outbox.worker import DeliveryWorker
 from storage.db import Database
 from storage.models import OutboxMessage
-from tests.fake_platform import FakePlatform
+from tests.fakes.platform import FakePlatform
 
 
 async def main(url: str) -> None:

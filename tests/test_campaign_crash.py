@@ -21,7 +21,7 @@ from bot.marketing.campaigns.spec import parse_spec
 from storage.db import Database
 from storage.models import OutboxMessage
 from tests.campaign_support import bulk_customers, services
-from tests.fake_platform import create_schema, libpq_dsn
+from tests.fakes.platform import create_schema, libpq_dsn
 
 ROOT = Path(__file__).resolve().parent.parent
 N = 10_000

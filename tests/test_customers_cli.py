@@ -1,4 +1,4 @@
-"""The 360° profile and the issue-5 CLI: segment count (exit 2 on a bad expression),
+"""The 360° profile and the customer CLI: segment count (exit 2 on a bad expression),
 rfm recompute, tags export, customer show with value and orders."""
 
 from __future__ import annotations

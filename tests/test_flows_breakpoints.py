@@ -1,4 +1,4 @@
-"""Flows through the sandbox channel: breakpoints survive restarts and silence (issue 7)."""
+"""Flows through the sandbox channel: breakpoints survive restarts and silence."""
 
 from __future__ import annotations
 

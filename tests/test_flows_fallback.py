@@ -1,4 +1,4 @@
-"""Free text nothing answers: the bot says so, and twice in a row flags for staff (issue 7)."""
+"""Free text nothing answers: the bot says so, and twice in a row flags for staff."""
 
 from __future__ import annotations
 

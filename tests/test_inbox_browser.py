@@ -1,5 +1,5 @@
 """Staff takeover end to end in headless Chromium: keyword → flagged → claim → reply →
-bot silent → release → the bot resumes the flow at its breakpoint (issue 7)."""
+bot silent → release → the bot resumes the flow at its breakpoint."""
 
 from __future__ import annotations
 

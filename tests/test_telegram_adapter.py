@@ -13,7 +13,7 @@ from bot.adapters.base import Button
 from bot.core.events import ConversationRef
 from bot.outbox import queue as outbox
 from storage.models import OutboxMessage
-from tests.telegram_fake_api import (
+from tests.fakes.telegram import (
     BOT_ID,
     TelegramHarness,
     button_press,

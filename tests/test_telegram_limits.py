@@ -7,7 +7,7 @@ import pytest
 from bot.adapters.telegram.limits import TelegramRateLimiter
 from bot.core.events import ConversationRef
 from bot.outbox import queue as outbox
-from tests.telegram_fake_api import FakeTime, TelegramHarness
+from tests.fakes.telegram import FakeTime, TelegramHarness
 
 pytestmark = pytest.mark.filterwarnings("ignore::telegram.warnings.PTBDeprecationWarning")
 

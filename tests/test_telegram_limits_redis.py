@@ -16,8 +16,8 @@ from redis.exceptions import RedisError
 
 from bot.adapters.telegram.limits import TelegramRateLimiter
 from bot.adapters.telegram.limits_redis import RedisRateLimiter
+from tests.fakes.telegram import FakeTime
 from tests.support import free_port
-from tests.telegram_fake_api import FakeTime
 from tests.test_telegram_limits import max_in_window
 
 REDIS_URL = "redis://127.0.0.1:6379/0"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.fakes.telegram import TelegramHarness, group_chat, message, user
 from tests.support import SandboxHarness
-from tests.telegram_fake_api import TelegramHarness, group_chat, message, user
 
 pytestmark = pytest.mark.filterwarnings("ignore::telegram.warnings.PTBDeprecationWarning")
 

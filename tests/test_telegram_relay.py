@@ -13,7 +13,7 @@ from bot.conversations import handoff
 from bot.conversations.staff import create_staff
 from storage.handoff import AuditEntry, HandoffTicket, StaffUser
 from storage.models import Conversation
-from tests.telegram_fake_api import TelegramHarness, message, private_chat, topic_message, user
+from tests.fakes.telegram import TelegramHarness, message, private_chat, topic_message, user
 
 pytestmark = pytest.mark.filterwarnings("ignore::telegram.warnings.PTBDeprecationWarning")
 

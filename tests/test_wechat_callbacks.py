@@ -14,18 +14,11 @@ from wechatpy.crypto import WeChatCrypto
 from storage.db import Database
 from storage.models import Customer, Identity, Interaction, OutboxMessage
 from storage.wechat import ServiceWindow, SourceAttribution
+from tests.fakes.wechat import CallbackSigner, RunningSiyu, random_aes_key
 from tests.support import free_port
-from tests.wechat_fakes import CallbackSigner, FakeWechatApi, RunningSiyu, random_aes_key
 
 APP_ID = "wx0123456789abcdef"
 OPENID = "oABCDEFGHIJKLMNOPQRSTUVWXYZ1"
-
-
-@pytest.fixture
-def fake_api():
-    fake = FakeWechatApi(free_port()).start()
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture
@@ -205,7 +198,7 @@ XXE = (
 )
 async def test_hostile_xml_is_400_fast_with_memory_flat(siyu, signer, sqlite_db, payload):
     ts, nonce = signer.stamp()
-    from tests.wechat_fakes import signature
+    from tests.fakes.wechat import signature
 
     query = f"signature={signature(signer.token, ts, nonce)}&timestamp={ts}&nonce={nonce}"
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

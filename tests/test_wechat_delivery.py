@@ -17,24 +17,16 @@ from bot.outbox import queue as outbox
 from storage.db import Database
 from storage.models import Identity, OutboxMessage
 from storage.wechat import AccessToken, WechatDelivery
-from tests.support import free_port
-from tests.wechat_fakes import (
+from tests.fakes.wechat import (
     CallbackSigner,
-    FakeWechatApi,
     RunningSiyu,
     random_aes_key,
     wait_until,
 )
+from tests.support import free_port
 
 APP_ID = "wx0123456789abcdef"
 OPENID = "oABCDEFGHIJKLMNOPQRSTUVWXYZ1"
-
-
-@pytest.fixture
-def fake_api():
-    fake = FakeWechatApi(free_port()).start()
-    yield fake
-    fake.stop()
 
 
 def make_config(config, db, fake_api, **wechat):

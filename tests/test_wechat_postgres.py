@@ -1,5 +1,5 @@
 """WeChat storage on PostgreSQL: the shared access token's row lock, and customer merges
-(the latter on both backends), including merges racing each other (issue 4)."""
+(the latter on both backends), including merges racing each other."""
 
 from __future__ import annotations
 
@@ -16,18 +16,10 @@ from storage.identity_links import link_unionid, merge_customers
 from storage.models import Customer, CustomerTag, Identity, Interaction, Membership, Tag
 from storage.scores import CustomerScore
 from storage.wechat import AccessToken, CustomerMerge
-from tests.support import SandboxHarness, free_port
-from tests.wechat_fakes import FakeWechatApi
+from tests.support import SandboxHarness
 
 APP_ID = "wx0123456789abcdef"
 OPENID = "oABCDEFGHIJKLMNOPQRSTUVWXYZ1"
-
-
-@pytest.fixture
-def fake_api():
-    fake = FakeWechatApi(free_port()).start()
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture

@@ -14,25 +14,17 @@ from bot.core.events import ConversationRef
 from bot.outbox import queue as outbox
 from storage.models import Group, Identity, Membership, OutboxMessage
 from storage.wechat import SourceAttribution, WecomMassTask
-from tests.support import free_port
-from tests.wechat_fakes import (
+from tests.fakes.wechat import (
     CallbackSigner,
-    FakeWechatApi,
     RunningSiyu,
     random_aes_key,
     wait_until,
 )
+from tests.support import free_port
 
 CORP = "ww0123456789abcdef"
 EXT = "wmEXTERNALCONTACT01"
 STAFF = "zhangsan"
-
-
-@pytest.fixture
-def fake_api():
-    fake = FakeWechatApi(free_port()).start()
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture

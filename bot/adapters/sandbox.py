@@ -14,9 +14,11 @@ import contextlib
 import logging
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql import Executable
 
 from bot.adapters.base import AdapterHost, OutboundMessage, PermanentError, SendReceipt
 from bot.app.config import SandboxConfig
@@ -41,18 +43,17 @@ class SandboxGroup:
     title: str
 
 
-def _insert_returning_id(db: Database):
+def _insert_returning_id(db: Database) -> Executable:
     """INSERT .. ON CONFLICT (outbox_key) DO NOTHING RETURNING id, built once per dialect."""
     stmt = _INSERTS.get(db.dialect)
     if stmt is None:
         make = postgresql.insert if db.is_postgres else sqlite.insert
-        table = SandboxMessage.__table__
-        stmt = make(table).on_conflict_do_nothing(index_elements=["outbox_key"])
-        stmt = _INSERTS[db.dialect] = stmt.returning(table.c.id)
+        insert = make(SandboxMessage).on_conflict_do_nothing(index_elements=["outbox_key"])
+        stmt = _INSERTS[db.dialect] = insert.returning(SandboxMessage.id)
     return stmt
 
 
-_INSERTS: dict[str, object] = {}
+_INSERTS: dict[str, Executable] = {}
 
 
 @dataclass(frozen=True)
@@ -152,7 +153,7 @@ class SandboxAdapter:
     def to_event(self, item: SandboxInput) -> Event:
         group = self.group(item.chat_id)
         ref = ConversationRef(CHANNEL, item.chat_id, item.user_id)
-        common = {
+        common: dict[str, Any] = {
             "ref": ref,
             "platform_id": item.message_id,
             "actor": Actor(

@@ -155,6 +155,7 @@ class _Server(uvicorn.Server):
 def serve(app: SiyuApp) -> None:
     """Serve until SIGTERM/SIGINT; the lifespan stops the runtime cleanly."""
     web = app.runtime.config.web
+    assert app.asgi is not None  # build() creates the web app
     server = _Server(
         uvicorn.Config(
             app.asgi,

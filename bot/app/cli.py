@@ -37,12 +37,12 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("channel", choices=CHANNELS)
     show.add_argument("user_id")
     show.add_argument("--json", action="store_true", help="print JSON")
-    merge = csub.add_parser(  # issue 4: same person on two channels without a shared unionid
+    merge = csub.add_parser(  # same person on two channels without a shared unionid
         "merge", parents=[common], help="fold customer B into customer A (ids from 'show')"
     )
     merge.add_argument("into_id", type=int, metavar="A")
     merge.add_argument("from_id", type=int, metavar="B")
-    cli_customers.add_customer_parsers(csub, common)  # issue 5: customer set
+    cli_customers.add_customer_parsers(csub, common)  # customer set
     _staff_parser(sub, common)
     cli_customers.add_parsers(sub, common)  # issue 5: import, segment, rfm, tags
     cli_campaigns.add_parsers(sub, common)  # issue 6: campaign, report campaign
@@ -51,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _staff_parser(sub, common: argparse.ArgumentParser) -> None:
-    """``siyu staff add NAME --role staff|manager`` (issue 7: the staff inbox)."""
+    """``siyu staff add NAME --role staff|manager`` (the staff inbox)."""
     staff = sub.add_parser("staff", parents=[common], help="staff inbox accounts")
     ssub = staff.add_subparsers(dest="staff_command", required=True, metavar="ACTION")
     add = ssub.add_parser(
@@ -185,7 +185,7 @@ def _format_profile(p: dict) -> str:
         f"Customer #{p['id']}  {p['display_name']}  ({p['locale']}, {p['timezone']})",
         f"  opted out of marketing: {'yes' if p['marketing_opt_out'] else 'no'}",
         f"  last active: {p['last_active_at'] or '-'}",
-        *cli_customers.profile_lines(p),  # issue 5: attributes, value, orders
+        *cli_customers.profile_lines(p),  # attributes, value, orders
         "Identities:",
     ]
     for i in p["identities"]:

@@ -1,5 +1,4 @@
-"""``siyu campaign ...``, ``siyu report campaign NAME`` and ``siyu report scenario NAME``
-(issue 6).
+"""``siyu campaign ...``, ``siyu report campaign NAME`` and ``siyu report scenario NAME``.
 
 ``siyu campaign new NAME segment=... template=...`` takes the same definition as the chat
 command; ``preview``, ``pilot``, ``launch``, ``pause``, ``evaluate`` and ``stats`` act on a
@@ -57,7 +56,9 @@ def cmd_campaign(config: Config, args: argparse.Namespace) -> int:
     from bot.core.templating import TemplateRenderError
     from bot.customers.segment_language import SegmentError
     from bot.marketing.campaigns import manage
+    from bot.marketing.campaigns.push import ChunkResult
     from bot.marketing.campaigns.spec import SpecError, parse_spec
+    from storage.campaigns import Campaign
 
     services = _services(config)
     now = services.clock.now()
@@ -102,9 +103,9 @@ def cmd_campaign(config: Config, args: argparse.Namespace) -> int:
             "pause": manage.pause,
             "evaluate": manage.evaluate,
         }[args.action]
-        result = action(services, campaign.id)
-        shown = result.as_dict() if hasattr(result, "as_dict") else result
-        if hasattr(result, "status"):
+        result: object = action(services, campaign.id)
+        shown = result.as_dict() if isinstance(result, ChunkResult) else result
+        if isinstance(result, Campaign):
             shown = {
                 "status": result.status,
                 "reason": result.stop_reason or (result.verdict or {}).get("reason"),

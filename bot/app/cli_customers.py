@@ -1,4 +1,4 @@
-"""``siyu`` subcommands of issue 5: import orders, segments, RFM recompute, tag export.
+"""``siyu`` customer subcommands: import orders, segments, RFM recompute, tag export.
 
 ``siyu import orders FILE.csv``      columns in bot/customers/orders.py; exit 0 all rows taken,
                                      1 some rows rejected (good ones kept), 2 unusable file
@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import date
 from pathlib import Path
+from typing import cast
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
@@ -205,7 +207,7 @@ def cmd_customer_set(config: Config, args: argparse.Namespace) -> int:
         print(f"customer #{result.customer_id}: nothing changed")
         return 0
     shown = {
-        k: (format_birthday(v) if k == "birthday" else v)
+        k: (format_birthday(cast("date | None", v)) if k == "birthday" else v)
         for k, v in attrs.items()
         if k in result.changed
     }

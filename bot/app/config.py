@@ -394,7 +394,7 @@ def _non_negative(value: float) -> str | None:
 
 @dataclass(frozen=True)
 class ConversationsConfig:
-    """Flows and their breakpoints (issue 7): see docs/flows.md."""
+    """Flows and their breakpoints: see docs/flows.md."""
 
     flows_dir: str = ""
     resume_after_minutes: int = field(default=30, metadata=_meta(_non_negative))
@@ -500,7 +500,7 @@ class WecomConfig:
 
 @dataclass(frozen=True)
 class ScenarioDef:
-    """A timed push in each customer's own time zone (issue 6; see bot/marketing/scenarios.py)."""
+    """A timed push in each customer's own time zone (see bot/marketing/scenarios.py)."""
 
     name: str
     template: str
@@ -551,7 +551,7 @@ def _default_scenarios() -> list[ScenarioDef]:
 
 @dataclass(frozen=True)
 class ScenariosConfig:
-    """Scenario-timed pushes and the one scheduler that runs them (issue 6)."""
+    """Scenario-timed pushes and the one scheduler that runs them."""
 
     scheduler: bool = True
     tick_seconds: float = field(default=60.0, metadata=_meta(_positive))
@@ -564,7 +564,7 @@ def _share(value: float) -> str | None:
 
 @dataclass(frozen=True)
 class CampaignsConfig:
-    """Campaign preparation and the pilot → rollout decision (issue 6)."""
+    """Campaign preparation and the pilot → rollout decision."""
 
     chunk_size: int = field(default=2000, metadata=_meta(_positive))
     channels: list[str] = field(

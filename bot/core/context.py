@@ -76,7 +76,7 @@ class Context:
         assert self.conversation is not None
         flag_modified(self.conversation, "state")
 
-    def render(self, template: str, /, **variables) -> str:
+    def render(self, template: str, /, **variables: Any) -> str:
         """Render a message template in this customer's locale."""
         base = {"customer": self.customer, "event": self.event}
         return self.renderer.render(template, self.locale, **(base | variables))
@@ -95,7 +95,7 @@ class Context:
         *,
         buttons: Sequence[Button] = (),
         to: ConversationRef | None = None,
-        **variables,
+        **variables: Any,
     ) -> str:
         """Render ``template`` and queue it to this conversation (or ``to``); returns the text."""
         text = self.render(template, **variables)
@@ -108,7 +108,7 @@ class Context:
         *,
         buttons: Sequence[Button] = (),
         to: ConversationRef | None = None,
-        extra: dict | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         """Queue already-rendered text (e.g. a manager's announcement) through the outbox.
 

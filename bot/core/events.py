@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from types import MappingProxyType
+from typing import Any
 
 __all__ = ["Actor", "Button", "ChatType", "ConversationRef", "Event", "EventKind", "parse_command"]
 
@@ -76,7 +77,7 @@ class Actor:
     is_platform_admin: bool = False
 
 
-def _freeze(raw: Mapping | None) -> Mapping:
+def _freeze(raw: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return MappingProxyType(dict(raw or {}))
 
 
@@ -102,7 +103,7 @@ class Event:
     #: /whois, /tag and /untag act on them).
     reply_to: Actor | None = None
     occurred_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    raw: Mapping = field(default_factory=dict)
+    raw: Mapping[str, Any] = field(default_factory=dict)
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def __post_init__(self) -> None:

@@ -24,6 +24,7 @@ import tomllib
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from bot.core.templating import TEMPLATES_DIR
 
@@ -54,7 +55,7 @@ class Catalogue:
                 data = tomllib.load(fh)
             self._flatten(data, "", path)
 
-    def _flatten(self, node: Mapping, prefix: str, path: Path) -> None:
+    def _flatten(self, node: Mapping[str, Any], prefix: str, path: Path) -> None:
         for key, value in node.items():
             if key in LOCALES and isinstance(value, str):
                 if prefix in self.texts and key in self.texts[prefix]:

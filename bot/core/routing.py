@@ -94,7 +94,9 @@ class Router:
         self._handlers.sort(key=lambda h: (h.group, -h.priority))
         return handler
 
-    def handler(self, filter: Filter, **options) -> Callable:
+    def handler(
+        self, filter: Filter, **options: Any
+    ) -> Callable[[Callable[[Context], Any]], Callable[[Context], Any]]:
         """Decorator form of :meth:`add`."""
 
         def register(fn: Callable[[Context], Any]) -> Callable[[Context], Any]:
@@ -216,7 +218,8 @@ class Router:
                 log.exception("handler %s failed on event %s", handler.name, ctx.event.id)
                 result.errors.append(redact(f"{handler.name}: {type(exc).__name__}: {exc}"))
                 del ctx.queued[queued_before:]
-                ctx.interaction.error = "; ".join(result.errors)
+                if ctx.interaction is not None:
+                    ctx.interaction.error = "; ".join(result.errors)
             else:
                 result.handlers.append(handler.name)
             finally:

@@ -11,6 +11,7 @@ tight one.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import jinja2
 
@@ -53,7 +54,7 @@ class Renderer:
                 return filename, candidate
         raise TemplateRenderError(name, locale, "no such template")
 
-    def render(self, name: str, locale: str, /, **variables) -> str:
+    def render(self, name: str, locale: str, /, **variables: Any) -> str:
         filename, used = self.template_name(name, locale)
         try:
             return self.env.get_template(filename).render(**variables).strip()

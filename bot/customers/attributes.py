@@ -96,6 +96,7 @@ def parse_birthday(raw: str, today: date) -> date:
         if full:
             value = date(int(full[1]), int(full[2]), int(full[3]))
         else:
+            assert short is not None  # one of the two matched
             value = date(NO_YEAR, int(short[1]), int(short[2]))
     except ValueError:
         raise ProfileInputError(f"'birthday' {raw!r} is not a real date") from None

@@ -263,13 +263,14 @@ def store_orders(
     phones = sorted({o.phone for _, o in orders if o.phone and not o.identity})
     by_phone: dict[str, int] = {}
     for chunk in _chunks(phones):
-        rows = session.execute(
+        by_number = session.execute(
             select(Customer.phone, Customer.id)
             .where(Customer.phone.in_(chunk))
             .order_by(Customer.id)
         )
-        for phone, cid in rows:
-            by_phone.setdefault(phone, cid)
+        for phone, customer_id in by_number:
+            if phone is not None:  # matched by phone, so never NULL
+                by_phone.setdefault(phone, customer_id)
     existing: set[str] = set()
     for chunk in _chunks([o.order_id for _, o in orders]):
         existing.update(session.scalars(select(Order.order_id).where(Order.order_id.in_(chunk))))

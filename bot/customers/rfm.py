@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import cast
 
 from sqlalchemy import (
     BigInteger,
@@ -241,10 +242,10 @@ def _recompute(
         if only is None and conn.dialect.name == "postgresql":  # temp tables: never auto-analyzed
             conn.exec_driver_sql("ANALYZE rfm_stage")
         lap("score")
-        old = CustomerScore.__table__
+        old = cast(Table, CustomerScore.__table__)  # a declarative class maps one Table
         joined = stage.outerjoin(old, old.c.customer_id == stage.c.customer_id)
         event_cols = ["customer_id", "kind", "old_value", "new_value", "occurred_at"]
-        events = CustomerEvent.__table__
+        events = cast(Table, CustomerEvent.__table__)
         tier_changes = conn.execute(
             insert(events).from_select(
                 event_cols,

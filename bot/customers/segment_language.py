@@ -150,6 +150,7 @@ def _tokens(text: str) -> list[_Token]:
         if kind == "bad":
             raise SegmentError(f"unexpected character {m.group()!r}", m.start(), text)
         value = m.group()
+        assert kind is not None  # every alternative of the pattern is a named group
         if kind == "string":
             value = re.sub(r"\\(.)", r"\1", value[1:-1])
         out.append(_Token(kind, value, m.start()))

@@ -14,6 +14,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
@@ -328,7 +329,7 @@ def redeem(
     if found is None:
         return Redemption(False, "unknown", code)
     row, coupon = found
-    base = {
+    base: dict[str, Any] = {
         "code": code,
         "customer_id": row.customer_id,
         "title": coupon.title,
@@ -364,7 +365,7 @@ def redeem(
     ).first()
     if won is None:
         session.expire(row)
-        again = session.get(CouponCode, row.id)
+        again = session.get_one(CouponCode, row.id)
         return Redemption(False, "already_redeemed", redeemed_at=again.redeemed_at, **base)
     _record_purchase(session, row, coupon, now=now, by=by, config=config, amount_cents=amount_cents)
     return Redemption(

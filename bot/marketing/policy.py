@@ -116,7 +116,7 @@ def check(
 
 def marketing_count(session: Session, customer_id: int, since: datetime) -> int:
     """How many marketing messages were queued for a customer since a moment."""
-    return session.scalar(
+    return session.execute(
         select(func.count())
         .select_from(OutboxMessage)
         .where(
@@ -124,4 +124,4 @@ def marketing_count(session: Session, customer_id: int, since: datetime) -> int:
             OutboxMessage.purpose.in_(MARKETING_PURPOSES),
             OutboxMessage.created_at > since,
         )
-    )
+    ).scalar_one()

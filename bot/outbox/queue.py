@@ -12,6 +12,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
@@ -19,7 +20,7 @@ from sqlalchemy.orm import Session
 from bot.adapters.base import Button, OutboundMessage
 from bot.core.events import ConversationRef
 from bot.outbox.states import OutboxPurpose, OutboxStatus, transition, transitions
-from storage.db import insert_ignore
+from storage.db import insert_ignore, rowcount
 from storage.models import OutboxMessage
 
 __all__ = [
@@ -45,10 +46,10 @@ def enqueue(
     purpose: str = "reply",
     priority: int = 0,
     not_before: datetime | None = None,
-    extra: dict | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> bool:
     """Queue a message; False (and nothing queued) if the key was queued before."""
-    payload = {"text": text}
+    payload: dict[str, Any] = {"text": text}
     if buttons:
         payload["buttons"] = [{"label": b.label, "data": b.data} for b in buttons]
     if extra:
@@ -139,7 +140,7 @@ def release_claims(session: Session, worker: str) -> int:
         .where(OutboxMessage.status == OutboxStatus.SENDING, OutboxMessage.claimed_by == worker)
         .values(status=_RELEASED, claimed_by=None, lease_until=None)
     )
-    return result.rowcount or 0
+    return rowcount(result)
 
 
 def renew_claims(session: Session, worker: str, lease_until: datetime) -> int:
@@ -149,7 +150,7 @@ def renew_claims(session: Session, worker: str, lease_until: datetime) -> int:
         .where(OutboxMessage.status == OutboxStatus.SENDING, OutboxMessage.claimed_by == worker)
         .values(lease_until=lease_until)
     )
-    return result.rowcount or 0
+    return rowcount(result)
 
 
 def release_orphans(session: Session) -> int:
@@ -159,7 +160,7 @@ def release_orphans(session: Session) -> int:
         .where(OutboxMessage.status == OutboxStatus.SENDING)
         .values(status=_RELEASED, claimed_by=None, lease_until=None)
     )
-    return result.rowcount or 0
+    return rowcount(result)
 
 
 #: The moves the claim and release statements make (checked once, when this loads).

@@ -144,7 +144,7 @@ class DeliveryWorker:
                     continue  # more may be due right away
                 # wait for room (half the claims done), new rows (wake) or the next poll
                 self._wake.clear()
-                waits = [asyncio.create_task(self._wake.wait())]
+                waits: list[asyncio.Task[object]] = [asyncio.create_task(self._wake.wait())]
                 if full:
                     waits.append(asyncio.create_task(self._half_done(inflight, size)))
                 timeout = None if claimed else self.config.poll_interval_seconds
@@ -191,6 +191,7 @@ class DeliveryWorker:
         key = (message.channel, message.chat_id)
         previous = self._lanes.get(key)
         current = asyncio.current_task()
+        assert current is not None  # runs as its own task
         self._lanes[key] = current
         try:
             if previous is not None:

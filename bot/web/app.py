@@ -51,7 +51,7 @@ def create_app(
     """The ASGI app; its lifespan starts and stops ``runtime``, then ``services`` after it.
 
     A service is any object with ``async start()`` and ``async stop()`` (e.g. the
-    conversation jobs of issue 7); ``middleware`` is Starlette middleware (sessions).
+    conversation jobs: follow-ups and the handoff SLA); ``middleware`` is Starlette middleware (sessions).
     """
 
     async def health(request: Request) -> JSONResponse:

@@ -430,7 +430,7 @@ def inbox_routes(
                 if action == "claim":
                     if handoff.claim(session, ticket_id, user, now):
                         return "claimed"
-                    owner = session.get(HandoffTicket, ticket_id).owner
+                    owner = session.get_one(HandoffTicket, ticket_id).owner
                     return f"!already taken by {owner}" if owner else "!not waiting any more"
                 if action == "reply":
                     text = data.get("text", "")

@@ -233,7 +233,7 @@ class TelegramAdapter:
                     await self.process(item)
                 except Exception:
                     log.exception("telegram: update %s failed; it will be retried", _uid(item))
-                    failed.extend(_uid(i) for i in items[n:] if _uid(i) is not None)
+                    failed.extend(uid for i in items[n:] if (uid := _uid(i)) is not None)
                     return
 
         await asyncio.gather(*(run_chat(items) for items in by_chat.values()))
@@ -382,6 +382,7 @@ class TelegramAdapter:
         sent_ids = [str(i) for i in message.extra.get("sent_parts", ())][: len(chunks)]
         try:
             if relay is not None:
+                assert self.relay is not None  # relay is only read when a desk exists
                 thread = await self.relay.thread_for(
                     self.bot, relay, lambda: self.limiter.acquire(chat_id, is_group=True)
                 )
@@ -398,7 +399,11 @@ class TelegramAdapter:
                 if index < len(chunks) - 1:
                     await self.db.run(self._record_parts, message.outbox_id, sent_ids)
         except tg_error.TelegramError as exc:
-            if relay is not None and "thread not found" in exc.message.lower():
+            if (
+                relay is not None
+                and self.relay is not None
+                and "thread not found" in exc.message.lower()
+            ):
                 await self.relay.forget(relay)
                 raise TransientError(f"telegram: relay topic gone ({exc.message})") from exc
             raise await self._delivery_error(exc, chat_id, is_group) from exc

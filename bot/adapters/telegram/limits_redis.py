@@ -82,7 +82,7 @@ class RedisRateLimiter:
     ) -> None:
         if client is None and not url:
             raise ValueError("a Redis URL or client is needed")
-        self.redis = client or aioredis.Redis.from_url(url)
+        self.redis = client or aioredis.Redis.from_url(url or "")
         self.limits = limits or RateLimits()
         self.prefix = prefix
         self._now = now

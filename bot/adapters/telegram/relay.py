@@ -176,8 +176,9 @@ class RelayDesk:
                 return False
             topic = tg_store.find_topic(session, self.chat_id, thread_id)
             conversation = (
-                topic
-                and session.scalars(
+                None
+                if topic is None
+                else session.scalars(
                     select(Conversation).where(
                         Conversation.channel == topic.channel,
                         Conversation.chat_id == topic.chat_id,

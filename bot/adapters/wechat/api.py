@@ -79,8 +79,8 @@ class TokenStore:
                 select(AccessToken).where(AccessToken.key == key).with_for_update()
             ).one()
             now = self.clock.now()
-            fresh = row.token and row.expires_at and row.expires_at - self.margin > now
-            if fresh and row.token != stale:
+            fresh = row.expires_at is not None and row.expires_at - self.margin > now
+            if row.token and fresh and row.token != stale:
                 return row.token
             token, expires_in = fetch()
             row.token = token
@@ -122,7 +122,7 @@ class _SharedToken:
         return data["access_token"], int(data.get("expires_in", 7200))
 
     @property
-    def access_token(self) -> str:  # type: ignore[override]
+    def access_token(self) -> str:
         token = self._store.current(self._token_key) or self._store.refresh(
             self._token_key, self._fetch_token
         )

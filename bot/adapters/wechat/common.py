@@ -9,16 +9,16 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from bot.core.events import Event
 from bot.core.redaction import redact_or_none
-from bot.core.routing import DispatchResult
 from bot.outbox.states import OutboxStatus, transition
 from storage import repos
-from storage.db import insert_ignore
+from storage.db import insert_ignore, rowcount
 from storage.models import OutboxMessage
 from storage.wechat import ServiceWindow, SourceAttribution, WechatDelivery
 
@@ -36,6 +36,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: A follower's own message opens 48 h for 5 messages; a click/subscribe/scan 1 min for 3.
 MESSAGE_WINDOW = (timedelta(hours=48), 5)
@@ -88,7 +89,7 @@ def claim_window_slot(session: Session, channel: str, openid: str, now: datetime
         .where(ServiceWindow.expires_at > now, ServiceWindow.used < ServiceWindow.quota)
         .values(used=ServiceWindow.used + 1)
     )
-    if result.rowcount == 1:
+    if rowcount(result) == 1:
         return None
     if row.expires_at <= now:
         return f"customer-service window closed at {row.expires_at.isoformat()}"
@@ -205,7 +206,7 @@ def claim_passive_reply(session: Session, event: Event, now: datetime) -> tuple[
             attempts=OutboxMessage.attempts + 1,
         )
     )
-    if result.rowcount != 1:
+    if rowcount(result) != 1:
         return None
     record_delivery(
         session,
@@ -242,7 +243,7 @@ class Background:
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task] = set()
 
-    def spawn(self, coro: Awaitable, name: str) -> asyncio.Task:
+    def spawn(self, coro: Awaitable[T], name: str) -> asyncio.Task[T]:
         task = asyncio.ensure_future(coro)
         task.set_name(name)
         self._tasks.add(task)
@@ -267,10 +268,10 @@ class Background:
 
 async def handle_within(
     background: Background,
-    work: Callable[[], Awaitable[list[DispatchResult]]],
+    work: Callable[[], Awaitable[T]],
     budget: float,
     name: str,
-) -> list[DispatchResult] | None:
+) -> T | None:
     """Run ``work``; if it takes longer than ``budget`` let it finish in the background and
     return None (the callback is acknowledged with "success" meanwhile)."""
     task = background.spawn(work(), name)

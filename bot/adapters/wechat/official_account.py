@@ -19,6 +19,7 @@ import asyncio
 import logging
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import requests
@@ -227,7 +228,7 @@ class WechatAdapter:
             created = datetime.fromtimestamp(int(f.get("CreateTime", 0) or 0), UTC)
         except (ValueError, OverflowError):
             raise CallbackRejected(400, "bad CreateTime") from None
-        common = {
+        common: dict[str, Any] = {
             "ref": ConversationRef(CHANNEL, openid, openid),
             "actor": Actor(openid),
             "occurred_at": created,

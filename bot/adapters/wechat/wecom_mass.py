@@ -37,7 +37,7 @@ from bot.adapters.wechat.common import record_delivery
 from bot.core.redaction import redact, redact_or_none
 from bot.marketing.policy import MARKETING_PURPOSES
 from bot.outbox.states import OutboxStatus, transitions
-from storage.db import insert_ignore
+from storage.db import insert_ignore, rowcount
 from storage.models import OutboxMessage
 from storage.wechat import WecomMassTask
 
@@ -256,13 +256,13 @@ def settle_outbox(
             values["sent_at"] = now
             if msgid:
                 values["platform_message_id"] = f"mass:{msgid}"
-        result = session.execute(
+        updated = session.execute(
             update(OutboxMessage)
             .where(OutboxMessage.idempotency_key.in_(keys), OutboxMessage.status.in_(OPEN_OUTBOX))
             .values(**values)
             .execution_options(synchronize_session=False)
         )
-        changed += result.rowcount or 0
+        changed += rowcount(updated)
     return changed
 
 

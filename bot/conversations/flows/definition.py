@@ -11,6 +11,7 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 from bot.app.config import CouponDef
 from bot.core.templating import TEMPLATES_DIR, Renderer, TemplateRenderError
@@ -36,10 +37,10 @@ class FlowError(Exception):
         super().__init__(f"flow error in {source}: {key + ': ' if key else ''}{problem}")
 
 
-def _localized(value: object) -> dict[str, str]:
+def _localized(value: str | Mapping[object, object]) -> dict[str, str]:
     if isinstance(value, str):
         return {"zh-CN": value}
-    return {str(k): str(v) for k, v in dict(value).items()}  # type: ignore[arg-type]
+    return {str(k): str(v) for k, v in value.items()}
 
 
 def pick(texts: Mapping[str, str], locale: str) -> str:
@@ -206,7 +207,7 @@ class _Reader:
     def __init__(self, source: str, renderer: Renderer | None) -> None:
         self.source, self.renderer = source, renderer
 
-    def fail(self, key: str, problem: str):
+    def fail(self, key: str, problem: str) -> NoReturn:
         raise FlowError(self.source, key, problem)
 
     def get(self, table: Mapping, key: str, path: str, tp, default=..., required=False):

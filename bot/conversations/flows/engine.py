@@ -338,7 +338,7 @@ class FlowRun:
                 "title": spec.title,
                 "expires_at": row.expires_at.isoformat(),
                 "source": f"flow:{self.conversation.flow}",
-                "renewed": bool(offer) and offer.get("code") != format_code(row.code),
+                "renewed": bool(offer and offer.get("code") != format_code(row.code)),
             }
         self._save(fs)
         return fs["offer"]

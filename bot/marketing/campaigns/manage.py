@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import ColumnElement, and_, func, select, update
 from sqlalchemy.orm import Session
 
 from bot.app.config import Config
@@ -205,7 +205,7 @@ class Preview:
 def eligible_condition(config: Config, now: datetime):
     """SQL: not opted out and the frequency cap not full (what policy.check decides)."""
     marketing = config.marketing
-    conditions = [Customer.marketing_opt_out.is_(False)]
+    conditions: list[ColumnElement[bool]] = [Customer.marketing_opt_out.is_(False)]
     if marketing.max_per_window:
         recent = (
             select(func.count())
@@ -272,7 +272,7 @@ def run_push(
     """Stream the campaign's segment in chunks (one transaction each) through the push."""
     config, now = services.config, services.clock.now()
     with services.db.transaction() as session:
-        campaign = session.get(Campaign, campaign_id)
+        campaign = session.get_one(Campaign, campaign_id)
         push = build_push(campaign, session, config, services.renderer)
         compiled = compile_segment(campaign.segment, config=config, now=now, session=session)
         if push.coupon is not None:
@@ -364,7 +364,8 @@ def run_due(services: Services) -> list[tuple[str, str]]:
                 done.append((name, "launch"))
             elif started is not None and now >= started + timedelta(hours=hours):
                 campaign = evaluate(services, cid)
-                done.append((name, campaign.status))
+                if campaign is not None:
+                    done.append((name, campaign.status))
         except Exception:
             log.exception("campaign %s: scheduled %s failed", name, status)
     return done
@@ -453,7 +454,7 @@ def arm_rates(session: Session, campaign: Campaign, since: datetime) -> dict[str
     return rates
 
 
-def evaluate(services: Services, campaign_id: int) -> Campaign:
+def evaluate(services: Services, campaign_id: int) -> Campaign | None:
     """Decide after the pilot: launch to the rest, or stop with the reason."""
     cfg = services.config.campaigns
     now = services.clock.now()
@@ -461,10 +462,12 @@ def evaluate(services: Services, campaign_id: int) -> Campaign:
         campaign = session.get(Campaign, campaign_id)
         if campaign is None or campaign.status != "piloting":
             return campaign
-        due = campaign.pilot_started_at + timedelta(hours=campaign.pilot_hours)
+        started = campaign.pilot_started_at
+        assert started is not None  # set when the pilot starts
+        due = started + timedelta(hours=campaign.pilot_hours)
         if now < due:
             raise CampaignError(f"the pilot of {campaign.name!r} runs until {due.isoformat()}")
-        rates = arm_rates(session, campaign, campaign.pilot_started_at)
+        rates = arm_rates(session, campaign, started)
         pilot, holdout = rates["pilot"], rates["holdout"]
         uplift = pilot["conversion"] - holdout["conversion"]
         reason = None

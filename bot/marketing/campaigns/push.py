@@ -219,6 +219,7 @@ class Push:
             try:
                 if variant.template:
                     filename, _ = self.renderer.template_name(variant.template, locale)
+                    assert env.loader is not None  # the renderer loads from templates/messages
                     source = env.loader.get_source(env, filename)[0]
                 else:
                     source = variant.text
@@ -298,19 +299,19 @@ class Push:
         marketing = self.config.marketing
         recent: dict[int, int] = {}
         if marketing.max_per_window:
-            recent = dict(
-                db.execute(
-                    select(OutboxMessage.customer_id, func.count())
-                    .where(
-                        OutboxMessage.customer_id.between(low, high),
-                        OutboxMessage.purpose.in_(policy.MARKETING_PURPOSES),
-                        OutboxMessage.created_at > now - timedelta(hours=marketing.window_hours),
-                        OutboxMessage.status.not_in(policy.NOT_COUNTED),
-                        OutboxMessage.idempotency_key.not_like(f"{self.key_prefix}:%"),
-                    )
-                    .group_by(OutboxMessage.customer_id)
-                ).all()
+            counted = db.execute(
+                select(OutboxMessage.customer_id, func.count())
+                .where(
+                    OutboxMessage.customer_id.between(low, high),
+                    OutboxMessage.purpose.in_(policy.MARKETING_PURPOSES),
+                    OutboxMessage.created_at > now - timedelta(hours=marketing.window_hours),
+                    OutboxMessage.status.not_in(policy.NOT_COUNTED),
+                    OutboxMessage.idempotency_key.not_like(f"{self.key_prefix}:%"),
+                )
+                .group_by(OutboxMessage.customer_id)
             )
+            recent = {cid: n for cid, n in counted if cid is not None}  # in a range: not NULL
+        prior: Select[int] | Select[int | None]
         if self.campaign_id is not None:
             prior = select(CampaignTarget.customer_id).where(
                 CampaignTarget.campaign_id == self.campaign_id,
@@ -453,10 +454,11 @@ class Push:
             try:
                 if render is None:
                     raise jinja2.TemplateError("no template")
-                if tracking[key] is None:
+                link_base = tracking[key]
+                if link_base is None:
                     text = render(customer, coupon)
                 else:
-                    tracker = LinkTracker(tracking[key])
+                    tracker = LinkTracker(link_base)
                     text = render(customer, coupon, tracker)
                     links += tracker.rows(outbox_key, cid, campaign_id, variant.name, now)
             except Exception:  # a template failing for one customer drops only them
@@ -520,7 +522,8 @@ class Push:
         ).all()
         chosen: dict[int, int] = {}
         for row_id, cid in pending:
-            chosen.setdefault(cid, row_id)
+            if cid is not None:  # selected by customer, so never NULL
+                chosen.setdefault(cid, row_id)
         if chosen:
             session.execute(
                 update(OutboxMessage)
@@ -542,7 +545,7 @@ class Push:
         if not planned:
             return {}
         ids = [p[0] for p in planned]
-        last = dict(
+        last: dict[int, datetime] = dict(
             session.execute(
                 select(
                     OutboxMessage.customer_id,

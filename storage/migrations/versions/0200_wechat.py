@@ -1,4 +1,4 @@
-"""WeChat Official Account and WeCom channels (issue 4)
+"""WeChat Official Account and WeCom channels
 
 Revision ID: 0200
 Revises: 0001

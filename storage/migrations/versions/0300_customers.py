@@ -1,4 +1,4 @@
-"""customers: orders, scores, customer events, tag rules, saved segments (issue 5)
+"""customers: orders, scores, customer events, tag rules, saved segments
 
 Revision ID: 0300
 Revises: 0001

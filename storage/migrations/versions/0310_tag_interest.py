@@ -1,4 +1,4 @@
-"""customers: interest scores per tag; an index on coupon_codes(customer_id) (issue 5)
+"""customers: interest scores per tag; an index on coupon_codes(customer_id)
 
 Revision ID: 0310
 Revises: 0300

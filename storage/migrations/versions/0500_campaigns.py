@@ -1,4 +1,4 @@
-"""campaigns: scenarios, campaigns, funnels, consent changes, coupons (issue 6)
+"""campaigns: scenarios, campaigns, funnels, consent changes, coupons
 
 Revision ID: 0500
 Revises: 0001

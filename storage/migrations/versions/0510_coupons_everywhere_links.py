@@ -1,4 +1,4 @@
-"""flows and staff issue real coupons (drop offer_grants); tracked links (issue 6/7)
+"""flows and staff issue real coupons (drop offer_grants); tracked links
 
 The placeholder ``offer_grants`` rows are not migrated: they had free titles and no coupon
 definition (no value, no minimum spend), so they cannot become coupon codes. A breakpoint
@@ -6,8 +6,8 @@ that still holds such an offer finds no code for it and is issued a real coupon 
 offer is next repeated (``renewed``); staff re-issue theirs from the inbox if needed.
 
 Revision ID: 0510
-Revises: 0500
-Depends on: 0400 (offer_grants is created there)
+Revises: 0500, 0400 (offer_grants is created in 0400: a parent, not only a dependency, so the
+history has one head)
 """
 
 from collections.abc import Sequence
@@ -16,9 +16,9 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0510"
-down_revision: str | Sequence[str] | None = "0500"
+down_revision: str | Sequence[str] | None = ("0500", "0400")
 branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = "0400"
+depends_on: str | Sequence[str] | None = None
 
 _ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 

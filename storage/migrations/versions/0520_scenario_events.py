@@ -1,4 +1,4 @@
-"""scenario_events: tracked button presses on scenario pushes (issue 6: scenario funnel)
+"""scenario_events: tracked button presses on scenario pushes (the scenario funnel)
 
 Revision ID: 0520
 Revises: 0001

@@ -246,13 +246,13 @@ class CustomerCommands:
             ctx.reply("rule_list", rules=[describe_rule(r) for r in active_rules(session)])
         elif sub in ("del", "delete"):
             raw = ctx.event.args[1].lstrip("#") if len(ctx.event.args) > 1 else ""
-            row = active_rule(session, int(raw)) if raw.isdigit() else None
-            if row is None:
+            found = active_rule(session, int(raw)) if raw.isdigit() else None
+            if found is None:
                 ctx.reply("customers_error", error=f"no active rule #{raw or '?'} (see /rule list)")
                 return
-            row.active, row.updated_at = False, ctx.now
+            found.active, found.updated_at = False, ctx.now
             self.rules.invalidate()
-            ctx.reply("rule_deleted", rule=describe_rule(row))
+            ctx.reply("rule_deleted", rule=describe_rule(found))
         else:
             ctx.reply("customers_error", error="/rule add | list | del <id>")
 

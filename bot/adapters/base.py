@@ -47,6 +47,9 @@ class AdapterHost(Protocol):
 
     def handle(self, event: Event) -> Awaitable[DispatchResult]: ...
 
+    def wake_delivery(self) -> None:
+        """Tell the delivery worker that rows are due (e.g. a passive reply given back)."""
+
 
 @dataclass(frozen=True, slots=True)
 class OutboundMessage:

@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+from typing import Any
 
 from bot.app.config import Config
 from bot.core.i18n import t
@@ -127,6 +128,7 @@ def cmd_measures(config: Config, args: argparse.Namespace) -> int:
     db = Database(config.database.url)
     try:
         with db.sessions() as session:
+            report: Any
             kw = {"config": config, "now": now, "segment": args.segment}
             if args.kind == "loyalty":
                 report = figures.loyalty(session, period, **kw)

@@ -58,6 +58,10 @@ class Runtime(Services):
         self._locks = [asyncio.Lock() for _ in range(LOCK_STRIPES)]
         self.started = False
 
+    def wake_delivery(self) -> None:
+        """Wake the delivery worker: rows are due now."""
+        self.worker.wake()
+
     def add_adapter(self, adapter: Adapter) -> None:
         if adapter.channel in self.adapters:
             raise ValueError(f"an adapter for {adapter.channel!r} is already registered")

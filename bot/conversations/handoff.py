@@ -31,6 +31,7 @@ from bot.core.templating import Renderer
 from bot.marketing.coupons import Redemption, ensure_definition, format_code, issue_one, redeem
 from bot.marketing.policy import customer_zone, in_range, parse_range
 from bot.outbox import queue as outbox
+from storage.db import rowcount
 from storage.followups import cancel_pending
 from storage.handoff import OPEN_STATUSES, AuditEntry, HandoffTicket, StaffNote, StaffUser
 from storage.models import Conversation, Customer
@@ -66,6 +67,7 @@ def subscribe(observer: AuditObserver) -> Callable[[], None]:
     """Follow every staff action (see :data:`AuditObserver`); returns the unsubscribe."""
     _observers.append(observer)
     return lambda: _observers.remove(observer) if observer in _observers else None
+
 
 #: Queue priority by reason (higher first); VIP customers get VIP_BONUS on top.
 REASON_PRIORITY = {
@@ -218,11 +220,13 @@ def _owned(session: Session, ticket_id: int, staff: StaffUser) -> HandoffTicket:
 
 def claim(session: Session, ticket_id: int, staff: StaffUser, now: datetime) -> bool:
     """Claim a waiting conversation: one atomic UPDATE, so exactly one claimer wins."""
-    won = session.execute(
-        update(HandoffTicket)
-        .where(HandoffTicket.id == ticket_id, HandoffTicket.status == TicketStatus.WAITING)
-        .values(status=_CLAIM.value, owner=staff.username, claimed_at=now, updated_at=now)
-    ).rowcount
+    won = rowcount(
+        session.execute(
+            update(HandoffTicket)
+            .where(HandoffTicket.id == ticket_id, HandoffTicket.status == TicketStatus.WAITING)
+            .values(status=_CLAIM.value, owner=staff.username, claimed_at=now, updated_at=now)
+        )
+    )
     ticket = _ticket(session, ticket_id)
     if not won:
         audit(session, staff.username, "claim_refused", now, ticket=ticket, owner=ticket.owner)

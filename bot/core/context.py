@@ -43,7 +43,7 @@ class Context:
         *,
         enqueue: Enqueue,
     ) -> None:
-        self.event = event
+        self.event: Event = event
         self.enqueue = enqueue
         self.session = session
         self.config = config

@@ -94,7 +94,7 @@ def explain(exc: BaseException | None, locale: str | None) -> str | None:
     while exc is not None:
         key = getattr(exc, "budget_key", None)
         if key:
-            return t(key, locale, limit=f"{exc.limit:g}")
+            return t(key, locale, limit=f"{getattr(exc, 'limit', 0):g}")
         exc = exc.__cause__
     return None
 
@@ -235,7 +235,7 @@ def _width(value: Any) -> int:
     return _length(value)
 
 
-def _checked_filter(name: str, fn: Callable) -> Callable:
+def _checked_filter(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     """``fn`` refusing, before it runs, to build a value over the size budget."""
 
     def checked(*args: Any, **kwargs: Any) -> Any:

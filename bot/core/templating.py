@@ -62,7 +62,7 @@ class Renderer:
             raise TemplateRenderError(name, used, f"{type(exc).__name__}: {exc}") from exc
 
     def render_string(
-        self, source: str, /, *, budget: RenderBudget = USER_BUDGET, **variables
+        self, source: str, /, *, budget: RenderBudget = USER_BUDGET, **variables: Any
     ) -> str:
         """Render text a manager typed (e.g. a group welcome) in the same sandbox, compiled
         and rendered under ``budget`` (bot/core/template_budget.py)."""

@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 from bot.conversations.handoff import audit
 from storage import repos
 from storage.campaigns import ConsentChange
+from storage.db import rowcount
 from storage.followups import FollowUp
 from storage.handoff import AuditEntry, HandoffTicket, StaffNote
 from storage.models import (
@@ -132,11 +133,13 @@ def forget_customer(
     report.add("interest", _delete(session, TagInterest, TagInterest.customer_id == customer_id))
     report.add(
         "interactions",
-        session.execute(
-            update(Interaction)
-            .where(Interaction.customer_id == customer_id)
-            .values(text="", payload={}, error=None)
-        ).rowcount,
+        rowcount(
+            session.execute(
+                update(Interaction)
+                .where(Interaction.customer_id == customer_id)
+                .values(text="", payload={}, error=None)
+            )
+        ),
     )
     conversations = list(
         session.scalars(select(Conversation).where(Conversation.customer_id == customer_id))
@@ -157,23 +160,33 @@ def forget_customer(
     report.add("audit texts", _scrub_audit(session, ticket_ids, conversation_ids))
     report.add(
         "handoff details",
-        session.execute(
-            update(HandoffTicket).where(HandoffTicket.customer_id == customer_id).values(detail="")
-        ).rowcount,
+        rowcount(
+            session.execute(
+                update(HandoffTicket)
+                .where(HandoffTicket.customer_id == customer_id)
+                .values(detail="")
+            )
+        ),
     )
     report.add(
         "opt-out texts",
-        session.execute(
-            update(ConsentChange).where(ConsentChange.customer_id == customer_id).values(text="")
-        ).rowcount,
+        rowcount(
+            session.execute(
+                update(ConsentChange)
+                .where(ConsentChange.customer_id == customer_id)
+                .values(text="")
+            )
+        ),
     )
     report.add(
         "follow-ups cancelled",
-        session.execute(
-            update(FollowUp)
-            .where(FollowUp.customer_id == customer_id, FollowUp.status == "pending")
-            .values(status="cancelled", reason="forgotten")
-        ).rowcount,
+        rowcount(
+            session.execute(
+                update(FollowUp)
+                .where(FollowUp.customer_id == customer_id, FollowUp.status == "pending")
+                .values(status="cancelled", reason="forgotten")
+            )
+        ),
     )
     mine = or_(
         OutboxMessage.customer_id == customer_id,
@@ -181,17 +194,23 @@ def forget_customer(
     )
     report.add(
         "outbox withdrawn",
-        session.execute(
-            update(OutboxMessage)
-            .where(mine, OutboxMessage.status.in_(("pending", "sending", "awaiting_confirm")))
-            .values(status="failed", claimed_by=None, lease_until=None)
-        ).rowcount,
+        rowcount(
+            session.execute(
+                update(OutboxMessage)
+                .where(mine, OutboxMessage.status.in_(("pending", "sending", "awaiting_confirm")))
+                .values(status="failed", claimed_by=None, lease_until=None)
+            )
+        ),
     )
     report.add(
         "outbox texts",
-        session.execute(
-            update(OutboxMessage).where(mine).values(payload={"text": ""}, last_error="forgotten")
-        ).rowcount,
+        rowcount(
+            session.execute(
+                update(OutboxMessage)
+                .where(mine)
+                .values(payload={"text": ""}, last_error="forgotten")
+            )
+        ),
     )
 
     for identity in identities:
@@ -340,4 +359,4 @@ def _scrub_audit(session: Session, ticket_ids: list[int], conversation_ids: list
 
 
 def _delete(session: Session, model, condition) -> int:
-    return session.execute(delete(model).where(condition)).rowcount or 0
+    return rowcount(session.execute(delete(model).where(condition))) or 0

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
@@ -271,8 +272,9 @@ class _Compiler:
     # -- predicates ----------------------------------------------------------------------
 
     def predicate(self, p: Predicate) -> ColumnElement[bool]:
-        v = p.value
+        v: Any = p.value  # its type follows the field's kind (segment_language.FIELDS)
         negate = p.op == "!="
+        test: ColumnElement[bool]
         if p.field == "tag":
             test = Customer.id.in_(
                 select(CustomerTag.customer_id)

@@ -206,7 +206,7 @@ def _push(
         query = query.where(Customer.id.not_in(earlier))
     template, buttons, button_prefix = (
         item.template,
-        [tuple(b.split("=", 1)) for b in item.buttons],
+        [(label, action) for label, _, action in (b.partition("=") for b in item.buttons)],
         f"s:{item.name}",
     )
     if item.survey:  # the survey's question and scale; answers go to the survey

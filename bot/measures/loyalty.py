@@ -238,7 +238,7 @@ def cohorts(
     activity = select(
         active_months.c.cohort, active_months.c.offset, func.count().label("n")
     ).group_by(active_months.c.cohort, active_months.c.offset)
-    sizes = dict(
+    sizes: dict[int, int] = dict(
         session.execute(select(members.c.cohort, func.count()).group_by(members.c.cohort)).all()
     )
     table: dict[int, dict[int, int]] = {c: {} for c in sizes}

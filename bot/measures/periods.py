@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Integer, cast, func, literal
@@ -79,7 +80,7 @@ def parse_period(
     return Period(start_d, end_d, zone)
 
 
-def month_index(session: Session, column: ColumnElement, period: Period) -> ColumnElement[int]:
+def month_index(session: Session, column: Any, period: Period) -> ColumnElement[int]:
     """``year * 12 + month - 1`` of ``column`` in the brand's zone, as an SQL expression."""
     if session.get_bind().dialect.name == "postgresql":
         local = func.timezone(literal(period.zone), column)

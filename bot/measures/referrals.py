@@ -27,6 +27,7 @@ from bot.core.templating import Renderer
 from bot.marketing import coupons
 from bot.marketing.policy import customer_zone
 from bot.outbox import queue as outbox
+from storage.db import rowcount
 from storage.measures import InviteCode, Referral, ReferralReward
 from storage.models import Customer, Identity
 from storage.orders import Order
@@ -47,7 +48,12 @@ log = logging.getLogger(__name__)
 PREFIX = "ref_"
 ALPHABET = "23456789abcdefghjkmnpqrstuvwxyz"  # no 0/o, 1/l/i: read aloud without doubt
 CODE_LENGTH = 8
-VIA = {"telegram": "deep_link", "sandbox": "deep_link", "wechat": "qr_scene", "wecom": "contact_state"}
+VIA = {
+    "telegram": "deep_link",
+    "sandbox": "deep_link",
+    "wechat": "qr_scene",
+    "wecom": "contact_state",
+}
 
 
 def _new_code() -> str:
@@ -159,11 +165,13 @@ def settle_first_orders(
     ).all()
     settled = 0
     for referral, first_at in rows:
-        claimed = session.execute(
-            update(Referral)
-            .where(Referral.id == referral.id, Referral.first_order_at.is_(None))
-            .values(first_order_at=first_at)
-        ).rowcount
+        claimed = rowcount(
+            session.execute(
+                update(Referral)
+                .where(Referral.id == referral.id, Referral.first_order_at.is_(None))
+                .values(first_order_at=first_at)
+            )
+        )
         if not claimed:  # another process settled it first
             continue
         _settle(session, config, renderer, referral, "first_order", now)

@@ -123,7 +123,7 @@ def send(
         if not decision.allowed:
             if decision.reason != "quiet_hours":
                 return decision.reason
-            not_before = decision.until
+            not_before = decision.retry_at
     text, buttons = question(renderer, survey, customer, source)
     queued = outbox.enqueue(
         session,

@@ -81,7 +81,7 @@ def customers_routes(runtime: Runtime) -> list[BaseRoute]:
             return done, conflicts
 
         done, conflicts = await runtime.db.run(store)
-        rejected = sorted(rejected + conflicts, key=lambda r: r["index"])
+        rejected = sorted(rejected + conflicts, key=lambda r: int(str(r["index"])))
         return JSONResponse(
             {
                 "created": sum(1 for d in done if d["created"]),

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -36,7 +37,7 @@ from sqlalchemy.orm import Session
 from bot.adapters.wechat.callback import CallbackRejected
 from bot.core.clock import Clock
 from bot.core.redaction import redact
-from storage.db import Database, insert_ignore
+from storage.db import Database, insert_ignore, rowcount
 from storage.wechat_inbound import CallbackNonce, InboundCallback
 
 __all__ = ["KEEP_DONE", "MAX_ATTEMPTS", "CallbackJournal", "Replay", "fields_key"]
@@ -237,13 +238,13 @@ class CallbackJournal:
                     InboundCallback.processed_at < self.clock.now() - KEEP_DONE,
                 )
             )
-            return result.rowcount or 0
+            return rowcount(result)
 
     async def sweep(self, process: Callable[[dict], Awaitable[object]], limit: int = 200) -> int:
         """Route pending rows again (oldest first); returns how many were routed."""
         routed = 0
         for key, fields in await self.db.run(self._pending, limit):
-            outcome = await self.route(key, lambda f=fields: _routed(process(f)))
+            outcome = await self.route(key, functools.partial(_route_once, process, fields))
             routed += outcome is _ROUTED
         await self.db.run(self._purge)
         return routed
@@ -270,3 +271,9 @@ _ROUTED = object()
 async def _routed(work: Awaitable[object]) -> object:
     await work
     return _ROUTED
+
+
+def _route_once(
+    process: Callable[[dict], Awaitable[object]], fields: dict
+) -> Awaitable[object]:
+    return _routed(process(fields))

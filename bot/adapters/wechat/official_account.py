@@ -207,7 +207,7 @@ class WechatAdapter:
         if outcome is None:
             waiting["open"] = False  # too late: a reply claimed from now on is given back
             return PlainTextResponse("success")
-        passive = outcome[1]
+        passive = outcome[1] if isinstance(outcome, tuple) else None
         if passive is None:
             return PlainTextResponse("success")
         xml = text_reply_xml(
@@ -306,7 +306,7 @@ class WechatAdapter:
             claimed = await self.db.run(self._claim_passive, event)
             if claimed is not None and not waiting["open"]:
                 await self.db.run(self._unclaim_passive, claimed[0])
-                self.runtime.worker.wake()
+                self.runtime.wake_delivery()
             elif claimed is not None:
                 passive = claimed[1]
         if (

@@ -14,6 +14,7 @@ wechatpy 1.8.18 parses ``change_external_contact`` / ``change_external_chat`` as
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from bot.core.events import Actor, ChatType, ConversationRef, Event, EventKind, parse_command
 
@@ -30,7 +31,9 @@ def _items(value: object) -> list[str]:
         value = value.get("Item", [])
     if isinstance(value, str):
         return [value] if value else []
-    return [str(v) for v in value or [] if v]
+    if not isinstance(value, list | tuple):
+        return []
+    return [str(v) for v in value if v]
 
 
 def to_events(f: dict, now: datetime) -> list[Event]:
@@ -46,7 +49,7 @@ def to_events(f: dict, now: datetime) -> list[Event]:
     if msg_type == "text":
         text = str(f.get("Content", ""))
         ref = ConversationRef(CHANNEL, APP_PREFIX + sender, sender)
-        common = {
+        common: dict[str, Any] = {
             "ref": ref,
             "platform_id": str(f.get("MsgId", "")),
             "actor": Actor(sender),

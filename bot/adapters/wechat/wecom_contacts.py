@@ -26,6 +26,7 @@ from bot.adapters.wechat.wecom_callbacks import CHANNEL
 from bot.app.config import GeneralConfig, WecomConfig
 from bot.core.events import Event
 from storage import repos
+from storage.db import rowcount
 from storage.identity_links import link_unionid, unionid_of
 from storage.wechat import WecomContact
 
@@ -119,7 +120,9 @@ class WecomContacts:
 
     async def unionid_after_added(self, ext: str) -> None:
         """Link a new contact to the same person elsewhere by unionid (``fetch_unionid``)."""
-        if not self.config.fetch_unionid or await self.db.run(self._known_unionid, ext):
+        if not self.config.fetch_unionid:
+            return
+        if await self.db.run(self._known_unionid, ext):
             return
         try:
             info = await asyncio.to_thread(self.api.call, self.api.external_contact.get, ext)
@@ -164,6 +167,6 @@ class WecomContacts:
                         )
                         .values(welcome_code=None)
                     )
-                    if taken.rowcount == 1:
+                    if rowcount(taken) == 1:
                         return code, c.staff_userid
             return None, contacts[0].staff_userid

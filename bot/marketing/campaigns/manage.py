@@ -38,7 +38,7 @@ from bot.marketing.links import preview_track
 from bot.outbox.states import OutboxPurpose, OutboxStatus, SourceKind
 from bot.outbox.states import transition as transition_row
 from storage.campaigns import Campaign, CampaignEvent, CampaignTarget, ConsentChange
-from storage.db import insert_ignore
+from storage.db import insert_ignore, rowcount
 from storage.models import Customer, OutboxMessage
 from storage.orders import Order
 
@@ -398,7 +398,7 @@ def _move_rows(session: Session, campaign_id: int, old: str, new: str) -> int:
         .values(status=transition_row(old, new).value)
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount or 0
+    return rowcount(result)
 
 
 # -- the pilot's verdict -------------------------------------------------------------------

@@ -108,23 +108,22 @@ def loyalty(
         select(func.count(), func.coalesce(func.sum(case((per_buyer.c.n >= 2, 1), else_=0)), 0))
     ).one()
 
-    previous = (
-        select(Order.customer_id)
-        .distinct()
+    # One pass over both periods' orders: who bought before, and of them who bought again.
+    both = (
+        select(
+            func.max(case((Order.ordered_at < lo, 1), else_=0)).label("before"),
+            func.max(case((Order.ordered_at >= lo, 1), else_=0)).label("again"),
+        )
         .where(
             Order.ordered_at >= prev.start_utc,
-            Order.ordered_at < prev.end_utc,
+            Order.ordered_at < hi,
             *_in_segment(Order.customer_id, ids),
         )
+        .group_by(Order.customer_id)
         .subquery()
     )
-    again = exists().where(
-        Order.customer_id == previous.c.customer_id, Order.ordered_at >= lo, Order.ordered_at < hi
-    )
     previous_buyers, retained = session.execute(
-        select(func.count(), func.coalesce(func.sum(case((again, 1), else_=0)), 0)).select_from(
-            previous
-        )
+        select(func.count(), func.coalesce(func.sum(both.c.again), 0)).where(both.c.before == 1)
     ).one()
 
     new_customers, referred = session.execute(

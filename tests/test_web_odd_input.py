@@ -121,3 +121,18 @@ async def test_inbox_ids_and_forms_with_odd_input_are_400(config, db, clock):
     r = alice.post("/inbox/redeem", data={"csrf": token, "code": "ABCD", "ticket": HUGE})
     assert r.status_code == 303  # treated as no conversation, not a 500
     assert TestClient(h.app.asgi).get("/healthz").status_code == 200
+
+
+async def test_the_telegram_webhook_refuses_deep_json_with_400(config, sqlite_db, clock):
+    from tests.telegram_fake_api import TelegramHarness
+
+    async with TelegramHarness(config, sqlite_db, clock, mode="webhook") as tg:
+        transport = httpx.ASGITransport(app=tg.app.asgi)
+        headers = {"X-Telegram-Bot-Api-Secret-Token": "s3cret-token"}
+        async with httpx.AsyncClient(transport=transport, base_url="http://siyu") as client:
+            deep = b"[" * 50_000 + b"]" * 50_000
+            r = await client.post("/telegram/webhook", content=deep, headers=headers)
+            assert r.status_code == 400
+            huge = b'{"update_id": ' + b"9" * 5000 + b"}"
+            r = await client.post("/telegram/webhook", content=huge, headers=headers)
+            assert r.status_code == 400

@@ -136,3 +136,26 @@ async def test_the_telegram_webhook_refuses_deep_json_with_400(config, sqlite_db
             huge = b'{"update_id": ' + b"9" * 5000 + b"}"
             r = await client.post("/telegram/webhook", content=huge, headers=headers)
             assert r.status_code == 400
+
+
+def test_a_400_digit_wechat_timestamp_is_400_before_any_signature_work(config, sqlite_db, clock):
+    from bot.app.assembly import build
+    from tests.wechat_fakes import random_aes_key
+
+    cfg = config.replace(
+        wechat=replace(
+            config.wechat, app_id="wx0123456789", app_secret="s", token="t",
+            encoding_aes_key=random_aes_key(),
+        ),
+        wecom=replace(
+            config.wecom, corp_id="ww0123456789", secret="s", agent_id=1, token="t",
+            encoding_aes_key=random_aes_key(),
+        ),
+    )  # fmt: skip
+    client = TestClient(build(cfg, db=sqlite_db, clock=clock).asgi)
+    stamp = "9" * 400
+    for path in ("/wechat/callback", "/wecom/callback"):
+        query = f"?timestamp={stamp}&nonce=n&signature=x&msg_signature=x&echostr=e"
+        for method in ("GET", "POST"):
+            r = client.request(method, path + query, content=b"<xml></xml>")
+            assert r.status_code == 400, (path, method, r.status_code, r.text[:200])

@@ -159,3 +159,20 @@ def test_a_400_digit_wechat_timestamp_is_400_before_any_signature_work(config, s
         for method in ("GET", "POST"):
             r = client.request(method, path + query, content=b"<xml></xml>")
             assert r.status_code == 400, (path, method, r.status_code, r.text[:200])
+
+
+def test_a_chunked_form_over_the_limit_is_cut_off_with_413(config, sqlite_db, clock):
+    h = SandboxHarness(config, sqlite_db, clock)
+    client = TestClient(h.app.asgi)
+
+    def endless_form():  # no Content-Length: the app-wide limit counts as it streams
+        yield b"username=alice&password="
+        for _ in range(3 * 1024):
+            yield b"x" * 1024
+
+    r = client.post(
+        "/inbox/login",
+        content=endless_form(),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert r.status_code == 413 and r.json()["code"] == "body_too_large"

@@ -121,3 +121,58 @@ async def test_inbox_ids_and_forms_with_odd_input_are_400(config, db, clock):
     r = alice.post("/inbox/redeem", data={"csrf": token, "code": "ABCD", "ticket": HUGE})
     assert r.status_code == 303  # treated as no conversation, not a 500
     assert TestClient(h.app.asgi).get("/healthz").status_code == 200
+
+
+async def test_the_telegram_webhook_refuses_deep_json_with_400(config, sqlite_db, clock):
+    from tests.telegram_fake_api import TelegramHarness
+
+    async with TelegramHarness(config, sqlite_db, clock, mode="webhook") as tg:
+        transport = httpx.ASGITransport(app=tg.app.asgi)
+        headers = {"X-Telegram-Bot-Api-Secret-Token": "s3cret-token"}
+        async with httpx.AsyncClient(transport=transport, base_url="http://siyu") as client:
+            deep = b"[" * 50_000 + b"]" * 50_000
+            r = await client.post("/telegram/webhook", content=deep, headers=headers)
+            assert r.status_code == 400
+            huge = b'{"update_id": ' + b"9" * 5000 + b"}"
+            r = await client.post("/telegram/webhook", content=huge, headers=headers)
+            assert r.status_code == 400
+
+
+def test_a_400_digit_wechat_timestamp_is_400_before_any_signature_work(config, sqlite_db, clock):
+    from bot.app.assembly import build
+    from tests.wechat_fakes import random_aes_key
+
+    cfg = config.replace(
+        wechat=replace(
+            config.wechat, app_id="wx0123456789", app_secret="s", token="t",
+            encoding_aes_key=random_aes_key(),
+        ),
+        wecom=replace(
+            config.wecom, corp_id="ww0123456789", secret="s", agent_id=1, token="t",
+            encoding_aes_key=random_aes_key(),
+        ),
+    )  # fmt: skip
+    client = TestClient(build(cfg, db=sqlite_db, clock=clock).asgi)
+    stamp = "9" * 400
+    for path in ("/wechat/callback", "/wecom/callback"):
+        query = f"?timestamp={stamp}&nonce=n&signature=x&msg_signature=x&echostr=e"
+        for method in ("GET", "POST"):
+            r = client.request(method, path + query, content=b"<xml></xml>")
+            assert r.status_code == 400, (path, method, r.status_code, r.text[:200])
+
+
+def test_a_chunked_form_over_the_limit_is_cut_off_with_413(config, sqlite_db, clock):
+    h = SandboxHarness(config, sqlite_db, clock)
+    client = TestClient(h.app.asgi)
+
+    def endless_form():  # no Content-Length: the app-wide limit counts as it streams
+        yield b"username=alice&password="
+        for _ in range(3 * 1024):
+            yield b"x" * 1024
+
+    r = client.post(
+        "/inbox/login",
+        content=endless_form(),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert r.status_code == 413 and r.json()["code"] == "body_too_large"

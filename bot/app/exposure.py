@@ -9,10 +9,13 @@ loopback address. Anything else stops start-up with one line saying why (exit co
 from __future__ import annotations
 
 import ipaddress
+import logging
 
 from bot.app.config import Config, ConfigError
 
 __all__ = ["check_exposure", "is_loopback", "real_channels", "sandbox_enabled"]
+
+log = logging.getLogger(__name__)
 
 
 def real_channels(config: Config) -> list[str]:
@@ -48,6 +51,12 @@ def check_exposure(config: Config) -> None:
     """Raise ConfigError when the sandbox would be reachable next to a real channel."""
     channels = real_channels(config)
     if not (config.sandbox.enabled and channels):
+        if sandbox_enabled(config) and not is_loopback(config.web.host):
+            log.warning(
+                "the sandbox is reachable from the network on %s: anyone there can act as "
+                "any persona (fine for a demo; it stays off once a real channel is set)",
+                config.web.host,
+            )
         return
     if not is_loopback(config.web.host):
         raise ConfigError(

@@ -344,7 +344,8 @@ class TelegramAdapter:
             return JSONResponse({"error": "telegram channel is starting"}, status_code=503)
         try:
             data = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # not JSON, not UTF-8, too deep, huge numbers
+            # (the body itself is bounded by the app's BodyLimitMiddleware before this read)
             return JSONResponse({"error": "the body is not valid JSON"}, status_code=400)
         try:
             await self.process(data)

@@ -25,7 +25,8 @@ class InboundCallback(Base):
 
     status: ``pending`` (recorded, not yet routed), ``done``, ``failed`` (gave up after
     repeated errors; ``last_error`` says why). ``key`` is the event's dedupe key, so a
-    platform retry of the same callback finds the same row.
+    platform retry of the same callback finds the same row. ``processed_at`` is when it was
+    routed, or for a pending row when routing last failed.
     """
 
     __tablename__ = "wechat_inbound"

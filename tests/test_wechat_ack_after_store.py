@@ -222,3 +222,91 @@ async def test_callbacks_during_a_bulk_import_are_all_stored_exactly_once(
     counts = stored_counts(sqlite_db)
     assert counts == {f"导入期间的消息{i}": 1 for i in range(CALLBACKS)}
     assert pending(sqlite_db) == 0
+
+
+async def test_a_recorded_callback_left_unrouted_by_a_crash_is_routed_on_the_next_start(
+    wx_config, sqlite_db, clock
+):
+    """The process answered after recording and died before routing: the row is routed by
+    the next process's sweeper, and WeChat's retry of it is not routed a second time."""
+    from bot.adapters.wechat.inbound import CallbackJournal
+
+    c = wx_config.wechat
+    signer = CallbackSigner(
+        c.token, c.encoding_aes_key, APP_ID, now=lambda: clock.now().timestamp()
+    )
+    fields = {
+        "ToUserName": "gh_account",
+        "FromUserName": "oCRASHED00000000000000000001",
+        "CreateTime": str(int(clock.now().timestamp())),
+        "MsgType": "text",
+        "Content": "导入期间的消息 crash",
+        "MsgId": "7999999",
+    }
+    journal = CallbackJournal(sqlite_db, clock, "wechat", c.replay_window_seconds)
+    assert await journal.record("wechat:7999999", fields["FromUserName"], fields, None, 5) is None
+    assert pending(sqlite_db) == 1
+    clock.advance(60)  # the next start comes later
+    async with RunningSiyu(wx_config, sqlite_db, clock, free_port()) as siyu:
+        deadline = time.monotonic() + 10
+        while pending(sqlite_db) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert pending(sqlite_db) == 0, "the sweeper did not route the recorded callback"
+        assert stored_counts(sqlite_db) == {"导入期间的消息 crash": 1}
+        query, body = signer.oa_callback({**fields, "MsgId": 7999999})
+        async with httpx.AsyncClient(timeout=10) as client:
+            r = await client.post(f"{siyu.base}/wechat/callback?{query}", content=body)
+        assert r.status_code == 200 and r.text == "success"
+    assert pending(sqlite_db) == 0
+    assert stored_counts(sqlite_db) == {"导入期间的消息 crash": 1}
+
+
+@pytest.mark.parametrize("channel", ["wechat", "wecom"])
+async def test_a_callback_that_cannot_be_stored_is_not_acknowledged(
+    channel, wx_config, sqlite_db, clock
+):
+    """While the database refuses writes the answer is 503 (WeChat retries), never success."""
+    config = wx_config.replace(
+        wecom=replace(
+            wx_config.wecom,
+            corp_id="ww0123456789abcdef",
+            secret="s3cret-corp",
+            agent_id=1000002,
+            token="wecom-token",
+            encoding_aes_key=random_aes_key(),
+            api_base_url=wx_config.wechat.api_base_url,
+            reply_budget_seconds=0.3,
+        )
+    )
+    section = config.wechat if channel == "wechat" else config.wecom
+    receiver = APP_ID if channel == "wechat" else "ww0123456789abcdef"
+    signer = CallbackSigner(
+        section.token, section.encoding_aes_key, receiver, now=lambda: clock.now().timestamp()
+    )
+    fields = {
+        "ToUserName": receiver,
+        "FromUserName": "zhangsan" if channel == "wecom" else "oLOCKED000000000000000000001",
+        "CreateTime": int(clock.now().timestamp()),
+        "MsgType": "text",
+        "Content": f"导入期间的消息 locked {channel}",
+        "MsgId": 8_000_001,
+    }
+    query, body = (
+        signer.oa_callback(fields) if channel == "wechat" else signer.wecom_callback(fields)
+    )
+    lock = sqlite3.connect(db_path(sqlite_db), timeout=5, isolation_level=None)
+    async with RunningSiyu(config, sqlite_db, clock, free_port()) as siyu:
+        url = f"{siyu.base}/{channel}/callback?{query}"
+        async with httpx.AsyncClient(timeout=30) as client:
+            lock.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+            try:
+                for _ in range(2):
+                    r = await client.post(url, content=body)
+                    assert r.status_code == 503, r.text
+                    assert stored_counts(sqlite_db) == {}
+            finally:
+                lock.execute("ROLLBACK")
+                lock.close()
+            r = await client.post(url, content=body)  # WeChat's next retry
+            assert r.status_code == 200
+    assert stored_counts(sqlite_db) == {f"导入期间的消息 locked {channel}": 1}

@@ -10,8 +10,10 @@ retries; a retry finds the row if the write landed after all, so nothing is stor
 Routing happens after the row is committed. A row stays ``pending`` until the event was
 routed; a sweeper redoes pending rows (the router's inbound dedupe makes a redo of work that
 did land a no-op), so an acknowledged callback whose processing failed (a locked database,
-a crash) is still processed. After :data:`MAX_ATTEMPTS` failures a row is ``failed`` and
-logged. Routed rows are deleted after :data:`KEEP_DONE` (the inbound dedupe keeps the ids).
+a crash) is still processed, with a growing wait after each failure (up to an hour). After
+:data:`MAX_ATTEMPTS` failures a row is ``failed`` and logged as an error. Routed rows are
+deleted after :data:`KEEP_DONE` (the inbound dedupe keeps the ids), failed ones after
+:data:`KEEP_FAILED`.
 
 Plaintext-mode signatures cover only token, timestamp and nonce, not the body: each one is
 remembered (``wechat_callback_nonces``, shared by every process) with a hash of its body
@@ -30,7 +32,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -48,6 +50,10 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 8
 #: How long routed rows are kept.
 KEEP_DONE = timedelta(days=1)
+#: How long rows given up on are kept (for an operator to look at), then deleted.
+KEEP_FAILED = timedelta(days=30)
+#: The longest wait between two routing attempts of one row.
+MAX_BACKOFF = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -202,6 +208,7 @@ class CallbackJournal:
                 return
             row.attempts += 1
             row.last_error = redact(error)[:2000]
+            row.processed_at = self.clock.now()  # of a pending row: when routing last failed
             if row.attempts >= MAX_ATTEMPTS:
                 row.status = "failed"
                 log.error(
@@ -215,27 +222,43 @@ class CallbackJournal:
     # -- the sweeper -----------------------------------------------------------------------
 
     def _pending(self, limit: int) -> list[tuple[str, dict]]:
-        cutoff = self.clock.now() - self.sweep_min_age
+        """Pending rows due for another attempt (backing off after each failure)."""
+        now = self.clock.now()
         with self.db.sessions() as session:
             rows = session.execute(
-                select(InboundCallback.key, InboundCallback.fields)
+                select(
+                    InboundCallback.key,
+                    InboundCallback.fields,
+                    InboundCallback.attempts,
+                    InboundCallback.processed_at,
+                )
                 .where(
                     InboundCallback.channel == self.channel,
                     InboundCallback.status == "pending",
-                    InboundCallback.received_at <= cutoff,
+                    InboundCallback.received_at <= now - self.sweep_min_age,
                 )
                 .order_by(InboundCallback.received_at)
                 .limit(limit)
             ).all()
-        return [(k, f) for k, f in rows if k not in self._inflight]
+        due = []
+        for key, fields, attempts, failed_at in rows:
+            wait = min(MAX_BACKOFF, timedelta(seconds=self.sweep_interval * 2**attempts))
+            if key not in self._inflight and (failed_at is None or now - failed_at >= wait):
+                due.append((key, fields))
+        return due
 
     def _purge(self) -> int:
+        now = self.clock.now()
         with self.db.transaction() as session:
             result = session.execute(
                 delete(InboundCallback).where(
                     InboundCallback.channel == self.channel,
-                    InboundCallback.status == "done",
-                    InboundCallback.processed_at < self.clock.now() - KEEP_DONE,
+                    or_(
+                        (InboundCallback.status == "done")
+                        & (InboundCallback.processed_at < now - KEEP_DONE),
+                        (InboundCallback.status == "failed")
+                        & (InboundCallback.processed_at < now - KEEP_FAILED),
+                    ),
                 )
             )
             return rowcount(result)

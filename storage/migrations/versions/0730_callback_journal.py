@@ -46,9 +46,7 @@ def upgrade() -> None:
         sa.Column("seen_at", UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("channel", "signature", name=op.f("pk_wechat_callback_nonces")),
     )
-    op.create_index(
-        "ix_wechat_callback_nonces_seen_at", "wechat_callback_nonces", ["seen_at"]
-    )
+    op.create_index("ix_wechat_callback_nonces_seen_at", "wechat_callback_nonces", ["seen_at"])
 
 
 def downgrade() -> None:

@@ -20,6 +20,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from bot.app.assembly import build
+from bot.app.config import ConfigError, load_config
 from bot.conversations.flows import load_flows
 from bot.conversations.staff import create_staff
 from bot.core import authz
@@ -393,3 +394,19 @@ async def test_help_lists_what_the_table_lets_each_role_run(h):
         await h.deliver()
         shown = re.findall(r"^/(\w+)$", (await h.bot_messages(chat or user))[-1], re.M)
         assert shown == authz.commands_for(role), user
+
+
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        ("[roles]\nstaff_accounts = ['telegram:42']\n", "roles.staff_accounts[0]"),
+        ("[roles]\nstaff_accounts = ['mars:42:mia']\n", "roles.staff_accounts[0]"),
+        ("[sandbox]\ngroup_admins = ['alice']\n", "sandbox.group_admins[0]"),
+    ],
+)
+def test_role_links_in_the_config_are_checked(tmp_path, body, key):
+    path = tmp_path / "siyu.toml"
+    path.write_text(body, encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    assert info.value.key == key

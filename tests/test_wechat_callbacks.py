@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import func, select
 from wechatpy.crypto import WeChatCrypto
 
+from storage import repos
 from storage.db import Database
 from storage.models import Customer, Identity, Interaction, OutboxMessage
 from storage.wechat import ServiceWindow, SourceAttribution
@@ -129,8 +130,8 @@ async def test_subscribe_with_scene_attributes_the_source_and_welcomes(
     with sqlite_db.sessions() as session:
         source = session.scalars(select(SourceAttribution)).one()
         assert (source.source, source.kind) == ("poster-A", "qrscene:subscribe")
-    async with httpx.AsyncClient() as client:
-        profile = (await client.get(f"{siyu.base}/api/customers/wechat/{OPENID}")).json()
+    with sqlite_db.sessions() as session:  # (over HTTP only with the API key)
+        profile = repos.customer_profile(session, "wechat", OPENID, clock.now()).as_dict()
     assert "来源:poster-A" in [t["tag"] for t in profile["tags"]]
 
 

@@ -14,12 +14,14 @@ from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
+import httpx
 import pytest
 from sqlalchemy import func, select
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from bot.app.assembly import build
+from bot.app.config import ConfigError, load_config
 from bot.conversations.flows import load_flows
 from bot.conversations.staff import create_staff
 from bot.core import authz
@@ -29,7 +31,7 @@ from storage import repos
 from storage.handoff import StaffUser
 from storage.segments import SavedSegment
 from storage.tag_rules import TagRule
-from tests.support import SandboxHarness
+from tests.support import LiveServer, SandboxHarness
 
 PASSWORD = "correct horse 42"
 API_KEY = "k-" + "x" * 30
@@ -303,8 +305,8 @@ def test_every_route_is_in_the_table_and_nothing_else_is(full):
     assert table - routes == set(), "table entries with no route"
 
 
-def _client(app, who: str) -> TestClient:
-    client = TestClient(app.asgi, follow_redirects=False)
+def _log_in(client, who: str) -> None:
+    """Give ``client`` (TestClient or httpx.Client) the credentials of ``who``."""
     if who == "api_key":
         client.headers["Authorization"] = f"Bearer {API_KEY}"
     elif who in ("staff", "manager"):
@@ -313,6 +315,11 @@ def _client(app, who: str) -> TestClient:
         name = {"staff": "alice", "manager": "mia"}[who]
         r = client.post("/inbox/login", data={"username": name, "password": PASSWORD, "csrf": csrf})
         assert r.status_code == 303
+
+
+def _client(app, who: str) -> TestClient:
+    client = TestClient(app.asgi, follow_redirects=False)
+    _log_in(client, who)
     return client
 
 
@@ -338,23 +345,49 @@ def _cases(path: str) -> list[tuple[str, str]]:
     return [(url, "")]
 
 
-def test_every_route_as_every_caller_is_allowed_or_refused_by_the_table(full):
+def _route_matrix(app, client_for) -> list[tuple]:
+    """Every route of ``app`` as every caller; what disagrees with the table."""
     wrong = []
     for who, holds in HOLDS.items():
-        client = _client(full, who)
-        for path, method in app_routes(full):
+        client = client_for(who)
+        for path, method in app_routes(app):
             grants = authz.route_rule(path, method).grants
             for url, channel in _cases(path):
                 allowed = any(
                     role in grants and not (role is Role.SANDBOX and channel not in ("", "sandbox"))
                     for role in holds
                 )
-                r = client.request(method, url, headers={"Accept-Language": "en"})
-                refused = r.headers.get("x-siyu-refused") == "authz"
+                # streamed, so a live-update stream that is let through is left at once
+                with client.stream(method, url, headers={"Accept-Language": "en"}) as r:
+                    refused = r.headers.get("x-siyu-refused") == "authz"
+                    status = r.status_code
                 if refused == allowed:
-                    wrong.append(
-                        (who, method, url, "allowed" if allowed else "refused", r.status_code)
-                    )
+                    wrong.append((who, method, url, "allowed" if allowed else "refused", status))
+    return wrong
+
+
+def test_every_route_as_every_caller_is_allowed_or_refused_by_the_table(full):
+    """Every surface on (platform callbacks included), in process."""
+    wrong = _route_matrix(full, lambda who: _client(full, who))
+    assert wrong == [], "\n".join(map(str, wrong))
+
+
+def test_every_route_over_a_real_socket_is_allowed_or_refused_by_the_table(h):
+    """The sandbox, inbox and API routes of a running Siyu, over HTTP on 127.0.0.1."""
+    clients = []
+
+    def client_for(who: str) -> httpx.Client:
+        client = httpx.Client(base_url=server.url, follow_redirects=False, timeout=10)
+        clients.append(client)
+        _log_in(client, who)
+        return client
+
+    with LiveServer(h.app) as server:
+        try:
+            wrong = _route_matrix(h.app, client_for)
+        finally:
+            for client in clients:
+                client.close()
     assert wrong == [], "\n".join(map(str, wrong))
 
 
@@ -394,3 +427,19 @@ async def test_help_lists_what_the_table_lets_each_role_run(h):
         await h.deliver()
         shown = re.findall(r"^/(\w+)$", (await h.bot_messages(chat or user))[-1], re.M)
         assert shown == authz.commands_for(role), user
+
+
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        ("[roles]\nstaff_accounts = ['telegram:42']\n", "roles.staff_accounts[0]"),
+        ("[roles]\nstaff_accounts = ['mars:42:mia']\n", "roles.staff_accounts[0]"),
+        ("[sandbox]\ngroup_admins = ['alice']\n", "sandbox.group_admins[0]"),
+    ],
+)
+def test_role_links_in_the_config_are_checked(tmp_path, body, key):
+    path = tmp_path / "siyu.toml"
+    path.write_text(body, encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    assert info.value.key == key

@@ -97,8 +97,9 @@ def test_a_draft_cannot_be_paused_and_a_running_campaign_holds_its_own_rows(
     assert manage.launch(svc, cid).queued == 3
     with sqlite_db.sessions() as session:
         rows = session.execute(
-            select(OutboxMessage.purpose, OutboxMessage.source_kind, OutboxMessage.source_id)
-            .where(OutboxMessage.idempotency_key.like("campaign:%"))
+            select(OutboxMessage.purpose, OutboxMessage.source_kind, OutboxMessage.source_id).where(
+                OutboxMessage.idempotency_key.like("campaign:%")
+            )
         ).all()
     assert rows == [("campaign", "campaign", cid)] * 3
     assert manage.pause(svc, cid) == 3
@@ -165,3 +166,16 @@ def test_migration_fills_the_source_of_existing_rows(sqlite_url):
         "reply:abc:h:0": ("reply", None, None),
     }
     Database(sqlite_url).close()
+
+
+def test_the_outbox_refuses_a_purpose_it_does_not_know(sqlite_db, clock):
+    from bot.core.events import ConversationRef
+    from bot.outbox import queue
+
+    to = ConversationRef("sandbox", "c1", "c1")
+    with sqlite_db.transaction() as session, pytest.raises(ValueError, match="purpose"):
+        queue.enqueue(session, key="k1", to=to, text="hi", purpose="campaing", now=clock.now())
+    with sqlite_db.transaction() as session:
+        assert queue.enqueue(
+            session, key="k2", to=to, text="hi", purpose="scenario", now=clock.now()
+        )

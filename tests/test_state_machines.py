@@ -20,7 +20,7 @@ from bot.marketing.campaigns.status import transition as campaign_transition
 from bot.outbox.states import IllegalOutboxTransition
 from bot.outbox.states import transition as outbox_transition
 from storage.campaigns import Campaign
-from storage.db import Database, alembic_config
+from storage.db import alembic_config, normalize_url
 from storage.models import OutboxMessage
 from tests.campaign_support import make_customer, services
 
@@ -115,9 +115,9 @@ def test_a_draft_cannot_be_paused_and_a_running_campaign_holds_its_own_rows(
         assert set(session.scalars(select(OutboxMessage.status)).all()) == {"pending"}
 
 
-def test_migration_fills_the_source_of_existing_rows(sqlite_url):
-    engine = sa.create_engine(sqlite_url)
-    command.upgrade(alembic_config(sqlite_url, engine), "0700")
+def test_migration_fills_the_source_of_existing_rows(db_url):
+    engine = sa.create_engine(normalize_url(db_url))
+    command.upgrade(alembic_config(db_url, engine), "0700")
     with engine.begin() as conn:
         conn.execute(
             sa.text(
@@ -130,7 +130,7 @@ def test_migration_fills_the_source_of_existing_rows(sqlite_url):
         conn.execute(
             sa.text(
                 "INSERT INTO scenarios (id, name, enabled, definition, updated_at)"
-                " VALUES (7, 'morning', 1, '{}', '2026-01-01')"
+                " VALUES (7, 'morning', true, '{}', '2026-01-01')"
             )
         )
         for key, purpose in [
@@ -149,7 +149,7 @@ def test_migration_fills_the_source_of_existing_rows(sqlite_url):
                 ),
                 {"k": key, "p": purpose},
             )
-    command.upgrade(alembic_config(sqlite_url, engine), "0740")
+    command.upgrade(alembic_config(db_url, engine), "0740")
     with engine.connect() as conn:
         rows = dict(
             (key, (purpose, kind, sid))
@@ -165,7 +165,6 @@ def test_migration_fills_the_source_of_existing_rows(sqlite_url):
         "scenario:morningx:2026-01-02:5": ("scenario", None, None),  # a scenario row still
         "reply:abc:h:0": ("reply", None, None),
     }
-    Database(sqlite_url).close()
 
 
 def test_the_outbox_refuses_a_purpose_it_does_not_know(sqlite_db, clock):

@@ -10,11 +10,11 @@ from __future__ import annotations
 import logging
 
 from bot.app.services import Services
+from bot.conversations.followups import run_conversation_jobs
 from bot.customers.rfm import recompute_scores
 from bot.marketing.campaigns.manage import run_due
 from bot.marketing.scenarios import tick
 from scheduler.customer_jobs import purge_expired_tags
-from scheduler.followups import run_conversation_jobs
 
 __all__ = [
     "bind",

@@ -67,8 +67,8 @@ class ScenarioRun(Base):
 class Campaign(Base):
     """A manager's campaign: audience, content (variants), coupon, pilot and its verdict.
 
-    status: draft → piloting → running → done, or → stopped (``stop_reason``); paused
-    holds a launched campaign (its queued messages wait).
+    status: its moves are the state machine in ``bot/marketing/campaigns/status.py``
+    (draft → piloting → running, or → stopped with ``stop_reason``; paused holds it).
     """
 
     __tablename__ = "campaigns"

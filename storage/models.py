@@ -203,9 +203,7 @@ class Conversation(Base):
 class OutboxMessage(Base):
     """A message to send, durable before it is sent; the idempotency key makes it unique.
 
-    status: pending → sending (claimed with a lease) → sent | failed | unreachable, or
-    sending → awaiting_confirm (a person must confirm it, e.g. a WeCom mass-send task; see
-    ``bot.adapters.base.AWAITING_CONFIRMATION``) → sent | failed | unreachable.
+    status and purpose: ``bot/outbox/states.py`` (the state machine every writer checks).
     """
 
     __tablename__ = "outbox"

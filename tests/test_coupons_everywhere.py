@@ -7,8 +7,8 @@ from datetime import timedelta
 
 from sqlalchemy import inspect, select
 
+from bot.conversations.followups import send_due_followups
 from bot.marketing.coupons import definition, format_code, issue_codes, redeem, sync_definitions
-from scheduler.followups import send_due_followups
 from storage.coupons import CouponCode, CouponDefinition
 from storage.followups import FollowUp
 from storage.handoff import AuditEntry

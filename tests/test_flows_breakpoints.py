@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from scheduler.followups import send_due_followups
+from bot.conversations.followups import send_due_followups
 from storage.followups import FollowUp
 from storage.models import Conversation
 from tests.support import SandboxHarness

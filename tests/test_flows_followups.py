@@ -10,11 +10,11 @@ import pytest
 from sqlalchemy import select
 
 from bot.app.config import MarketingConfig
+from bot.conversations.followups import send_due_followups
 from bot.core.events import ConversationRef
 from bot.marketing.coupons import redeem
 from bot.marketing.policy import check, quiet_until
 from bot.outbox import queue as outbox
-from scheduler.followups import send_due_followups
 from storage.followups import FollowUp
 from storage.models import Conversation, Customer
 from tests.support import SandboxHarness

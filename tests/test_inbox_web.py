@@ -11,8 +11,8 @@ from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from bot.conversations import handoff
+from bot.conversations.followups import escalate_sla
 from bot.conversations.staff import StaffError, create_staff
-from scheduler.followups import escalate_sla
 from storage.handoff import AuditEntry, HandoffTicket, StaffUser
 from storage.models import Conversation, OutboxMessage
 from tests.support import SandboxHarness

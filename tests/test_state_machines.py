@@ -20,7 +20,7 @@ from bot.marketing.campaigns.status import transition as campaign_transition
 from bot.outbox.states import IllegalOutboxTransition
 from bot.outbox.states import transition as outbox_transition
 from storage.campaigns import Campaign
-from storage.db import Database, alembic_config
+from storage.db import alembic_config, normalize_url
 from storage.models import OutboxMessage
 from tests.campaign_support import make_customer, services
 
@@ -97,8 +97,9 @@ def test_a_draft_cannot_be_paused_and_a_running_campaign_holds_its_own_rows(
     assert manage.launch(svc, cid).queued == 3
     with sqlite_db.sessions() as session:
         rows = session.execute(
-            select(OutboxMessage.purpose, OutboxMessage.source_kind, OutboxMessage.source_id)
-            .where(OutboxMessage.idempotency_key.like("campaign:%"))
+            select(OutboxMessage.purpose, OutboxMessage.source_kind, OutboxMessage.source_id).where(
+                OutboxMessage.idempotency_key.like("campaign:%")
+            )
         ).all()
     assert rows == [("campaign", "campaign", cid)] * 3
     assert manage.pause(svc, cid) == 3
@@ -114,9 +115,9 @@ def test_a_draft_cannot_be_paused_and_a_running_campaign_holds_its_own_rows(
         assert set(session.scalars(select(OutboxMessage.status)).all()) == {"pending"}
 
 
-def test_migration_fills_the_source_of_existing_rows(sqlite_url):
-    engine = sa.create_engine(sqlite_url)
-    command.upgrade(alembic_config(sqlite_url, engine), "0700")
+def test_migration_fills_the_source_of_existing_rows(db_url):
+    engine = sa.create_engine(normalize_url(db_url))
+    command.upgrade(alembic_config(db_url, engine), "0700")
     with engine.begin() as conn:
         conn.execute(
             sa.text(
@@ -129,7 +130,7 @@ def test_migration_fills_the_source_of_existing_rows(sqlite_url):
         conn.execute(
             sa.text(
                 "INSERT INTO scenarios (id, name, enabled, definition, updated_at)"
-                " VALUES (7, 'morning', 1, '{}', '2026-01-01')"
+                " VALUES (7, 'morning', true, '{}', '2026-01-01')"
             )
         )
         for key, purpose in [
@@ -148,7 +149,7 @@ def test_migration_fills_the_source_of_existing_rows(sqlite_url):
                 ),
                 {"k": key, "p": purpose},
             )
-    command.upgrade(alembic_config(sqlite_url, engine), "0740")
+    command.upgrade(alembic_config(db_url, engine), "0740")
     with engine.connect() as conn:
         rows = dict(
             (key, (purpose, kind, sid))
@@ -164,4 +165,16 @@ def test_migration_fills_the_source_of_existing_rows(sqlite_url):
         "scenario:morningx:2026-01-02:5": ("scenario", None, None),  # a scenario row still
         "reply:abc:h:0": ("reply", None, None),
     }
-    Database(sqlite_url).close()
+
+
+def test_the_outbox_refuses_a_purpose_it_does_not_know(sqlite_db, clock):
+    from bot.core.events import ConversationRef
+    from bot.outbox import queue
+
+    to = ConversationRef("sandbox", "c1", "c1")
+    with sqlite_db.transaction() as session, pytest.raises(ValueError, match="purpose"):
+        queue.enqueue(session, key="k1", to=to, text="hi", purpose="campaing", now=clock.now())
+    with sqlite_db.transaction() as session:
+        assert queue.enqueue(
+            session, key="k2", to=to, text="hi", purpose="scenario", now=clock.now()
+        )

@@ -77,7 +77,7 @@ def _article(noun: str) -> str:
     return "an" if noun[:1] in "aeiou" else "a"
 
 
-def csv_rows(text: str, layout: Layout) -> tuple[list[tuple[int, dict]], list[RowError]]:
+def csv_rows(text: str, layout: Layout) -> tuple[list[tuple[int, dict[str, str]]], list[RowError]]:
     """The rows of a CSV document as (line number, row); blank rows are skipped and a row
     with more fields than columns is rejected. A header without the needed columns raises
     :class:`IntakeError`."""
@@ -97,7 +97,7 @@ def csv_rows(text: str, layout: Layout) -> tuple[list[tuple[int, dict]], list[Ro
         raise IntakeError(
             "the file needs " + " or ".join(f"a '{c}'" for c in layout.one_of) + " column"
         )
-    rows: list[tuple[int, dict]] = []
+    rows: list[tuple[int, dict[str, str]]] = []
     errors: list[RowError] = []
     for row in reader:
         line = reader.line_num

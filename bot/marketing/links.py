@@ -163,7 +163,5 @@ def record_click(session: Session, token: str, now: datetime, bus: Bus) -> Click
         payload={"campaign_id": link.campaign_id, "variant": link.variant, "seq": link.seq},
         now=now,
     )
-    bus.publish(
-        session, LinkClicked(link.customer_id, link.url, link.campaign_id, link.seq, now)
-    )
+    bus.publish(session, LinkClicked(link.customer_id, link.url, link.campaign_id, link.seq, now))
     return Click(link.url, link.customer_id, link.campaign_id)

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from bot.adapters.base import Button, OutboundMessage
 from bot.core.events import ConversationRef
-from bot.outbox.states import OutboxPurpose, OutboxStatus, transition, transitions
+from bot.outbox.states import OutboxStatus, purpose_of, transition, transitions
 from storage.db import insert_ignore, rowcount
 from storage.models import OutboxMessage
 
@@ -64,7 +64,7 @@ def enqueue(
                 "chat_id": to.chat_id,
                 "user_id": to.user_id,
                 "customer_id": customer_id,
-                "purpose": OutboxPurpose(purpose).value,
+                "purpose": purpose_of(purpose).value,
                 "priority": priority,
                 "payload": payload,
                 "status": OutboxStatus.PENDING.value,

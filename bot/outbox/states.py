@@ -20,6 +20,7 @@ __all__ = [
     "OutboxPurpose",
     "OutboxStatus",
     "SourceKind",
+    "purpose_of",
     "transition",
     "transitions",
 ]
@@ -50,6 +51,15 @@ class OutboxPurpose(StrEnum):
     SCENARIO = "scenario"
     MARKETING = "marketing"
     SURVEY = "survey"
+
+
+def purpose_of(value: str) -> OutboxPurpose:
+    """``value`` as a purpose; a clear ValueError for one the outbox does not know."""
+    try:
+        return OutboxPurpose(value)
+    except ValueError:
+        known = ", ".join(p.value for p in OutboxPurpose)
+        raise ValueError(f"unknown outbox purpose {value!r} (known: {known})") from None
 
 
 class SourceKind(StrEnum):

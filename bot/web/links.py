@@ -36,6 +36,7 @@ or open it again from the chat.</p></body></html>
 
 def link_routes(runtime: Runtime) -> list[BaseRoute]:
     """The tracked-link redirect."""
+
     async def follow(request: Request) -> Response:
         token = request.path_params["token"]
         if not TOKEN.fullmatch(token):

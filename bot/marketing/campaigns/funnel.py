@@ -6,9 +6,9 @@ the message an id (Telegram message_id, WeChat msgid, sandbox transcript id); ``
 distinct customers who pressed a tracked button; ``redeemed``: codes from this campaign
 redeemed. Everything is counted in the database (grouped queries, no rows in Python).
 
-Scenarios (:func:`scenario_funnel`) use the same rows and the same outbox, link and coupon
-counts, keyed by the outbox key prefix ``scenario:<name>:<local date>`` instead of a
-campaign's targets: one row per local date, targeted/queued/dropped (by reason) from that
+Outbox rows are found by their source (``source_kind``/``source_id``). Scenarios
+(:func:`scenario_funnel`) use the same rows and the same outbox, link and coupon counts,
+dated by the key prefix ``scenario:<name>:<local date>`` instead of a campaign's targets: one row per local date, targeted/queued/dropped (by reason) from that
 day's ``scenario_runs`` and the zones whose run was missed.
 """
 
@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sqlalchemy import String, case, cast, func, literal, literal_column, select, union
+from sqlalchemy import case, func, literal_column, select, union
 from sqlalchemy.orm import Session
 
+from bot.outbox.states import OutboxStatus, SourceKind
 from storage.campaigns import Campaign, CampaignEvent, CampaignTarget, Scenario, ScenarioRun
 from storage.coupons import CouponCode
 from storage.links import TrackedLink
@@ -63,7 +64,7 @@ class FunnelRow:
 
 def _sent_delivered() -> tuple:
     """``sum(sent)``, ``sum(delivered)`` over joined outbox rows."""
-    sent = OutboxMessage.status == "sent"
+    sent = OutboxMessage.status == OutboxStatus.SENT
     return (
         func.sum(case((sent, 1), else_=0)),
         func.sum(case((sent & OutboxMessage.platform_message_id.is_not(None), 1), else_=0)),
@@ -104,15 +105,14 @@ def funnel(session: Session, campaign: Campaign) -> list[FunnelRow]:
         else:
             r.dropped += n
             r.dropped_by[reason or "unknown"] = r.dropped_by.get(reason or "unknown", 0) + n
-    key = (
-        literal(f"campaign:{campaign.id}:", String)
-        + cast(t.customer_id, String)
-        + literal(":", String)
-        + t.variant
-    )
     for variant, arm, n_sent, n_delivered in session.execute(
         select(t.variant, t.arm, *_sent_delivered())
-        .join(OutboxMessage, OutboxMessage.idempotency_key == key)
+        .join(
+            OutboxMessage,
+            (OutboxMessage.source_kind == SourceKind.CAMPAIGN)
+            & (OutboxMessage.source_id == t.campaign_id)
+            & (OutboxMessage.customer_id == t.customer_id),
+        )
         .where(t.campaign_id == campaign.id)
         .group_by(t.variant, t.arm)
     ):
@@ -183,7 +183,10 @@ def scenario_funnel(session: Session, scenario: Scenario) -> list[FunnelRow]:
     key = OutboxMessage.idempotency_key
     for day, n_sent, n_delivered in session.execute(
         select(day_of(key), *_sent_delivered())
-        .where(key.startswith(prefix, autoescape=True))
+        .where(
+            OutboxMessage.source_kind == SourceKind.SCENARIO,
+            OutboxMessage.source_id == scenario.id,
+        )
         .group_by(day_of(key))
     ):
         r = row(day)

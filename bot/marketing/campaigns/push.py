@@ -531,7 +531,10 @@ class Push:
                     OutboxMessage.id.in_(list(chosen.values())),
                     OutboxMessage.status == OutboxStatus.PENDING,
                 )
-                .values(status=transition(OutboxStatus.PENDING, OutboxStatus.CANCELLED).value, last_error=f"superseded by {self.key_prefix}")
+                .values(
+                    status=transition(OutboxStatus.PENDING, OutboxStatus.CANCELLED).value,
+                    last_error=f"superseded by {self.key_prefix}",
+                )
                 .execution_options(synchronize_session=False)
             )
         return set(chosen)

@@ -14,12 +14,12 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bot.app.config import Config
-from bot.app.services import Services
 from bot.conversations.flows import FlowLibrary, FlowRun, load_flows
 from bot.conversations.handoff import escalate_overdue
 from bot.core.clock import Clock
@@ -32,6 +32,9 @@ from storage.followups import FollowUp
 from storage.handoff import HandoffTicket
 from storage.models import Conversation, Customer
 from storage.orders import Order
+
+if TYPE_CHECKING:
+    from bot.app.services import Services
 
 __all__ = ["escalate_sla", "run_conversation_jobs", "send_due_followups"]
 

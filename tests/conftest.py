@@ -164,6 +164,14 @@ def empty_pg_url(pg_server: PgDatabases) -> Iterator[str]:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
+def empty_db_url(request: pytest.FixtureRequest) -> str:
+    """An empty database on SQLite and on PostgreSQL (tests of the migrations themselves)."""
+    if request.param == "sqlite":
+        return request.getfixturevalue("empty_sqlite_url")
+    return request.getfixturevalue("empty_pg_url")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest) -> str:
     """The same test on SQLite and on PostgreSQL (storage contract tests); migrated."""
     if request.param == "sqlite":

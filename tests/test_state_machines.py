@@ -115,7 +115,8 @@ def test_a_draft_cannot_be_paused_and_a_running_campaign_holds_its_own_rows(
         assert set(session.scalars(select(OutboxMessage.status)).all()) == {"pending"}
 
 
-def test_migration_fills_the_source_of_existing_rows(db_url):
+def test_migration_fills_the_source_of_existing_rows(empty_db_url):
+    db_url = empty_db_url
     engine = sa.create_engine(normalize_url(db_url))
     command.upgrade(alembic_config(db_url, engine), "0700")
     with engine.begin() as conn:

@@ -44,7 +44,9 @@ async def manager_says(tg, text: str) -> None:
 
 async def known_groups(tg) -> None:
     for chat, title in ((G1, "会员一群"), (G2, "会员二群"), (OTHER, "员工群")):
-        await tg.push(message(group_chat(chat, title), user(5000 + abs(chat) % 10, "Amy"), "大家好"))
+        await tg.push(
+            message(group_chat(chat, title), user(5000 + abs(chat) % 10, "Amy"), "大家好")
+        )
 
 
 async def test_a_plan_posts_to_its_groups_once_at_its_time(tg, clock):
@@ -163,7 +165,10 @@ async def test_coupon_button_and_link_clicks_are_counted_per_group(config, sqlit
 
     coupons = replace(
         config.coupons,
-        definitions=[*config.coupons.definitions, CouponDef("flash10", "秒杀立减10元", amount=10.0)],
+        definitions=[
+            *config.coupons.definitions,
+            CouponDef("flash10", "秒杀立减10元", amount=10.0),
+        ],
     )
     cfg = config.replace(coupons=coupons)
     h = SandboxHarness(cfg, sqlite_db, clock)
@@ -185,7 +190,12 @@ async def test_coupon_button_and_link_clicks_are_counted_per_group(config, sqlit
     assert button["label"] == "领取优惠券"
 
     await h.sandbox.receive(
-        {"user_id": "alice", "chat_id": "group-1", "button_data": button["data"], "display_name": "Alice"}
+        {
+            "user_id": "alice",
+            "chat_id": "group-1",
+            "button_data": button["data"],
+            "display_name": "Alice",
+        }
     )
     await h.deliver()
     (coupon_message,) = await h.bot_messages("alice")

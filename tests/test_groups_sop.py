@@ -211,3 +211,17 @@ async def test_coupon_button_and_link_clicks_are_counted_per_group(config, sqlit
     with sqlite_db.sessions() as s:
         (row,) = s.scalars(select(GroupPost)).all()
         assert (row.button_clicks, row.link_clicks) == (1, 1)
+
+
+async def test_a_template_plan_posts_in_the_brands_locale_with_group_and_date(
+    config, sqlite_db, clock
+):
+    h = SandboxHarness(config, sqlite_db, clock)
+    await h.say("alice", "早", chat="group-1", name="Alice")
+    await h.say("manager", "/sop add am weekdays 09:30 to=sandbox:group-1 template=sop_morning")
+    clock.advance(timedelta(minutes=31))
+    assert sop.run_due(services(h)) == {"am": 1}
+    await h.deliver()
+    assert await h.bot_messages("group-1") == [
+        "早上好，「Siyu 体验群」的朋友们 ☀️ 今天是 2026-03-06，今日好物和早餐优惠已经上新。"
+    ]

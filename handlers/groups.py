@@ -414,7 +414,8 @@ def mute_command(ctx: Context) -> None:
         except ValueError:
             minutes = 0
         if not 1 <= minutes <= moderation.MAX_MINUTES:
-            _say(ctx, "groups.mod.error.number", what="minutes", low=1, high=moderation.MAX_MINUTES)
+            what = t("groups.mod.what.minutes", ctx.locale)
+            _say(ctx, "groups.mod.error.number", what=what, low=1, high=moderation.MAX_MINUTES)
             return
     _manual(ctx, user_id, name, "mute", minutes=minutes)
 

@@ -201,7 +201,7 @@ async def test_ban_and_unban_by_an_admin_and_refused_for_anyone_else(tg):
     await tg.deliver()
     await admin(tg, "/mod log")
     await tg.deliver()
-    assert tg.api.texts(GROUP)[2] == "minutes 需是 1 到 527040 之间的整数。"
+    assert tg.api.texts(GROUP)[2] == "分钟数 需是 1 到 527040 之间的整数。"
     assert [c.params["user_id"] for c in tg.api.called("banChatMember")] == [CAROL]
     assert [c.params["user_id"] for c in tg.api.called("unbanChatMember")] == [CAROL]
     log = tg.api.texts(GROUP)[-1]
@@ -221,3 +221,15 @@ async def test_in_the_sandbox_the_rules_report_to_managers(config, sqlite_db, cl
     with sqlite_db.sessions() as s:
         (row,) = s.scalars(select(ModerationAction)).all()
         assert (row.action, row.reason, row.detail) == ("report", "newcomer_link", "delete: 加我 t.me/spam_group")  # fmt: skip
+
+
+async def test_mod_settings_are_checked_and_shown(tg):
+    await admin(tg, "/mod flood 1 10 30")
+    await admin(tg, "/mod nonsense")
+    await admin(tg, "/mod links 3")
+    await tg.deliver()
+    bad, usage, shown = tg.api.texts(GROUP)
+    assert bad == "条数 需是 2 到 100 之间的整数。"
+    assert usage.startswith("用法：/mod（查看）")
+    assert "新成员链接：入群 3 天内发的链接和邀请会被删除" in shown
+    assert "刷屏：关" in shown

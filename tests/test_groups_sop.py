@@ -225,3 +225,15 @@ async def test_a_template_plan_posts_in_the_brands_locale_with_group_and_date(
     assert await h.bot_messages("group-1") == [
         "早上好，「Siyu 体验群」的朋友们 ☀️ 今天是 2026-03-06，今日好物和早餐优惠已经上新。"
     ]
+
+
+async def test_a_catch_up_posts_only_the_newest_due_slot(tg, clock):
+    await known_groups(tg)
+    await manager_says(tg, "/sop add often cron */10 * * * * to=telegram:-1001111 | 快讯")
+    clock.advance(timedelta(minutes=25))  # 09:10 and 09:20 are due at once
+    assert sop.run_due(services(tg)) == {"often": 1}
+    await tg.deliver()
+    assert tg.api.texts(G1) == ["快讯"]
+    with tg.db.sessions() as s:
+        runs = {r.slot_at.minute: r.status for r in s.scalars(select(SopRun))}
+    assert runs == {10: "missed", 20: "posted"}

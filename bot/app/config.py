@@ -604,7 +604,10 @@ class GroupsConfig:
     tick_seconds: float = field(default=30.0, metadata=_meta(_positive))
     #: A slot missed (process down) is still posted this many minutes late, else recorded
     #: as missed.
-    catch_up_minutes: int = field(default=30, metadata=_meta(_non_negative))
+    catch_up_minutes: int = field(
+        default=30,
+        metadata=_meta(lambda v: None if 0 <= v <= 1440 else f"must be 0 to 1440, got {v}"),
+    )
     max_plans: int = field(default=200, metadata=_meta(_positive))
     max_faq_entries: int = field(default=500, metadata=_meta(_positive))
     #: Cool-down of a new FAQ entry (seconds) unless its definition says otherwise.

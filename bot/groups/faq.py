@@ -15,6 +15,7 @@ customer gets a short pointer to the answer just given instead of the full text 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -160,6 +161,7 @@ def add_entry(
     )
     session.add(entry)
     session.flush()
+    _changed()
     return entry
 
 
@@ -173,7 +175,45 @@ def delete_entry(session: Session, entry_id: int) -> FaqEntry:
         raise GroupsError("groups.faq.error.no_entry", id=entry_id)
     session.delete(entry)
     session.flush()
+    _changed()
     return entry
+
+
+@dataclass(frozen=True)
+class _Rule:
+    id: int
+    keywords: tuple[str, ...]
+    scope: str
+    chats: frozenset[str]
+    group_mode: str
+
+
+#: Enabled entries per database, reloaded after CACHE_SECONDS (another process's changes
+#: show within that time) or at once after a change in this process.
+CACHE_SECONDS = 5.0
+_cache: dict[str, tuple[int, float, list[_Rule]]] = {}
+_generation = 0
+
+
+def _changed() -> None:
+    global _generation
+    _generation += 1
+
+
+def _entries(session: Session) -> list[_Rule]:
+    key = str(session.get_bind().url)
+    cached = _cache.get(key)
+    now = time.monotonic()
+    if cached is not None and cached[0] == _generation and now - cached[1] < CACHE_SECONDS:
+        return cached[2]
+    rules = [
+        _Rule(e.id, tuple(e.keywords or ()), e.scope, frozenset(e.chats or ()), e.group_mode)
+        for e in session.scalars(
+            select(FaqEntry).where(FaqEntry.enabled.is_(True)).order_by(FaqEntry.id)
+        )
+    ]
+    _cache[key] = (_generation, now, rules)
+    return rules
 
 
 @dataclass(frozen=True)
@@ -203,9 +243,9 @@ def find_match(
         return None
     chat = f"{channel}:{chat_id}"
     best: tuple[int, int] | None = None
-    for entry in session.scalars(select(FaqEntry).where(FaqEntry.enabled.is_(True))):
+    for entry in _entries(session):
         if entry.scope == "chats":
-            if chat not in (entry.chats or []):
+            if chat not in entry.chats:
                 continue
         elif entry.scope == ("private" if in_group else "groups"):
             continue
@@ -213,12 +253,14 @@ def find_match(
             entry.group_mode == "off" or (entry.group_mode == "mention" and not mentions_bot)
         ):
             continue
-        length = max((len(k) for k in entry.keywords or [] if k and k in low), default=0)
+        length = max((len(k) for k in entry.keywords if k and k in low), default=0)
         if length and (best is None or length > best[0]):
             best = (length, entry.id)
     if best is None:
         return None
     entry = session.get(FaqEntry, best[1])
+    if entry is None:  # deleted by another process since the cache was filled
+        return None
     last = session.scalar(
         select(FaqCooldown.answered_at).where(
             FaqCooldown.entry_id == entry.id,

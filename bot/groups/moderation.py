@@ -32,7 +32,7 @@ from bot.app.config import Config
 from bot.core.events import ConversationRef
 from bot.core.i18n import t
 from bot.core.templating import Renderer
-from bot.groups.errors import GroupsError
+from bot.groups.errors import GroupsError, Label
 from bot.outbox import queue as outbox
 from storage.db import insert_ignore
 from storage.groups import GroupModeration, GroupWarning, ModerationAction, NewcomerCheck
@@ -104,7 +104,9 @@ def _int(value: str, low: int, high: int, what: str) -> int:
     except ValueError:
         number = low - 1
     if not low <= number <= high:
-        raise GroupsError("groups.mod.error.number", what=what, low=low, high=high)
+        raise GroupsError(
+            "groups.mod.error.number", what=Label(f"groups.mod.what.{what}"), low=low, high=high
+        )
     return number
 
 

@@ -30,7 +30,7 @@ __all__ = ["MAX_SLOTS", "Schedule", "parse_schedule"]
 MAX_TEXT = 200
 MAX_TIMES = 24
 MAX_DATES = 60
-#: At most this many slots are listed for one span (a catch-up never floods a group).
+#: At most this many slots are listed for one span by default.
 MAX_SLOTS = 50
 
 _DAYS = {
@@ -76,20 +76,20 @@ class Schedule:
                 )
         return out
 
-    def slots(self, after: datetime, until: datetime, zone: ZoneInfo) -> list[datetime]:
-        """Slot times in ``(after, until]``, oldest first (at most :data:`MAX_SLOTS`, newest)."""
+    def slots(
+        self, after: datetime, until: datetime, zone: ZoneInfo, limit: int = MAX_SLOTS
+    ) -> list[datetime]:
+        """Slot times in ``(after, until]``, oldest first; at most ``limit`` (the oldest)."""
         found: set[datetime] = set()
         start = after + timedelta(seconds=1)
         for trigger in self.triggers(zone):
-            previous = None
             moment = trigger.get_next_fire_time(None, start)
-            while moment is not None and moment <= until:
+            count = 0
+            while moment is not None and moment <= until and count < limit:
                 found.add(moment.astimezone(until.tzinfo))
-                previous = moment
-                moment = trigger.get_next_fire_time(previous, previous + timedelta(seconds=1))
-                if len(found) > 10 * MAX_SLOTS:
-                    break
-        return sorted(found)[-MAX_SLOTS:]
+                count += 1
+                moment = trigger.get_next_fire_time(moment, moment + timedelta(seconds=1))
+        return sorted(found)[:limit]
 
     def next_after(self, moment: datetime, zone: ZoneInfo) -> datetime | None:
         """The first slot after ``moment`` (for listings)."""

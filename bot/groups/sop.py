@@ -80,6 +80,8 @@ MAX_TARGETS = 50
 MAX_TAG = 64
 MAX_LABEL = 32
 MAX_URL = 2000
+#: Slots looked at inside the catch-up time (a cron line every minute over a day).
+CATCH_UP_SLOTS = 2000
 _NAME = re.compile(r"^[\w\-.]+$")
 
 
@@ -349,28 +351,50 @@ def _run_plan(session: Session, plan_id: int, services, zone: ZoneInfo, now: dat
     schedule = parse_schedule(plan.schedule)
     since = plan.checked_until or plan.created_at
     grace = now - timedelta(minutes=config.groups.catch_up_minutes)
-    posted = 0
-    for slot in schedule.slots(since, now, zone):
+
+    def in_dates(slot: datetime) -> bool:
         day = slot.astimezone(zone).date()
-        if (plan.starts_on and day < plan.starts_on) or (plan.ends_on and day > plan.ends_on):
-            continue
-        late = slot < grace
+        return not (plan.starts_on and day < plan.starts_on) and not (
+            plan.ends_on and day > plan.ends_on
+        )
+
+    due = [s for s in schedule.slots(max(since, grace), now, zone, limit=CATCH_UP_SLOTS) if in_dates(s)]  # fmt: skip
+    late = [s for s in schedule.slots(since, grace, zone) if in_dates(s)] if since < grace else []
+    # a group gets one post per catch-up: the newest due slot; older ones are missed
+    missed = [(s, "late") for s in late] + [(s, "superseded") for s in due[:-1]]
+    for slot, why in missed:
+        insert_ignore(
+            session,
+            SopRun,
+            {
+                "plan_id": plan.id,
+                "slot_at": slot,
+                "status": "missed",
+                "groups": 0,
+                "reason": (
+                    f"found at {now:%Y-%m-%d %H:%M}Z, past the catch-up time"
+                    if why == "late"
+                    else "a later slot was due at the same time"
+                ),
+                "created_at": now,
+            },
+            ["plan_id", "slot_at"],
+        )
+    posted = 0
+    for slot in due[-1:]:
         claimed = insert_ignore(
             session,
             SopRun,
             {
                 "plan_id": plan.id,
                 "slot_at": slot,
-                "status": "missed" if late else "posting",
+                "status": "posting",
                 "groups": 0,
-                "reason": f"found at {now:%Y-%m-%d %H:%M}Z, past the catch-up time"
-                if late
-                else None,
                 "created_at": now,
             },
             ["plan_id", "slot_at"],
         )
-        if not claimed or late:
+        if not claimed:
             continue
         run = session.scalars(
             select(SopRun).where(SopRun.plan_id == plan.id, SopRun.slot_at == slot)

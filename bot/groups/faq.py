@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import ahocorasick
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -182,16 +183,51 @@ def delete_entry(session: Session, entry_id: int) -> FaqEntry:
 @dataclass(frozen=True)
 class _Rule:
     id: int
-    keywords: tuple[str, ...]
     scope: str
     chats: frozenset[str]
     group_mode: str
 
 
-#: Enabled entries per database, reloaded after CACHE_SECONDS (another process's changes
-#: show within that time) or at once after a change in this process.
+def _key(text: str) -> str:
+    """Lower-cased UTF-8 bytes as a latin-1 str (the automaton's fastest mode for CJK)."""
+    return text.lower().encode("utf-8").decode("latin-1")
+
+
+class _Index:
+    """Every enabled entry's keywords in one Aho-Corasick automaton (lower-cased UTF-8
+    bytes): one pass over a message finds every keyword in it, whatever the entry count."""
+
+    def __init__(self, entries: list[FaqEntry]) -> None:
+        self.rules: dict[int, _Rule] = {}
+        words: dict[str, list[tuple[int, int]]] = {}
+        for e in entries:
+            self.rules[e.id] = _Rule(e.id, e.scope, frozenset(e.chats or ()), e.group_mode)
+            for k in e.keywords or ():
+                if k.strip():
+                    words.setdefault(_key(k.strip()), []).append((e.id, len(k.strip())))  # fmt: skip
+        self.automaton = ahocorasick.Automaton()
+        for word, targets in words.items():
+            self.automaton.add_word(word, tuple(targets))
+        self.empty = not words
+        if not self.empty:
+            self.automaton.make_automaton()
+
+    def hits(self, text: str) -> dict[int, int]:
+        """Entry id → length of its longest keyword found in ``text``."""
+        found: dict[int, int] = {}
+        if self.empty:
+            return found
+        for _end, targets in self.automaton.iter(_key(text)):
+            for entry_id, length in targets:
+                if length > found.get(entry_id, 0):
+                    found[entry_id] = length
+        return found
+
+
+#: The index per database, rebuilt after CACHE_SECONDS (another process's changes show
+#: within that time) or at once after a change in this process.
 CACHE_SECONDS = 5.0
-_cache: dict[str, tuple[int, float, list[_Rule]]] = {}
+_cache: dict[str, tuple[int, float, _Index]] = {}
 _generation = 0
 
 
@@ -200,20 +236,15 @@ def _changed() -> None:
     _generation += 1
 
 
-def _entries(session: Session) -> list[_Rule]:
+def _index(session: Session) -> _Index:
     key = str(session.get_bind().url)
     cached = _cache.get(key)
     now = time.monotonic()
     if cached is not None and cached[0] == _generation and now - cached[1] < CACHE_SECONDS:
         return cached[2]
-    rules = [
-        _Rule(e.id, tuple(e.keywords or ()), e.scope, frozenset(e.chats or ()), e.group_mode)
-        for e in session.scalars(
-            select(FaqEntry).where(FaqEntry.enabled.is_(True)).order_by(FaqEntry.id)
-        )
-    ]
-    _cache[key] = (_generation, now, rules)
-    return rules
+    index = _Index(list(session.scalars(select(FaqEntry).where(FaqEntry.enabled.is_(True)))))
+    _cache[key] = (_generation, now, index)
+    return index
 
 
 @dataclass(frozen=True)
@@ -238,24 +269,24 @@ def find_match(
 
     The longest keyword found in the text wins (ties: the oldest entry).
     """
-    low = text.lower()
-    if not low.strip():
+    if not text.strip():
         return None
+    index = _index(session)
     chat = f"{channel}:{chat_id}"
     best: tuple[int, int] | None = None
-    for entry in _entries(session):
-        if entry.scope == "chats":
-            if chat not in entry.chats:
+    for entry_id, length in index.hits(text).items():
+        rule = index.rules[entry_id]
+        if rule.scope == "chats":
+            if chat not in rule.chats:
                 continue
-        elif entry.scope == ("private" if in_group else "groups"):
+        elif rule.scope == ("private" if in_group else "groups"):
             continue
         if in_group and (
-            entry.group_mode == "off" or (entry.group_mode == "mention" and not mentions_bot)
+            rule.group_mode == "off" or (rule.group_mode == "mention" and not mentions_bot)
         ):
             continue
-        length = max((len(k) for k in entry.keywords if k and k in low), default=0)
-        if length and (best is None or length > best[0]):
-            best = (length, entry.id)
+        if best is None or (length, -entry_id) > (best[0], -best[1]):
+            best = (length, entry_id)
     if best is None:
         return None
     entry = session.get(FaqEntry, best[1])

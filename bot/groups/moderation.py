@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -88,14 +89,31 @@ class Settings:
         return dataclasses.asdict(self) | {"banned_words": list(self.banned_words)}
 
 
+#: Settings per (database, group), read again after CACHE_SECONDS (a change made by another
+#: process shows within that time) or at once after a change in this process: members'
+#: messages in groups without rules cost no query.
+CACHE_SECONDS = 5.0
+_cache: dict[tuple[str, int], tuple[int, float, Settings]] = {}
+_generation = 0
+
+
 def settings_of(session: Session, group_id: int) -> Settings:
+    key = (str(session.get_bind().url), group_id)
+    cached = _cache.get(key)
+    now = time.monotonic()
+    if cached is not None and cached[0] == _generation and now - cached[1] < CACHE_SECONDS:
+        return cached[2]
     row = session.get(GroupModeration, group_id)
-    if row is None or not row.settings:
-        return Settings()
-    known = {f.name for f in dataclasses.fields(Settings)}
-    values = {k: v for k, v in row.settings.items() if k in known}
-    values["banned_words"] = tuple(values.get("banned_words") or ())
-    return Settings(**values)
+    settings = Settings()
+    if row is not None and row.settings:
+        known = {f.name for f in dataclasses.fields(Settings)}
+        values = {k: v for k, v in row.settings.items() if k in known}
+        values["banned_words"] = tuple(values.get("banned_words") or ())
+        settings = Settings(**values)
+    if len(_cache) > 10_000:
+        _cache.clear()
+    _cache[key] = (_generation, now, settings)
+    return settings
 
 
 def _int(value: str, low: int, high: int, what: str) -> int:
@@ -162,6 +180,8 @@ def configure(
     row.settings = new.as_dict()
     row.updated_by = actor[:128]
     row.updated_at = now
+    global _generation
+    _generation += 1
     return new
 
 

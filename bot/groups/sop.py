@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import jinja2
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
@@ -401,10 +402,13 @@ def _run_plan(session: Session, plan_id: int, services, zone: ZoneInfo, now: dat
         ).one()
         groups = resolve_groups(session, plan)
         problems = []
+        try:
+            content = _Content(plan, services)
+        except TemplateRenderError as exc:
+            groups, problems = [], [exc.problem]
         for group in groups:
             try:
-                with session.begin_nested():
-                    posted += _post(session, plan, run, group, slot, services, zone, now)
+                posted += _post(session, plan, run, group, slot, content, zone, now)
             except TemplateRenderError as exc:
                 problems.append(f"{group.channel}:{group.external_id}: {exc.problem}")
         run.groups = session.scalar(
@@ -418,10 +422,58 @@ def _run_plan(session: Session, plan_id: int, services, zone: ZoneInfo, now: dat
     return plan.name, posted
 
 
-def _post(session, plan, run, group, slot, services, zone, now) -> int:
-    config: Config = services.config
+class _Content:
+    """A plan's content prepared once per slot: the compiled text or template, the label."""
+
+    def __init__(self, plan: SopPlan, services) -> None:
+        config: Config = services.config
+        self.locale = config.general.locale
+        renderer: Renderer = services.renderer
+        if plan.template:
+            name, _ = renderer.template_name(plan.template, self.locale)
+        else:
+            name = None
+        try:
+            self.compiled = (
+                renderer.env.get_template(name)
+                if name
+                else renderer.env.from_string(plan.text or "")
+            )
+        except jinja2.TemplateError as exc:
+            raise TemplateRenderError(
+                plan.template or "<plan text>", self.locale, str(exc)
+            ) from exc
+        self.link_base = ""
+        if plan.link:
+            from bot.marketing.links import base_url
+
+            self.link_base = f"{base_url(config)}/g/"
+        self.label = plan.button or t("groups.sop.coupon_button", self.locale)
+
+    def render(self, **values) -> str:
+        try:
+            return self.compiled.render(**values).strip()
+        except jinja2.TemplateError as exc:
+            raise TemplateRenderError(
+                "<plan text>", self.locale, f"{type(exc).__name__}: {exc}"
+            ) from exc
+
+
+def _post(session, plan, run, group, slot, content: _Content, zone, now) -> int:
+    """Queue the plan's post to one group (once: the post record and the outbox row share
+    the key plan × slot × group)."""
     key = f"sop:{plan.id}:{slot:%Y%m%d%H%M}:{group.id}"
     token = secrets.token_urlsafe(16) if plan.link else None
+    link = f"{content.link_base}{token}" if token else ""
+    text = content.render(
+        group=group.title or group.external_id,
+        date=slot.astimezone(zone).date().isoformat(),
+        link=link,
+    )
+    if link and link not in text:
+        text = f"{text}\n{link}"
+    if not text:
+        raise TemplateRenderError("<plan text>", content.locale, "the post is empty")
     inserted = insert_ignore(
         session,
         GroupPost,
@@ -439,29 +491,9 @@ def _post(session, plan, run, group, slot, services, zone, now) -> int:
     )
     if not inserted:
         return 0
-    post = session.scalars(select(GroupPost).where(GroupPost.outbox_key == key)).one()
-    link = ""
-    if plan.link:
-        from bot.marketing.links import base_url
-
-        link = f"{base_url(config)}/g/{post.link_token}"
-    locale = config.general.locale
-    values = {
-        "group": group.title or group.external_id,
-        "date": slot.astimezone(zone).date().isoformat(),
-        "link": link,
-    }
-    renderer: Renderer = services.renderer
-    if plan.template:
-        text = renderer.render(plan.template, locale, **values)
-    else:
-        text = renderer.render_string(plan.text or "", **values)
-    if link and link not in text:
-        text = f"{text}\n{link}"
     buttons = []
     if plan.coupon and group.channel in BUTTON_CHANNELS:
-        label = plan.button or t("groups.sop.coupon_button", locale)
-        buttons.append(Button(label, f"{BUTTON_PREFIX}{post.id}"))
+        buttons.append(Button(content.label, key))  # the key starts with BUTTON_PREFIX
     outbox.enqueue(
         session,
         key=key,
@@ -503,12 +535,12 @@ class Pressed:
     coupon: str | None
 
 
-def post_clicked(session: Session, post_id: int, customer_id: int, now: datetime) -> Pressed | None:
-    """Count a press on a post's button and give the presser the plan's coupon (once per
-    person and post); None for an unknown post."""
+def post_clicked(session: Session, key: str, customer_id: int, now: datetime) -> Pressed | None:
+    """Count a press on a post's button (its data is the post's key) and give the presser
+    the plan's coupon (once per person and post); None for an unknown post."""
     found = session.execute(
         select(GroupPost, SopPlan).join(SopPlan, SopPlan.id == GroupPost.plan_id)
-        .where(GroupPost.id == post_id)
+        .where(GroupPost.outbox_key == key)
     ).one_or_none()  # fmt: skip
     if found is None:
         return None

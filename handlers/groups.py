@@ -60,6 +60,12 @@ def _body(ctx: Context) -> str:
     return parts[1].strip() if len(parts) > 1 else ""
 
 
+def _action(ctx: Context) -> tuple[str, str]:
+    """The sub-command word and the rest (line breaks in the rest kept)."""
+    parts = _body(ctx).split(maxsplit=1)
+    return (parts[0].lower() if parts else ""), (parts[1].strip() if len(parts) > 1 else "")
+
+
 def _actor(ctx: Context) -> str:
     return f"{ctx.event.channel}:{ctx.event.actor.user_id}"
 
@@ -78,8 +84,7 @@ def _fail(ctx: Context, exc: GroupsError) -> None:
 
 def sop_command(ctx: Context) -> None:
     """``/sop add|list|show|pause|resume|del|tag`` (see bot/groups/sop.py)."""
-    action, _, rest = _body(ctx).partition(" ")
-    action, rest = action.lower(), rest.strip()
+    action, rest = _action(ctx)
     try:
         if action == "add":
             spec = sop.parse_plan(rest, ctx.renderer)
@@ -177,8 +182,7 @@ def sop_button(ctx: Context) -> None:
 
 def faq_command(ctx: Context) -> None:
     """``/faq add|list|del`` (see bot/groups/faq.py)."""
-    action, _, rest = _body(ctx).partition(" ")
-    action, rest = action.lower(), rest.strip()
+    action, rest = _action(ctx)
     here = (ctx.event.channel, ctx.event.ref.chat_id)
     try:
         if action == "add":

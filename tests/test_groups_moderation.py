@@ -79,6 +79,7 @@ async def test_a_link_from_a_newcomer_is_deleted_and_an_old_members_is_not(tg, c
     spam = said(CAROL, "加我领福利 https://spam.example/x", "Carol")
     await tg.push(spam)
     await tg.push(said(DAVE, "官网在 www.shop.example.com 可以看", "Dave"))
+    await tg.push(said(FRANK, "我在群里很久了 https://frank.example", "Frank"))  # join never seen
     await admin(tg, "群公告见 https://brand.example/notice")  # admins are never checked
     await tg.deliver()
 

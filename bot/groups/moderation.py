@@ -38,7 +38,7 @@ from bot.outbox import queue as outbox
 from storage.db import insert_ignore
 from storage.groups import GroupModeration, GroupWarning, ModerationAction, NewcomerCheck
 from storage.handoff import AuditEntry
-from storage.models import Group, Interaction, Membership
+from storage.models import Group, Interaction
 
 __all__ = [
     "ACTS_ON",
@@ -355,9 +355,14 @@ def check_message(
         warn(session, reason="banned_word", **common)
         return True
     if rules.links_days and _has_link(text, raw):
+        # a newcomer is someone whose joining Siyu saw lately (members from before the bot
+        # was added, or whose join it never saw, are not)
         joined = session.scalar(
-            select(Membership.joined_at).where(
-                Membership.group_id == group.id, Membership.customer_id == customer_id
+            select(func.max(Interaction.occurred_at)).where(
+                Interaction.customer_id == customer_id,
+                Interaction.channel == group.channel,
+                Interaction.chat_id == group.external_id,
+                Interaction.kind == "join",
             )
         )
         if joined is not None and joined > now - timedelta(days=rules.links_days):

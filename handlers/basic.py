@@ -9,6 +9,8 @@ __all__ = ["help_command", "start", "unknown_command"]
 #: Commands shown by /help, by role. Later features add theirs here.
 CUSTOMER_COMMANDS = ("start", "help")
 MANAGER_COMMANDS = ("welcome", "announce", "stats", "whois", "tag", "untag", "segment", "rule")
+#: Running the groups (handlers/groups.py).
+MANAGER_COMMANDS += ("sop", "faq", "mod", "warn", "mute", "ban", "unban")
 
 
 def start(ctx: Context) -> None:

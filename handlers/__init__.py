@@ -8,11 +8,16 @@ group    handlers (priority)
 =======  ============================================================================
 0 *      keyword_tagging, event_tagging (tags only, never answer)
 1        consent: opt-out/opt-in keywords (退订/TD/stop); ends the dispatch
+2 *      group_moderation (members' group messages; a deleted one ends the dispatch),
+         group_newcomer (joins: confirm button) — handlers/groups.py
 3 *      referral_attribution: an arrival by invite (ref_<code>) is attributed; never answers
 5 *      customer_returned: a customer's message cancels pending follow-ups
 10       answers: flag_for_staff (200), start/help/welcome_follower (100), managers'
-         commands and /campaign /redeem /segment /rule /profile (90), campaign_click (80),
-         survey_comment* (75), survey_answer (70), my_invites (65), flow_start (60), flow_answer (50), group_welcome (50), flag_vip (-50),
+         commands and /campaign /redeem /segment /rule /profile (90), groups: /sop /faq
+         /mod /warn /mute /ban /unban (90), group_confirm and sop_button (85),
+         campaign_click (80), survey_comment* (75), survey_answer (70), my_invites (65),
+         flow_start (60), flow_answer (50), group_welcome (50), faq_answer (40),
+         flag_vip (-50),
          unknown_command (-100), not_understood (-1000)
 20 *     relay_mirror: mirror handed-off conversations to the Telegram relay group
 =======  ============================================================================
@@ -41,6 +46,7 @@ __all__ = ["register_handlers"]
 
 TAGGING = 0
 CONSENT = 1
+MODERATION = 2
 ATTRIBUTION = 3
 RETURNS = 5
 ANSWERS = 10
@@ -92,6 +98,7 @@ def register_handlers(router: Router, config: Config) -> Router:
     _register_conversations(router, config)
     _register_relay(router, config)
     _register_measures(router)
+    _register_groups(router)
     return router
 
 
@@ -123,6 +130,59 @@ def _register_measures(router: Router) -> None:
         ("my_invites", m.my_invites, m.asks_invites, 65),
     ):
         router.add(Handler(name, callback, filter, group=ANSWERS, priority=priority))
+
+
+def _register_groups(router: Router) -> None:
+    """Running the groups (handlers/groups.py): SOP plans and FAQ for managers; moderation
+    for the group's admins and managers; rules on members' messages; FAQ answers."""
+    from handlers import groups as g
+
+    _restricted_commands(
+        router,
+        "groups_",
+        {"sop": g.sop_command, "faq": g.faq_command},
+        refused="groups_plans_refused",
+    )
+    _restricted_commands(
+        router,
+        "groups_",
+        {
+            "mod": g.mod_command,
+            "warn": g.warn_command,
+            "mute": g.mute_command,
+            "ban": g.ban_command,
+            "unban": g.unban_command,
+        },
+        refused="groups_mod_refused",
+    )
+    router.add(
+        Handler(
+            "group_moderation",
+            g.moderate,
+            g.is_member_message,
+            group=MODERATION,
+            during_handoff=True,
+        )
+    )
+    router.add(
+        Handler(
+            "group_newcomer",
+            g.newcomer,
+            f.kind(EventKind.JOIN) & f.is_group,
+            group=MODERATION,
+            during_handoff=True,
+        )
+    )
+    router.add(
+        Handler("group_confirm", g.confirm_button, g.is_confirm_button, group=ANSWERS, priority=85)
+    )
+    router.add(Handler("sop_button", g.sop_button, g.is_sop_button, group=ANSWERS, priority=85))
+    answers = g.FaqAnswers()
+    router.add(
+        Handler(
+            "faq_answer", answers.answer, f.Filter(answers.asks, "faq"), group=ANSWERS, priority=40
+        )
+    )
 
 
 def _restricted_commands(router: Router, prefix: str, callbacks: dict, *, refused: str) -> None:

@@ -5,7 +5,8 @@ held and, if not, shuts its scheduler down. On taking the lock the holder syncs 
 from config and (re)writes their jobs in the SQLAlchemy job store: one interval job per
 scenario (``scenario:<name>``), ``campaigns:due``, ``conversations:due`` (flow
 follow-ups and handoff SLA escalation), and ``nightly`` (RFM, lifecycle and
-tier recompute plus expired-tag purge at 03:00 in the brand's default time zone). Missed runs are coalesced into one
+tier recompute plus expired-tag purge at 03:00 in the brand's default time zone), and
+``groups:due`` (group SOP posts and newcomer checks, scheduler/groups.py). Missed runs are coalesced into one
 and always run (``misfire_grace_time=None``): whether a late run may still send is the
 scenario's own window rule (bot/marketing/scenarios.py), which records the rest as missed.
 """
@@ -92,7 +93,7 @@ class SchedulerService:
         )
         scheduler.start(paused=True)
         wanted = {f"scenario:{names[sid]}" for sid in scenario_ids}
-        wanted |= {"campaigns:due", "nightly", "conversations:due", "measures:due"}
+        wanted |= {"campaigns:due", "nightly", "conversations:due", "measures:due", "groups:due"}
         for job in scheduler.get_jobs():
             if job.id not in wanted:
                 job.remove()
@@ -138,6 +139,14 @@ class SchedulerService:
             timezone=services.config.general.timezone,
             id="nightly",
             replace_existing=True,
+        )
+        scheduler.add_job(  # group SOP posts and newcomer checks (scheduler/groups.py)
+            "scheduler.groups:groups_due",
+            "interval",
+            seconds=services.config.groups.tick_seconds,
+            id="groups:due",
+            replace_existing=True,
+            next_run_time=first,
         )
         scheduler.resume()
         self.scheduler = scheduler

@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "sandbox"
 MAX_TEXT = 4000
+#: How a sandbox message mentions the bot (FAQ answers in groups that want a mention).
+BOT_MENTIONS = ("@siyu", "@bot", "@私域")
 
 
 @dataclass(frozen=True)
@@ -175,7 +177,8 @@ class SandboxAdapter:
         if parsed:
             name, args = parsed
             return Event(kind=EventKind.COMMAND, text=item.text, command=name, args=args, **common)
-        return Event(kind=EventKind.MESSAGE, text=item.text, **common)
+        mentions = any(name in item.text.lower() for name in BOT_MENTIONS)
+        return Event(kind=EventKind.MESSAGE, text=item.text, mentions_bot=mentions, **common)
 
     async def receive(self, data: object) -> DispatchResult:
         """Take one action from the page: record it in the transcript, then route it."""

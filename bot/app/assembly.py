@@ -104,6 +104,7 @@ def _web_routes(app: SiyuApp) -> list[BaseRoute]:
     """The staff inbox, the APIs (orders, customers, coupons) and tracked-link redirects."""
     from bot.web.coupons_api import coupon_routes
     from bot.web.customers_api import customers_routes
+    from bot.web.group_links import group_link_routes
     from bot.web.inbox import inbox_routes
     from bot.web.links import link_routes
     from bot.web.orders_api import orders_routes
@@ -115,6 +116,7 @@ def _web_routes(app: SiyuApp) -> list[BaseRoute]:
         *customers_routes(runtime),
         *coupon_routes(runtime),
         *link_routes(runtime),
+        *group_link_routes(runtime),  # links in group posts (bot/groups/sop.py)
     ]
 
 

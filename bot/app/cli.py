@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from bot.app import cli_campaigns, cli_customers, cli_measures
+from bot.app import cli_campaigns, cli_customers, cli_groups, cli_measures
 from bot.app.config import CHANNELS, Config, ConfigError, find_config_path, load_config
 
 __all__ = ["main"]
@@ -47,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_customers.add_parsers(sub, common)  # issue 5: import, segment, rfm, tags
     cli_campaigns.add_parsers(sub, common)  # issue 6: campaign, report campaign
     cli_measures.add_parsers(sub, common)  # survey send (reports are under "report")
+    cli_groups.add_parsers(sub, common)  # groups: sop, faq, mod log
     return parser
 
 
@@ -91,6 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         **cli_customers.COMMANDS,
         **cli_campaigns.COMMANDS,
         **cli_measures.COMMANDS,
+        **cli_groups.COMMANDS,
         "staff": cmd_staff,
     }
     return handler[args.command](config, args)

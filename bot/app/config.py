@@ -697,6 +697,27 @@ class ReferralsConfig:
 
 
 @dataclass(frozen=True)
+class GroupsConfig:
+    """Running the groups: scheduled posts (SOP), FAQ answers, moderation (bot/groups/)."""
+
+    #: How often the one scheduler looks for due post slots and expired newcomer checks.
+    tick_seconds: float = field(default=30.0, metadata=_meta(_positive))
+    #: A slot missed (process down) is still posted this many minutes late, else recorded
+    #: as missed.
+    catch_up_minutes: int = field(
+        default=30,
+        metadata=_meta(lambda v: None if 0 <= v <= 1440 else f"must be 0 to 1440, got {v}"),
+    )
+    max_plans: int = field(default=200, metadata=_meta(_positive))
+    max_faq_entries: int = field(default=500, metadata=_meta(_positive))
+    #: Cool-down of a new FAQ entry (seconds) unless its definition says otherwise.
+    faq_cooldown_seconds: int = field(default=600, metadata=_meta(_non_negative))
+    #: Chats ('<channel>:<chat id>') that get moderation reports from channels where the bot
+    #: cannot act (WeChat, WeCom, sandbox); empty: the managers of [roles] in 1:1.
+    report_to: list[str] = field(default_factory=list, metadata=_meta(_check_member))
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     """Log output."""
 
@@ -739,6 +760,7 @@ class Config:
     links: LinksConfig = field(default_factory=LinksConfig)
     surveys: SurveysConfig = field(default_factory=SurveysConfig)
     referrals: ReferralsConfig = field(default_factory=ReferralsConfig)
+    groups: GroupsConfig = field(default_factory=GroupsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     source: str = field(default="<defaults>", metadata={"internal": True})
 

@@ -102,6 +102,8 @@ class Event:
     #: The author of the message this one answers (platforms with replies; managers'
     #: /whois, /tag and /untag act on them).
     reply_to: Actor | None = None
+    #: The message mentions the bot or answers one of its messages (FAQ answers in groups).
+    mentions_bot: bool = False
     occurred_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     raw: Mapping[str, Any] = field(default_factory=dict)
     id: str = field(default_factory=lambda: uuid.uuid4().hex)

@@ -210,10 +210,11 @@ class Router:
             queued_before = len(ctx.queued)
             try:
                 with ctx.session.begin_nested():
-                    handler.callback(ctx)
+                    try:
+                        handler.callback(ctx)
+                    except StopPropagation:  # ends the dispatch; the handler's work is kept
+                        stop = True
                     ctx.session.flush()
-            except StopPropagation:
-                stop = True
             except Exception as exc:
                 log.exception("handler %s failed on event %s", handler.name, ctx.event.id)
                 result.errors.append(redact(f"{handler.name}: {type(exc).__name__}: {exc}"))

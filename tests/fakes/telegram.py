@@ -217,6 +217,18 @@ class FakeBotAPI:
     async def _m_pinChatMessage(self, params: dict) -> bool:
         return True
 
+    async def _m_deleteMessage(self, params: dict) -> bool:
+        return True
+
+    async def _m_restrictChatMember(self, params: dict) -> bool:
+        return True
+
+    async def _m_banChatMember(self, params: dict) -> bool:
+        return True
+
+    async def _m_unbanChatMember(self, params: dict) -> bool:
+        return True
+
     async def _m_deleteWebhook(self, params: dict) -> bool:
         return True
 

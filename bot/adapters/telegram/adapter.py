@@ -36,7 +36,7 @@ from datetime import timedelta
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
-from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram import Bot, ChatPermissions, InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram import error as tg_error
 from telegram.constants import ParseMode
 from telegram.request import HTTPXRequest
@@ -286,7 +286,13 @@ class TelegramAdapter:
     async def _enrich(self, event: Event) -> Event:
         """Add what the update alone does not say: admin rights, long button data."""
         changes: dict = {}
-        asks_rights = event.kind in (EventKind.COMMAND, EventKind.BUTTON)
+        # messages too: moderation never checks a group's admins (the list is cached)
+        asks_rights = event.kind in (
+            EventKind.COMMAND,
+            EventKind.BUTTON,
+            EventKind.MESSAGE,
+            EventKind.EDITED,
+        )
         if (
             event.chat_type is ChatType.GROUP
             and asks_rights
@@ -368,6 +374,8 @@ class TelegramAdapter:
         paused = await self.limiter.paused_for(chat_id)
         if paused > 0:
             raise RetryAfter(paused, f"chat {chat_id} is rate limited")
+        if message.extra.get("moderation") is not None:  # bot/groups/moderation.py
+            return await self.moderate(chat_id, message.extra["moderation"])
         if not message.text.strip():
             raise PermanentError("empty message")
         try:
@@ -411,6 +419,41 @@ class TelegramAdapter:
         if message.extra.get("pin") and is_group:
             await self._pin(target, int(sent_ids[0]))
         return SendReceipt(platform_message_id=",".join(sent_ids)[:128])
+
+    async def moderate(self, chat_id: str, op: Mapping) -> SendReceipt:
+        """Carry out one moderation operation in a group (the bot must be an admin with
+        **Delete messages** and **Ban users**): ``delete`` a message, ``mute`` (until a
+        time) / ``restrict`` (until lifted) / ``unmute`` a member, ``ban``, ``unban``, or
+        ``remove`` (ban, then unban at once: they may rejoin). Errors map like sends."""
+        kind = op.get("op")
+        try:
+            target, user = int(chat_id), int(op.get("user_id") or 0)
+        except (TypeError, ValueError):
+            raise PermanentError(f"moderation: bad chat or user id in {dict(op)!r}") from None
+        until = op.get("until")
+        try:
+            if kind == "delete":
+                if not isinstance(op.get("message_id"), int):
+                    raise PermanentError("moderation: no message id to delete")
+                await self.bot.delete_message(target, op["message_id"])
+            elif kind in ("mute", "restrict"):
+                await self.bot.restrict_chat_member(
+                    target, user, ChatPermissions.no_permissions(), until_date=until
+                )
+            elif kind == "unmute":
+                await self.bot.restrict_chat_member(target, user, ChatPermissions.all_permissions())
+            elif kind == "ban":
+                await self.bot.ban_chat_member(target, user, until_date=until)
+            elif kind == "unban":
+                await self.bot.unban_chat_member(target, user, only_if_banned=True)
+            elif kind == "remove":
+                await self.bot.ban_chat_member(target, user)
+                await self.bot.unban_chat_member(target, user, only_if_banned=True)
+            else:
+                raise PermanentError(f"moderation: unknown operation {kind!r}")
+        except tg_error.TelegramError as exc:
+            raise await self._delivery_error(exc, chat_id, True) from exc
+        return SendReceipt(platform_message_id=f"{kind}:{op.get('message_id') or user}"[:128])
 
     def _record_parts(self, outbox_id: int, sent_ids: list[str]) -> None:
         with self.db.transaction() as session:

@@ -77,6 +77,19 @@ def _reply_target(message: Message) -> Actor | None:
     return _actor(replied.from_user)
 
 
+def _mentions_bot(message: Message, text: str, bot_username: str) -> bool:
+    """``@bot`` in the text, or a reply to one of the bot's messages."""
+    if not bot_username:
+        return False
+    if f"@{bot_username}".lower() in text.lower():
+        return True
+    replied = message.reply_to_message
+    author = replied.from_user if replied is not None else None
+    return bool(
+        author and author.is_bot and (author.username or "").lower() == bot_username.lower()
+    )
+
+
 def _message(
     update: Update, message: Message, edited: bool, bot_username: str, raw: Mapping, now: datetime
 ) -> Event | None:
@@ -92,6 +105,7 @@ def _message(
     if not text and message.effective_attachment is None:
         return None  # other service messages (topic created, video chat started, ...)
     reply_to = _reply_target(message)
+    base["mentions_bot"] = _mentions_bot(message, text, bot_username)
     if edited:
         return Event(kind=EventKind.EDITED, text=text, reply_to=reply_to, **base)
     parsed = parse_command(text, bot_username) if message.text else None

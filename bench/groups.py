@@ -23,10 +23,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bot.app.config import load_config
+from bot.app.services import Services
 from bot.core.clock import FakeClock
 from bot.core.templating import Renderer
 from bot.groups import faq, moderation, sop
-from bot.marketing.campaigns.manage import Services
 from storage import repos
 from storage.db import Database
 

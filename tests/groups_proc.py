@@ -12,9 +12,9 @@ from dataclasses import replace
 from apscheduler.events import EVENT_JOB_EXECUTED
 
 from bot.app.config import load_config
+from bot.app.services import Services
 from bot.core.clock import SystemClock
 from bot.core.templating import Renderer
-from bot.marketing.campaigns.manage import Services
 from scheduler.service import SchedulerService
 from storage.db import Database
 

@@ -9,8 +9,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
+from bot.app.services import Services
 from bot.groups.moderation import expire_newcomers
-from bot.marketing.campaigns.manage import Services
 from storage.groups import ModerationAction
 from storage.handoff import AuditEntry
 from storage.models import OutboxMessage

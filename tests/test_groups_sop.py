@@ -10,9 +10,9 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from bot.app.services import Services
 from bot.groups import sop
 from bot.groups.errors import GroupsError
-from bot.marketing.campaigns.manage import Services
 from storage.groups import GroupPost, SopRun
 from storage.models import OutboxMessage
 from tests.support import SandboxHarness

@@ -25,8 +25,8 @@ from tests.wechat_fakes import RunningSiyu, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 CORP, post = wecom.CORP, wecom.post
-# the WeCom fixtures (fake API server, config, callback signer)
-fake_api, wc_config, signer = wecom.fake_api, wecom.wc_config, wecom.signer
+# the WeCom fixtures (config, callback signer; the fake API server is tests/conftest.py's)
+wc_config, signer = wecom.wc_config, wecom.signer
 
 
 @pytest.mark.slow
@@ -120,7 +120,7 @@ async def test_a_wecom_group_post_waits_for_the_owners_confirmation(
 
 
 def sop_services(siyu):
-    from bot.marketing.campaigns.manage import Services
+    from bot.app.services import Services
 
     rt = siyu.runtime
     return Services(rt.db, rt.config, rt.renderer, rt.clock)

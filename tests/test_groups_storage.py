@@ -6,10 +6,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from bot.app.config import load_config
+from bot.app.services import Services
 from bot.core.clock import FakeClock
 from bot.core.templating import Renderer
 from bot.groups import faq, moderation, sop
-from bot.marketing.campaigns.manage import Services
 from storage import repos
 from storage.groups import FaqEntry, GroupWarning, NewcomerCheck
 

@@ -57,9 +57,9 @@ def add_parsers(sub, common: argparse.ArgumentParser) -> None:
 
 
 def _services(config: Config):
+    from bot.app.services import Services
     from bot.core.clock import SystemClock
     from bot.core.templating import Renderer
-    from bot.marketing.campaigns.manage import Services
     from storage.db import Database
 
     return Services(Database(config.database.url), config, Renderer(), SystemClock())

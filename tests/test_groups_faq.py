@@ -121,7 +121,7 @@ async def test_faq_commands_are_for_managers_and_listed_with_hits(tg):
     await manager_says(tg, "/faq del 1")
     await manager_says(tg, "/faq del 1")
     await tg.deliver()
-    assert tg.api.texts(AMY)[0] == "抱歉，/faq 只有群管理员可以使用。"
+    assert tg.api.texts(AMY)[0] == "抱歉，/faq 仅限经理使用。"
     _added, bad, listing, deleted, again = tg.api.texts(MANAGER)
     assert bad == "cooldown= 需是 0 到 604800 之间的秒数。"
     assert "#1 怎么退货（关键词：退货, 退换, return；范围：everywhere；群内：mention；冷却 600 秒；命中 1 次）" in listing  # fmt: skip

@@ -190,8 +190,8 @@ async def test_ban_and_unban_by_an_admin_and_refused_for_anyone_else(tg):
     await tg.push(said(DAVE, "/mute 10", "Dave", reply_to=carol["message"]))
     await tg.deliver()
     assert tg.api.texts(GROUP) == [
-        "抱歉，/ban 只有群管理员可以使用。",
-        "抱歉，/mute 只有群管理员可以使用。",
+        "抱歉，/ban 仅限本群管理员和经理在群内使用。",
+        "抱歉，/mute 仅限本群管理员和经理在群内使用。",
     ]
     assert tg.api.called("banChatMember") == [] and tg.api.called("restrictChatMember") == []
     assert actions(tg) == [] and audited(tg) == []

@@ -152,7 +152,7 @@ async def test_bad_definitions_say_what_is_wrong(tg):
 async def test_sop_commands_are_for_managers_only(tg):
     await tg.push(message(private_chat(4242), user(4242, "Eve"), "/sop add x daily 09:30 to=all | hi"))  # fmt: skip
     await tg.deliver()
-    assert tg.api.texts(4242) == ["抱歉，/sop 只有群管理员可以使用。"]
+    assert tg.api.texts(4242) == ["抱歉，/sop 仅限经理使用。"]
     with tg.db.sessions() as s:
         assert sop.list_plans(s) == []
 

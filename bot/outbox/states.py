@@ -51,6 +51,8 @@ class OutboxPurpose(StrEnum):
     SCENARIO = "scenario"
     MARKETING = "marketing"
     SURVEY = "survey"
+    GROUP_POST = "group_post"
+    MODERATION = "moderation"
 
 
 def purpose_of(value: str) -> OutboxPurpose:

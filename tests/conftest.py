@@ -53,8 +53,9 @@ class PgDatabases:
     is not dropped after its test but reset and handed to the next one: the sessions still
     connected to it are ended, every row is deleted (foreign keys off for the reset),
     tables the test created are dropped and the sequences start again — the template's
-    state, in ~50 ms. Resets and new copies run on a helper thread; only the databases
-    left at the end of the session are dropped.
+    state, in ~50 ms. It is then renamed, so the next test sees a new URL (caches keyed by
+    the database's URL, such as tag ids, never outlive it). Resets and new copies run on
+    a helper thread; only the databases left at the end of the session are dropped.
     """
 
     def __init__(self) -> None:
@@ -140,7 +141,10 @@ class PgDatabases:
                     )
             finally:
                 engine.dispose()
-            return url
+            fresh = f"siyu_test_{uuid.uuid4().hex[:10]}"
+            with self._admin.connect() as conn:
+                conn.execute(text(f'ALTER DATABASE "{name}" RENAME TO "{fresh}"'))
+            return _pg_database_url(fresh)
         except Exception:  # e.g. a server role without superuser rights: a new copy then
             self._drop(url)
             assert self.template is not None

@@ -12,7 +12,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Column, MetaData, String
+from sqlalchemy import Column, MetaData, String, inspect, text
 
 from storage import schema  # noqa: F401  (registers every table on the metadata)
 from storage.db import Database, alembic_config
@@ -50,6 +50,18 @@ def test_a_model_column_without_a_migration_is_reported(empty_url):
     assert [(op, table, column.name) for op, _schema, table, column in drift] == [
         ("add_column", "customers", "nickname")
     ]
+
+
+def test_every_test_gets_the_migrated_schema_and_no_rows(db):
+    """The databases the fixtures hand out (copies of the session's template, reset between
+    tests on PostgreSQL) hold the models' schema and nothing else: no rows, no extra tables."""
+    with db.engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        assert compare_metadata(context, Base.metadata) == []
+        tables = inspect(conn).get_table_names()
+        assert set(tables) == {*Base.metadata.tables, "alembic_version"}
+        rows = {t: conn.execute(text(f'SELECT count(*) FROM "{t}"')).scalar_one() for t in tables}
+    assert {t: n for t, n in rows.items() if n} == {"alembic_version": 1}
 
 
 def test_the_migration_history_is_one_line():

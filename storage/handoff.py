@@ -35,6 +35,8 @@ class StaffUser(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_login_at: Mapped[datetime | None]
+    #: The language of the inbox and of texts sent to this staff member (zh-CN or en).
+    locale: Mapped[str] = mapped_column(String(8), default="zh-CN", server_default="zh-CN")
 
 
 class HandoffTicket(Base):
@@ -56,6 +58,9 @@ class HandoffTicket(Base):
     claimed_at: Mapped[datetime | None]
     closed_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: The customer's satisfaction rating (1–5) after the conversation was resolved.
+    rating: Mapped[int | None]
+    rated_at: Mapped[datetime | None]
 
 
 class StaffNote(Base):

@@ -37,6 +37,7 @@ __all__ = [
     "new_code",
     "normalize_code",
     "redeem",
+    "stock_left",
     "sync_definitions",
 ]
 
@@ -184,6 +185,16 @@ def issue_codes(
     return result
 
 
+def stock_left(session: Session, coupon: CouponDefinition) -> int | None:
+    """Codes that may still be issued of ``coupon`` (None: no ``total_stock`` limit)."""
+    issued, stock = session.execute(
+        select(CouponDefinition.issued, CouponDefinition.total_stock).where(
+            CouponDefinition.id == coupon.id
+        )
+    ).one()
+    return max(stock - issued, 0) if stock else None
+
+
 def find_code(session: Session, raw_code: str) -> CouponCode | None:
     """The code a person typed or a breakpoint stored (any case, spaces or dashes)."""
     code = normalize_code(raw_code)
@@ -244,7 +255,8 @@ class Redemption:
     """The answer to a redemption: ok, or a reason a person can act on.
 
     reason: ``redeemed`` | ``unknown`` | ``already_redeemed`` | ``expired`` | ``foreign``
-    (the code belongs to another customer) | ``below_min_spend``.
+    (the code belongs to another customer) | ``below_min_spend`` | ``amount_required``
+    (a minimum spend applies: ask for the order amount).
     """
 
     ok: bool
@@ -278,8 +290,12 @@ def redeem(
     config: Config,
     customer_id: int | None = None,
     amount_cents: int | None = None,
+    require_amount: bool = True,
 ) -> Redemption:
-    """Redeem a code once (atomically) and record the purchase; see :class:`Redemption`."""
+    """Redeem a code once (atomically) and record the purchase; see :class:`Redemption`.
+
+    A coupon with a minimum spend needs the order amount: without one the answer is
+    ``amount_required`` (ask for it) unless ``require_amount`` is False."""
     code = normalize_code(raw_code)
     found = (
         session.execute(
@@ -307,6 +323,8 @@ def redeem(
         return Redemption(False, "already_redeemed", redeemed_at=row.redeemed_at, **base)
     if row.expires_at <= now:
         return Redemption(False, "expired", **base)
+    if amount_cents is None and coupon.min_spend_cents and require_amount:
+        return Redemption(False, "amount_required", **base)
     if amount_cents is not None and amount_cents < coupon.min_spend_cents:
         return Redemption(False, "below_min_spend", **base)
     won = session.execute(

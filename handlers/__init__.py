@@ -10,9 +10,10 @@ group    handlers (priority)
 1        consent: opt-out/opt-in keywords (退订/TD/stop); ends the dispatch
 5 *      customer_returned: a customer's message cancels pending follow-ups
 10       answers: flag_for_staff (200), start/help/welcome_follower (100), managers'
-         commands and /campaign /redeem /segment /rule /profile (90), campaign_click (80),
-         flow_start (60), flow_answer (50), group_welcome (50), flag_vip (-50),
-         unknown_command (-100), not_understood (-1000)
+         commands and /campaign /redeem /segment /rule /profile (90), rating (85),
+         campaign_click (80), my_coupons (70), flow_start (60), flow_answer (50),
+         group_welcome (50), greeting/pleasantry (45), flag_vip (-50), unknown_command (-100),
+         not_understood (-1000)
 20 *     relay_mirror: mirror handed-off conversations to the Telegram relay group
 =======  ============================================================================
 """
@@ -79,6 +80,7 @@ def register_handlers(router: Router, config: Config) -> Router:
     _register_manage(router)
     _register_conversations(router, config)
     _register_relay(router, config)
+    _register_self_service(router)
     return router
 
 
@@ -208,5 +210,21 @@ def _register_conversations(router: Router, config: Config) -> None:
         ("flag_vip", conv.flag_vip, conv.vip_text, -50),
         # Last of ANSWERS: private free text nothing above answered (consent blocks before).
         ("not_understood", conv.not_understood, conv.unanswered_text, -1000),
+    ):
+        router.add(Handler(name, callback, filter, group=ANSWERS, priority=priority))
+
+
+def _register_self_service(router: Router) -> None:
+    """Greeting, "my coupons", thanks and okays, the 1–5 rating (handlers/self_service.py).
+    Greeting and thanks come right after the flows' answers (a customer back in a flow gets
+    the breakpoint recap) and before flag_vip and not_understood, so outside a flow "你好"
+    and "谢谢" are never a misunderstanding and a VIP's thanks opens no ticket."""
+    from handlers import self_service as ss
+
+    for name, callback, filter, priority in (
+        ("rating", ss.rating, ss.is_rating, 85),
+        ("my_coupons", ss.my_coupons, ss.is_my_coupons, 70),
+        ("greeting", ss.greeting, ss.is_greeting, 45),
+        ("pleasantry", ss.pleasantry, ss.is_pleasantry, 45),
     ):
         router.add(Handler(name, callback, filter, group=ANSWERS, priority=priority))

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+from bot.core.commands import commands_for, describe
 from bot.core.context import Context
+from bot.core.events import ChatType
 
 __all__ = ["help_command", "start", "unknown_command"]
 
-#: Commands shown by /help, by role. Later features add theirs here.
-CUSTOMER_COMMANDS = ("start", "help")
-MANAGER_COMMANDS = ("welcome", "announce", "stats", "whois", "tag", "untag", "segment", "rule")
 
 
 def start(ctx: Context) -> None:
@@ -16,11 +15,18 @@ def start(ctx: Context) -> None:
     ctx.reply("welcome", name=ctx.customer.display_name if ctx.customer else "")
 
 
-def help_command(ctx: Context) -> None:
-    commands = list(CUSTOMER_COMMANDS)
+def help_audience(ctx: Context) -> str:
+    """Whose /help this is: ``manager``, ``group_admin``, ``member`` (a group) or ``customer``."""
     if ctx.role in ("manager", "group_admin"):
-        commands += MANAGER_COMMANDS
-    ctx.reply("help", commands=commands, role=ctx.role)
+        return ctx.role
+    return "member" if ctx.event.chat_type is ChatType.GROUP else "customer"
+
+
+def help_command(ctx: Context) -> None:
+    """Every command this person may use here, each with one line, in their locale."""
+    audience = help_audience(ctx)
+    commands = [{"name": c.name, "line": describe(c, ctx.locale)} for c in commands_for(audience)]
+    ctx.reply("help", commands=commands, role=audience)
 
 
 def unknown_command(ctx: Context) -> None:

@@ -232,5 +232,6 @@ def redeem_command(ctx: Context) -> None:
         by=f"{ctx.event.channel}:{ctx.event.actor.user_id}",
         config=ctx.config,
         amount_cents=amount_cents,
+        require_amount=True,
     )
     ctx.reply("redeem_result", result=result, code=format_code(result.code) if result.code else "")

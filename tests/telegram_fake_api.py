@@ -217,6 +217,9 @@ class FakeBotAPI:
     async def _m_pinChatMessage(self, params: dict) -> bool:
         return True
 
+    async def _m_setMyCommands(self, params: dict) -> bool:
+        return True
+
     async def _m_deleteWebhook(self, params: dict) -> bool:
         return True
 

@@ -408,6 +408,7 @@ def redeem_coupon(
         config=config,
         customer_id=ticket.customer_id if ticket else None,
         amount_cents=amount_cents,
+        require_amount=True,
     )
     audit(
         session, staff.username, "redeem", now,

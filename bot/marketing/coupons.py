@@ -290,12 +290,13 @@ def redeem(
     config: Config,
     customer_id: int | None = None,
     amount_cents: int | None = None,
-    require_amount: bool = True,
+    require_amount: bool = False,
 ) -> Redemption:
     """Redeem a code once (atomically) and record the purchase; see :class:`Redemption`.
 
     A coupon with a minimum spend needs the order amount: without one the answer is
-    ``amount_required`` (ask for it) unless ``require_amount`` is False."""
+    ``amount_required`` (ask for it) when ``require_amount`` (what people at a counter
+    or in chat use); otherwise the rule is checked only when an amount is given."""
     code = normalize_code(raw_code)
     found = (
         session.execute(

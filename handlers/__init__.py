@@ -14,6 +14,8 @@ group    handlers (priority)
          campaign_click (80), my_coupons (70), flow_start (60), flow_answer (50),
          group_welcome (50), greeting/pleasantry (45), flag_vip (-50), unknown_command (-100),
          not_understood (-1000)
+15 *     handoff_ack: a customer waiting for staff hears at most once per [handoff]
+         ack_minutes that their message arrived (and when to expect an answer)
 20 *     relay_mirror: mirror handed-off conversations to the Telegram relay group
 =======  ============================================================================
 """
@@ -37,6 +39,7 @@ CONSENT = 1
 RETURNS = 5
 ANSWERS = 10
 RELAY = 20
+HANDOFF_ACK = 15
 
 
 def register_handlers(router: Router, config: Config) -> Router:
@@ -81,6 +84,7 @@ def register_handlers(router: Router, config: Config) -> Router:
     _register_conversations(router, config)
     _register_relay(router, config)
     _register_self_service(router)
+    _register_handoff_ack(router)
     return router
 
 
@@ -228,3 +232,14 @@ def _register_self_service(router: Router) -> None:
         ("pleasantry", ss.pleasantry, ss.is_pleasantry, 45),
     ):
         router.add(Handler(name, callback, filter, group=ANSWERS, priority=priority))
+
+
+def _register_handoff_ack(router: Router) -> None:
+    """A customer waiting for staff gets a short acknowledgement (handlers/handoff_waiting.py)."""
+    from handlers.handoff_waiting import handoff_ack, waiting_for_staff
+
+    router.add(
+        Handler(
+            "handoff_ack", handoff_ack, waiting_for_staff, group=HANDOFF_ACK, during_handoff=True
+        )
+    )

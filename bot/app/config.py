@@ -396,6 +396,9 @@ class HandoffConfig:
     session_hours: int = field(default=12, metadata=_meta(_positive))
     login_max_failures: int = field(default=5, metadata=_meta(_positive))
     login_window_minutes: int = field(default=15, metadata=_meta(_positive))
+    #: While a conversation waits for or is with staff: at most one short acknowledgement
+    #: of the customer's new messages per this many minutes.
+    ack_minutes: int = field(default=10, metadata=_meta(_positive))
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from handlers import manage
 from handlers.basic import help_command, start, unknown_command
 from handlers.customers import CustomerCommands, profile
 from handlers.follow_welcome import welcome_follower
+from handlers.privately import privately
 from handlers.tagging import TaggingRules, event_tagging, keyword_tagging
 
 __all__ = ["register_handlers"]
@@ -142,7 +143,7 @@ def _register_campaigns(router: Router) -> None:
         router,
         "",
         {
-            "campaign": c.campaign_command,
+            "campaign": privately(c.campaign_command),
             "redeem": c.redeem_command,
             "scenario": sc.scenario_command,
         },
@@ -165,7 +166,11 @@ def _register_customers(router: Router, rules: TaggingRules) -> None:
     _restricted_commands(
         router,
         "customers_",
-        {"segment": commands.segment, "rule": commands.rule, "profile": profile},
+        {
+            "segment": privately(commands.segment),
+            "rule": commands.rule,
+            "profile": privately(profile),
+        },
         f.is_manager,
         refused="customers_refused",
     )
@@ -177,7 +182,7 @@ def _register_manage(router: Router) -> None:
         "welcome": manage.welcome,
         "announce": manage.announce,
         "stats": manage.stats,
-        "whois": manage.whois,
+        "whois": privately(manage.whois),
         "tag": manage.tag_member,
         "untag": manage.untag_member,
     }

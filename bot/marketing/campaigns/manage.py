@@ -19,11 +19,12 @@ from sqlalchemy.orm import Session
 
 from bot.app.config import Config
 from bot.core.clock import Clock
+from bot.core.i18n import t
 from bot.core.templating import Renderer, TemplateRenderError
 from bot.marketing import policy
 from bot.marketing.campaigns.push import ChunkResult, Push, Variant, share_by_id
 from bot.marketing.campaigns.spec import CampaignSpec, SpecError
-from bot.marketing.coupons import definition
+from bot.marketing.coupons import definition, format_code, new_code
 from storage.campaigns import Campaign, CampaignEvent, CampaignTarget, ConsentChange
 from storage.db import Database
 from storage.models import Customer, OutboxMessage
@@ -34,15 +35,20 @@ __all__ = [
     "CampaignError",
     "Preview",
     "Services",
+    "check_known_tags",
     "create_campaign",
     "evaluate",
     "find_campaign",
     "launch",
+    "list_campaigns",
     "pause",
     "preview",
     "request",
+    "require_audience",
     "run_due",
     "start_pilot",
+    "stats_summary",
+    "tell_verdict",
 ]
 
 log = logging.getLogger(__name__)
@@ -51,7 +57,19 @@ PREVIEW_SAMPLES = 3
 
 
 class CampaignError(ValueError):
-    """A campaign action that cannot be done now, and why."""
+    """A campaign action that cannot be done now, and why.
+
+    With ``key`` (templates/i18n/campaign.toml) and ``values`` the reason can be said in
+    the reader's locale (:meth:`text`); ``str()`` is the English text (logs, CLI).
+    """
+
+    def __init__(self, message: str, key: str | None = None, **values: object) -> None:
+        self.key, self.values = key, values
+        super().__init__(t(key, "en", **values) if key else message)
+
+    def text(self, locale: str | None) -> str:
+        """The reason in the reader's locale."""
+        return t(self.key, locale, **self.values) if self.key else str(self)
 
 
 @dataclass
@@ -79,8 +97,9 @@ def create_campaign(
 ) -> Campaign:
     """Store a draft campaign after checking its segment, templates and coupon."""
     if find_campaign(session, spec.name) is not None:
-        raise CampaignError(f"a campaign named {spec.name!r} already exists")
+        raise CampaignError("", "campaign.error.exists", name=spec.name)
     compile_segment(spec.segment, config=config, now=now, session=session)
+    check_known_tags(session, spec.segment)
     for v in spec.variants:
         if v.template:
             try:
@@ -207,14 +226,27 @@ def preview(
         pilot=round(reachable * campaign.pilot_share),
         holdout=round(reachable * campaign.holdout_share),
     )
-    ids = list(session.scalars(compiled.select_ids().order_by(Customer.id).limit(PREVIEW_SAMPLES)))
+    # samples among the customers who would really get it (not opted out, not capped)
+    ids = list(
+        session.scalars(
+            compiled.select_ids()
+            .where(eligible_condition(config, now))
+            .order_by(Customer.id)
+            .limit(PREVIEW_SAMPLES)
+        )
+    )
     customers = session.scalars(select(Customer).where(Customer.id.in_(ids))).all()
     if not customers:  # still prove every variant renders
         customers = [Customer(id=0, display_name="示例顾客", locale=config.general.locale)]
     coupon = None
-    if push.coupon is not None:
-        coupon = {"code": "SAMP-LE23-4567", "title": push.coupon.title, "expires": "-"}
     for c in customers:
+        if push.coupon is not None:  # a code and expiry as the customer would see them
+            expires = (now + timedelta(days=push.coupon.valid_days)).astimezone(push.zone(c.timezone))
+            coupon = {
+                "code": format_code(new_code()),
+                "title": push.coupon.title,
+                "expires": expires.strftime("%Y-%m-%d"),
+            }
         for variant in push.variants:
             customer = {
                 "id": c.id,
@@ -305,8 +337,18 @@ def launch(services: Services, campaign_id: int) -> ChunkResult:
 LAUNCHABLE = ("draft", "pilot_pending", "piloting", "launch_pending", "paused", "stopped")
 
 
-def request(session: Session, campaign: Campaign, action: str) -> None:
-    """Ask the scheduler to pilot or launch (the push runs there, not in a chat handler)."""
+def request(
+    session: Session,
+    campaign: Campaign,
+    action: str,
+    *,
+    config: Config | None = None,
+    now: datetime | None = None,
+) -> None:
+    """Ask the scheduler to pilot or launch (the push runs there, not in a chat handler).
+    With ``config`` and ``now`` an audience of nobody is refused first."""
+    if config is not None and now is not None:
+        require_audience(session, campaign, config=config, now=now)
     if action == "pilot":
         if campaign.status != "draft":
             raise CampaignError(
@@ -442,14 +484,18 @@ def evaluate(services: Services, campaign_id: int) -> Campaign:
         pilot, holdout = rates["pilot"], rates["holdout"]
         uplift = pilot["conversion"] - holdout["conversion"]
         reason = None
+        code = "uplift"
         if pilot["size"] < cfg.min_pilot_size:
+            code = "too_small"
             reason = f"pilot too small: {pilot['size']} < {cfg.min_pilot_size} customers"
         elif pilot["optout_rate"] > cfg.max_optout_rate:
+            code = "optout"
             reason = (
                 f"opt-out/block rate {pilot['optout_rate']:.1%} in the pilot is above "
                 f"{cfg.max_optout_rate:.1%}"
             )
         elif uplift <= cfg.min_uplift:
+            code = "no_uplift"
             reason = (
                 f"pilot conversion {pilot['conversion']:.1%} did not beat the holdout's "
                 f"{holdout['conversion']:.1%} by more than {cfg.min_uplift:.1%}"
@@ -461,7 +507,14 @@ def evaluate(services: Services, campaign_id: int) -> Campaign:
             "uplift": uplift,
             "decision": "stop" if reason else "launch",
             "reason": reason or f"uplift {uplift:.1%} beats {cfg.min_uplift:.1%}",
+            "reason_code": code,
+            "limits": {
+                "min_pilot_size": cfg.min_pilot_size,
+                "max_optout_rate": cfg.max_optout_rate,
+                "min_uplift": cfg.min_uplift,
+            },
         }
+        tell_verdict(session, campaign, services.config, services.renderer, now)
         if reason:
             campaign.status = "stopped"
             campaign.stop_reason = reason
@@ -496,3 +549,141 @@ def record_click(
         )
         == 1
     )
+
+
+# -- safety and reading in chat ------------------------------------------------------------
+
+
+def check_known_tags(session: Session, segment: str) -> None:
+    """Refuse tags no customer ever had (a typo such as ``tag:周末出``), suggesting the
+    closest existing tags ("did you mean 周末出游?")."""
+    import difflib
+
+    from bot.customers.segment_language import And, Not, Or, Predicate, TagScore, parse
+    from storage.models import Tag
+
+    wanted: list[str] = []
+    stack = [parse(segment)]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (And, Or)):
+            stack.extend(node.items)
+        elif isinstance(node, Not):
+            stack.append(node.item)
+        elif isinstance(node, Predicate):
+            if node.field == "tag" and isinstance(node.value, str):
+                wanted.append(node.value)
+            elif isinstance(node.value, TagScore):
+                wanted.append(node.value.tag)
+    if not wanted:
+        return
+    known = set(session.scalars(select(Tag.name).where(Tag.name.in_(wanted))))
+    for name in wanted:
+        if name in known:
+            continue
+        every = list(session.scalars(select(Tag.name).order_by(Tag.name).limit(5000)))
+        close = difflib.get_close_matches(name, every, n=3, cutoff=0.4)
+        close += [n for n in every if (name in n or n in name) and n not in close][:3]
+        if close:
+            raise CampaignError(
+                "", "campaign.error.unknown_tag_suggest", tag=name, suggestions="、".join(close[:3])
+            )
+        raise CampaignError("", "campaign.error.unknown_tag", tag=name)
+
+
+def require_audience(session: Session, campaign: Campaign, *, config: Config, now: datetime) -> int:
+    """The number of customers the campaign can reach now; refuses an audience of nobody."""
+    compiled = compile_segment(campaign.segment, config=config, now=now, session=session)
+    reachable = session.scalar(compiled.select_count().where(eligible_condition(config, now))) or 0
+    if reachable == 0:
+        raise CampaignError("", "campaign.error.empty_audience", name=campaign.name)
+    return reachable
+
+
+def list_campaigns(session: Session, limit: int = 50) -> list[dict]:
+    """The newest campaigns with status, segment, audience recorded and messages sent."""
+    campaigns = list(
+        session.scalars(select(Campaign).order_by(Campaign.id.desc()).limit(min(limit, 500)))
+    )
+    ids = [c.id for c in campaigns]
+    targeted = dict(
+        session.execute(
+            select(CampaignTarget.campaign_id, func.count())
+            .where(CampaignTarget.campaign_id.in_(ids))
+            .group_by(CampaignTarget.campaign_id)
+        ).all()
+    )
+    return [
+        {
+            "name": c.name,
+            "status": c.status,
+            "segment": c.segment,
+            "targeted": targeted.get(c.id, 0),
+            "created_at": c.created_at,
+            "stop_reason": c.stop_reason,
+        }
+        for c in campaigns
+    ]
+
+
+def stats_summary(rows) -> dict:
+    """A short reading of a funnel: totals and the rates a manager asks about."""
+
+    rows = [r for r in rows if r.variant != "*"]  # the funnel's own total row
+
+    def total(name: str) -> int:
+        return sum(getattr(r, name) for r in rows)
+
+    sent, delivered = total("sent"), total("delivered")
+    summary = {
+        "targeted": total("targeted"),
+        "held_out": total("held_out"),
+        "dropped": total("dropped"),
+        "queued": total("queued"),
+        "sent": sent,
+        "delivered": delivered,
+        "clicked": total("clicked"),
+        "redeemed": total("redeemed"),
+        "opted_out": total("opted_out"),
+    }
+    base = delivered or sent
+    summary["delivery_rate"] = delivered / sent if sent else 0.0
+    summary["click_rate"] = summary["clicked"] / base if base else 0.0
+    summary["redeem_rate"] = summary["redeemed"] / base if base else 0.0
+    summary["optout_rate"] = summary["opted_out"] / base if base else 0.0
+    dropped: dict[str, int] = {}
+    for r in rows:
+        for reason, n in (r.dropped_by or {}).items():
+            dropped[reason] = dropped.get(reason, 0) + n
+    summary["dropped_by"] = dropped
+    return summary
+
+
+def tell_verdict(
+    session: Session, campaign: Campaign, config: Config, renderer: Renderer, now: datetime
+) -> None:
+    """Tell the manager who created the campaign (else every manager) in chat, through
+    the outbox, that the pilot's verdict launches or stops it, with reason and numbers."""
+    from bot.core.events import ConversationRef
+    from bot.outbox import queue as outbox
+
+    creator = campaign.created_by or ""
+    channel = creator.partition(":")[0]
+    targets = [creator] if channel in config.campaigns.channels else list(config.roles.managers)
+    verdict = campaign.verdict or {}
+    for target in targets:
+        channel, _, user = target.partition(":")
+        if not user:
+            continue
+        text = renderer.render(
+            "campaign_verdict", config.general.locale, campaign=campaign, verdict=verdict
+        )
+        outbox.enqueue(
+            session,
+            key=f"campaign:{campaign.id}:verdict:{target}"[:200],
+            to=ConversationRef(channel, user, user),
+            text=text,
+            purpose="staff_alert",
+            priority=20,
+            now=now,
+        )

@@ -11,6 +11,7 @@ it launches to the rest or stops, and writes the reason in ``stop_reason``/``ver
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 
@@ -266,7 +267,12 @@ def preview(
 
 
 def run_push(
-    services: Services, campaign_id: int, *, send_arms: set[str], record_arms: set[str]
+    services: Services,
+    campaign_id: int,
+    *,
+    send_arms: set[str],
+    record_arms: set[str],
+    progress: Callable[[int], None] | None = None,
 ) -> ChunkResult:
     """Stream the campaign's segment in chunks (one transaction each) through the push."""
     config, now = services.config, services.clock.now()
@@ -277,6 +283,7 @@ def run_push(
         if push.coupon is not None:
             session.expunge(push.coupon)
     push.send_arms, push.record_arms = frozenset(send_arms), frozenset(record_arms)
+    push.on_chunk = progress
     return push.stream(services.db, compiled.select_ids(), now, config.campaigns.chunk_size)
 
 
@@ -297,7 +304,9 @@ def _set_status(
         return campaign
 
 
-def start_pilot(services: Services, campaign_id: int) -> ChunkResult:
+def start_pilot(
+    services: Services, campaign_id: int, *, progress: Callable[[int], None] | None = None
+) -> ChunkResult:
     """Send to the pilot arm, record the holdout; the evaluation is due after pilot_hours."""
     now = services.clock.now()
     _set_status(
@@ -307,12 +316,20 @@ def start_pilot(services: Services, campaign_id: int) -> ChunkResult:
         status="pilot_pending",
         pilot_started_at=now,
     )
-    result = run_push(services, campaign_id, send_arms={"pilot"}, record_arms={"pilot", "holdout"})
+    result = run_push(
+        services,
+        campaign_id,
+        send_arms={"pilot"},
+        record_arms={"pilot", "holdout"},
+        progress=progress,
+    )
     _set_status(services, campaign_id, ("pilot_pending",), status="piloting")
     return result
 
 
-def launch(services: Services, campaign_id: int) -> ChunkResult:
+def launch(
+    services: Services, campaign_id: int, *, progress: Callable[[int], None] | None = None
+) -> ChunkResult:
     """Send to everyone but the holdout (pilot rows already queued are not queued again)."""
     now = services.clock.now()
     campaign = _set_status(
@@ -329,6 +346,7 @@ def launch(services: Services, campaign_id: int) -> ChunkResult:
         campaign_id,
         send_arms={"pilot", "rollout"},
         record_arms={"pilot", "holdout", "rollout"},
+        progress=progress,
     )
     _set_status(services, campaign_id, ("launch_pending",), status="running")
     return result

@@ -140,6 +140,8 @@ class Push:
     _zones: dict = field(default_factory=dict, init=False, repr=False)
     _variant_share: Callable[[object], float] | None = field(default=None, init=False, repr=False)
     _recent_contents: dict = field(default_factory=dict, init=False, repr=False)
+    #: called with the number of customers after each streamed chunk (CLI progress)
+    on_chunk: Callable[[int], None] | None = field(default=None, repr=False)
 
     # -- pieces --------------------------------------------------------------------------
 
@@ -282,6 +284,8 @@ class Push:
                     break
                 total.add(self.chunk_rows(session, rows, now))
             last = rows[-1][0]
+            if self.on_chunk is not None:
+                self.on_chunk(len(rows))
         return total
 
     def chunk(self, session: Session, ids: list[int], now: datetime) -> ChunkResult:

@@ -119,9 +119,16 @@ class Progress:
 
 def database_problem(exc: BaseException, url: str) -> str | None:
     """One line saying what to do about a database that cannot be used, or None."""
-    text = str(getattr(exc, "orig", None) or exc).lower()
+    chain, seen = [], exc
+    while seen is not None and len(chain) < 6:  # the first failure may be in the context
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    text = " | ".join(str(getattr(e, "orig", None) or e).lower() for e in chain)
     where = _safe_url(url)
-    if "no such table" in text or "undefinedtable" in type(getattr(exc, "orig", exc)).__name__.lower() or (
+    kinds = " ".join(type(getattr(e, "orig", e)).__name__.lower() for e in chain)
+    if "disk is full" in text or "no space left" in text or "disk full" in text:
+        return say("cli.db.full", url=where)
+    if "no such table" in text or "undefinedtable" in kinds or (
         "relation" in text and "does not exist" in text
     ):
         return say("cli.db.unmigrated", url=where)

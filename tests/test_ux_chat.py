@@ -19,11 +19,8 @@ from storage.campaigns import Campaign
 from storage.coupons import CouponCode
 from storage.handoff import HandoffTicket
 from tests.support import SandboxHarness
-from tests.telegram_fake_api import TelegramHarness, group_chat, message, private_chat, user
+from tests.telegram_fake_api import TelegramHarness
 from tests.test_inbox_web import add_staff, flagged, login
-
-GROUP = -1001234
-ADMIN = 7001
 
 
 def harness(config, db, clock) -> SandboxHarness:

@@ -69,7 +69,9 @@ def manager_data(state: InboxState, user: StaffUser) -> dict:
             "audit": [
                 {
                     "at": a.created_at,
-                    "actor": a.actor,
+                    "actor": t(f"handoff.actor.{a.actor}", locale)
+                    if a.actor in ("bot", "system", "customer")
+                    else a.actor,
                     "action": action_label(a.action, locale),
                     "code": a.action,
                     "ticket_id": a.ticket_id,

@@ -28,6 +28,7 @@ from sqlalchemy import select
 
 from bot.app.config import EVENT_TRIGGERS
 from bot.core.context import Context
+from bot.core.i18n import t
 from bot.customers.attributes import (
     ALIASES,
     ATTRIBUTES,
@@ -269,15 +270,17 @@ def profile(ctx: Context) -> None:
     if identity is None:
         ctx.reply(
             "customers_error",
-            error="/profile [<attribute> <value>] as a reply, or with @<user id> last "
-            f"(attributes: {', '.join(ATTRIBUTES)}; value - clears)",
+            error=t("customer.profile_usage", ctx.locale, attributes=", ".join(ATTRIBUTES)),
         )
         return
     if args:
         key = ALIASES.get(args[0].lower(), args[0].lower())
         value = " ".join(args[1:]).strip()
         if not value:
-            ctx.reply("customers_error", error=f"/profile {key} <value> (or - to clear)")
+            ctx.reply(
+                "customers_error",
+                error=t("customer.profile_value_usage", ctx.locale, attribute=key[:40]),
+            )
             return
         try:
             local = ctx.now.astimezone(ZoneInfo(ctx.config.general.timezone)).date()
@@ -291,7 +294,10 @@ def profile(ctx: Context) -> None:
                 default_timezone=ctx.config.general.timezone,
                 create=False,
             )
-        except (ProfileInputError, ProfileConflict) as exc:
+        except ProfileInputError as exc:
+            ctx.reply("customers_error", error=exc.text(ctx.locale))
+            return
+        except ProfileConflict as exc:
             ctx.reply("customers_error", error=str(exc))
             return
         shown = attrs[key]
@@ -302,7 +308,7 @@ def profile(ctx: Context) -> None:
         ctx.reply(
             "profile_updated",
             name=identity.customer.display_name or identity.external_id,
-            attribute=key,
+            attribute=t(f"customer.attr.{key}", ctx.locale),
             value=shown or "",
             changed=bool(result.changed),
         )

@@ -145,7 +145,9 @@ def campaign_command(ctx: Context) -> None:
             ctx.reply("campaign_usage")
     except manage.CampaignError as exc:
         ctx.reply("campaign_error", problem=exc.text(ctx.locale))
-    except (SpecError, SegmentError) as exc:
+    except SegmentError as exc:
+        ctx.reply("campaign_error", problem=exc.text(ctx.locale))
+    except SpecError as exc:
         ctx.reply("campaign_error", problem=str(exc))
 
 

@@ -221,7 +221,7 @@ class CustomerCommands:
                     names=[c.display_name or f"#{c.id}" for c in shown],
                 )
         except SegmentError as exc:
-            ctx.reply("customers_error", error=exc.pretty())
+            ctx.reply("customers_error", error=exc.text(ctx.locale))
 
     def rule(self, ctx: Context) -> None:
         sub = ctx.event.args[0].lower() if ctx.event.args else ""

@@ -220,3 +220,16 @@ async def test_a_managers_campaign_errors_are_in_their_language(config, sqlite_d
     assert (await h.bot_messages("manager"))[0] == (
         "Campaign action failed: no customer has ever had the tag '周末出'. Did you mean 周末出游?"
     )
+
+
+async def test_segment_typos_are_explained_in_the_managers_language(config, sqlite_db, clock):
+    h = harness(config, sqlite_db, clock)
+    await h.say("manager", "/segment tga:母婴")
+    await h.say("manager", "/profile birthday 1990-13-01 @c9")
+    await h.say("c9", "hello", locale="en")
+    await h.say("manager", "/profile birthday 1990-13-01 @c9")
+    await h.deliver()
+    said = await h.bot_messages("manager")
+    assert said[0].startswith("操作未完成：第 0 个字符处：没有“tga”这个条件，您是不是想写 tag？")
+    assert "\n  tga:母婴\n  ^" in said[0]
+    assert said[-1] == "操作未完成：生日“1990-13-01”不是真实存在的日期"

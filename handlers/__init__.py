@@ -14,11 +14,13 @@ group    handlers (priority)
 5 *      customer_returned: a customer's message cancels pending follow-ups
 10       answers: flag_for_staff (200), start/help/welcome_follower (100), managers'
          commands and /campaign /redeem /segment /rule /profile (90), groups: /sop /faq
-         /mod /warn /mute /ban /unban (90), group_confirm and sop_button (85),
-         campaign_click (80), survey_comment* (75), survey_answer (70), my_invites (65),
-         flow_start (60), flow_answer (50), group_welcome (50), faq_answer (40),
-         flag_vip (-50),
-         unknown_command (-100), not_understood (-1000)
+         /mod /warn /mute /ban /unban (90), rating, group_confirm and sop_button (85),
+         campaign_click (80), survey_comment* (75), survey_answer (70), my_coupons (70),
+         my_invites (65), flow_start (60), flow_answer (50), group_welcome (50),
+         greeting/pleasantry (45), faq_answer (40), flag_vip (-50), unknown_command (-100),
+         not_understood (-1000)
+15 *     handoff_ack: a customer waiting for staff hears at most once per [handoff]
+         ack_minutes that their message arrived (and when to expect an answer)
 20 *     relay_mirror: mirror handed-off conversations to the Telegram relay group
 =======  ============================================================================
 """
@@ -39,6 +41,7 @@ from handlers.basic import help_command, start, unknown_command
 from handlers.conversations import ConversationHandlers
 from handlers.customers import CustomerCommands, profile
 from handlers.follow_welcome import welcome_follower
+from handlers.privately import privately
 from handlers.relay import in_handoff, mirror_to_relay
 from handlers.tagging import event_tagging, keyword_tagging
 
@@ -51,6 +54,7 @@ ATTRIBUTION = 3
 RETURNS = 5
 ANSWERS = 10
 RELAY = 20
+HANDOFF_ACK = 15
 
 #: Who may run a restricted command, on what: the authorization table decides.
 PERMITTED = f.Filter(authz.permits, "authz")
@@ -99,6 +103,8 @@ def register_handlers(router: Router, config: Config) -> Router:
     _register_relay(router, config)
     _register_measures(router)
     _register_groups(router)
+    _register_self_service(router)
+    _register_handoff_ack(router)
     return router
 
 
@@ -226,7 +232,7 @@ def _register_campaigns(router: Router) -> None:
         router,
         "",
         {
-            "campaign": c.campaign_command,
+            "campaign": privately(c.campaign_command),
             "redeem": c.redeem_command,
             "scenario": sc.scenario_command,
         },
@@ -248,7 +254,11 @@ def _register_customers(router: Router, rules: TaggingRules) -> None:
     _restricted_commands(
         router,
         "customers_",
-        {"segment": commands.segment, "rule": commands.rule, "profile": profile},
+        {
+            "segment": privately(commands.segment),
+            "rule": commands.rule,
+            "profile": privately(profile),
+        },
         refused="customers_refused",
     )
 
@@ -259,7 +269,7 @@ def _register_manage(router: Router) -> None:
         "welcome": manage.welcome,
         "announce": manage.announce,
         "stats": manage.stats,
-        "whois": manage.whois,
+        "whois": privately(manage.whois),
         "tag": manage.tag_member,
         "untag": manage.untag_member,
     }
@@ -296,3 +306,30 @@ def _register_conversations(router: Router, config: Config) -> None:
         ("not_understood", conv.not_understood, conv.unanswered_text, -1000),
     ):
         router.add(Handler(name, callback, filter, group=ANSWERS, priority=priority))
+
+
+def _register_self_service(router: Router) -> None:
+    """Greeting, "my coupons", thanks and okays, the 1–5 rating (handlers/self_service.py).
+    Greeting and thanks come right after the flows' answers (a customer back in a flow gets
+    the breakpoint recap) and before flag_vip and not_understood, so outside a flow "你好"
+    and "谢谢" are never a misunderstanding and a VIP's thanks opens no ticket."""
+    from handlers import self_service as ss
+
+    for name, callback, filter, priority in (
+        ("rating", ss.rating, ss.is_rating, 85),
+        ("my_coupons", ss.my_coupons, ss.is_my_coupons, 70),
+        ("greeting", ss.greeting, ss.is_greeting, 45),
+        ("pleasantry", ss.pleasantry, ss.is_pleasantry, 45),
+    ):
+        router.add(Handler(name, callback, filter, group=ANSWERS, priority=priority))
+
+
+def _register_handoff_ack(router: Router) -> None:
+    """A customer waiting for staff gets a short acknowledgement (handlers/handoff_waiting.py)."""
+    from handlers.handoff_waiting import handoff_ack, waiting_for_staff
+
+    router.add(
+        Handler(
+            "handoff_ack", handoff_ack, waiting_for_staff, group=HANDOFF_ACK, during_handoff=True
+        )
+    )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from bot.core import authz
+from bot.core.commands import commands_for, describe
 from bot.core.context import Context
+from bot.core.events import ChatType
 
 __all__ = ["help_command", "start", "unknown_command"]
+
 
 
 def start(ctx: Context) -> None:
@@ -13,9 +15,18 @@ def start(ctx: Context) -> None:
     ctx.reply("welcome", name=ctx.customer.display_name if ctx.customer else "")
 
 
+def help_audience(ctx: Context) -> str:
+    """Whose /help this is: ``manager``, ``group_admin``, ``member`` (a group) or ``customer``."""
+    if ctx.role in ("manager", "group_admin"):
+        return ctx.role
+    return "member" if ctx.event.chat_type is ChatType.GROUP else "customer"
+
+
 def help_command(ctx: Context) -> None:
-    """The commands the reader's role may run (the authorization table's list)."""
-    ctx.reply("help", commands=authz.commands_for(ctx.role), role=ctx.role)
+    """Every command this person may use here, each with one line, in their locale."""
+    audience = help_audience(ctx)
+    commands = [{"name": c.name, "line": describe(c, ctx.locale)} for c in commands_for(audience)]
+    ctx.reply("help", commands=commands, role=audience)
 
 
 def unknown_command(ctx: Context) -> None:

@@ -2,7 +2,7 @@
 
 Managers (``[roles] managers``): ``/campaign new NAME segment=... template=...|text=...
 [coupon=] [pilot=5%] [holdout=5%] [hours=24] [at=09:00] [buttons="领券=claim"]
-[variants="a:tpl1,b:tpl2"]``, ``/campaign preview|pilot|launch|pause|stats NAME``. Pilot
+[variants="a:tpl1,b:tpl2"]``, ``/campaign preview|pilot|launch|pause|stats NAME``, ``/campaign list``. Pilot
 and launch are handed to the scheduler (the push runs there, not in a chat handler).
 ``/redeem CODE [amount]`` redeems a coupon at the till. Customers opt out with ``退订``,
 ``TD``, ``stop`` or ``/unsubscribe`` and back in with ``订阅``, ``start`` or
@@ -16,11 +16,12 @@ from bot.core.amounts import AmountError, parse_amount
 from bot.core.context import Context
 from bot.core.events import EventKind
 from bot.core.filters import Filter
+from bot.core.i18n import catalogue, t
 from bot.core.template_budget import explain
 from bot.core.templating import TemplateRenderError
 from bot.customers.segment_language import SegmentError
 from bot.marketing.campaigns import manage
-from bot.marketing.campaigns.funnel import format_funnel, funnel
+from bot.marketing.campaigns.funnel import funnel
 from bot.marketing.campaigns.spec import SpecError, parse_spec
 from bot.marketing.coupons import format_code, redeem
 from storage.campaigns import Campaign, ConsentChange
@@ -101,16 +102,37 @@ def campaign_command(ctx: Context) -> None:
     try:
         if action == "new":
             _new(ctx, rest)
+        elif action == "list":
+            _list(ctx)
         elif action in ("preview", "pilot", "launch", "pause", "stats") and rest:
-            campaign = manage.find_campaign(ctx.session, rest.split()[0])
+            name = rest.split()[0][:64]
+            campaign = manage.find_campaign(ctx.session, name)
             if campaign is None:
-                ctx.reply("campaign_error", problem=f"no campaign named {rest.split()[0]!r}")
+                ctx.reply("campaign_error", problem=t("campaign.error.no_such", ctx.locale, name=name))
                 return
             getattr(_Actions, action)(ctx, campaign)
         else:
             ctx.reply("campaign_usage")
-    except (SpecError, SegmentError, manage.CampaignError) as exc:
-        ctx.reply("campaign_error", problem=explain(exc, ctx.locale) or str(exc))
+    except manage.CampaignError as exc:
+        ctx.reply("campaign_error", problem=explain(exc, ctx.locale) or exc.text(ctx.locale))
+    except SegmentError as exc:
+        ctx.reply("campaign_error", problem=explain(exc, ctx.locale) or exc.text(ctx.locale))
+    except SpecError as exc:
+        ctx.reply("campaign_error", problem=str(exc))
+
+
+def _list(ctx: Context) -> None:
+    """``/campaign list``: the newest campaigns, their status and reach."""
+    campaigns = manage.list_campaigns(ctx.session, limit=20)
+    for c in campaigns:
+        c["status_label"] = label("campaign.status", c["status"], ctx.locale)
+    ctx.reply("campaign_list", campaigns=campaigns)
+
+
+def label(area: str, code: str | None, locale: str) -> str:
+    """``t(f"{area}.{code}")``, or the area's ``other`` text for a code it does not know."""
+    key = f"{area}.{code}"
+    return t(key if key in catalogue() else f"{area}.other", locale)
 
 
 def _new(ctx: Context, rest: str) -> None:
@@ -141,12 +163,12 @@ class _Actions:
 
     @staticmethod
     def pilot(ctx: Context, campaign: Campaign) -> None:
-        manage.request(ctx.session, campaign, "pilot")
+        manage.request(ctx.session, campaign, "pilot", config=ctx.config, now=ctx.now)
         ctx.reply("campaign_requested", campaign=campaign, action="pilot")
 
     @staticmethod
     def launch(ctx: Context, campaign: Campaign) -> None:
-        manage.request(ctx.session, campaign, "launch")
+        manage.request(ctx.session, campaign, "launch", config=ctx.config, now=ctx.now)
         ctx.reply("campaign_requested", campaign=campaign, action="launch")
 
     @staticmethod
@@ -156,7 +178,19 @@ class _Actions:
 
     @staticmethod
     def stats(ctx: Context, campaign: Campaign) -> None:
-        ctx.reply("campaign_stats", table=format_funnel(campaign, funnel(ctx.session, campaign)))
+        """A short readable summary with rates (the full table: ``siyu report campaign``)."""
+        summary = manage.stats_summary(funnel(ctx.session, campaign))
+        dropped = [
+            (label("campaign.drop", reason, ctx.locale), n)
+            for reason, n in sorted(summary["dropped_by"].items(), key=lambda kv: -kv[1])
+        ]
+        ctx.reply(
+            "campaign_stats",
+            campaign=campaign,
+            summary=summary,
+            dropped=dropped,
+            status_label=label("campaign.status", campaign.status, ctx.locale),
+        )
 
 
 def redeem_command(ctx: Context) -> None:
@@ -182,5 +216,6 @@ def redeem_command(ctx: Context) -> None:
         config=ctx.config,
         amount_cents=amount_cents,
         allow_demo=ctx.event.channel == "sandbox",  # demo codes only redeem in the sandbox
+        require_amount=True,
     )
     ctx.reply("redeem_result", result=result, code=format_code(result.code) if result.code else "")

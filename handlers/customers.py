@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfo
 
 from bot.app.config import EVENT_TRIGGERS
 from bot.core.context import Context
+from bot.core.i18n import t
 from bot.core.template_budget import explain
 from bot.customers.attributes import (
     ALIASES,
@@ -220,7 +221,7 @@ class CustomerCommands:
                     names=[c.display_name or f"#{c.id}" for c in shown],
                 )
         except SegmentError as exc:
-            ctx.reply("customers_error", error=explain(exc, ctx.locale) or exc.pretty())
+            ctx.reply("customers_error", error=explain(exc, ctx.locale) or exc.text(ctx.locale))
 
     def rule(self, ctx: Context) -> None:
         sub = ctx.event.args[0].lower() if ctx.event.args else ""
@@ -263,15 +264,17 @@ def profile(ctx: Context) -> None:
     if identity is None:
         ctx.reply(
             "customers_error",
-            error="/profile [<attribute> <value>] as a reply, or with @<user id> last "
-            f"(attributes: {', '.join(ATTRIBUTES)}; value - clears)",
+            error=t("customer.profile_usage", ctx.locale, attributes=", ".join(ATTRIBUTES)),
         )
         return
     if args:
         key = ALIASES.get(args[0].lower(), args[0].lower())
         value = " ".join(args[1:]).strip()
         if not value:
-            ctx.reply("customers_error", error=f"/profile {key} <value> (or - to clear)")
+            ctx.reply(
+                "customers_error",
+                error=t("customer.profile_value_usage", ctx.locale, attribute=key[:40]),
+            )
             return
         try:
             local = ctx.now.astimezone(ZoneInfo(ctx.config.general.timezone)).date()
@@ -285,7 +288,10 @@ def profile(ctx: Context) -> None:
                 default_timezone=ctx.config.general.timezone,
                 create=False,
             )
-        except (ProfileInputError, ProfileConflict) as exc:
+        except ProfileInputError as exc:
+            ctx.reply("customers_error", error=exc.text(ctx.locale))
+            return
+        except ProfileConflict as exc:
             ctx.reply("customers_error", error=str(exc))
             return
         shown = attrs[key]
@@ -296,7 +302,7 @@ def profile(ctx: Context) -> None:
         ctx.reply(
             "profile_updated",
             name=identity.customer.display_name or identity.external_id,
-            attribute=key,
+            attribute=t(f"customer.attr.{key}", ctx.locale),
             value=shown or "",
             changed=bool(result.changed),
         )

@@ -33,7 +33,7 @@ def scenario_command(ctx: Context) -> None:
         ctx.reply("campaign_error", problem=f"no scenario named {args[1]!r}")
         return
     table = format_scenario_funnel(scenario, scenario_funnel(ctx.session, scenario))
-    ctx.reply("campaign_stats", table=table)
+    ctx.reply("scenario_stats", table=table)
 
 
 def scenario_button(ctx: Context) -> None:

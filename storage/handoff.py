@@ -10,13 +10,22 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, func, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from storage.clock import utcnow
 from storage.models import Base, BigId
 
-__all__ = ["AuditEntry", "HandoffTicket", "LoginFailure", "StaffNote", "StaffUser"]
+__all__ = [
+    "AuditEntry",
+    "HandoffTicket",
+    "LoginFailure",
+    "StaffNote",
+    "StaffUser",
+    "last_staff_reply_at",
+    "staff_named",
+    "waiting_ahead",
+]
 
 #: Ticket statuses that are still open (in a queue).
 OPEN_STATUSES = ("waiting", "claimed")
@@ -37,6 +46,8 @@ class StaffUser(Base):
     last_login_at: Mapped[datetime | None]
     #: Bumped on logout: sessions signed with an older version are refused (revocation).
     session_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: The language of the inbox and of texts sent to this staff member (zh-CN or en).
+    locale: Mapped[str] = mapped_column(String(8), default="zh-CN", server_default="zh-CN")
 
 
 class HandoffTicket(Base):
@@ -58,6 +69,9 @@ class HandoffTicket(Base):
     claimed_at: Mapped[datetime | None]
     closed_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: The customer's satisfaction rating (1–5) after the conversation was resolved.
+    rating: Mapped[int | None]
+    rated_at: Mapped[datetime | None]
 
 
 class StaffNote(Base):
@@ -103,3 +117,40 @@ class LoginFailure(Base):
     username: Mapped[str] = mapped_column(String(64))
     client_ip: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+def last_staff_reply_at(session: Session, channel: str, chat_id: str) -> datetime | None:
+    """When staff last answered in this chat (their outbox rows), if ever."""
+    from storage.models import OutboxMessage
+
+    return session.scalar(
+        select(func.max(OutboxMessage.created_at)).where(
+            OutboxMessage.channel == channel,
+            OutboxMessage.chat_id == chat_id,
+            OutboxMessage.purpose == "staff",
+        )
+    )
+
+
+def staff_named(session: Session, username: str | None) -> StaffUser | None:
+    """The staff account with this username."""
+    if not username:
+        return None
+    return session.scalars(select(StaffUser).where(StaffUser.username == username)).first()
+
+
+def waiting_ahead(session: Session, ticket: HandoffTicket) -> int:
+    """How many waiting tickets come before ``ticket`` in the queue (priority, then age)."""
+    return int(
+        session.scalar(
+            select(func.count(HandoffTicket.id)).where(
+                HandoffTicket.status == "waiting",
+                (HandoffTicket.priority > ticket.priority)
+                | (
+                    (HandoffTicket.priority == ticket.priority)
+                    & (HandoffTicket.created_at < ticket.created_at)
+                ),
+            )
+        )
+        or 0
+    )

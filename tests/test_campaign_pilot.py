@@ -45,8 +45,13 @@ def _arms(db, cid):
 
 
 def _messages(db):
+    """Campaign messages to customers (the verdict told to managers is not one)."""
     with db.sessions() as session:
-        return session.scalar(select(func.count()).select_from(OutboxMessage))
+        return session.scalar(
+            select(func.count())
+            .select_from(OutboxMessage)
+            .where(OutboxMessage.purpose != "staff_alert")
+        )
 
 
 def test_pilot_that_beats_the_holdout_launches_to_the_rest(db, config):

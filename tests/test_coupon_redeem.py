@@ -79,7 +79,9 @@ def test_twenty_concurrent_redemptions_one_winner(pg_url, config):
         def attempt(i: int) -> None:
             with db.sessions() as session, session.begin():
                 barrier.wait()
-                outcome = redeem(session, code, now=NOW, by=f"till{i}", config=config)
+                outcome = redeem(
+                    session, code, now=NOW, by=f"till{i}", config=config, amount_cents=3000
+                )
             with lock:
                 results.append(outcome.reason)
 

@@ -56,8 +56,8 @@ def test_handoff_end_to_end_in_the_browser(config, sqlite_db):
         # Claim, reply; the customer sees the staff answer in the sandbox.
         staff.locator("#queue a.open-ticket").first.click()
         staff.click("#claim")
-        staff.locator("#flash", has_text="claimed").wait_for()
-        assert "dates" in staff.locator("#breakpoint").inner_text()
+        staff.locator("#flash", has_text="已接待").wait_for()
+        assert "出行日期" in staff.locator("#breakpoint li.current").inner_text()
         staff.fill("#reply-text", "您好，我是客服Alice，马上为您处理")
         staff.click("#send-reply")
         customer.locator("#transcript .msg.bot", has_text="马上为您处理").wait_for()
@@ -72,7 +72,7 @@ def test_handoff_end_to_end_in_the_browser(config, sqlite_db):
 
         # Release: the bot resumes the flow at the breakpoint, and the flow goes on.
         staff.click("#release")
-        staff.locator("#flash", has_text="released").wait_for()
+        staff.locator("#flash", has_text="已交还机器人").wait_for()
         customer.locator(
             "#transcript .msg.bot", has_text="上次您选了千岛湖，还差出行日期～"
         ).wait_for()

@@ -147,9 +147,9 @@ async def test_two_staff_claim_at_once_one_wins_the_other_is_told(h):
     second = bob.post(f"/inbox/api/tickets/{ticket_id}/claim", headers={"X-CSRF-Token": b_token})
     assert (first.status_code, first.json()["claimed"]) == (200, True)
     assert second.status_code == 409
-    assert second.json()["error"] == "already taken by alice"
+    assert second.json()["error"] == "已被 alice 接待"
     r = bob.post(f"/inbox/c/{ticket_id}/claim", data={"csrf": b_token})
-    assert "already taken by alice" in bob.get(r.headers["location"]).text
+    assert "已被 alice 接待" in bob.get(r.headers["location"]).text
     assert ("bob", "claim_refused") in audit_actions(h.db)
 
 
@@ -201,18 +201,22 @@ async def test_takeover_reply_note_coupon_transfer_and_release_resume_the_flow(h
         alice.post(f"{page}/reply", data={"csrf": token, "nonce": nonce, "text": "您好，我来处理"})
     alice.post(f"{page}/reply", data={"csrf": token, "nonce": "n2", "canned": "greeting"})
     alice.post(f"{page}/note", data={"csrf": token, "text": "老客户，态度好"})
-    alice.post(f"{page}/coupon", data={"csrf": token, "nonce": nonce, "coupon": "staff_comp20"})
+    alice.post(
+        f"{page}/coupon",
+        data={"csrf": token, "nonce": nonce, "coupon": "staff_comp20", "replace_offer": "yes"},
+    )
     await h.say("u1", "好的谢谢")  # the bot stays silent while staff own it
     await h.deliver()
     said = await h.bot_messages("u1")
-    assert said[-2:] == ["您好，我来处理", "您好，小王！我是客服alice，很高兴为您服务。"]
+    assert said[-3:-1] == ["您好，我来处理", "您好，小王！我是客服alice，很高兴为您服务。"]
+    assert said[-1].startswith("客服为您发放了一张「补偿券20元」：STAFF-")
     html = alice.get(page).text
     assert "老客户，态度好" in html and "补偿券20元" in html and "好的谢谢" in html
 
     r = alice.post(f"{page}/transfer", data={"csrf": token, "to": "bob"})
     assert r.status_code == 303
     assert alice.post(f"{page}/release", data={"csrf": token}).status_code == 303
-    assert "only its owner" in alice.get("/inbox").text  # alice no longer owns it
+    assert "只有接待人（或经理）可以关闭该会话" in alice.get("/inbox").text  # alice no longer owns it
     bob, b_token = login(h, "bob")
     bob.post(f"{page}/release", data={"csrf": b_token})
     await h.deliver()

@@ -64,7 +64,7 @@ def test_five_failures_block_the_name_even_with_the_right_password(h, clock):
 
     r = browser.login("alice", PASSWORD)
     assert r.status_code == 429
-    assert "Too many failed logins" in r.text and "try again at" in r.text
+    assert "登录失败次数过多" in r.text and "再试" in r.text
     retry_at = first_failure + timedelta(minutes=15)
     assert int(r.headers["Retry-After"]) == (retry_at - clock.now()).total_seconds()
     assert browser.client.get("/inbox").status_code == 303  # still not logged in

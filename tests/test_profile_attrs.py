@@ -305,15 +305,17 @@ async def test_manager_sets_and_shows_a_profile_by_chat(api):
     await harness.say("c1", "/profile city 上海 @c1")  # not a manager: not run
     await harness.say("manager", "/profile @c1", chat="group-1")
     await harness.deliver()
-    assert (await harness.bot_messages("group-1"))[0].startswith(
-        "小美（ID c1）\n手机：138****0009 · "  # others read along in a group: masked
-    )
+    # asked in a group: the group reads a notice, the manager gets the card privately
+    assert (await harness.bot_messages("group-1")) == [
+        "🔒 /profile 的结果含个人或经营数据，已私信发给您。没收到？请先私聊我发送 /start。"
+    ]
     replies = await harness.bot_messages("manager")
-    assert replies[0] == "小美：city 已设为 杭州 西湖区。"
-    assert replies[1] == "操作未完成：'birthday' '1990-02-30' is not a real date"
-    assert replies[2] == "小美：phone 已设为 13800000009。"  # a private chat: in full
+    assert replies[5].startswith("小美（ID c1）\n手机：138****0009 · ")
+    assert replies[0] == "小美：城市已设为 杭州 西湖区。"
+    assert replies[1] == "操作未完成：生日“1990-02-30”不是真实存在的日期"  # in Chinese
+    assert replies[2] == "小美：手机已设为 13800000009。"  # a private chat: in full
     assert replies[3].startswith("小美（ID c1）\n手机：13800000009 · 生日：- · 城市：杭州 西湖区")
-    assert replies[4].startswith("操作未完成：/profile [<attribute> <value>] as a reply")
+    assert replies[4].startswith("操作未完成：用法：回复某位成员的消息发送 /profile [资料项 值]")
     with harness.db.sessions() as s:
         assert find_identity(s, "sandbox", "c1").customer.city == "杭州 西湖区"
 

@@ -170,4 +170,8 @@ async def test_segment_command_in_a_group_shows_no_names(harness):
     await harness.say("p1", "宝宝", name="小美")
     await harness.say("manager", "/segment tag:母婴", chat="group-1")
     await harness.deliver()
-    assert await harness.bot_messages("group-1") == ["分群「tag:母婴」共 1 位客户。"]
+    assert await harness.bot_messages("group-1") == [
+        "🔒 /segment 的结果含个人或经营数据，已私信发给您。没收到？请先私聊我发送 /start。"
+    ]
+    (private,) = await harness.bot_messages("manager")
+    assert private.startswith("分群「tag:母婴」共 1 位客户。") and "小美" not in private

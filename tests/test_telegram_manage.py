@@ -38,7 +38,10 @@ async def test_tag_whois_untag_as_replies(tg):
     await tg.deliver()
     tagged, whois, untagged = tg.api.texts(GROUP)
     assert tagged == "已为 Carol 打上标签「高意向」。"
-    assert "标签：母婴、高意向" in whois and "最近活跃：" in whois
+    # the profile goes to the admin's private chat; the group only reads a notice
+    assert whois.startswith("🔒 /whois 的结果含个人或经营数据，已私信发给您")
+    (private,) = tg.api.texts(ADMIN)
+    assert "标签：母婴、高意向" in private and "最近活跃：" in private
     assert untagged == "已移除 Carol 的标签「母婴」。"
     assert [t["tag"] for t in tg.profile(CAROL)["tags"]] == ["高意向"]
     assert tg.profile(CAROL)["tags"][0]["source"] == f"manager:telegram:{ADMIN}"
@@ -112,4 +115,4 @@ async def test_whois_shows_the_members_tier_from_their_orders(tg, sqlite_db, clo
         recompute_scores(s, tg.app.runtime.config, clock.now())
     await tg.push(said(user(ADMIN, "Boss"), "/whois", reply_to=first["message"]))
     await tg.deliver()
-    assert "等级：银卡" in tg.api.texts(GROUP)[-1]
+    assert "等级：银卡" in tg.api.texts(ADMIN)[-1]  # privately, not in the group

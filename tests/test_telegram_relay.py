@@ -115,7 +115,7 @@ async def test_inbox_actions_are_posted_to_the_topic(tg):
         ticket = session.scalars(select(HandoffTicket)).one()
         handoff.claim(session, ticket.id, mei, tg.clock.now())
         handoff.reply(session, ticket.id, mei, "已为您安排退换", "web-1", tg.clock.now())
-        handoff.resolve(session, ticket.id, mei, tg.clock.now())
+        handoff.resolve(session, ticket.id, mei, tg.clock.now(), confirmed=True)
     await tg.deliver()
     posts = [text for t, text in relay_posts(tg) if t == thread]
     assert posts[-3:] == [
@@ -123,7 +123,8 @@ async def test_inbox_actions_are_posted_to_the_topic(tg):
         "💬 mei（收件箱）：已为您安排退换",
         "✅ mei 已结束此会话。",
     ]
-    assert tg.api.texts(ALICE)[-1] == "已为您安排退换"
+    assert tg.api.texts(ALICE)[-2] == "已为您安排退换"
+    assert tg.api.texts(ALICE)[-1].startswith("您的问题已处理完毕")  # closing + rating
 
 
 async def test_a_deleted_topic_is_opened_again(tg):

@@ -53,7 +53,7 @@ def build(config: Config, *, db: Database | None = None, clock: Clock | None = N
         sandbox = SandboxAdapter(config.sandbox, runtime)
         runtime.add_adapter(sandbox)
     app = SiyuApp(runtime, sandbox)
-    from bot.web.inbox import inbox_middleware
+    from bot.web.inbox import inbox_middleware, install_inbox
 
     app.asgi = create_app(
         runtime,
@@ -63,6 +63,7 @@ def build(config: Config, *, db: Database | None = None, clock: Clock | None = N
         middleware=inbox_middleware(runtime),
         services=_scheduler_services(runtime, config),
     )
+    install_inbox(app.asgi, runtime, shutting_down=app.shutting_down)
     return app
 
 
@@ -111,7 +112,7 @@ def _web_routes(app: SiyuApp) -> list[BaseRoute]:
 
     runtime = app.runtime
     return [
-        *inbox_routes(runtime, shutting_down=app.shutting_down),
+        *inbox_routes(),
         *orders_routes(runtime),
         *customers_routes(runtime),
         *coupon_routes(runtime),

@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from bot.app import cli_campaigns, cli_customers, cli_groups, cli_measures
+from bot.app import cli_campaigns, cli_customers, cli_data, cli_groups, cli_measures
 from bot.app.config import CHANNELS, Config, ConfigError, find_config_path, load_config
 
 __all__ = ["main"]
@@ -24,7 +24,10 @@ def _parser() -> argparse.ArgumentParser:
         help="config file (else $SIYU_CONFIG, else ./config.toml if present, else defaults)",
     )
     parser = argparse.ArgumentParser(
-        prog="siyu", description="Siyu (私域): private-domain operations bot"
+        prog="siyu",
+        description="Siyu (私域): private-domain operations bot",
+        epilog="--config FILE, -v (log INFO lines) and --json (data as JSON) may come "
+        "anywhere on the line.",
     )
     parser.add_argument("--config", metavar="FILE", default=None, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -43,7 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     merge.add_argument("into_id", type=int, metavar="A")
     merge.add_argument("from_id", type=int, metavar="B")
     cli_customers.add_customer_parsers(csub, common)  # customer set
+    cli_data.add_search_parser(csub, common)
     _staff_parser(sub, common)
+    cli_data.add_parsers(sub, common)
     cli_customers.add_parsers(sub, common)  # issue 5: import, segment, rfm, tags
     cli_campaigns.add_parsers(sub, common)  # issue 6: campaign, report campaign
     cli_measures.add_parsers(sub, common)  # survey send (reports are under "report")
@@ -63,27 +68,91 @@ def _staff_parser(sub, common: argparse.ArgumentParser) -> None:
     add.add_argument("name")
     add.add_argument("--role", choices=("staff", "manager"), default="staff")
     add.add_argument("--display-name", default="")
+    add.add_argument("--locale", choices=("zh-CN", "en"), default="zh-CN", help="inbox language")
     ssub.add_parser("list", parents=[common], help="list staff accounts")
 
 
-def _configure_logging(config: Config) -> None:
+def _configure_logging(config: Config, *, verbose: bool, command: str) -> None:
+    """``siyu run`` logs at ``[logging] level``; other commands print only their results
+    and warnings (no Alembic/INFO lines) unless ``-v``. Every line is redacted
+    (bot/app/logs.py)."""
     from bot.app.logs import configure_logging
 
-    configure_logging(config)
+    configure_logging(config, level=None if verbose or command == "run" else "WARNING")
 
 
 def _load(args: argparse.Namespace) -> Config:
     return load_config(find_config_path(args.config))
 
 
+#: Options accepted anywhere on the line (before or after the subcommand and its arguments).
+ANYWHERE = ("--config", "-v", "--verbose", "--json")
+
+
+def hoist_options(argv: Sequence[str]) -> tuple[list[str], dict]:
+    """Take ``--config FILE`` (or ``--config=FILE``), ``-v`` and ``--json`` out of the line
+    wherever they are, so a trailing ``--config prod.toml`` is never taken as part of a
+    campaign definition. Returns the rest and the options found."""
+    rest: list[str] = []
+    found: dict = {"config": None, "verbose": False, "json": False}
+    items = list(argv)
+    i = 0
+    while i < len(items):
+        item = items[i]
+        if item == "--":
+            rest += items[i:]
+            break
+        if item == "--config":
+            if i + 1 >= len(items):
+                rest.append(item)  # argparse says the value is missing
+                break
+            found["config"] = items[i + 1]
+            i += 2
+            continue
+        if item.startswith("--config="):
+            found["config"] = item.partition("=")[2]
+        elif item in ("-v", "--verbose"):
+            found["verbose"] = True
+        elif item == "--json":
+            found["json"] = True
+        else:
+            rest.append(item)
+        i += 1
+    return rest, found
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    rest, hoisted = hoist_options(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(rest)
+    args.config = hoisted["config"] or getattr(args, "config", None)
+    args.json = hoisted["json"] or getattr(args, "json", False)
+    args.verbose = hoisted["verbose"]
     try:
         config = _load(args)
     except ConfigError as exc:
         print(f"siyu: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    _configure_logging(config)
+    _configure_logging(config, verbose=args.verbose, command=args.command)
+    try:
+        return _dispatch(config, args)
+    except KeyboardInterrupt:
+        print("siyu: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        from sqlalchemy.exc import DBAPIError
+
+        from bot.app.cli_output import database_problem
+
+        problem = database_problem(exc, config.database.url)
+        if problem is None and isinstance(exc, OSError) and exc.errno == 28:  # ENOSPC
+            problem = database_problem(Exception("disk is full"), config.database.url)
+        if problem is None or not isinstance(exc, DBAPIError | OSError):
+            raise
+        print(f"siyu: {problem}", file=sys.stderr)
+        return 1
+
+
+def _dispatch(config: Config, args: argparse.Namespace) -> int:
     handler = {
         "run": cmd_run,
         "migrate": cmd_migrate,
@@ -94,6 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         **cli_measures.COMMANDS,
         **cli_groups.COMMANDS,
         "staff": cmd_staff,
+        "export": cli_data.cmd_export,
     }
     return handler[args.command](config, args)
 
@@ -106,6 +176,11 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"siyu: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if args.json:
+        from bot.app.cli_output import emit_json
+
+        emit_json({"ok": True, "source": str(config.source)})
+        return 0
     print(f"configuration OK ({config.source})")
     return 0
 
@@ -161,6 +236,8 @@ def cmd_customer(config: Config, args: argparse.Namespace) -> int:
         return cli_customers.cmd_customer_set(config, args)
     if args.customer_command == "forget":
         return cli_customers.cmd_customer_forget(config, args)
+    if args.customer_command == "search":
+        return cli_data.cmd_search(config, args)
     from bot.core.clock import SystemClock
     from storage.db import Database
     from storage.repos import customer_profile
@@ -218,6 +295,7 @@ def cmd_staff(config: Config, args: argparse.Namespace) -> int:
     import getpass
     import os
 
+    from bot.app.cli_output import emit_json
     from bot.conversations.staff import StaffError, create_staff, list_staff
     from bot.core.clock import SystemClock
     from storage.db import Database
@@ -227,14 +305,25 @@ def cmd_staff(config: Config, args: argparse.Namespace) -> int:
         db.migrate()
         if args.staff_command == "list":
             with db.sessions() as session:
-                for user in list_staff(session):
+                users = list_staff(session)
+                if args.json:
+                    fields = ("username", "role", "display_name", "locale", "active")
+                    emit_json([{f: getattr(u, f) for f in fields} for u in users])
+                    return 0
+                for user in users:
                     state = "" if user.active else "  (inactive)"
-                    print(f"{user.username}\t{user.role}\t{user.display_name}{state}")
+                    print(f"{user.username}\t{user.role}\t{user.display_name}\t{user.locale}{state}")
             return 0
         password = os.environ.get("SIYU_STAFF_PASSWORD")
         if password is None:
-            password = getpass.getpass(f"password for {args.name}: ")
-            if getpass.getpass("again: ") != password:
+            try:
+                password = getpass.getpass(f"password for {args.name}: ")
+                again = getpass.getpass("again: ")
+            except EOFError:
+                print("siyu: no password given: type it, or set $SIYU_STAFF_PASSWORD",
+                      file=sys.stderr)  # fmt: skip
+                return EXIT_USAGE
+            if again != password:
                 print("siyu: the passwords differ", file=sys.stderr)
                 return EXIT_USAGE
         try:
@@ -246,7 +335,7 @@ def cmd_staff(config: Config, args: argparse.Namespace) -> int:
                     role=args.role,
                     display_name=args.display_name,
                     now=SystemClock().now(),
-                )
+                ).locale = args.locale
         except StaffError as exc:
             print(f"siyu: {exc}", file=sys.stderr)
             return EXIT_USAGE

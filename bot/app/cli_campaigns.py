@@ -19,13 +19,13 @@ from bot.app.config import Config
 __all__ = ["COMMANDS", "add_parsers"]
 
 EXIT_USAGE = 2
-ACTIONS = ("new", "preview", "pilot", "launch", "pause", "evaluate", "stats")
+ACTIONS = ("new", "list", "preview", "pilot", "launch", "pause", "evaluate", "stats")
 
 
 def add_parsers(sub, common: argparse.ArgumentParser) -> None:
     camp = sub.add_parser("campaign", parents=[common], help="campaigns: new, preview, pilot...")
     camp.add_argument("action", choices=ACTIONS)
-    camp.add_argument("name")
+    camp.add_argument("name", nargs="?", default="", help="the campaign (not for list)")
     camp.add_argument("definition", nargs=argparse.REMAINDER, help="for new: key=value ...")
     rep = sub.add_parser(
         "report",
@@ -53,6 +53,7 @@ def _services(config: Config):
 
 
 def cmd_campaign(config: Config, args: argparse.Namespace) -> int:
+    from bot.app.cli_output import Progress, cli_locale, emit_json, say
     from bot.core.templating import TemplateRenderError
     from bot.customers.segment_language import SegmentError
     from bot.marketing.campaigns import manage
@@ -60,6 +61,12 @@ def cmd_campaign(config: Config, args: argparse.Namespace) -> int:
     from bot.marketing.campaigns.spec import SpecError, parse_spec
     from storage.campaigns import Campaign
 
+    as_json = getattr(args, "json", False)
+    if args.action == "list":
+        return _list(config, as_json)
+    if not args.name:
+        print(f"siyu: campaign {args.action} needs a NAME", file=sys.stderr)
+        return EXIT_USAGE
     services = _services(config)
     now = services.clock.now()
     try:
@@ -75,17 +82,35 @@ def cmd_campaign(config: Config, args: argparse.Namespace) -> int:
                     now=now,
                     created_by="cli",
                 )
-                print(f"campaign {c.name} created (#{c.id}, draft)")
+                if as_json:
+                    emit_json({"name": c.name, "id": c.id, "status": c.status})
+                else:
+                    print(f"campaign {c.name} created (#{c.id}, draft)")
             return 0
         with services.db.sessions() as session:
             campaign = manage.find_campaign(session, args.name)
             if campaign is None:
-                print(f"siyu: no campaign named {args.name!r}", file=sys.stderr)
+                print("siyu: " + say("cli.campaign.no_such", name=args.name), file=sys.stderr)
                 return 1
+            if args.action in ("pilot", "launch"):
+                manage.require_audience(session, campaign, config=config, now=now)
             if args.action == "preview":
                 p = manage.preview(
                     session, campaign, config=config, renderer=services.renderer, now=now
                 )
+                if as_json:
+                    emit_json(
+                        {
+                            "audience": p.audience,
+                            "reachable": p.reachable,
+                            "pilot": p.pilot,
+                            "holdout": p.holdout,
+                            "samples": [
+                                {"customer": n, "variant": v, "text": t} for n, v, t in p.samples
+                            ],
+                        }
+                    )
+                    return 0
                 print(
                     f"audience {p.audience}, reachable {p.reachable}, "
                     f"pilot ~{p.pilot}, holdout ~{p.holdout}"
@@ -95,15 +120,16 @@ def cmd_campaign(config: Config, args: argparse.Namespace) -> int:
                 return 0
         if args.action == "stats":
             return cmd_report(
-                config, argparse.Namespace(kind="campaign", name=args.name, json=False)
+                config, argparse.Namespace(kind="campaign", name=args.name, json=as_json)
             )
-        action = {
-            "pilot": manage.start_pilot,
-            "launch": manage.launch,
-            "pause": manage.pause,
-            "evaluate": manage.evaluate,
-        }[args.action]
-        result: object = action(services, campaign.id)
+        result: object
+        if args.action in ("pilot", "launch"):
+            run = manage.start_pilot if args.action == "pilot" else manage.launch
+            with Progress(say("cli.progress.campaign"), p_total(services, campaign)) as bar:
+                result = run(services, campaign.id, progress=bar.advance)
+        else:
+            action = {"pause": manage.pause, "evaluate": manage.evaluate}[args.action]
+            result = action(services, campaign.id)
         shown = result.as_dict() if isinstance(result, ChunkResult) else result
         if isinstance(result, Campaign):
             shown = {
@@ -112,11 +138,49 @@ def cmd_campaign(config: Config, args: argparse.Namespace) -> int:
             }
         print(json.dumps(shown, ensure_ascii=False, default=str))
         return 0
-    except (SpecError, SegmentError, manage.CampaignError, TemplateRenderError) as exc:
+    except manage.CampaignError as exc:
+        print(f"siyu: {exc.text(cli_locale())}", file=sys.stderr)
+        return EXIT_USAGE
+    except (SpecError, SegmentError, TemplateRenderError) as exc:
         print(f"siyu: {exc}", file=sys.stderr)
         return EXIT_USAGE
     finally:
         services.db.close()
+
+
+def p_total(services, campaign) -> int:
+    """How many customers the campaign's segment holds (the progress bar's total)."""
+    from bot.customers.segments import compile_segment
+
+    with services.db.sessions() as session:
+        compiled = compile_segment(
+            campaign.segment, config=services.config, now=services.clock.now(), session=session
+        )
+        return int(session.scalar(compiled.select_count()) or 0)
+
+
+def _list(config: Config, as_json: bool) -> int:
+    """``siyu campaign list``: the newest campaigns (the same list as ``/campaign list``)."""
+    from bot.app.cli_output import emit_json, say
+    from bot.marketing.campaigns.manage import list_campaigns
+    from storage.db import Database
+
+    db = Database(config.database.url)
+    try:
+        with db.sessions() as session:
+            campaigns = list_campaigns(session)
+    finally:
+        db.close()
+    if as_json:
+        emit_json(campaigns)
+        return 0
+    if not campaigns:
+        print(say("cli.campaign.none"))
+        return 0
+    print(say("cli.campaign.header"))
+    for c in campaigns:
+        print(f"{c['name']}\t{c['status']}\t{c['targeted']}\t{c['segment']}")
+    return 0
 
 
 def cmd_report(config: Config, args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from datetime import date
 from pathlib import Path
@@ -240,11 +241,25 @@ def cmd_import(config: Config, args: argparse.Namespace) -> int:
     except IntakeError as exc:
         print(f"siyu: {path}: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    from bot.app.cli_output import Progress, emit_json, say
+    from bot.customers.orders import ImportReport
+
     db = _db(config)
     try:
         db.migrate()
-        with db.transaction() as session:
-            report = store_orders(session, good, source=f"csv:{path.name}", now=now)
+        report = ImportReport()
+        with db.transaction() as session, Progress(
+            say("cli.progress.import_orders"), len(good)
+        ) as progress:
+            for start in range(0, len(good), 1000):
+                part = store_orders(
+                    session, good[start : start + 1000], source=f"csv:{path.name}", now=now
+                )
+                report.inserted += part.inserted
+                report.duplicates += part.duplicates
+                report.errors += part.errors
+                report.customers |= part.customers
+                progress.advance(len(good[start : start + 1000]))
             refresh_customers(session, config, now, report.customers)
             settle_referrals(session, config=config, renderer=Renderer(), now=now)
     finally:
@@ -253,6 +268,18 @@ def cmd_import(config: Config, args: argparse.Namespace) -> int:
     for e in rejected:
         label = f" (order {e.key})" if e.key else ""
         print(f"{path}:{e.where}: rejected{label}: {e.reason}", file=sys.stderr)
+    if getattr(args, "json", False):
+        emit_json(
+            {
+                "file": str(path),
+                "inserted": report.inserted,
+                "duplicates": report.duplicates,
+                "rejected": [
+                    {"line": e.where, "order_id": e.order_id, "reason": e.reason} for e in rejected
+                ],
+            }
+        )
+        return 1 if rejected else 0
     print(
         f"{path}: {report.inserted} new order(s), {report.duplicates} already imported, "
         f"{len(rejected)} rejected"
@@ -267,11 +294,13 @@ def cmd_import_customers(config: Config, args: argparse.Namespace) -> int:
     text = _read(path)
     if text is None:
         return EXIT_USAGE
+    from bot.app.cli_output import Progress, emit_json, say
+
     now = _now()
     db = _db(config)
     try:
         db.migrate()
-        with db.transaction() as session:
+        with db.transaction() as session, Progress(say("cli.progress.import_customers")):
             report = import_customers(
                 session,
                 text,
@@ -288,6 +317,17 @@ def cmd_import_customers(config: Config, args: argparse.Namespace) -> int:
     for e in report.errors:
         label = f" ({e.key})" if e.key else ""
         print(f"{path}:{e.where}: rejected{label}: {e.reason}", file=sys.stderr)
+    if getattr(args, "json", False):
+        emit_json(
+            {
+                "file": str(path),
+                "created": report.created,
+                "updated": report.updated,
+                "unchanged": report.unchanged,
+                "rejected": [{"line": e.where, "reason": e.reason} for e in report.errors],
+            }
+        )
+        return 1 if report.errors else 0
     print(
         f"{path}: {report.created} created, {report.updated} updated, "
         f"{report.unchanged} unchanged, {len(report.errors)} rejected"
@@ -305,12 +345,21 @@ def cmd_segment(config: Config, args: argparse.Namespace) -> int:
         db.migrate()
         with db.transaction() as session:
             action = args.segment_command
+            as_json = getattr(args, "json", False)
             if action == "count":
-                print(segments.count_segment(session, args.expression, config=config, now=now))
+                n = segments.count_segment(session, args.expression, config=config, now=now)
+                print(json.dumps({"expression": args.expression, "count": n}, ensure_ascii=False)
+                      if as_json else n)  # fmt: skip
             elif action == "preview":
-                for c in segments.preview_segment(
+                found = segments.preview_segment(
                     session, args.expression, config=config, now=now, limit=max(args.limit, 1)
-                ):
+                )
+                if as_json:
+                    print(json.dumps(
+                        [{"id": c.id, "display_name": c.display_name, "city": c.city} for c in found],
+                        ensure_ascii=False,
+                    ))  # fmt: skip
+                for c in [] if as_json else found:
                     print(f"#{c.id}\t{c.display_name}\t{c.city or '-'}")
             elif action == "save":
                 segments.save_segment(
@@ -318,7 +367,11 @@ def cmd_segment(config: Config, args: argparse.Namespace) -> int:
                 )
                 print(f"saved segment {args.name}")
             elif action == "list":
-                for s in segments.list_segments(session):
+                saved = segments.list_segments(session)
+                if as_json:
+                    print(json.dumps([{"name": s.name, "expression": s.expression} for s in saved],
+                                     ensure_ascii=False))  # fmt: skip
+                for s in [] if as_json else saved:
                     print(f"{s.name}\t{s.expression}")
             elif action == "delete":
                 if not segments.delete_segment(session, args.name):
@@ -334,15 +387,26 @@ def cmd_segment(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_rfm(config: Config, args: argparse.Namespace) -> int:
+    from bot.app.cli_output import Progress, emit_json, say
     from bot.customers.rfm import recompute_scores
 
     db = _db(config)
     try:
         db.migrate()
-        with db.transaction() as session:
+        with db.transaction() as session, Progress(say("cli.progress.rfm")):
             result = recompute_scores(session, config, _now())
     finally:
         db.close()
+    if getattr(args, "json", False):
+        emit_json(
+            {
+                "scored": result.scored,
+                "tier_changes": result.tier_changes,
+                "stage_changes": result.stage_changes,
+                "seconds": round(result.seconds, 3),
+            }
+        )
+        return 0
     print(
         f"scored {result.scored} customer(s); {result.tier_changes} tier and "
         f"{result.stage_changes} stage change(s); {result.seconds:.1f} s"

@@ -420,6 +420,9 @@ class HandoffConfig:
     #: Failed logins from one address (any names) in the window before it is refused;
     #: ``login_max_failures`` counts per name *and* address, so others are not locked out.
     login_max_failures_per_address: int = field(default=20, metadata=_meta(_positive))
+    #: While a conversation waits for or is with staff: at most one short acknowledgement
+    #: of the customer's new messages per this many minutes.
+    ack_minutes: int = field(default=10, metadata=_meta(_positive))
 
 
 @dataclass(frozen=True)

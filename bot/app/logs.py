@@ -53,7 +53,9 @@ def install_redaction(config: Config, root: logging.Logger | None = None) -> Non
             handler.addFilter(RedactingFilter())
 
 
-def configure_logging(config: Config) -> None:
-    """The process's logging: one stderr handler at the configured level, redacting."""
-    logging.basicConfig(level=config.logging.level.upper(), format=LOG_FORMAT, force=True)
+def configure_logging(config: Config, *, level: str | None = None) -> None:
+    """The process's logging: one stderr handler at ``level`` (default: the configured
+    one), redacting."""
+    chosen = level or config.logging.level.upper()
+    logging.basicConfig(level=chosen, format=LOG_FORMAT, force=True)
     install_redaction(config)

@@ -21,9 +21,10 @@ from sqlalchemy.orm import Session
 
 from bot.app.config import Config
 from bot.conversations.flows import FlowLibrary, FlowRun, load_flows
-from bot.conversations.handoff import escalate_overdue
+from bot.conversations.handoff import escalate_overdue, expected_reply
 from bot.core.clock import Clock
 from bot.core.events import ConversationRef
+from bot.core.i18n import catalogue, t
 from bot.core.templating import Renderer
 from bot.marketing.policy import check
 from bot.outbox import queue as outbox
@@ -174,7 +175,7 @@ def escalate_sla(
                     config.general.locale,
                     ticket_id=ticket.id,
                     customer=customer.display_name if customer else "?",
-                    reason=ticket.reason,
+                    reason=reason_text(ticket.reason, config.general.locale),
                     minutes=int((now - ticket.created_at) / timedelta(minutes=1)),
                 )
                 outbox.enqueue(
@@ -186,7 +187,40 @@ def escalate_sla(
                     priority=20,
                     now=now,
                 )
+            tell_customer_of_delay(session, ticket, customer, config, renderer, now)
         return [t.id for t in tickets]
+
+
+def reason_text(reason: str, locale: str) -> str:
+    """A handoff reason in words (``keyword`` → 关键词), unknown codes as "other"."""
+    key = f"handoff.reason.{reason}"
+    return t(key if key in catalogue() else "handoff.reason.other", locale)
+
+
+def tell_customer_of_delay(
+    session, ticket: HandoffTicket, customer: Customer | None, config: Config, renderer, now
+) -> None:
+    """The SLA passed with nobody on it: the customer hears it too (once), not only managers."""
+    conversation = session.get(Conversation, ticket.conversation_id)
+    if conversation is None or customer is None:
+        return
+    when = expected_reply(config, customer, now)
+    outbox.enqueue(
+        session,
+        key=f"sla:{ticket.id}:customer",
+        to=ConversationRef(conversation.channel, conversation.chat_id, conversation.user_id),
+        text=renderer.render(
+            "handoff_delayed",
+            customer.locale,
+            customer=customer,
+            in_hours=when.in_hours,
+            opens=when.opens,
+        ),
+        customer_id=customer.id,
+        purpose="staff",
+        priority=20,
+        now=now,
+    )
 
 
 _cached: tuple[Services, FlowLibrary] | None = None

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from bot.adapters.base import Button
 from bot.app.config import Config
 from bot.conversations.flows import FlowLibrary, FlowRun
 from bot.conversations.handoff_states import (
@@ -27,8 +28,16 @@ from bot.conversations.handoff_states import (
     ticket_transition,
 )
 from bot.core.events import ConversationRef
+from bot.core.i18n import t
 from bot.core.templating import Renderer
-from bot.marketing.coupons import Redemption, ensure_definition, format_code, issue_one, redeem
+from bot.marketing.coupons import (
+    Redemption,
+    ensure_definition,
+    format_code,
+    issue_one,
+    redeem,
+    stock_left,
+)
 from bot.marketing.policy import customer_zone, in_range, parse_range
 from bot.outbox import queue as outbox
 from storage.db import rowcount
@@ -46,6 +55,7 @@ __all__ = [
     "flag",
     "issue_coupon",
     "open_ticket",
+    "record_rating",
     "redeem_coupon",
     "release",
     "reply",
@@ -84,11 +94,19 @@ SLA_BONUS = 50
 
 
 class HandoffError(Exception):
-    """A staff action that cannot be done now (not yours, already closed, ...)."""
+    """A staff action that cannot be done now (not yours, already closed, ...).
 
-    def __init__(self, message: str, status: int = 409) -> None:
-        super().__init__(message)
-        self.status = status
+    ``key`` is a catalogue key (templates/i18n/handoff.toml) filled with ``values``;
+    :meth:`text` says it in the reader's locale, ``str()`` is the English text (logs, API).
+    """
+
+    def __init__(self, key: str, status: int = 409, **values: object) -> None:
+        self.key, self.values, self.status = key, values, status
+        super().__init__(t(key, "en", **values))
+
+    def text(self, locale: str | None) -> str:
+        """The refusal in the reader's locale."""
+        return t(self.key, locale, **self.values)
 
 
 def audit(
@@ -201,7 +219,7 @@ def expected_reply(config: Config, customer: Customer, now: datetime) -> Expecte
 def _ticket(session: Session, ticket_id: int) -> HandoffTicket:
     ticket = session.get(HandoffTicket, ticket_id)
     if ticket is None:
-        raise HandoffError(f"no conversation #{ticket_id} in the queue", 404)
+        raise HandoffError("handoff.error.no_ticket", 404, ticket_id=ticket_id)
     return ticket
 
 
@@ -214,7 +232,7 @@ def _locked_conversation(session: Session, conversation_id: int) -> Conversation
 def _owned(session: Session, ticket_id: int, staff: StaffUser) -> HandoffTicket:
     ticket = _ticket(session, ticket_id)
     if ticket.status != "claimed" or ticket.owner != staff.username:
-        raise HandoffError("claim this conversation before acting on it")
+        raise HandoffError("handoff.error.claim_first")
     return ticket
 
 
@@ -247,9 +265,9 @@ def reply(
     """Queue a staff answer to the customer's own channel; False if it was sent before."""
     text = text.strip()
     if not text:
-        raise HandoffError("the reply is empty", 400)
+        raise HandoffError("handoff.error.reply_empty", 400)
     if len(text) > 4000:
-        raise HandoffError("the reply is longer than 4000 characters", 400)
+        raise HandoffError("handoff.error.reply_too_long", 400)
     ticket = _owned(session, ticket_id, staff)
     conversation = session.get(Conversation, ticket.conversation_id)
     assert conversation is not None
@@ -272,7 +290,9 @@ def reply(
 def add_note(session: Session, ticket_id: int, staff: StaffUser, text: str, now: datetime) -> None:
     text = text.strip()
     if not text:
-        raise HandoffError("the note is empty", 400)
+        raise HandoffError("handoff.error.note_empty", 400)
+    if len(text) > 2000:
+        raise HandoffError("handoff.error.note_too_long", 400)
     ticket = _ticket(session, ticket_id)
     session.add(
         StaffNote(
@@ -288,12 +308,12 @@ def transfer(
     """Give an owned conversation to a colleague (manager: any claimed one)."""
     ticket = _ticket(session, ticket_id)
     if ticket.status != "claimed" or (ticket.owner != staff.username and staff.role != "manager"):
-        raise HandoffError("only its owner (or a manager) can transfer this conversation")
+        raise HandoffError("handoff.error.transfer_not_owner")
     target = session.scalars(
         select(StaffUser).where(StaffUser.username == to_username, StaffUser.active.is_(True))
     ).one_or_none()
     if target is None:
-        raise HandoffError(f"no active staff member named {to_username!r}", 400)
+        raise HandoffError("handoff.error.no_staff", 400, name=to_username[:64])
     previous = ticket.owner
     ticket.owner, ticket.updated_at = target.username, now
     _locked_conversation(session, ticket.conversation_id).handoff_owner = target.username
@@ -310,12 +330,16 @@ def issue_coupon(
     nonce: str,
     now: datetime,
     config: Config,
+    renderer: Renderer | None = None,
+    replace_offer: bool = False,
 ) -> str:
-    """Issue a ``[coupons]`` coupon (code ``STAFF-…``) to the customer; the flow's
-    breakpoint learns it. The same ``nonce`` (a double submit) gives the same code."""
+    """Issue a ``[coupons]`` coupon (code ``STAFF-…``) and tell the customer at once
+    through the outbox (template ``staff_coupon``). The flow's own pending offer is kept;
+    with ``replace_offer`` (or when the flow has none) the staff coupon becomes the offer
+    the bot talks about at the breakpoint. The same ``nonce`` gives the same code."""
     item = next((d for d in config.coupons.definitions if d.name == coupon), None)
     if item is None:
-        raise HandoffError(f"no coupon named {coupon!r} in [coupons]", 400)
+        raise HandoffError("handoff.error.no_coupon", 400, name=coupon[:64])
     ticket = _owned(session, ticket_id, staff)
     conversation = _locked_conversation(session, ticket.conversation_id)
     definition = ensure_definition(session, item, now)
@@ -329,14 +353,19 @@ def issue_coupon(
         reuse_valid=False,
     )
     if row is None:
+        if definition.total_stock and (stock_left(session, definition) or 0) <= 0:
+            raise HandoffError(
+                "handoff.error.out_of_stock", title=definition.title, total=definition.total_stock
+            )
         raise HandoffError(
-            f"{definition.title} cannot be issued: out of stock, or the customer already "
-            f"holds {definition.per_customer} of it"
+            "handoff.error.per_customer_limit",
+            title=definition.title,
+            per_customer=definition.per_customer,
         )
     code = format_code(row.code)
     state = dict(conversation.state or {})
     flow_state = dict(state.get("flow") or {})
-    flow_state["offer"] = {
+    staff_offer = {
         "code": code,
         "coupon": definition.name,
         "title": {"zh-CN": definition.title, "en": definition.title},
@@ -344,8 +373,34 @@ def issue_coupon(
         "source": f"staff:{staff.username}",
         "renewed": False,
     }
+    if replace_offer or not flow_state.get("offer"):
+        flow_state["offer"] = staff_offer
+    else:
+        flow_state["staff_coupons"] = [*flow_state.get("staff_coupons", ()), staff_offer][-10:]
     state["flow"] = flow_state
     conversation.state = state
+    customer = session.get(Customer, conversation.customer_id)
+    assert customer is not None
+    expires = row.expires_at.astimezone(customer_zone(customer))
+    text = (renderer or Renderer()).render(
+        "staff_coupon",
+        customer.locale,
+        customer=customer,
+        title=definition.title,
+        code=code,
+        expires=expires.strftime("%Y-%m-%d %H:%M"),
+        min_spend=definition.min_spend_cents / 100 if definition.min_spend_cents else None,
+    )
+    outbox.enqueue(
+        session,
+        key=f"staff_coupon:{ticket.id}:{nonce}"[:200],
+        to=_ref(conversation),
+        text=text,
+        customer_id=customer.id,
+        purpose="staff",
+        priority=10,
+        now=now,
+    )
     audit(
         session, staff.username, "coupon", now,
         ticket=ticket, code=code, coupon=definition.name, title=definition.title,
@@ -374,6 +429,7 @@ def redeem_coupon(
         config=config,
         customer_id=ticket.customer_id if ticket else None,
         amount_cents=amount_cents,
+        require_amount=True,
     )
     audit(
         session, staff.username, "redeem", now,
@@ -387,9 +443,9 @@ def _close(
     session: Session, ticket: HandoffTicket, status: str, staff: StaffUser, now: datetime
 ) -> Conversation:
     if ticket.status not in OPEN_STATUSES:
-        raise HandoffError("this conversation is already closed")
+        raise HandoffError("handoff.error.closed")
     if ticket.status == "claimed" and ticket.owner != staff.username and staff.role != "manager":
-        raise HandoffError("only its owner (or a manager) can close this conversation")
+        raise HandoffError("handoff.error.close_not_owner")
     ticket.status = ticket_transition(ticket.status, status).value
     ticket.closed_at, ticket.updated_at = now, now
     conversation = _locked_conversation(session, ticket.conversation_id)
@@ -445,9 +501,64 @@ def release(
     return "\n".join(texts) or None
 
 
-def resolve(session: Session, ticket_id: int, staff: StaffUser, now: datetime) -> None:
-    """Close the matter: back to the bot silently; the breakpoint stays for the next contact."""
-    _close(session, _ticket(session, ticket_id), "resolved", staff, now)
+RATING_PREFIX = "rate:"
+
+
+def resolve(
+    session: Session,
+    ticket_id: int,
+    staff: StaffUser,
+    now: datetime,
+    *,
+    confirmed: bool = False,
+    renderer: Renderer | None = None,
+) -> None:
+    """Close the matter once the staff member confirmed: the customer gets a closing
+    message (template ``handoff_closing``) with a one-tap rating 1–5; the breakpoint stays
+    for the next contact."""
+    if not confirmed:
+        raise HandoffError("handoff.error.confirm_resolve", 400)
+    ticket = _ticket(session, ticket_id)
+    conversation = _close(session, ticket, "resolved", staff, now)
+    customer = session.get(Customer, conversation.customer_id)
+    assert customer is not None
+    text = (renderer or Renderer()).render(
+        "handoff_closing", customer.locale, customer=customer, staff=staff.display_name
+    )
+    outbox.enqueue(
+        session,
+        key=f"resolve:{ticket.id}",
+        to=_ref(conversation),
+        text=text,
+        buttons=[Button("⭐" * n, f"{RATING_PREFIX}{ticket.id}:{n}") for n in range(1, 6)],
+        customer_id=customer.id,
+        purpose="staff",
+        priority=10,
+        now=now,
+    )
+
+
+def record_rating(
+    session: Session, customer_id: int, data: str, now: datetime
+) -> tuple[str, int | None]:
+    """The customer tapped a rating button (``rate:<ticket>:<1-5>``): store it once.
+
+    Returns (outcome, score): ``rated``, ``already_rated``, ``not_yours`` or ``invalid``.
+    """
+    ticket_part, _, score_part = data.removeprefix(RATING_PREFIX).partition(":")
+    if not (ticket_part.isdigit() and score_part.isdigit() and len(ticket_part) < 19):
+        return "invalid", None
+    score = int(score_part)
+    ticket = session.get(HandoffTicket, int(ticket_part))
+    if ticket is None or not 1 <= score <= 5 or ticket.status != "resolved":
+        return "invalid", None
+    if ticket.customer_id != customer_id:
+        return "not_yours", None
+    if ticket.rating is not None:
+        return "already_rated", ticket.rating
+    ticket.rating, ticket.rated_at = score, now
+    audit(session, "customer", "rating", now, ticket=ticket, rating=score, owner=ticket.owner)
+    return "rated", score
 
 
 def manager_flag(
@@ -455,10 +566,10 @@ def manager_flag(
 ) -> HandoffTicket:
     """A manager puts any conversation in the staff queue."""
     if manager.role != "manager":
-        raise HandoffError("only managers can flag conversations", 403)
+        raise HandoffError("handoff.error.managers_only", 403)
     conversation = session.get(Conversation, conversation_id)
     if conversation is None:
-        raise HandoffError(f"no conversation #{conversation_id}", 404)
+        raise HandoffError("handoff.error.no_conversation", 404, conversation_id=conversation_id)
     ticket, _created = flag(
         session, conversation, reason="manager", now=now, detail=note, actor=manager.username
     )

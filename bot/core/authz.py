@@ -125,6 +125,7 @@ COMMANDS: dict[str, CommandRule] = _commands(
     CommandRule("help", _EVERYONE, "the commands the reader may use"),
     CommandRule("human", _EVERYONE, "ask for a person (private chat)"),
     CommandRule("invite", _EVERYONE, "your invite code, link and friends invited (private chat)"),
+    CommandRule("coupons", _EVERYONE, "your valid coupons with their expiry (private chat)"),
     CommandRule(FLOW_COMMAND, _EVERYONE, "start a conversation flow (private chat)"),
     CommandRule("welcome", _GROUP, "set or show the group's welcome"),
     CommandRule("announce", _GROUP, "post (and pin) an announcement in the group"),

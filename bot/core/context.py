@@ -57,6 +57,9 @@ class Context:
         self.bot_silenced: bool = False
         self.handler: Handler | None = None
         self.queued: list[str] = []
+        #: Where replies go instead of the event's chat (e.g. the manager's private chat
+        #: for commands that show personal data in a group); None: the event's chat.
+        self.redirect: ConversationRef | None = None
         self._sequence: dict[str, int] = {}
 
     @property
@@ -115,7 +118,7 @@ class Context:
         ``extra`` carries delivery hints adapters may honour: ``{"pin": True}`` (pin it in
         the group), ``{"mentions": [{"user_id": ..., "text": ...}]}`` (link a name).
         """
-        target = to or self.event.ref
+        target = to or self.redirect or self.event.ref
         self.enqueue(
             self.session,
             key=self._next_key("reply"),
@@ -129,6 +132,11 @@ class Context:
         self.queued.append(text)
         if self.conversation is not None and target == self.event.ref:
             self.conversation.last_bot_message = text
+
+    def private_ref(self) -> ConversationRef:
+        """The 1:1 chat with the person who sent the event, on the same channel."""
+        user = self.event.actor.user_id
+        return ConversationRef(self.event.ref.channel, user, user)
 
     def tag(self, tag: str, *, source: str, ttl: timedelta | None = None) -> bool:
         """Tag the customer; True if the tag is new for them."""

@@ -168,7 +168,11 @@ class Router:
             chat_id=event.ref.chat_id,
             kind=event.kind.value,
             text=event.text,
-            payload={"platform_id": event.platform_id, "raw": _jsonable(event.raw)},
+            payload={
+                "platform_id": event.platform_id,
+                "raw": _jsonable(event.raw),
+                **({"button_data": event.button_data} if event.button_data else {}),
+            },
             now=ctx.now,
         )
 

@@ -20,6 +20,7 @@ exists) and shown as ``MM-DD``; the birthday scenario only looks at month and da
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -58,7 +59,25 @@ _MONTH_DAY = re.compile(r"^(?:--)?(\d{2})-(\d{2})$")
 
 
 class ProfileInputError(ValueError):
-    """A bad attribute or identity; the message says which and what is accepted."""
+    """A bad attribute or identity; the message says which and what is accepted.
+
+    ``str()`` is the English text (API, CLI); with ``key`` (templates/i18n/customer.toml)
+    :meth:`text` says it in a chat reader's locale."""
+
+    def __init__(self, message: str, key: str | None = None, **values: object) -> None:
+        super().__init__(message)
+        self.key, self.values = key, values
+
+    def text(self, locale: str | None) -> str:
+        """The problem in the reader's locale (English when no key was given)."""
+        from bot.core.i18n import t
+
+        if self.key is None:
+            return str(self)
+        values = dict(self.values)
+        if "attribute" in values:
+            values["attribute"] = t(f"customer.attr.{values['attribute']}", locale)
+        return t(self.key, locale, **values)
 
 
 class ProfileConflict(ValueError):
@@ -91,7 +110,9 @@ def parse_birthday(raw: str, today: date) -> date:
     text = raw.strip()
     full, short = _FULL_DATE.match(text), _MONTH_DAY.match(text)
     if not full and not short:
-        raise ProfileInputError(f"'birthday' {raw!r} must be YYYY-MM-DD or MM-DD")
+        raise ProfileInputError(
+            f"'birthday' {raw!r} must be YYYY-MM-DD or MM-DD", "customer.error.birthday_format", raw=raw
+        )
     try:
         if full:
             value = date(int(full[1]), int(full[2]), int(full[3]))
@@ -99,20 +120,33 @@ def parse_birthday(raw: str, today: date) -> date:
             assert short is not None  # one of the two matched
             value = date(NO_YEAR, int(short[1]), int(short[2]))
     except ValueError:
-        raise ProfileInputError(f"'birthday' {raw!r} is not a real date") from None
+        raise ProfileInputError(
+            f"'birthday' {raw!r} is not a real date", "customer.error.birthday_unreal", raw=raw
+        ) from None
     if full and value > today:
-        raise ProfileInputError(f"'birthday' {raw!r} is in the future")
+        raise ProfileInputError(
+            f"'birthday' {raw!r} is in the future", "customer.error.birthday_future", raw=raw
+        )
     if full and value.year < 1900:
-        raise ProfileInputError(f"'birthday' {raw!r} is before 1900")
+        raise ProfileInputError(
+            f"'birthday' {raw!r} is before 1900", "customer.error.birthday_old", raw=raw
+        )
     return value
 
 
 def _text(key: str, raw: str, limit: int) -> str:
     text = raw.strip()
     if len(text) > limit:
-        raise ProfileInputError(f"'{key}' is longer than {limit} characters")
+        raise ProfileInputError(
+            f"'{key}' is longer than {limit} characters",
+            "customer.error.too_long",
+            attribute=key,
+            limit=limit,
+        )
     if _CONTROL.search(text):
-        raise ProfileInputError(f"'{key}' contains control characters")
+        raise ProfileInputError(
+            f"'{key}' contains control characters", "customer.error.control", attribute=key
+        )
     return text
 
 
@@ -125,7 +159,9 @@ def _one(key: str, raw: str, today: date) -> object:
         phone = normalize_phone(raw)
         if phone is None:
             raise ProfileInputError(
-                f"'phone' {raw!r} is not a phone number (5-15 digits, optional +86)"
+                f"'phone' {raw!r} is not a phone number (5-15 digits, optional +86)",
+                "customer.error.phone",
+                raw=raw,
             )
         return phone
     if key == "birthday":
@@ -135,13 +171,18 @@ def _one(key: str, raw: str, today: date) -> object:
             if raw.strip().lower() == known.lower():
                 return known
         raise ProfileInputError(
-            f"'locale' {raw!r} is not supported (one of {', '.join(SUPPORTED_LOCALES)})"
+            f"'locale' {raw!r} is not supported (one of {', '.join(SUPPORTED_LOCALES)})",
+            "customer.error.locale",
+            raw=raw,
+            known=", ".join(SUPPORTED_LOCALES),
         )
     try:  # timezone
         return str(ZoneInfo(raw.strip()))
     except (ZoneInfoNotFoundError, ValueError):
         raise ProfileInputError(
-            f"'timezone' {raw!r} is not an IANA time zone (e.g. Asia/Shanghai, Europe/London)"
+            f"'timezone' {raw!r} is not an IANA time zone (e.g. Asia/Shanghai, Europe/London)",
+            "customer.error.timezone",
+            raw=raw,
         ) from None
 
 
@@ -158,9 +199,18 @@ def validate_attributes(
     for given, value in raw.items():
         key = ALIASES.get(given, given)
         if key not in ATTRIBUTES:
-            raise ProfileInputError(f"unknown attribute {given!r} (known: {', '.join(ATTRIBUTES)})")
+            close = difflib.get_close_matches(str(given), [*ATTRIBUTES, *ALIASES], n=1)
+            raise ProfileInputError(
+                f"unknown attribute {given!r} (known: {', '.join(ATTRIBUTES)})",
+                "customer.error.unknown_attribute",
+                given=str(given)[:40],
+                known=", ".join(ATTRIBUTES),
+                hint=ALIASES.get(close[0], close[0]) if close else "",
+            )
         if key in out:
-            raise ProfileInputError(f"'{key}' is given twice")
+            raise ProfileInputError(
+                f"'{key}' is given twice", "customer.error.twice", attribute=key
+            )
         if isinstance(value, int) and not isinstance(value, bool) and key == "phone":
             value = str(value)
         if value is not None and not isinstance(value, str):
@@ -169,7 +219,9 @@ def validate_attributes(
             if not empty_clears:
                 continue
             if key not in CLEARABLE:
-                raise ProfileInputError(f"'{key}' cannot be empty")
+                raise ProfileInputError(
+                    f"'{key}' cannot be empty", "customer.error.empty", attribute=key
+                )
             out[key] = "" if key == "name" else None
             continue
         out[key] = _one(key, value, today)

@@ -10,6 +10,7 @@ Parsing is iterative over tokens with a depth limit: no ``eval``, no unbounded r
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -60,9 +61,29 @@ COMPARISONS = ("<", "<=", ">", ">=", "=", "!=")
 class SegmentError(ValueError):
     """A bad segment expression: what is wrong and at which character (0-based)."""
 
-    def __init__(self, message: str, position: int, expression: str = "") -> None:
+    def __init__(
+        self,
+        message: str,
+        position: int,
+        expression: str = "",
+        *,
+        key: str | None = None,
+        **values: object,
+    ) -> None:
         self.message, self.position, self.expression = message, position, expression
+        self.key, self.values = key, values
         super().__init__(f"{message} (at position {position})")
+
+    def text(self, locale: str | None) -> str:
+        """The problem in the reader's locale (with the caret), English without a key."""
+        if self.key is None:
+            return self.pretty()
+        from bot.core.i18n import t
+
+        line = t(self.key, locale, position=self.position, **self.values)
+        if not self.expression:
+            return line
+        return f"{line}\n  {self.expression}\n  {' ' * self.position}^"
 
     def pretty(self) -> str:
         """The message, the expression and a caret under the position."""
@@ -243,8 +264,15 @@ class _Parser:
         field = name_tok.text.lower()
         kind = FIELDS.get(field)
         if kind is None:
-            raise self.fail(
-                f"unknown field {name_tok.text!r} (known: {', '.join(FIELDS)})", name_tok.position
+            close = difflib.get_close_matches(field, list(FIELDS), n=1, cutoff=0.5)
+            raise SegmentError(
+                f"unknown field {name_tok.text!r} (known: {', '.join(FIELDS)})",
+                name_tok.position,
+                self.text,
+                key="segment.error.unknown_field_suggest" if close else "segment.error.unknown_field",
+                field=name_tok.text[:40],
+                known=", ".join(FIELDS),
+                suggestion=close[0] if close else "",
             )
         self.i += 1
         op_tok = self.tok

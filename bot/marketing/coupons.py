@@ -41,7 +41,9 @@ __all__ = [
     "new_code",
     "normalize_code",
     "redeem",
+    "stock_left",
     "sync_definitions",
+    "valid_codes",
 ]
 
 ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
@@ -214,6 +216,16 @@ def issue_codes(
     return result
 
 
+def stock_left(session: Session, coupon: CouponDefinition) -> int | None:
+    """Codes that may still be issued of ``coupon`` (None: no ``total_stock`` limit)."""
+    issued, stock = session.execute(
+        select(CouponDefinition.issued, CouponDefinition.total_stock).where(
+            CouponDefinition.id == coupon.id
+        )
+    ).one()
+    return max(stock - issued, 0) if stock else None
+
+
 def find_code(session: Session, raw_code: str) -> CouponCode | None:
     """The code a person typed or a breakpoint stored (any case, spaces or dashes)."""
     code = normalize_code(raw_code)
@@ -269,13 +281,35 @@ def customer_codes(
     ]
 
 
+def valid_codes(
+    session: Session, customer_id: int, now: datetime, limit: int = 20
+) -> list[tuple[CouponCode, CouponDefinition]]:
+    """A customer's issued, unexpired codes with their definitions, soonest expiry first
+    (what "我的券" / "my coupons" lists)."""
+    return [
+        (code, coupon)
+        for code, coupon in session.execute(
+            select(CouponCode, CouponDefinition)
+            .join(CouponDefinition, CouponDefinition.id == CouponCode.definition_id)
+            .where(
+                CouponCode.customer_id == customer_id,
+                CouponCode.status == "issued",
+                CouponCode.expires_at > now,
+            )
+            .order_by(CouponCode.expires_at)
+            .limit(limit)
+        )
+    ]
+
+
 @dataclass(frozen=True)
 class Redemption:
     """The answer to a redemption: ok, or a reason a person can act on.
 
     reason: ``redeemed`` | ``unknown`` | ``already_redeemed`` | ``expired`` | ``foreign``
-    (the code belongs to another customer) | ``below_min_spend`` | ``demo`` (a sandbox
-    code offered for a real order).
+    (the code belongs to another customer) | ``below_min_spend`` | ``amount_required``
+    (a minimum spend applies: ask for the order amount) | ``demo`` (a sandbox code offered
+    for a real order).
     """
 
     ok: bool
@@ -310,12 +344,17 @@ def redeem(
     customer_id: int | None = None,
     amount_cents: int | None = None,
     allow_demo: bool = False,
+    require_amount: bool = False,
 ) -> Redemption:
     """Redeem a code once (atomically) and record the purchase; see :class:`Redemption`.
 
     A sandbox demo code is refused (reason ``demo``) while a real channel is configured,
     unless ``allow_demo`` (the sandbox's own /redeem): no shop redeems it for a real order.
-    With the sandbox alone (a demo installation) every surface takes it."""
+    With the sandbox alone (a demo installation) every surface takes it.
+
+    A coupon with a minimum spend needs the order amount: without one the answer is
+    ``amount_required`` (ask for it) when ``require_amount`` (what people at a counter
+    or in chat use); otherwise the rule is checked only when an amount is given."""
     code = normalize_code(raw_code)
     found = (
         session.execute(
@@ -345,6 +384,8 @@ def redeem(
         return Redemption(False, "already_redeemed", redeemed_at=row.redeemed_at, **base)
     if row.expires_at <= now:
         return Redemption(False, "expired", **base)
+    if amount_cents is None and coupon.min_spend_cents and require_amount:
+        return Redemption(False, "amount_required", **base)
     if amount_cents is not None and amount_cents < coupon.min_spend_cents:
         return Redemption(False, "below_min_spend", **base)
     won = session.execute(

@@ -34,6 +34,7 @@ from bot.adapters.base import (
 from bot.app.config import DeliveryConfig
 from bot.core.clock import Clock
 from bot.core.redaction import redact
+from bot.outbox.hold import hold_marketing_in_handoff
 from bot.outbox.queue import (
     Backoff,
     claim_due,
@@ -218,15 +219,17 @@ class DeliveryWorker:
 
     def _claim(self, limit: int | None = None) -> list[OutboundMessage]:
         with self.db.transaction() as session:
+            now = self.clock.now()
             rows = claim_due(
                 session,
                 worker=self.worker_id,
-                now=self.clock.now(),
+                now=now,
                 lease=timedelta(seconds=self.config.lease_seconds),
                 limit=limit or self.config.batch_size,
                 channels=list(self.adapters),
             )
-            return [to_outbound(r) for r in rows]
+            held = hold_marketing_in_handoff(session, rows, now)
+            return [to_outbound(r) for r in rows if r.id not in held]
 
     async def _send_in_order(self, messages: list[OutboundMessage]) -> None:
         for i, message in enumerate(messages):

@@ -34,6 +34,7 @@ STATUS = {
     "foreign": 403,
     "below_min_spend": 422,
     "demo": 403,
+    "amount_required": 422,
 }
 MESSAGES = {
     "redeemed": "redeemed",
@@ -43,6 +44,7 @@ MESSAGES = {
     "foreign": "this code belongs to another customer",
     "below_min_spend": "the amount is below the coupon's minimum spend",
     "demo": "this is a sandbox demo code; it is not valid for real orders",
+    "amount_required": "this coupon has a minimum spend: send the order 'amount'",
 }
 
 
@@ -58,7 +60,7 @@ def _answer(result: Redemption) -> JSONResponse:
         body["expires_at"] = result.expires_at.isoformat() if result.expires_at else None
     if result.redeemed_at is not None:
         body["redeemed_at"] = result.redeemed_at.isoformat()
-    if result.reason == "below_min_spend":
+    if result.reason in ("below_min_spend", "amount_required"):
         body["min_spend"] = f"{result.min_spend_cents / 100:.2f}"
     if result.ok and result.discount_cents is not None:
         body["discount"] = f"{result.discount_cents / 100:.2f}"

@@ -229,6 +229,9 @@ class FakeBotAPI:
     async def _m_unbanChatMember(self, params: dict) -> bool:
         return True
 
+    async def _m_setMyCommands(self, params: dict) -> bool:
+        return True
+
     async def _m_deleteWebhook(self, params: dict) -> bool:
         return True
 

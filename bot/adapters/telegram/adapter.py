@@ -60,6 +60,7 @@ from bot.adapters.telegram.format import (
     render_chunks,
 )
 from bot.adapters.telegram.limits import RateLimiter, TelegramRateLimiter
+from bot.adapters.telegram.menus import register_menus
 from bot.adapters.telegram.relay import RelayDesk
 from bot.app.config import TelegramConfig
 from bot.core.events import ChatType, Event, EventKind
@@ -171,6 +172,7 @@ class TelegramAdapter:
                 secret_token=self.config.webhook_secret,
                 allowed_updates=list(ALLOWED_UPDATES),
             )
+        await register_menus(self.bot)
         log.info("telegram: connected as @%s (%s mode)", self.bot.username, self.config.mode)
         self.ready.set()
 

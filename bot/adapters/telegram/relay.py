@@ -212,7 +212,7 @@ class RelayDesk:
                 with session.begin_nested():
                     self._act(session, ticket, staff, text, update_id, bot_username, now, notice)
             except HandoffError as exc:
-                notice("error", error=str(exc))
+                notice("error", error=exc.text(staff.locale))
             return True
 
     def _staff(self, session: Session, user_id: str) -> StaffUser | None:
@@ -258,7 +258,9 @@ class RelayDesk:
                 config=self.config,
             )
         elif name == "resolve":
-            handoff.resolve(session, ticket.id, staff, now)
+            handoff.resolve(
+                session, ticket.id, staff, now, confirmed=True, renderer=self.renderer
+            )
         elif name == "note" and rest:
             handoff.add_note(session, ticket.id, staff, rest, now)
         elif name == "transfer" and args:

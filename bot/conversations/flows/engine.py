@@ -30,6 +30,9 @@ from storage.models import Conversation, Customer
 
 __all__ = ["FlowRun", "Outgoing", "Turn", "offer_view"]
 
+#: What :meth:`FlowRun._parse` returns for a well-formed answer outside the step's bounds.
+_OUT_OF_RANGE = object()
+
 _CN_NUMBERS = {"一": 1, "两": 2, "二": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8}
 _CN_NUMBERS |= {"九": 9, "十": 10}
 
@@ -219,6 +222,11 @@ class FlowRun:
             return Turn("ignored")
         parsed = self._parse(step, text, button_data)
         fs = self.fs
+        if parsed is _OUT_OF_RANGE:
+            # Understood, but not a valid value (party size "0"): say what is valid and ask
+            # again; this is not a misunderstanding and never hands over.
+            limits = {"invalid": True, "min": step.min, "max": step.max, "given": text.strip()[:20]}
+            return Turn("reasked", [self._prompted(step, [(step.reask or step.prompt, limits)])])
         if parsed is None:
             last = fs.get("last_prompt_at")
             away = last is None or self.now - datetime.fromisoformat(last) > self.resume_after
@@ -296,7 +304,7 @@ class FlowRun:
             if (step.min is not None and number < step.min) or (
                 step.max is not None and number > step.max
             ):
-                return None
+                return _OUT_OF_RANGE
             return number
         return None
 

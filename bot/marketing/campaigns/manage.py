@@ -11,9 +11,10 @@ it launches to the rest or stops, and writes the reason in ``stop_reason``/``ver
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement, and_, func, select, update
 from sqlalchemy.orm import Session
@@ -33,7 +34,7 @@ from bot.marketing.campaigns.status import (
     IllegalCampaignTransition,
     transition,
 )
-from bot.marketing.coupons import definition
+from bot.marketing.coupons import definition, format_code, new_code
 from bot.marketing.links import preview_track
 from bot.outbox.states import OutboxPurpose, OutboxStatus, SourceKind
 from bot.outbox.states import transition as transition_row
@@ -50,17 +51,22 @@ __all__ = [
     "IllegalCampaignTransition",
     "Preview",
     "attribute_opt_out",
+    "check_known_tags",
     "count_link_click",
     "create_campaign",
     "evaluate",
     "find_campaign",
     "hold",
     "launch",
+    "list_campaigns",
     "pause",
     "preview",
     "request",
+    "require_audience",
     "run_due",
     "start_pilot",
+    "stats_summary",
+    "tell_verdict",
 ]
 
 log = logging.getLogger(__name__)
@@ -109,8 +115,9 @@ def create_campaign(
 ) -> Campaign:
     """Store a draft campaign after checking its segment, templates and coupon."""
     if find_campaign(session, spec.name) is not None:
-        raise CampaignError(f"a campaign named {spec.name!r} already exists")
+        raise CampaignError("", "campaign.error.exists", name=spec.name)
     compile_segment(spec.segment, config=config, now=now, session=session)
+    check_known_tags(session, spec.segment)
     for v in spec.variants:
         if v.template:
             try:
@@ -240,14 +247,27 @@ def preview(
         pilot=round(reachable * campaign.pilot_share),
         holdout=round(reachable * campaign.holdout_share),
     )
-    ids = list(session.scalars(compiled.select_ids().order_by(Customer.id).limit(PREVIEW_SAMPLES)))
+    # samples among the customers who would really get it (not opted out, not capped)
+    ids = list(
+        session.scalars(
+            compiled.select_ids()
+            .where(eligible_condition(config, now))
+            .order_by(Customer.id)
+            .limit(PREVIEW_SAMPLES)
+        )
+    )
     customers = session.scalars(select(Customer).where(Customer.id.in_(ids))).all()
     if not customers:  # still prove every variant renders
         customers = [Customer(id=0, display_name="示例顾客", locale=config.general.locale)]
     coupon = None
-    if push.coupon is not None:
-        coupon = {"code": "SAMP-LE23-4567", "title": push.coupon.title, "expires": "-"}
     for c in customers:
+        if push.coupon is not None:  # a code and expiry as the customer would see them
+            expires = (now + timedelta(days=push.coupon.valid_days)).astimezone(push.zone(c.timezone))
+            coupon = {
+                "code": format_code(new_code()),
+                "title": push.coupon.title,
+                "expires": expires.strftime("%Y-%m-%d"),
+            }
         for variant in push.variants:
             customer = {
                 "id": c.id,
@@ -267,7 +287,12 @@ def preview(
 
 
 def run_push(
-    services: Services, campaign_id: int, *, send_arms: set[str], record_arms: set[str]
+    services: Services,
+    campaign_id: int,
+    *,
+    send_arms: set[str],
+    record_arms: set[str],
+    progress: Callable[[int], None] | None = None,
 ) -> ChunkResult:
     """Stream the campaign's segment in chunks (one transaction each) through the push."""
     config, now = services.config, services.clock.now()
@@ -278,6 +303,7 @@ def run_push(
         if push.coupon is not None:
             session.expunge(push.coupon)
     push.send_arms, push.record_arms = frozenset(send_arms), frozenset(record_arms)
+    push.on_chunk = progress
     return push.stream(services.db, compiled.select_ids(), now, config.campaigns.chunk_size)
 
 
@@ -297,16 +323,26 @@ def _move(campaign: Campaign, status: str) -> None:
     campaign.status = transition(campaign.status, status, name=campaign.name).value
 
 
-def start_pilot(services: Services, campaign_id: int) -> ChunkResult:
+def start_pilot(
+    services: Services, campaign_id: int, *, progress: Callable[[int], None] | None = None
+) -> ChunkResult:
     """Send to the pilot arm, record the holdout; the evaluation is due after pilot_hours."""
     now = services.clock.now()
     _set_status(services, campaign_id, CampaignStatus.PILOT_PENDING, pilot_started_at=now)
-    result = run_push(services, campaign_id, send_arms={"pilot"}, record_arms={"pilot", "holdout"})
+    result = run_push(
+        services,
+        campaign_id,
+        send_arms={"pilot"},
+        record_arms={"pilot", "holdout"},
+        progress=progress,
+    )
     _set_status(services, campaign_id, CampaignStatus.PILOTING)
     return result
 
 
-def launch(services: Services, campaign_id: int) -> ChunkResult:
+def launch(
+    services: Services, campaign_id: int, *, progress: Callable[[int], None] | None = None
+) -> ChunkResult:
     """Send to everyone but the holdout (pilot rows already queued are not queued again)."""
     now = services.clock.now()
     campaign = _set_status(
@@ -319,13 +355,24 @@ def launch(services: Services, campaign_id: int) -> ChunkResult:
         campaign_id,
         send_arms={"pilot", "rollout"},
         record_arms={"pilot", "holdout", "rollout"},
+        progress=progress,
     )
     _set_status(services, campaign_id, CampaignStatus.RUNNING)
     return result
 
 
-def request(session: Session, campaign: Campaign, action: str) -> None:
-    """Ask the scheduler to pilot or launch (the push runs there, not in a chat handler)."""
+def request(
+    session: Session,
+    campaign: Campaign,
+    action: str,
+    *,
+    config: Config | None = None,
+    now: datetime | None = None,
+) -> None:
+    """Ask the scheduler to pilot or launch (the push runs there, not in a chat handler).
+    With ``config`` and ``now`` an audience of nobody is refused first."""
+    if config is not None and now is not None:
+        require_audience(session, campaign, config=config, now=now)
     if action == "pilot":
         if campaign.status != CampaignStatus.DRAFT:
             raise CampaignError(
@@ -471,14 +518,18 @@ def evaluate(services: Services, campaign_id: int) -> Campaign | None:
         pilot, holdout = rates["pilot"], rates["holdout"]
         uplift = pilot["conversion"] - holdout["conversion"]
         reason = None
+        code = "uplift"
         if pilot["size"] < cfg.min_pilot_size:
+            code = "too_small"
             reason = f"pilot too small: {pilot['size']} < {cfg.min_pilot_size} customers"
         elif pilot["optout_rate"] > cfg.max_optout_rate:
+            code = "optout"
             reason = (
                 f"opt-out/block rate {pilot['optout_rate']:.1%} in the pilot is above "
                 f"{cfg.max_optout_rate:.1%}"
             )
         elif uplift <= cfg.min_uplift:
+            code = "no_uplift"
             reason = (
                 f"pilot conversion {pilot['conversion']:.1%} did not beat the holdout's "
                 f"{holdout['conversion']:.1%} by more than {cfg.min_uplift:.1%}"
@@ -490,7 +541,14 @@ def evaluate(services: Services, campaign_id: int) -> Campaign | None:
             "uplift": uplift,
             "decision": "stop" if reason else "launch",
             "reason": reason or f"uplift {uplift:.1%} beats {cfg.min_uplift:.1%}",
+            "reason_code": code,
+            "limits": {
+                "min_pilot_size": cfg.min_pilot_size,
+                "max_optout_rate": cfg.max_optout_rate,
+                "min_uplift": cfg.min_uplift,
+            },
         }
+        tell_verdict(session, campaign, services.config, services.renderer, now)
         if reason:
             _move(campaign, CampaignStatus.STOPPED)
             campaign.stop_reason = reason
@@ -556,4 +614,142 @@ def attribute_opt_out(session: Session, customer_id: int, now: datetime) -> None
                 "occurred_at": now,
             },
             ["campaign_id", "customer_id", "kind", "detail"],
+        )
+
+
+# -- safety and reading in chat ------------------------------------------------------------
+
+
+def check_known_tags(session: Session, segment: str) -> None:
+    """Refuse tags no customer ever had (a typo such as ``tag:周末出``), suggesting the
+    closest existing tags ("did you mean 周末出游?")."""
+    import difflib
+
+    from bot.customers.segment_language import And, Not, Or, Predicate, TagScore, parse
+    from storage.models import Tag
+
+    wanted: list[str] = []
+    stack = [parse(segment)]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (And, Or)):
+            stack.extend(node.items)
+        elif isinstance(node, Not):
+            stack.append(node.item)
+        elif isinstance(node, Predicate):
+            if node.field == "tag" and isinstance(node.value, str):
+                wanted.append(node.value)
+            elif isinstance(node.value, TagScore):
+                wanted.append(node.value.tag)
+    if not wanted:
+        return
+    known = set(session.scalars(select(Tag.name).where(Tag.name.in_(wanted))))
+    for name in wanted:
+        if name in known:
+            continue
+        every = list(session.scalars(select(Tag.name).order_by(Tag.name).limit(5000)))
+        close = difflib.get_close_matches(name, every, n=3, cutoff=0.4)
+        close += [n for n in every if (name in n or n in name) and n not in close][:3]
+        if close:
+            raise CampaignError(
+                "", "campaign.error.unknown_tag_suggest", tag=name, suggestions="、".join(close[:3])
+            )
+        raise CampaignError("", "campaign.error.unknown_tag", tag=name)
+
+
+def require_audience(session: Session, campaign: Campaign, *, config: Config, now: datetime) -> int:
+    """The number of customers the campaign can reach now; refuses an audience of nobody."""
+    compiled = compile_segment(campaign.segment, config=config, now=now, session=session)
+    reachable = session.scalar(compiled.select_count().where(eligible_condition(config, now))) or 0
+    if reachable == 0:
+        raise CampaignError("", "campaign.error.empty_audience", name=campaign.name)
+    return reachable
+
+
+def list_campaigns(session: Session, limit: int = 50) -> list[dict]:
+    """The newest campaigns with status, segment, audience recorded and messages sent."""
+    campaigns = list(
+        session.scalars(select(Campaign).order_by(Campaign.id.desc()).limit(min(limit, 500)))
+    )
+    ids = [c.id for c in campaigns]
+    targeted = dict(
+        session.execute(
+            select(CampaignTarget.campaign_id, func.count())
+            .where(CampaignTarget.campaign_id.in_(ids))
+            .group_by(CampaignTarget.campaign_id)
+        ).all()
+    )
+    return [
+        {
+            "name": c.name,
+            "status": c.status,
+            "segment": c.segment,
+            "targeted": targeted.get(c.id, 0),
+            "created_at": c.created_at,
+            "stop_reason": c.stop_reason,
+        }
+        for c in campaigns
+    ]
+
+
+def stats_summary(rows) -> dict:
+    """A short reading of a funnel: totals and the rates a manager asks about."""
+
+    rows = [r for r in rows if r.variant != "*"]  # the funnel's own total row
+
+    def total(name: str) -> int:
+        return sum(getattr(r, name) for r in rows)
+
+    sent, delivered = total("sent"), total("delivered")
+    summary: dict[str, Any] = {
+        "targeted": total("targeted"),
+        "held_out": total("held_out"),
+        "dropped": total("dropped"),
+        "queued": total("queued"),
+        "sent": sent,
+        "delivered": delivered,
+        "clicked": total("clicked"),
+        "redeemed": total("redeemed"),
+        "opted_out": total("opted_out"),
+    }
+    base = delivered or sent
+    summary["delivery_rate"] = delivered / sent if sent else 0.0
+    summary["click_rate"] = summary["clicked"] / base if base else 0.0
+    summary["redeem_rate"] = summary["redeemed"] / base if base else 0.0
+    summary["optout_rate"] = summary["opted_out"] / base if base else 0.0
+    dropped: dict[str, int] = {}
+    for r in rows:
+        for reason, n in (r.dropped_by or {}).items():
+            dropped[reason] = dropped.get(reason, 0) + n
+    summary["dropped_by"] = dropped
+    return summary
+
+
+def tell_verdict(
+    session: Session, campaign: Campaign, config: Config, renderer: Renderer, now: datetime
+) -> None:
+    """Tell the manager who created the campaign (else every manager) in chat, through
+    the outbox, that the pilot's verdict launches or stops it, with reason and numbers."""
+    from bot.core.events import ConversationRef
+    from bot.outbox import queue as outbox
+
+    creator = campaign.created_by or ""
+    channel = creator.partition(":")[0]
+    targets = [creator] if channel in config.campaigns.channels else list(config.roles.managers)
+    verdict = campaign.verdict or {}
+    for target in targets:
+        channel, _, user = target.partition(":")
+        if not user:
+            continue
+        text = renderer.render(
+            "campaign_verdict", config.general.locale, campaign=campaign, verdict=verdict
+        )
+        outbox.enqueue(
+            session,
+            key=f"campaign:{campaign.id}:verdict:{target}"[:200],
+            to=ConversationRef(channel, user, user),
+            text=text,
+            purpose="staff_alert",
+            priority=20,
+            now=now,
         )

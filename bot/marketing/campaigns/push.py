@@ -143,6 +143,9 @@ class Push:
     _templates: dict = field(default_factory=dict, init=False, repr=False)
     _zones: dict = field(default_factory=dict, init=False, repr=False)
     _variant_share: Callable[[object], float] | None = field(default=None, init=False, repr=False)
+    _recent_contents: dict = field(default_factory=dict, init=False, repr=False)
+    #: called with the number of customers after each streamed chunk (CLI progress)
+    on_chunk: Callable[[int], None] | None = field(default=None, repr=False)
 
     # -- pieces --------------------------------------------------------------------------
 
@@ -228,6 +231,25 @@ class Push:
             self._templates[key] = uses_track(env, source)
         return self._templates[key]
 
+    def fingerprint(self, variant: Variant, locale: str) -> str:
+        """The content of a variant in a locale (a hash of its template source, before
+        personalization): two pushes with the same fingerprint say the same thing."""
+        key = ("content", variant.name, locale)
+        if key not in self._templates:
+            env = self.renderer.env
+            try:
+                if variant.template:
+                    filename, _ = self.renderer.template_name(variant.template, locale)
+                    assert env.loader is not None  # the Renderer's FileSystemLoader
+                    source = env.loader.get_source(env, filename)[0]
+                else:
+                    source = variant.text
+            except (jinja2.TemplateError, TemplateRenderError):
+                source = f"<{variant.template}>"
+            normalized = " ".join(source.split())
+            self._templates[key] = hashlib.sha1(normalized.encode()).hexdigest()[:16]
+        return self._templates[key]
+
     def render(self, variant: Variant, locale: str, variables: dict) -> str:
         try:
             with metered(FILE_BUDGET if variant.template else USER_BUDGET):
@@ -270,6 +292,8 @@ class Push:
                     break
                 total.add(self.chunk_rows(session, rows, now))
             last = rows[-1][0]
+            if self.on_chunk is not None:
+                self.on_chunk(len(rows))
         return total
 
     def chunk(self, session: Session, ids: list[int], now: datetime) -> ChunkResult:
@@ -297,20 +321,23 @@ class Push:
                 best[cid] = (r, channel, external_id)
         identities = {cid: (ch, ext) for cid, (_, ch, ext) in best.items()}
         marketing = self.config.marketing
+        # Marketing rows inside the cap window (not this push's): their count per customer
+        # (the frequency cap) and their content fingerprints (duplicate content).
         recent: dict[int, int] = {}
-        if marketing.max_per_window:
-            counted = db.execute(
-                select(OutboxMessage.customer_id, func.count())
-                .where(
-                    OutboxMessage.customer_id.between(low, high),
-                    OutboxMessage.purpose.in_(policy.MARKETING_PURPOSES),
-                    OutboxMessage.created_at > now - timedelta(hours=marketing.window_hours),
-                    OutboxMessage.status.not_in(policy.NOT_COUNTED),
-                    OutboxMessage.idempotency_key.not_like(f"{self.key_prefix}:%"),
-                )
-                .group_by(OutboxMessage.customer_id)
+        contents: dict[int, set[str]] = {}
+        for cid, content in db.execute(
+            select(OutboxMessage.customer_id, OutboxMessage.payload["content"].as_string()).where(
+                OutboxMessage.customer_id.between(low, high),
+                OutboxMessage.purpose.in_(policy.MARKETING_PURPOSES),
+                OutboxMessage.created_at > now - timedelta(hours=marketing.window_hours),
+                OutboxMessage.status.not_in(policy.NOT_COUNTED),
+                OutboxMessage.idempotency_key.not_like(f"{self.key_prefix}:%"),
             )
-            recent = {cid: n for cid, n in counted if cid is not None}  # in a range: not NULL
+        ):
+            recent[cid] = recent.get(cid, 0) + 1
+            if content:
+                contents.setdefault(cid, set()).add(content)
+        self._recent_contents = contents
         prior: Select[int] | Select[int | None]
         if self.campaign_id is not None:
             prior = select(CampaignTarget.customer_id).where(
@@ -343,6 +370,7 @@ class Push:
         if not rows:
             return result
         identities, recent, seen = self.facts(session, rows[0][0], rows[-1][0], now)
+        recent_contents = self._recent_contents
         for cid, name, locale, tz, city, opted_out in rows:
             arm = arm_of(cid) if arm_of else "rollout"
             if arm not in record_arms:
@@ -417,6 +445,11 @@ class Push:
                 result.dropped["frequency_cap"] += 1
                 target("dropped", "frequency_cap")
                 continue
+            fingerprint = self.fingerprint(variant, locale)
+            if fingerprint in recent_contents.get(cid, ()):
+                result.dropped["duplicate_content"] += 1
+                target("dropped", "duplicate_content")
+                continue
             if cid in wecom_busy:
                 due = max(due, wecom_busy[cid])
             coupon = None
@@ -478,7 +511,11 @@ class Push:
                     cid,
                     self.purpose,
                     self.priority,
-                    '{"text": ' + dumps(text, ensure_ascii=False) + tails[variant.name],
+                    '{"content": "'
+                    + fingerprint
+                    + '", "text": '
+                    + dumps(text, ensure_ascii=False)
+                    + tails[variant.name],
                     due,
                     now,
                 )

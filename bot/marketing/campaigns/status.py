@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from bot.core.i18n import t
 from bot.core.states import IllegalTransition, Machine
 
 __all__ = ["ACTIVE", "CampaignError", "CampaignStatus", "IllegalCampaignTransition", "transition"]
@@ -28,7 +29,19 @@ class CampaignStatus(StrEnum):
 
 
 class CampaignError(ValueError):
-    """A campaign action that cannot be done now, and why."""
+    """A campaign action that cannot be done now, and why.
+
+    With ``key`` (templates/i18n/campaign.toml) and ``values`` the reason can be said in
+    the reader's locale (:meth:`text`); ``str()`` is the English text (logs, CLI).
+    """
+
+    def __init__(self, message: str = "", key: str | None = None, **values: object) -> None:
+        self.key, self.values = key, values
+        super().__init__(t(key, "en", **values) if key else message)
+
+    def text(self, locale: str | None) -> str:
+        """The reason in the reader's locale."""
+        return t(self.key, locale, **self.values) if self.key else str(self)
 
 
 class IllegalCampaignTransition(CampaignError, IllegalTransition):

@@ -6,7 +6,7 @@ customer's one-tap satisfaction rating (1–5) after a conversation was resolved
 staff member on the manager page.
 
 Revision ID: 0750
-Revises: 0700
+Revises: 0740
 """
 
 from collections.abc import Sequence
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0750"
-down_revision: str | Sequence[str] | None = "0700"
+down_revision: str | Sequence[str] | None = "0740"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

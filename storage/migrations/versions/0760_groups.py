@@ -5,7 +5,7 @@ entries and their cool-downs, moderation settings, the moderation audit log, war
 newcomer checks.
 
 Revision ID: 0760
-Revises: 0740
+Revises: 0750
 """
 
 from collections.abc import Sequence
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0760"
-down_revision: str | Sequence[str] | None = "0740"
+down_revision: str | Sequence[str] | None = "0750"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-from scheduler.followups import escalate_sla
 from sqlalchemy import select
 
 from bot.app.services import Services
+from bot.conversations.followups import escalate_sla
 from bot.marketing.campaigns.manage import run_due
 from bot.marketing.coupons import sync_definitions
 from storage import repos

@@ -16,8 +16,9 @@ def start(ctx: Context) -> None:
 
 
 def help_audience(ctx: Context) -> str:
-    """Whose /help this is: ``manager``, ``group_admin``, ``member`` (a group) or ``customer``."""
-    if ctx.role in ("manager", "group_admin"):
+    """Whose /help this is: ``manager``, ``group_admin``, ``staff``, ``member`` (a customer
+    in a group) or ``customer``."""
+    if ctx.role in ("manager", "group_admin", "staff"):
         return ctx.role
     return "member" if ctx.event.chat_type is ChatType.GROUP else "customer"
 

@@ -202,6 +202,7 @@ ROUTES: tuple[RouteRule, ...] = (
     _route("/inbox/api/queue", "GET", _INBOX, "the queue as JSON", json=True),
     _route("/inbox/api/tickets/{ticket_id}/claim", "POST", _INBOX, "claim as JSON", json=True),
     _route("/inbox/redeem", "POST", _INBOX, "redeem a code at the counter"),
+    _route("/inbox/locale", "POST", _INBOX, "the staff member's language (zh-CN or en)"),
     _route("/inbox/manager", "GET", _INBOX_MANAGER, "all conversations, audit log"),
     _route("/inbox/manager/flag", "POST", _INBOX_MANAGER, "flag a conversation for staff"),
 )

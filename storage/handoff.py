@@ -35,6 +35,8 @@ class StaffUser(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_login_at: Mapped[datetime | None]
+    #: the language the staff member chose for the console and inbox (None: the browser's)
+    locale: Mapped[str | None] = mapped_column(String(16))
 
 
 class HandoffTicket(Base):

@@ -58,6 +58,7 @@ def build(config: Config, *, db: Database | None = None, clock: Clock | None = N
         middleware=inbox_middleware(runtime),
         services=_scheduler_services(runtime, config),
     )
+    app.asgi.state.runtime = runtime  # module-level endpoints (the console) read it here
     return app
 
 
@@ -99,6 +100,7 @@ def _channel_routes(runtime: Runtime, config: Config) -> list[BaseRoute]:
 
 def _web_routes(app: SiyuApp) -> list[BaseRoute]:
     """The staff inbox, the APIs (orders, customers, coupons) and tracked-link redirects."""
+    from bot.web.console import console_routes
     from bot.web.coupons_api import coupon_routes
     from bot.web.customers_api import customers_routes
     from bot.web.inbox import inbox_routes
@@ -112,6 +114,7 @@ def _web_routes(app: SiyuApp) -> list[BaseRoute]:
         *customers_routes(runtime),
         *coupon_routes(runtime),
         *link_routes(runtime),
+        *console_routes(),
     ]
 
 

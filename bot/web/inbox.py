@@ -56,7 +56,7 @@ from storage import repos
 from storage.handoff import OPEN_STATUSES, AuditEntry, HandoffTicket, StaffNote, StaffUser
 from storage.models import Conversation, Customer, Interaction, OutboxMessage
 
-__all__ = ["inbox_middleware", "inbox_routes"]
+__all__ = ["csrf_ok", "csrf_token", "current_staff", "inbox_middleware", "inbox_routes"]
 
 log = logging.getLogger(__name__)
 
@@ -112,24 +112,8 @@ def inbox_routes(
 
     # -- session helpers -----------------------------------------------------------------
 
-    def csrf_token(request: Request) -> str:
-        token = request.session.get("csrf")
-        if not token:
-            token = request.session["csrf"] = secrets.token_urlsafe(24)
-        return token
-
-    def csrf_ok(request: Request, given: str | None) -> bool:
-        expected = request.session.get("csrf")
-        return bool(expected and given and secrets.compare_digest(expected, given))
-
-    def load_staff(staff_id: int) -> StaffUser | None:
-        with runtime.db.sessions() as session:
-            user = session.get(StaffUser, staff_id)
-            return user if user is not None and user.active else None
-
     async def staff_of(request: Request, *, api: bool = False, manager: bool = False) -> StaffUser:
-        staff_id = request.session.get("staff_id")
-        user = await runtime.db.run(load_staff, staff_id) if isinstance(staff_id, int) else None
+        user = await current_staff(runtime, request)
         if user is None:
             if api:
                 raise _Refused(JSONResponse({"error": "log in first"}, status_code=401))
@@ -668,3 +652,34 @@ def redemption_flash(result: Redemption) -> str:
         f"({result.min_spend_cents / 100:.2f})",
     }
     return "!" + refusals[result.reason]
+
+
+# -- the session, shared with the manager console (bot/web/console) -------------------------
+
+
+def csrf_token(request: Request) -> str:
+    """The session's CSRF token (made on first use); every form and POST carries it."""
+    token = request.session.get("csrf")
+    if not token:
+        token = request.session["csrf"] = secrets.token_urlsafe(24)
+    return token
+
+
+def csrf_ok(request: Request, given: str | None) -> bool:
+    """Whether ``given`` is this session's CSRF token."""
+    expected = request.session.get("csrf")
+    return bool(expected and given and secrets.compare_digest(expected, given))
+
+
+def _load_staff(runtime: Runtime, staff_id: int) -> StaffUser | None:
+    with runtime.db.sessions() as session:
+        user = session.get(StaffUser, staff_id)
+        return user if user is not None and user.active else None
+
+
+async def current_staff(runtime: Runtime, request: Request) -> StaffUser | None:
+    """The active staff account logged in on this request's session, or None."""
+    staff_id = request.session.get("staff_id")
+    if not isinstance(staff_id, int):
+        return None
+    return await runtime.db.run(_load_staff, runtime, staff_id)

@@ -35,6 +35,7 @@ __all__ = [
     "Preview",
     "Services",
     "create_campaign",
+    "draft_from_spec",
     "evaluate",
     "find_campaign",
     "launch",
@@ -89,6 +90,16 @@ def create_campaign(
                 raise CampaignError(f"no message template named {v.template!r}") from None
     if spec.coupon and definition(session, spec.coupon) is None:
         raise CampaignError(f"no coupon named {spec.coupon!r} (see [coupons] in the config)")
+    campaign = draft_from_spec(spec, config=config, now=now, created_by=created_by)
+    session.add(campaign)
+    session.flush()
+    return campaign
+
+
+def draft_from_spec(
+    spec: CampaignSpec, *, config: Config, now: datetime, created_by: str = ""
+) -> Campaign:
+    """The draft campaign row for ``spec`` (not added to a session), config defaults filled."""
     defaults = config.campaigns
     campaign = Campaign(
         name=spec.name,
@@ -113,8 +124,6 @@ def create_campaign(
     )
     if campaign.pilot_share + campaign.holdout_share >= 1:
         raise SpecError("pilot and holdout together must be less than 100%")
-    session.add(campaign)
-    session.flush()
     return campaign
 
 
@@ -167,6 +176,8 @@ class Preview:
     pilot: int
     holdout: int
     samples: list[tuple[str, str, str]] = field(default_factory=list)  # (name, variant, text)
+    #: with ``locales``: (name, variant, locale, text) for each sample in each locale
+    localized: list[tuple[str, str, str, str]] = field(default_factory=list)
 
 
 def eligible_condition(config: Config, now: datetime):
@@ -190,9 +201,16 @@ def eligible_condition(config: Config, now: datetime):
 
 
 def preview(
-    session: Session, campaign: Campaign, *, config: Config, renderer: Renderer, now: datetime
+    session: Session,
+    campaign: Campaign,
+    *,
+    config: Config,
+    renderer: Renderer,
+    now: datetime,
+    locales: tuple[str, ...] = (),
 ) -> Preview:
-    """Count the audience (after consent and caps) and render for three sample customers.
+    """Count the audience (after consent and caps) and render for three sample customers
+    (in their own locale; and in each of ``locales`` into ``localized``).
 
     A template error raises :class:`TemplateRenderError` here, before anything is sent.
     """
@@ -223,10 +241,18 @@ def preview(
                 "city": c.city or "",
                 "locale": c.locale,
             }
-            text = push.render(
-                variant, c.locale or config.general.locale, push.variables(customer, coupon)
-            )
+            variables = push.variables(customer, coupon)
+            text = push.render(variant, c.locale or config.general.locale, variables)
             result.samples.append((c.display_name or f"#{c.id}", variant.name, text))
+            for locale in locales:
+                result.localized.append(
+                    (
+                        c.display_name or f"#{c.id}",
+                        variant.name,
+                        locale,
+                        push.render(variant, locale, variables),
+                    )
+                )
     return result
 
 

@@ -1,0 +1,436 @@
+"""The console's numbers: every chart and table is a grouped SQL query (no per-customer
+loops in Python), bounded by a period and a row limit, on SQLite and PostgreSQL alike.
+
+Days are the brand's local days (``[general] timezone``): PostgreSQL converts with the
+zone itself; SQLite, which has no zones, shifts by the zone's current UTC offset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import String, and_, case, func, literal, or_, select
+from sqlalchemy.orm import Session
+
+from bot.app.config import Config
+from storage.campaigns import Campaign, CampaignTarget
+from storage.console import SegmentCount
+from storage.coupons import CouponCode, CouponDefinition
+from storage.models import (
+    Conversation,
+    Customer,
+    CustomerTag,
+    Group,
+    Identity,
+    Interaction,
+    Membership,
+    OutboxMessage,
+    Tag,
+)
+from storage.scores import CustomerScore
+
+__all__ = [
+    "PERIODS",
+    "Period",
+    "campaign_list",
+    "coupon_stats",
+    "dashboard",
+    "flow_positions",
+    "redemptions_by_day",
+    "search_customers",
+    "segment_trend",
+    "sends_per_hour",
+    "tag_counts",
+    "tag_rule_hits",
+]
+
+#: the periods a chart can cover, in days
+PERIODS = (7, 30, 90)
+TOP = 15
+
+
+@dataclass(frozen=True)
+class Period:
+    """A span of brand-local days ending today."""
+
+    days: int
+    since: datetime
+    now: datetime
+    zone: ZoneInfo
+
+    @classmethod
+    def last(cls, days: int, now: datetime, zone: ZoneInfo) -> Period:
+        start = (now.astimezone(zone) - timedelta(days=days - 1)).replace(
+            hour=0, minute=0, second=0, microsecond=0
+        )
+        return cls(days, start, now, zone)
+
+    def labels(self) -> list[str]:
+        first = self.since.astimezone(self.zone).date()
+        return [(first + timedelta(days=i)).isoformat() for i in range(self.days)]
+
+
+def _offset_hours(zone: ZoneInfo, now: datetime) -> float:
+    offset = now.astimezone(zone).utcoffset()
+    return offset.total_seconds() / 3600 if offset else 0.0
+
+
+def local_day(session: Session, column, zone: ZoneInfo, now: datetime):
+    """SQL: the brand-local date of a UTC timestamp column, as 'YYYY-MM-DD'."""
+    if session.get_bind().dialect.name == "postgresql":
+        return func.to_char(func.timezone(zone.key, column), "YYYY-MM-DD")
+    return func.strftime("%Y-%m-%d", column, f"{_offset_hours(zone, now):+g} hours")
+
+
+def local_hour(session: Session, column, zone: ZoneInfo, now: datetime):
+    """SQL: the brand-local hour of a timestamp, as 'YYYY-MM-DD HH:00'."""
+    if session.get_bind().dialect.name == "postgresql":
+        return func.to_char(func.timezone(zone.key, column), "YYYY-MM-DD HH24:00")
+    return func.strftime("%Y-%m-%d %H:00", column, f"{_offset_hours(zone, now):+g} hours")
+
+
+def seconds_between(session: Session, later, earlier):
+    """SQL: ``later - earlier`` in seconds."""
+    if session.get_bind().dialect.name == "postgresql":
+        return func.extract("epoch", later - earlier)
+    return (func.julianday(later) - func.julianday(earlier)) * 86400
+
+
+def _series(period: Period, rows) -> list[int]:
+    counts = {day: int(n) for day, n in rows}
+    return [counts.get(day, 0) for day in period.labels()]
+
+
+def dashboard(session: Session, config: Config, period: Period) -> dict:
+    """Everything on the dashboard, as chart-ready lists."""
+    now, since = period.now, period.since
+    day = lambda column: local_day(session, column, period.zone, now)  # noqa: E731
+    by_channel = session.execute(
+        select(Identity.channel, func.count(func.distinct(Identity.customer_id)))
+        .group_by(Identity.channel)
+        .order_by(Identity.channel)
+    ).all()
+    by_group = session.execute(
+        select(Group.title, Group.channel, func.count())
+        .join(Membership, Membership.group_id == Group.id)
+        .where(Membership.active.is_(True))
+        .group_by(Group.id, Group.title, Group.channel)
+        .order_by(func.count().desc())
+        .limit(TOP)
+    ).all()
+    joined_day = day(Membership.joined_at)
+    joins = session.execute(
+        select(joined_day, func.count()).where(Membership.joined_at >= since).group_by(joined_day)
+    ).all()
+    left_day = day(Membership.left_at)
+    leaves = session.execute(
+        select(left_day, func.count())
+        .where(Membership.left_at.is_not(None), Membership.left_at >= since)
+        .group_by(left_day)
+    ).all()
+    active = session.execute(
+        select(
+            func.count().filter(Customer.last_active_at >= now - timedelta(days=7)),
+            func.count().filter(Customer.last_active_at >= now - timedelta(days=30)),
+            func.count(),
+        )
+    ).one()
+    inbound_day = day(Interaction.occurred_at)
+    inbound = session.execute(
+        select(inbound_day, func.count())
+        .where(Interaction.occurred_at >= since)
+        .group_by(inbound_day)
+    ).all()
+    sent_day = day(OutboxMessage.sent_at)
+    outbound = session.execute(
+        select(sent_day, func.count())
+        .where(OutboxMessage.sent_at >= since, OutboxMessage.status == "sent")
+        .group_by(sent_day)
+    ).all()
+    live_tag = or_(CustomerTag.expires_at.is_(None), CustomerTag.expires_at > now)
+    top_tags = session.execute(
+        select(Tag.name, func.count())
+        .join(CustomerTag, CustomerTag.tag_id == Tag.id)
+        .where(live_tag)
+        .group_by(Tag.name)
+        .order_by(func.count().desc(), Tag.name)
+        .limit(TOP)
+    ).all()
+    scores = {
+        name: session.execute(
+            select(column, func.count())
+            .where(column.is_not(None))
+            .group_by(column)
+            .order_by(func.count().desc())
+        ).all()
+        for name, column in (
+            ("lifecycle", CustomerScore.lifecycle),
+            ("tier", CustomerScore.tier),
+            ("rfm", CustomerScore.rfm_group),
+        )
+    }
+    return {
+        "labels": period.labels(),
+        "by_channel": [[c, n] for c, n in by_channel],
+        "by_group": [[title or "-", channel, n] for title, channel, n in by_group],
+        "joins": _series(period, joins),
+        "leaves": _series(period, leaves),
+        "active_7": active[0],
+        "active_30": active[1],
+        "customers": active[2],
+        "inbound": _series(period, inbound),
+        "outbound": _series(period, outbound),
+        "top_tags": [[name, n] for name, n in top_tags],
+        **{k: [[v or "-", n] for v, n in rows] for k, rows in scores.items()},
+        "outbox": outbox_health(session, period),
+    }
+
+
+def outbox_health(session: Session, period: Period) -> dict:
+    """Outbox rows of the period per channel and status; deferred rows by reason; how late
+    sent messages went out after they were due."""
+    now, since = period.now, period.since
+    o = OutboxMessage
+    by_status = session.execute(
+        select(o.channel, o.status, func.count())
+        .where(o.created_at >= since)
+        .group_by(o.channel, o.status)
+        .order_by(o.channel, o.status)
+    ).all()
+    reason = case((o.last_error.is_(None), literal("scheduled", String)), else_=literal("retry"))
+    deferred = session.execute(
+        select(o.channel, reason, func.count())
+        .where(o.status == "pending", o.next_attempt_at > now)
+        .group_by(o.channel, reason)
+    ).all()
+    late = seconds_between(session, o.sent_at, o.next_attempt_at)
+    bucket = case(
+        (late < 60, literal("lt1m", String)),
+        (late < 300, literal("lt5m", String)),
+        (late < 3600, literal("lt1h", String)),
+        else_=literal("ge1h", String),
+    )
+    lateness = dict(
+        session.execute(
+            select(bucket, func.count())
+            .where(o.status == "sent", o.sent_at >= since)
+            .group_by(bucket)
+        ).all()
+    )
+    return {
+        "by_status": [[c, s, n] for c, s, n in by_status],
+        "deferred": [[c, r, n] for c, r, n in deferred],
+        "lateness": [[b, int(lateness.get(b, 0))] for b in ("lt1m", "lt5m", "lt1h", "ge1h")],
+    }
+
+
+def campaign_list(session: Session, limit: int = 200) -> list[dict]:
+    """Campaigns, newest first, with targeted / queued / sent counts and the sent rate."""
+    t = CampaignTarget
+    stats = (
+        select(
+            t.campaign_id,
+            func.count().label("targeted"),
+            func.sum(case((t.status == "queued", 1), else_=0)).label("queued"),
+            func.sum(case((t.status == "held_out", 1), else_=0)).label("held_out"),
+        )
+        .group_by(t.campaign_id)
+        .subquery()
+    )
+    campaigns = session.execute(
+        select(Campaign, stats.c.targeted, stats.c.queued, stats.c.held_out)
+        .outerjoin(stats, stats.c.campaign_id == Campaign.id)
+        .order_by(Campaign.id.desc())
+        .limit(limit)
+    ).all()
+    ids = [c.id for c, *_ in campaigns]
+    redeemed = dict(
+        session.execute(
+            select(CouponCode.campaign_id, func.count())
+            .where(CouponCode.campaign_id.in_(ids), CouponCode.status == "redeemed")
+            .group_by(CouponCode.campaign_id)
+        ).all()
+    )
+    rows = []
+    for c, targeted, queued, held_out in campaigns:
+        queued = int(queued or 0)
+        rows.append(
+            {
+                "id": c.id,
+                "name": c.name,
+                "status": c.status,
+                "segment": c.segment,
+                "created_at": c.created_at,
+                "targeted": int(targeted or 0),
+                "queued": queued,
+                "held_out": int(held_out or 0),
+                "redeemed": int(redeemed.get(c.id, 0)),
+                "redeem_rate": (redeemed.get(c.id, 0) / queued) if queued else None,
+                "verdict": (c.verdict or {}).get("decision"),
+            }
+        )
+    return rows
+
+
+def sends_per_hour(session: Session, campaign: Campaign, zone: ZoneInfo, now: datetime) -> list:
+    """[hour, messages sent] for the campaign's outbox rows."""
+    hour = local_hour(session, OutboxMessage.sent_at, zone, now)
+    return [
+        [h, n]
+        for h, n in session.execute(
+            select(hour, func.count())
+            .where(
+                OutboxMessage.idempotency_key.like(f"campaign:{campaign.id}:%"),
+                OutboxMessage.status == "sent",
+            )
+            .group_by(hour)
+            .order_by(hour)
+            .limit(24 * 14)
+        )
+    ]
+
+
+def search_customers(session: Session, query: str, limit: int = 50) -> list[dict]:
+    """Customers whose name, phone, channel id or tag matches ``query`` (bounded)."""
+    q = query.strip()[:100]
+    if not q:
+        return []
+    like = f"%{q.replace('%', '').replace('_', '')}%"
+    digits = "".join(ch for ch in q if ch.isdigit())
+    by_identity = select(Identity.customer_id).where(
+        or_(Identity.external_id == q, Identity.display_name.like(like))
+    )
+    by_tag = (
+        select(CustomerTag.customer_id)
+        .join(Tag, Tag.id == CustomerTag.tag_id)
+        .where(Tag.name == q.removeprefix("tag:"))
+    )
+    conditions = [
+        Customer.display_name.like(like),
+        Customer.id.in_(by_identity),
+        Customer.id.in_(by_tag),
+    ]
+    if len(digits) >= 4:
+        conditions.append(Customer.phone.like(f"%{digits}%"))
+    if q.isdigit() and len(q) <= 18:
+        conditions.append(Customer.id == int(q))
+    rows = session.scalars(
+        select(Customer).where(or_(*conditions)).order_by(Customer.id).limit(limit)
+    ).all()
+    channels: dict[int, list[str]] = {}
+    for cid, channel, external in session.execute(
+        select(Identity.customer_id, Identity.channel, Identity.external_id).where(
+            Identity.customer_id.in_([c.id for c in rows])
+        )
+    ):
+        channels.setdefault(cid, []).append(f"{channel}:{external}")
+    return [
+        {
+            "id": c.id,
+            "name": c.display_name or f"#{c.id}",
+            "phone": c.phone,
+            "city": c.city,
+            "identities": channels.get(c.id, []),
+            "last_active_at": c.last_active_at,
+        }
+        for c in rows
+    ]
+
+
+def tag_counts(session: Session, now: datetime, limit: int = 200) -> list[list]:
+    """[tag, customers holding it now] for every tag, most held first."""
+    live = or_(CustomerTag.expires_at.is_(None), CustomerTag.expires_at > now)
+    return [
+        [name, n]
+        for name, n in session.execute(
+            select(Tag.name, func.count(CustomerTag.customer_id))
+            .outerjoin(CustomerTag, and_(CustomerTag.tag_id == Tag.id, live))
+            .group_by(Tag.name)
+            .order_by(func.count(CustomerTag.customer_id).desc(), Tag.name)
+            .limit(limit)
+        )
+    ]
+
+
+def tag_rule_hits(session: Session) -> dict[str, int]:
+    """Customers tagged by each rule (``rule:<id>`` tag sources)."""
+    return {
+        source.removeprefix("rule:"): n
+        for source, n in session.execute(
+            select(CustomerTag.source, func.count())
+            .where(CustomerTag.source.like("rule:%"))
+            .group_by(CustomerTag.source)
+        )
+    }
+
+
+def coupon_stats(session: Session, now: datetime) -> list[dict]:
+    """Per definition: codes issued, redeemed, expired (unredeemed past their end), open."""
+    c = CouponCode
+    rows = session.execute(
+        select(
+            CouponDefinition,
+            func.count(c.id),
+            func.sum(case((c.status == "redeemed", 1), else_=0)),
+            func.sum(case((and_(c.status != "redeemed", c.expires_at <= now), 1), else_=0)),
+        )
+        .outerjoin(c, c.definition_id == CouponDefinition.id)
+        .group_by(CouponDefinition.id)
+        .order_by(CouponDefinition.name)
+    ).all()
+    return [
+        {
+            "name": d.name,
+            "title": d.title,
+            "amount": d.amount_cents / 100,
+            "percent_off": d.percent_off,
+            "min_spend": d.min_spend_cents / 100,
+            "valid_days": d.valid_days,
+            "stock": d.total_stock,
+            "issued": int(issued or 0),
+            "redeemed": int(redeemed or 0),
+            "expired": int(expired or 0),
+            "open": int(issued or 0) - int(redeemed or 0) - int(expired or 0),
+        }
+        for d, issued, redeemed, expired in rows
+    ]
+
+
+def redemptions_by_day(session: Session, period: Period) -> dict:
+    """Redemptions per local day of the period, per coupon definition."""
+    day = local_day(session, CouponCode.redeemed_at, period.zone, period.now)
+    series: dict[str, list] = {}
+    for name, d, n in session.execute(
+        select(CouponDefinition.name, day, func.count())
+        .join(CouponDefinition, CouponDefinition.id == CouponCode.definition_id)
+        .where(CouponCode.status == "redeemed", CouponCode.redeemed_at >= period.since)
+        .group_by(CouponDefinition.name, day)
+    ):
+        series.setdefault(name, []).append((d, n))
+    return {name: _series(period, rows) for name, rows in sorted(series.items())}
+
+
+def flow_positions(session: Session) -> dict[str, dict[str, int]]:
+    """Conversations standing at each flow's steps right now: {flow: {step: count}}."""
+    out: dict[str, dict[str, int]] = {}
+    for flow, step, n in session.execute(
+        select(Conversation.flow, Conversation.step, func.count())
+        .where(Conversation.flow.is_not(None))
+        .group_by(Conversation.flow, Conversation.step)
+    ):
+        out.setdefault(flow, {})[step or ""] = n
+    return out
+
+
+def segment_trend(session: Session, segment_ids: list[int], since_day: str) -> dict[int, list]:
+    """Each saved segment's recorded daily counts since ``since_day``."""
+    trend: dict[int, list] = {}
+    for sid, day, n in session.execute(
+        select(SegmentCount.segment_id, SegmentCount.day, SegmentCount.members)
+        .where(SegmentCount.segment_id.in_(segment_ids), SegmentCount.day >= since_day)
+        .order_by(SegmentCount.day)
+    ):
+        trend.setdefault(sid, []).append([day, int(n)])
+    return trend

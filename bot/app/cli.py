@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from bot.app import cli_campaigns, cli_customers
+from bot.app import cli_campaigns, cli_customers, cli_staff
 from bot.app.config import CHANNELS, Config, ConfigError, find_config_path, load_config
 
 __all__ = ["main"]
@@ -63,6 +63,7 @@ def _staff_parser(sub, common: argparse.ArgumentParser) -> None:
     add.add_argument("--role", choices=("staff", "manager"), default="staff")
     add.add_argument("--display-name", default="")
     ssub.add_parser("list", parents=[common], help="list staff accounts")
+    cli_staff.add_staff_parsers(ssub, common)  # passwd, disable, enable, role
 
 
 def _configure_logging(config: Config) -> None:
@@ -212,6 +213,8 @@ def cmd_staff(config: Config, args: argparse.Namespace) -> int:
     from bot.core.clock import SystemClock
     from storage.db import Database
 
+    if args.staff_command in cli_staff.ACTIONS:
+        return cli_staff.cmd_staff_change(config, args)
     db = Database(config.database.url)
     try:
         db.migrate()

@@ -9,8 +9,8 @@ Creating goes through ``parse_spec`` and ``create_campaign``, pilot and launch t
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 import shlex
+from collections import defaultdict
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select

@@ -69,10 +69,16 @@ def db_funnel(db, campaign_id: int) -> dict[str, list[int]]:
 
 
 def wait_for_chart(page, chart_id: str, predicate, timeout: float = 30.0) -> dict:
+    """Poll the chart until ``predicate`` holds (the page reloads itself when the
+    campaign's status changes, so a read may meet a page being replaced)."""
     deadline = time.monotonic() + timeout
     while True:
-        data = chart_data(page, chart_id)
-        if predicate(data):
+        try:
+            page.wait_for_load_state("load")
+            data = chart_data(page, chart_id)
+        except Exception:  # the page is navigating: read again
+            data = {}
+        if data and predicate(data):
             return data
         if time.monotonic() > deadline:
             raise AssertionError(f"{chart_id} never matched: {data}")
@@ -152,7 +158,10 @@ def test_campaign_created_previewed_launched_and_its_funnel_follows_the_database
         )  # fmt: skip
         assert data == db_funnel(db, campaign_id)
         assert data[total][4] == 0
-        assert page.locator("#campaign-status").inner_text() == "进行中"
+        page.locator("#campaign-status", has_text="进行中").wait_for()
+        page.locator("#comparison tr[data-arm='treated']").wait_for()
+        assert page.locator("#pause").is_visible() and page.locator("#launch").count() == 0
+        page.wait_for_timeout(500)
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "campaign-funnel-1440.png"), full_page=True)
 

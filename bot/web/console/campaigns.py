@@ -28,12 +28,14 @@ from bot.web.console.common import (
     Refused,
     back,
     endpoint,
+    finished,
     form_of,
     int_param,
     label,
     locale_of,
     manager_of,
     page,
+    render_partial,
     run,
     runtime_of,
     services_of,
@@ -230,6 +232,18 @@ def uplift_interval(pilot: dict, holdout: dict, z: float = 1.96) -> tuple[float,
     return diff, diff - z * se, diff + z * se
 
 
+def _comparison(arm: str, treated: dict, holdout: dict) -> dict:
+    """Conversion of the sent arm and the holdout with 95% intervals, and the uplift."""
+    return {
+        "arm": arm,
+        "rows": [
+            (arm, treated | {"ci": wilson(treated["converted"], treated["size"])}),
+            ("holdout", holdout | {"ci": wilson(holdout["converted"], holdout["size"])}),
+        ],
+        "uplift": uplift_interval(treated, holdout),
+    }
+
+
 def _series_name(row: FunnelRow, locale: str) -> str:
     if row.variant == "*":
         return t("console.camp.total", locale)
@@ -254,14 +268,13 @@ def _load(request: Request, campaign_id: int, with_preview: bool) -> dict | None
             return None
         rows = funnel(session, campaign)
         comparison = None
-        if campaign.pilot_started_at is not None:
+        if campaign.pilot_started_at is not None:  # the numbers the verdict is made from
             rates = manage.arm_rates(session, campaign, campaign.pilot_started_at)
-            comparison = {
-                "pilot": rates["pilot"] | {"ci": wilson(rates["pilot"]["converted"], rates["pilot"]["size"])},
-                "holdout": rates["holdout"]
-                | {"ci": wilson(rates["holdout"]["converted"], rates["holdout"]["size"])},
-                "uplift": uplift_interval(rates["pilot"], rates["holdout"]),
-            }  # fmt: skip
+            comparison = _comparison("pilot", rates["pilot"], rates["holdout"])
+        elif campaign.launched_at is not None:
+            rates = queries.treated_vs_holdout(session, campaign, campaign.launched_at)
+            comparison = _comparison("treated", rates["treated"], rates["holdout"])
+
         preview = None
         preview_error = None
         if with_preview:
@@ -315,6 +328,12 @@ async def detail(request: Request) -> Response:
         section="campaigns",
         charts=_charts(data, locale),
         scheduler_on=runtime_of(request).config.scenarios.scheduler,
+        can={
+            "pilot": data["campaign"].status == "draft",
+            "launch": data["campaign"].status in manage.LAUNCHABLE
+            and data["campaign"].status not in ("launch_pending", "pilot_pending"),
+            "pause": data["campaign"].status in ("piloting", "running"),
+        },
         steps=FUNNEL_STEPS,
         **data,
     )
@@ -332,7 +351,16 @@ async def detail_data(request: Request) -> Response:
     return JSONResponse(
         {
             "status": data["campaign"].status,
-            "charts": _charts(data, locale),
+            "charts": finished(_charts(data, locale), locale),
+            "html": {
+                "funnel-rows": render_partial(
+                    request,
+                    "console/_funnel_rows.html",
+                    user,
+                    rows=data["rows"],
+                    steps=FUNNEL_STEPS,
+                )
+            },
             "numbers": _numbers(data["total"])
             | {"campaign-status": label("console.camp.status", data["campaign"].status, locale)},
         }

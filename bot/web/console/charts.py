@@ -6,8 +6,10 @@ Each function returns a plain dict, embedded in the page as JSON and given to
 
 from __future__ import annotations
 
-__all__ = ["bars", "hbars", "lines", "pie"]
+__all__ = ["bars", "finish", "hbars", "lines", "pie"]
 
+#: the page's own fonts, so ECharts measures CJK labels as they are drawn
+FONTS = '-apple-system, "PingFang SC", "Noto Sans CJK SC", "Microsoft YaHei", sans-serif'
 _GRID = {"left": 8, "right": 16, "top": 36, "bottom": 8, "containLabel": True}
 
 
@@ -15,7 +17,7 @@ def lines(labels: list[str], series: dict[str, list], *, area: bool = False) -> 
     """One line per named series over ``labels`` (days or hours)."""
     return {
         "tooltip": {"trigger": "axis"},
-        "legend": {"type": "scroll", "top": 0},
+        "legend": {"type": "scroll", "top": 0, "itemGap": 16},
         "grid": _GRID,
         "xAxis": {"type": "category", "data": labels, "boundaryGap": False},
         "yAxis": {"type": "value", "minInterval": 1},
@@ -31,7 +33,7 @@ def bars(categories: list[str], series: dict[str, list], *, stack: bool = False)
     """Vertical bars: one group per category, one bar per named series."""
     return {
         "tooltip": {"trigger": "axis", "axisPointer": {"type": "shadow"}},
-        "legend": {"type": "scroll", "top": 0},
+        "legend": {"type": "scroll", "top": 0, "itemGap": 16},
         "grid": _GRID,
         "xAxis": {"type": "category", "data": categories, "axisLabel": {"interval": 0}},
         "yAxis": {"type": "value", "minInterval": 1},
@@ -69,3 +71,25 @@ def pie(pairs: list[list], name: str) -> dict:
             }
         ],
     }
+
+
+def _has_data(option: dict) -> bool:
+    for series in option.get("series", []):
+        for point in series.get("data", []):
+            value = point.get("value") if isinstance(point, dict) else point
+            if value:
+                return True
+    return False
+
+
+def finish(option: dict, empty_text: str) -> dict:
+    """Set the page's fonts and, for a chart with nothing to show, say so on it."""
+    option = {**option, "textStyle": {"fontFamily": FONTS}, "animationDuration": 300}
+    if not _has_data(option):
+        option["title"] = {
+            "text": empty_text,
+            "left": "center",
+            "top": "middle",
+            "textStyle": {"color": "#9ca3af", "fontSize": 14, "fontWeight": "normal"},
+        }
+    return option

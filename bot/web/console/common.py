@@ -22,6 +22,7 @@ from bot.app.runtime import Runtime
 from bot.core.i18n import LOCALES, catalogue, normalize_locale, t
 from bot.core.templating import TEMPLATES_DIR
 from bot.marketing.campaigns.manage import Services
+from bot.web.console import charts
 from bot.web.inbox import csrf_ok, csrf_token, current_staff
 from storage.handoff import StaffUser
 
@@ -30,12 +31,14 @@ __all__ = [
     "Refused",
     "back",
     "endpoint",
+    "finished",
     "form_of",
     "int_param",
     "label",
     "locale_of",
     "manager_of",
     "page",
+    "render_partial",
     "run",
     "runtime_of",
     "services_of",
@@ -124,12 +127,24 @@ async def form_of(request: Request, user: StaffUser) -> dict[str, str]:
     return data
 
 
+def render_partial(request: Request, name: str, user: StaffUser, **data: Any) -> str:
+    """A fragment of a page (a table the page refreshes) in the user's language."""
+    locale = locale_of(request, user)
+    return _env.get_template(name).render(
+        t=lambda key, **values: t(key, locale, **values),
+        label=lambda prefix, value: label(prefix, str(value), locale),
+        **data,
+    )
+
+
 def page(
     request: Request, name: str, user: StaffUser, *, status: int = 200, section: str, **data: Any
 ) -> HTMLResponse:
     """Render a console page for ``user`` in their language."""
     locale = locale_of(request, user)
     zone = ZoneInfo(runtime_of(request).config.general.timezone)
+    if "charts" in data:
+        data["charts"] = finished(data["charts"], locale)
 
     def local(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
         return value.astimezone(zone).strftime(fmt) if value else "-"
@@ -185,3 +200,9 @@ def label(prefix: str, value: str, locale: str) -> str:
     """The catalogue's name for a stored value (a status, a stage), else the value itself."""
     key = f"{prefix}.{value}"
     return t(key, locale) if key in catalogue() else value
+
+
+def finished(options: dict[str, dict], locale: str) -> dict[str, dict]:
+    """Every chart of a page with the page's fonts and an empty-chart note."""
+    empty = t("console.no_data", locale)
+    return {key: charts.finish(option, empty) for key, option in options.items()}

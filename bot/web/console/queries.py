@@ -434,3 +434,32 @@ def segment_trend(session: Session, segment_ids: list[int], since_day: str) -> d
     ):
         trend.setdefault(sid, []).append([day, int(n)])
     return trend
+
+
+def treated_vs_holdout(session: Session, campaign: Campaign, since: datetime) -> dict[str, dict]:
+    """Customers sent the campaign vs its holdout: size and who bought since ``since``."""
+    from storage.orders import Order
+
+    out = {}
+    for group, condition in (
+        ("treated", CampaignTarget.status == "queued"),
+        ("holdout", CampaignTarget.status == "held_out"),
+    ):
+        members = select(CampaignTarget.customer_id).where(
+            CampaignTarget.campaign_id == campaign.id, condition
+        )
+        size = session.scalar(select(func.count()).select_from(members.subquery())) or 0
+        converted = (
+            session.scalar(
+                select(func.count(func.distinct(Order.customer_id))).where(
+                    Order.customer_id.in_(members), Order.ordered_at >= since
+                )
+            )
+            or 0
+        )
+        out[group] = {
+            "size": size,
+            "converted": converted,
+            "conversion": converted / size if size else 0.0,
+        }
+    return out

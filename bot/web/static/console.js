@@ -26,8 +26,16 @@
         .then(function (r) { return r.ok ? r.json() : null; })
         .then(function (data) {
           if (!data) return;
+          if (refresh.dataset.status && data.status && data.status !== refresh.dataset.status) {
+            location.reload();  // actions and the comparison depend on the status
+            return;
+          }
           Object.keys(data.charts || {}).forEach(function (id) {
-            if (charts[id]) charts[id].setOption(data.charts[id], { notMerge: true });
+            if (charts[id]) charts[id].setOption(data.charts[id], { replaceMerge: ["series", "xAxis", "yAxis", "title"] });
+          });
+          Object.keys(data.html || {}).forEach(function (id) {
+            var el = document.getElementById(id);
+            if (el) el.innerHTML = data.html[id];  // rendered and escaped by the server
           });
           Object.keys(data.numbers || {}).forEach(function (id) {
             var el = document.getElementById(id);

@@ -22,6 +22,7 @@ from bot.core.templating import TemplateRenderError
 from bot.customers.segment_language import SegmentError
 from bot.marketing.campaigns import manage
 from bot.marketing.campaigns.funnel import FunnelRow, funnel
+from bot.marketing.campaigns.manage import Services
 from bot.marketing.campaigns.spec import KEYS, SpecError, parse_spec
 from bot.web.console import charts, queries
 from bot.web.console.common import (
@@ -43,7 +44,16 @@ from bot.web.console.common import (
 from storage.campaigns import Campaign
 from storage.coupons import CouponDefinition
 
-__all__ = ["act", "campaign_list", "create", "detail", "detail_data", "live_preview", "new_form"]
+__all__ = [
+    "act",
+    "campaign_list",
+    "create",
+    "detail",
+    "detail_data",
+    "live_preview",
+    "load_campaign",
+    "new_form",
+]
 
 #: the funnel steps drawn, in order
 FUNNEL_STEPS = ("targeted", "sent", "delivered", "clicked", "redeemed")
@@ -179,6 +189,11 @@ async def live_preview(request: Request) -> Response:
     runtime = runtime_of(request)
     locale = locale_of(request, user)
 
+    if not data.get("segment", "").strip():
+        return JSONResponse({"error": t("console.camp.need_segment", locale)})
+    if not any(data.get(k, "").strip() for k in ("template", "text", "variants")):
+        return JSONResponse({"error": t("console.camp.need_content", locale)})
+
     def render() -> dict:
         spec = parse_spec(spec_text(data | {"name": data.get("name") or "preview"}), runtime.config)
         now = runtime.clock.now()
@@ -258,8 +273,9 @@ def funnel_chart(rows: list[FunnelRow], locale: str) -> dict:
     )
 
 
-def _load(request: Request, campaign_id: int, with_preview: bool) -> dict | None:
-    runtime = runtime_of(request)
+def load_campaign(runtime: Services, campaign_id: int, with_preview: bool) -> dict | None:
+    """Everything the campaign page shows (its funnel, comparison, sends per hour, and
+    with ``with_preview`` the preview); None if there is no such campaign."""
     zone = ZoneInfo(runtime.config.general.timezone)
     now = runtime.clock.now()
     with runtime.db.sessions() as session:
@@ -316,7 +332,11 @@ async def detail(request: Request) -> Response:
     user = await manager_of(request)
     campaign_id = int_param(request, "campaign_id")
     data = await run(
-        request, _load, request, campaign_id, request.query_params.get("preview") == "1"
+        request,
+        load_campaign,
+        runtime_of(request),
+        campaign_id,
+        request.query_params.get("preview") == "1",
     )
     if data is None:
         return page(request, "console/not_found.html", user, status=404, section="campaigns")
@@ -344,7 +364,7 @@ async def detail_data(request: Request) -> Response:
     """The funnel's live numbers and charts (the page refreshes from this)."""
     user = await manager_of(request, api=True)
     campaign_id = int_param(request, "campaign_id")
-    data = await run(request, _load, request, campaign_id, False)
+    data = await run(request, load_campaign, runtime_of(request), campaign_id, False)
     if data is None:
         return JSONResponse({"error": "no such campaign"}, status_code=404)
     locale = locale_of(request, user)

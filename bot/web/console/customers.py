@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from bot.core.i18n import t
+from bot.marketing.campaigns.manage import Services
 from bot.web.console import queries
 from bot.web.console.common import (
     back,
@@ -42,7 +43,7 @@ from storage.models import (
 from storage.orders import Order
 from storage.scores import CustomerScore
 
-__all__ = ["act", "profile", "search"]
+__all__ = ["act", "load_profile", "profile", "search", "timeline"]
 
 MAX_QUERY = 100
 #: entries of each kind on the timeline
@@ -160,8 +161,8 @@ def timeline(session, customer_id: int) -> list[dict]:
     return items  # fmt: skip
 
 
-def _profile(request: Request, customer_id: int) -> dict | None:
-    runtime = runtime_of(request)
+def load_profile(runtime: Services, customer_id: int) -> dict | None:
+    """The 360° profile: the customer, identities, breakpoints, tags, scores, timeline."""
     now = runtime.clock.now()
     with runtime.db.sessions() as session:
         customer = session.get(Customer, customer_id)
@@ -196,7 +197,7 @@ def _profile(request: Request, customer_id: int) -> dict | None:
 @endpoint
 async def profile(request: Request) -> Response:
     user = await manager_of(request)
-    data = await run(request, _profile, request, int_param(request, "customer_id"))
+    data = await run(request, load_profile, runtime_of(request), int_param(request, "customer_id"))
     if data is None:
         return page(request, "console/not_found.html", user, status=404, section="customers")
     return page(request, "console/customer.html", user, section="customers", **data)

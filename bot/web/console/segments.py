@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from bot.core.i18n import t
 from bot.customers.segment_language import SegmentError
+from bot.marketing.campaigns.manage import Services
 from bot.web.console import charts, queries
 from bot.web.console.common import (
     back,
@@ -40,7 +41,7 @@ from storage.segments import (
     save_segment,
 )
 
-__all__ = ["delete", "export", "live_count", "save", "segment_list"]
+__all__ = ["delete", "export", "live_count", "load_segments", "save", "segment_list"]
 
 MAX_EXPRESSION = 2000
 #: saved segments counted on one page load (each is one COUNT query)
@@ -87,8 +88,8 @@ async def live_count(request: Request) -> Response:
     return JSONResponse({"count": n, "label": t("console.seg.count", locale, count=n)})
 
 
-def _load(request: Request) -> dict:
-    runtime = runtime_of(request)
+def load_segments(runtime: Services) -> dict:
+    """Saved segments with today's counts (recorded for the trend) and the trend chart."""
     config, now = runtime.config, runtime.clock.now()
     zone = ZoneInfo(config.general.timezone)
     today = now.astimezone(zone).date()
@@ -132,7 +133,7 @@ def _load(request: Request) -> dict:
 @endpoint
 async def segment_list(request: Request) -> Response:
     user = await manager_of(request)
-    data = await run(request, _load, request)
+    data = await run(request, load_segments, runtime_of(request))
     return page(
         request,
         "console/segments.html",

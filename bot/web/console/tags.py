@@ -16,6 +16,7 @@ from bot.customers.rule_syntax import (
     parse_rule,
     remove_rule,
 )
+from bot.marketing.campaigns.manage import Services
 from bot.web.console import charts, queries
 from bot.web.console.common import (
     back,
@@ -29,7 +30,7 @@ from bot.web.console.common import (
 )
 from storage.tag_rules import active_rules
 
-__all__ = ["add_rule_form", "delete_rule", "tag_page"]
+__all__ = ["add_rule_form", "delete_rule", "load_tags", "tag_page"]
 
 HERE = "/console/tags"
 
@@ -62,8 +63,8 @@ def config_rules(config) -> list[dict]:
     return rows  # fmt: skip
 
 
-def _load(request: Request) -> dict:
-    runtime = runtime_of(request)
+def load_tags(runtime: Services) -> dict:
+    """Rules (config and database) with their hits, and customers per tag."""
     with runtime.db.sessions() as session:
         hits = queries.tag_rule_hits(session)
         db_rules = [
@@ -79,7 +80,7 @@ def _load(request: Request) -> dict:
 @endpoint
 async def tag_page(request: Request) -> Response:
     user = await manager_of(request)
-    data = await run(request, _load, request)
+    data = await run(request, load_tags, runtime_of(request))
     return page(
         request,
         "console/tags.html",

@@ -79,7 +79,7 @@ async def dashboard(request: Request) -> Response:
     runtime = runtime_of(request)
 
     def load() -> dict:
-        with runtime.db.sessions() as session:
+        with runtime.db.transaction() as session:
             return queries.dashboard(session, runtime.config, period)
 
     data = await run(request, load)

@@ -8,7 +8,7 @@ zone itself; SQLite, which has no zones, shifts by the zone's current UTC offset
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import String, and_, case, func, literal, or_, select
@@ -16,8 +16,9 @@ from sqlalchemy.orm import Session
 
 from bot.app.config import Config
 from storage.campaigns import Campaign, CampaignTarget
-from storage.console import SegmentCount
+from storage.console import DailyCount, SegmentCount
 from storage.coupons import CouponCode, CouponDefinition
+from storage.db import insert_ignore
 from storage.models import (
     Conversation,
     Customer,
@@ -36,6 +37,7 @@ __all__ = [
     "Period",
     "campaign_list",
     "coupon_stats",
+    "daily_counts",
     "dashboard",
     "flow_positions",
     "redemptions_by_day",
@@ -103,14 +105,111 @@ def _series(period: Period, rows) -> list[int]:
     return [counts.get(day, 0) for day in period.labels()]
 
 
+# -- the dashboard's time series: finished days from the rollup, today live ---------------
+
+_o = OutboxMessage
+#: metric → (timestamp column, extra condition or None, key expression or None)
+_DAILY = {
+    "joins": (Membership.joined_at, None, None),
+    "leaves": (Membership.left_at, None, None),
+    "inbound": (Interaction.occurred_at, None, None),
+    "outbound": (_o.sent_at, _o.status == "sent", None),
+    "outbox": (_o.created_at, None, "channel_status"),
+    "late": (_o.sent_at, _o.status == "sent", "lateness"),
+}
+LATENESS = ("lt1m", "lt5m", "lt1h", "ge1h")
+DONE = "_done"
+
+
+def _key(session: Session, kind: str | None):
+    if kind == "channel_status":
+        return _o.channel + literal(":", String) + _o.status
+    if kind == "lateness":
+        late = seconds_between(session, _o.sent_at, _o.next_attempt_at)
+        return case(
+            (late < 60, literal("lt1m", String)),
+            (late < 300, literal("lt5m", String)),
+            (late < 3600, literal("lt1h", String)),
+            else_=literal("ge1h", String),
+        )
+    return literal("", String)
+
+
+def _count_days(
+    session: Session, start: datetime, end: datetime, zone: ZoneInfo, now: datetime
+) -> list[tuple[str, str, str, int]]:
+    """(day, metric, key, count) for every metric, over ``[start, end)`` (index range scans)."""
+    out = []
+    for metric, (column, condition, kind) in _DAILY.items():
+        day, key = local_day(session, column, zone, now), _key(session, kind)
+        where = [column >= start, column < end]
+        if condition is not None:
+            where.append(condition)
+        out += [
+            (d, metric, k, int(n))
+            for d, k, n in session.execute(
+                select(day, key, func.count()).where(*where).group_by(day, key)
+            )
+        ]
+    return out
+
+
+def _day_start(day: str, zone: ZoneInfo) -> datetime:
+    return datetime.fromisoformat(day).replace(tzinfo=zone).astimezone(UTC)
+
+
+def daily_counts(session: Session, period: Period) -> dict[str, dict[str, dict[str, int]]]:
+    """metric → key → day → count over the period. Finished days are counted once into
+    ``console_daily`` and read from there; today is counted live."""
+    zone, now = period.zone, period.now
+    labels = period.labels()
+    today = now.astimezone(zone).date().isoformat()
+    finished = [d for d in labels if d < today]
+    done = set(
+        session.scalars(
+            select(DailyCount.day).where(DailyCount.metric == DONE, DailyCount.day.in_(finished))
+        )
+    )
+    missing = [d for d in finished if d not in done]
+    if missing:
+        start = _day_start(missing[0], zone)
+        end = _day_start((date.fromisoformat(missing[-1]) + timedelta(days=1)).isoformat(), zone)
+        wanted = set(missing)
+        rows = [
+            {"day": d, "metric": m, "key": k, "value": n}
+            for d, m, k, n in _count_days(session, start, end, zone, now)
+            if d in wanted
+        ]
+        rows += [{"day": d, "metric": DONE, "key": "", "value": 1} for d in missing]
+        for i in range(0, len(rows), 1000):
+            insert_ignore(session, DailyCount, rows[i : i + 1000], ["day", "metric", "key"])
+    result: dict[str, dict[str, dict[str, int]]] = {}
+    for d, metric, key, n in session.execute(
+        select(DailyCount.day, DailyCount.metric, DailyCount.key, DailyCount.value).where(
+            DailyCount.day.in_(finished), DailyCount.metric != DONE
+        )
+    ):
+        result.setdefault(metric, {}).setdefault(key, {})[d] = int(n)
+    if today in labels:
+        for d, metric, key, n in _count_days(session, _day_start(today, zone), now, zone, now):
+            if d == today:
+                result.setdefault(metric, {}).setdefault(key, {})[today] = n
+    return result
+
+
+def _days(counts: dict, metric: str, key: str, labels: list[str]) -> list[int]:
+    by_day = counts.get(metric, {}).get(key, {})
+    return [by_day.get(day, 0) for day in labels]
+
+
 def dashboard(session: Session, config: Config, period: Period) -> dict:
-    """Everything on the dashboard, as chart-ready lists."""
-    now, since = period.now, period.since
-    day = lambda column: local_day(session, column, period.zone, now)  # noqa: E731
+    """Everything on the dashboard, as chart-ready lists (needs a session in a transaction:
+    finished days not yet rolled up are stored)."""
+    now = period.now
+    labels = period.labels()
+    counts = daily_counts(session, period)
     by_channel = session.execute(
-        select(Identity.channel, func.count(func.distinct(Identity.customer_id)))
-        .group_by(Identity.channel)
-        .order_by(Identity.channel)
+        select(Identity.channel, func.count()).group_by(Identity.channel).order_by(Identity.channel)
     ).all()
     by_group = session.execute(
         select(Group.title, Group.channel, func.count())
@@ -120,110 +219,77 @@ def dashboard(session: Session, config: Config, period: Period) -> dict:
         .order_by(func.count().desc())
         .limit(TOP)
     ).all()
-    joined_day = day(Membership.joined_at)
-    joins = session.execute(
-        select(joined_day, func.count()).where(Membership.joined_at >= since).group_by(joined_day)
-    ).all()
-    left_day = day(Membership.left_at)
-    leaves = session.execute(
-        select(left_day, func.count())
-        .where(Membership.left_at.is_not(None), Membership.left_at >= since)
-        .group_by(left_day)
-    ).all()
-    active = session.execute(
-        select(
-            func.count().filter(Customer.last_active_at >= now - timedelta(days=7)),
-            func.count().filter(Customer.last_active_at >= now - timedelta(days=30)),
-            func.count(),
+    active_since = {
+        days: session.scalar(
+            select(func.count())
+            .select_from(Customer)
+            .where(Customer.last_active_at >= now - timedelta(days=days))
         )
-    ).one()
-    inbound_day = day(Interaction.occurred_at)
-    inbound = session.execute(
-        select(inbound_day, func.count())
-        .where(Interaction.occurred_at >= since)
-        .group_by(inbound_day)
-    ).all()
-    sent_day = day(OutboxMessage.sent_at)
-    outbound = session.execute(
-        select(sent_day, func.count())
-        .where(OutboxMessage.sent_at >= since, OutboxMessage.status == "sent")
-        .group_by(sent_day)
-    ).all()
+        for days in (7, 30)
+    }
+    customers = session.scalar(select(func.count()).select_from(Customer))
     live_tag = or_(CustomerTag.expires_at.is_(None), CustomerTag.expires_at > now)
-    top_tags = session.execute(
-        select(Tag.name, func.count())
-        .join(CustomerTag, CustomerTag.tag_id == Tag.id)
+    per_tag = (
+        select(CustomerTag.tag_id, func.count().label("n"))
         .where(live_tag)
-        .group_by(Tag.name)
-        .order_by(func.count().desc(), Tag.name)
+        .group_by(CustomerTag.tag_id)
+        .subquery()
+    )
+    top_tags = session.execute(
+        select(Tag.name, per_tag.c.n)
+        .join(per_tag, per_tag.c.tag_id == Tag.id)
+        .order_by(per_tag.c.n.desc(), Tag.name)
         .limit(TOP)
     ).all()
-    scores = {
-        name: session.execute(
-            select(column, func.count())
-            .where(column.is_not(None))
-            .group_by(column)
-            .order_by(func.count().desc())
-        ).all()
-        for name, column in (
-            ("lifecycle", CustomerScore.lifecycle),
-            ("tier", CustomerScore.tier),
-            ("rfm", CustomerScore.rfm_group),
+    scores: dict[str, dict[str, int]] = {"lifecycle": {}, "tier": {}, "rfm": {}}
+    s = CustomerScore
+    for lifecycle, tier, rfm, n in session.execute(  # one scan, a few dozen groups
+        select(s.lifecycle, s.tier, s.rfm_group, func.count()).group_by(
+            s.lifecycle, s.tier, s.rfm_group
         )
-    }
+    ):
+        for name, value in (("lifecycle", lifecycle), ("tier", tier), ("rfm", rfm)):
+            if value is not None:
+                scores[name][value] = scores[name].get(value, 0) + n
+    outbox_keys = sorted(counts.get("outbox", {}))
     return {
-        "labels": period.labels(),
+        "labels": labels,
         "by_channel": [[c, n] for c, n in by_channel],
         "by_group": [[title or "-", channel, n] for title, channel, n in by_group],
-        "joins": _series(period, joins),
-        "leaves": _series(period, leaves),
-        "active_7": active[0],
-        "active_30": active[1],
-        "customers": active[2],
-        "inbound": _series(period, inbound),
-        "outbound": _series(period, outbound),
+        "joins": _days(counts, "joins", "", labels),
+        "leaves": _days(counts, "leaves", "", labels),
+        "active_7": active_since[7],
+        "active_30": active_since[30],
+        "customers": customers,
+        "inbound": _days(counts, "inbound", "", labels),
+        "outbound": _days(counts, "outbound", "", labels),
         "top_tags": [[name, n] for name, n in top_tags],
-        **{k: [[v or "-", n] for v, n in rows] for k, rows in scores.items()},
-        "outbox": outbox_health(session, period),
+        **{
+            k: sorted(([v, n] for v, n in values.items()), key=lambda p: -p[1])
+            for k, values in scores.items()
+        },
+        "outbox": {
+            "by_status": [
+                [*key.split(":", 1), sum(_days(counts, "outbox", key, labels))]
+                for key in outbox_keys
+            ],
+            "deferred": deferred(session, now),
+            "lateness": [[b, sum(_days(counts, "late", b, labels))] for b in LATENESS],
+        },
     }
 
 
-def outbox_health(session: Session, period: Period) -> dict:
-    """Outbox rows of the period per channel and status; deferred rows by reason; how late
-    sent messages went out after they were due."""
-    now, since = period.now, period.since
-    o = OutboxMessage
-    by_status = session.execute(
-        select(o.channel, o.status, func.count())
-        .where(o.created_at >= since)
-        .group_by(o.channel, o.status)
-        .order_by(o.channel, o.status)
-    ).all()
-    reason = case((o.last_error.is_(None), literal("scheduled", String)), else_=literal("retry"))
-    deferred = session.execute(
-        select(o.channel, reason, func.count())
-        .where(o.status == "pending", o.next_attempt_at > now)
-        .group_by(o.channel, reason)
-    ).all()
-    late = seconds_between(session, o.sent_at, o.next_attempt_at)
-    bucket = case(
-        (late < 60, literal("lt1m", String)),
-        (late < 300, literal("lt5m", String)),
-        (late < 3600, literal("lt1h", String)),
-        else_=literal("ge1h", String),
-    )
-    lateness = dict(
-        session.execute(
-            select(bucket, func.count())
-            .where(o.status == "sent", o.sent_at >= since)
-            .group_by(bucket)
-        ).all()
-    )
-    return {
-        "by_status": [[c, s, n] for c, s, n in by_status],
-        "deferred": [[c, r, n] for c, r, n in deferred],
-        "lateness": [[b, int(lateness.get(b, 0))] for b in ("lt1m", "lt5m", "lt1h", "ge1h")],
-    }
+def deferred(session: Session, now: datetime) -> list[list]:
+    """Queued rows not due yet, per channel and why: waiting for their time, or to retry."""
+    reason = case((_o.last_error.is_(None), literal("scheduled", String)), else_=literal("retry"))
+    return [
+        [c, r, n]
+        for c, r, n in session.execute(
+            select(_o.channel, reason, func.count())
+            .where(_o.status == "pending", _o.next_attempt_at > now)
+            .group_by(_o.channel, reason)
+        )
+    ]
 
 
 def campaign_list(session: Session, limit: int = 200) -> list[dict]:

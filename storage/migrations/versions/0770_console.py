@@ -1,4 +1,5 @@
-"""console: staff members' chosen language; saved segments' member counts by day
+"""console: staff members' chosen language; saved segments' member counts by day; daily
+rollups of the dashboard; indexes for its date ranges and the customer timeline
 
 Revision ID: 0770
 Revises: 0700
@@ -36,7 +37,33 @@ def upgrade() -> None:
     )
 
 
+    op.create_table(
+        "console_daily",
+        sa.Column("day", sa.String(length=10), nullable=False),
+        sa.Column("metric", sa.String(length=32), nullable=False),
+        sa.Column("key", sa.String(length=64), nullable=False),
+        sa.Column("value", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("day", "metric", "key", name=op.f("pk_console_daily")),
+    )
+    for name, table, columns in INDEXES:
+        op.create_index(name, table, columns)
+
+
+INDEXES = (
+    ("ix_interactions_occurred_at", "interactions", ["occurred_at"]),
+    ("ix_outbox_created_at", "outbox", ["created_at"]),
+    ("ix_outbox_sent_at", "outbox", ["sent_at"]),
+    ("ix_memberships_joined_at", "memberships", ["joined_at"]),
+    ("ix_memberships_left_at", "memberships", ["left_at"]),
+    ("ix_coupon_codes_redeemed_at", "coupon_codes", ["redeemed_at"]),
+    ("ix_campaign_targets_customer", "campaign_targets", ["customer_id"]),
+)
+
+
 def downgrade() -> None:
+    for name, table, _ in INDEXES:
+        op.drop_index(name, table_name=table)
+    op.drop_table("console_daily")
     op.drop_table("segment_counts")
     with op.batch_alter_table("staff_users") as batch_op:
         batch_op.drop_column("locale")

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from bot.core.clock import SystemClock
 from bot.marketing.coupons import definition, issue_one, sync_definitions
 from storage import repos
-from storage.campaigns import Campaign
+from storage.campaigns import Campaign, Scenario, ScenarioRun
 from storage.coupons import CouponCode
 from storage.handoff import StaffUser
 from storage.models import Customer, CustomerTag, Identity
@@ -373,3 +373,20 @@ def test_dashboard_charts_carry_the_database_numbers(served):
     assert len(chart_option(html, "chart-messages")["xAxis"]["data"]) == 7
     with db.sessions() as s:
         assert s.scalar(select(func.count()).select_from(CustomerTag)) == 3
+
+
+def test_scenario_funnel_per_day(served):
+    server, db, _ = served
+    with db.transaction() as s:
+        scenario = Scenario(name="morning_offer", enabled=True, definition={})
+        s.add(scenario)
+        s.flush()
+        s.add(ScenarioRun(scenario_id=scenario.id, timezone="Asia/Shanghai",
+                          local_date="2026-03-05", status="sent", queued=3, dropped=1,
+                          reason="opt_out=1"))  # fmt: skip
+    manager = login(server.url, MANAGER)
+    assert "/console/scenarios/morning_offer" in manager.get("/console/campaigns").text
+    html = manager.get("/console/scenarios/morning_offer").text
+    assert re.search(r'id="n-targeted">4<', html)
+    assert "2026-03-05" in html and "已退订 1" in html
+    assert manager.get("/console/scenarios/nope").status_code == 404

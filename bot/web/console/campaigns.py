@@ -41,7 +41,7 @@ from bot.web.console.common import (
     runtime_of,
     services_of,
 )
-from storage.campaigns import Campaign
+from storage.campaigns import Campaign, Scenario
 from storage.coupons import CouponDefinition
 
 __all__ = [
@@ -95,12 +95,16 @@ async def campaign_list(request: Request) -> Response:
     user = await manager_of(request)
     runtime = runtime_of(request)
 
-    def load() -> list[dict]:
+    def load() -> tuple[list[dict], list]:
         with runtime.db.sessions() as session:
-            return queries.campaign_list(session)
+            scenarios = session.scalars(select(Scenario).order_by(Scenario.name)).all()
+            session.expunge_all()
+            return queries.campaign_list(session), scenarios
 
-    rows = await run(request, load)
-    return page(request, "console/campaigns.html", user, section="campaigns", rows=rows)
+    rows, scenarios = await run(request, load)
+    return page(
+        request, "console/campaigns.html", user, section="campaigns", rows=rows, scenarios=scenarios
+    )
 
 
 def _form_choices(request: Request) -> dict:

@@ -49,4 +49,10 @@ CONSOLE_INDEXES = (
     Index("ix_memberships_left_at", Membership.left_at),
     Index("ix_coupon_codes_redeemed_at", CouponCode.redeemed_at),
     Index("ix_campaign_targets_customer", CampaignTarget.customer_id),
+    # LIKE 'campaign:7:%' as a range scan on PostgreSQL (its default collation cannot)
+    Index(
+        "ix_outbox_key_prefix",
+        OutboxMessage.idempotency_key,
+        postgresql_ops={"idempotency_key": "text_pattern_ops"},
+    ),
 )

@@ -113,7 +113,11 @@ def funnel(session: Session, campaign: Campaign) -> list[FunnelRow]:
     for variant, arm, n_sent, n_delivered in session.execute(
         select(t.variant, t.arm, *_sent_delivered())
         .join(OutboxMessage, OutboxMessage.idempotency_key == key)
-        .where(t.campaign_id == campaign.id)
+        .where(
+            t.campaign_id == campaign.id,
+            # the campaign's rows only (a prefix range on ix_outbox_key_prefix)
+            OutboxMessage.idempotency_key.startswith(f"campaign:{campaign.id}:", autoescape=True),
+        )
         .group_by(t.variant, t.arm)
     ):
         r = row(variant, arm)

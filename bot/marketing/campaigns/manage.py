@@ -185,18 +185,20 @@ def eligible_condition(config: Config, now: datetime):
     marketing = config.marketing
     conditions = [Customer.marketing_opt_out.is_(False)]
     if marketing.max_per_window:
-        recent = (
-            select(func.count())
-            .select_from(OutboxMessage)
+        # customers whose cap is full: one grouped pass over the window's rows (a range on
+        # the outbox's created_at index), not one count per customer
+        full = (
+            select(OutboxMessage.customer_id)
             .where(
-                OutboxMessage.customer_id == Customer.id,
+                OutboxMessage.customer_id.is_not(None),
                 OutboxMessage.purpose.in_(policy.MARKETING_PURPOSES),
                 OutboxMessage.created_at > now - timedelta(hours=marketing.window_hours),
                 OutboxMessage.status.not_in(policy.NOT_COUNTED),
             )
-            .scalar_subquery()
+            .group_by(OutboxMessage.customer_id)
+            .having(func.count() >= marketing.max_per_window)
         )
-        conditions.append(recent < marketing.max_per_window)
+        conditions.append(Customer.id.not_in(full))
     return and_(*conditions)
 
 

@@ -7,6 +7,7 @@ zone itself; SQLite, which has no zones, shifts by the zone's current UTC offset
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -14,7 +15,9 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import String, and_, case, func, literal, or_, select
 from sqlalchemy.orm import Session
 
+from bot.app.config import CHANNELS as CHANNEL_NAMES
 from bot.app.config import Config
+from bot.customers.orders import normalize_phone
 from storage.campaigns import Campaign, CampaignTarget
 from storage.console import DailyCount, SegmentCount
 from storage.coupons import CouponCode, CouponDefinition
@@ -98,6 +101,23 @@ def seconds_between(session: Session, later, earlier):
     if session.get_bind().dialect.name == "postgresql":
         return func.extract("epoch", later - earlier)
     return (func.julianday(later) - func.julianday(earlier)) * 86400
+
+
+#: how long whole-table aggregates (customers per channel, tags, scores) are reused
+SNAPSHOT_SECONDS = 300.0
+_snapshots: dict[tuple[str, str], tuple[float, datetime, object]] = {}
+
+
+def snapshot(session: Session, name: str, now: datetime, compute) -> tuple[datetime, object]:
+    """``compute()`` for this database, reused for :data:`SNAPSHOT_SECONDS` in this process
+    (these scan whole tables; the page says when they were counted). (counted at, value)."""
+    key = (str(session.get_bind().url), name)
+    found = _snapshots.get(key)
+    if found is not None and time.monotonic() < found[0]:
+        return found[1], found[2]
+    value = compute()
+    _snapshots[key] = (time.monotonic() + SNAPSHOT_SECONDS, now, value)
+    return now, value
 
 
 def _series(period: Period, rows) -> list[int]:
@@ -208,17 +228,57 @@ def dashboard(session: Session, config: Config, period: Period) -> dict:
     now = period.now
     labels = period.labels()
     counts = daily_counts(session, period)
-    by_channel = session.execute(
-        select(Identity.channel, func.count()).group_by(Identity.channel).order_by(Identity.channel)
-    ).all()
-    by_group = session.execute(
-        select(Group.title, Group.channel, func.count())
-        .join(Membership, Membership.group_id == Group.id)
-        .where(Membership.active.is_(True))
-        .group_by(Group.id, Group.title, Group.channel)
-        .order_by(func.count().desc())
-        .limit(TOP)
-    ).all()
+
+    def whole_tables() -> dict:
+        by_channel = session.execute(
+            select(Identity.channel, func.count())
+            .group_by(Identity.channel)
+            .order_by(Identity.channel)
+        ).all()
+        by_group = session.execute(
+            select(Group.title, Group.channel, func.count())
+            .join(Membership, Membership.group_id == Group.id)
+            .where(Membership.active.is_(True))
+            .group_by(Group.id, Group.title, Group.channel)
+            .order_by(func.count().desc())
+            .limit(TOP)
+        ).all()
+        customers = session.scalar(select(func.count()).select_from(Customer))
+        live_tag = or_(CustomerTag.expires_at.is_(None), CustomerTag.expires_at > now)
+        per_tag = (
+            select(CustomerTag.tag_id, func.count().label("n"))
+            .where(live_tag)
+            .group_by(CustomerTag.tag_id)
+            .subquery()
+        )
+        top_tags = session.execute(
+            select(Tag.name, per_tag.c.n)
+            .join(per_tag, per_tag.c.tag_id == Tag.id)
+            .order_by(per_tag.c.n.desc(), Tag.name)
+            .limit(TOP)
+        ).all()
+        scores: dict[str, dict[str, int]] = {"lifecycle": {}, "tier": {}, "rfm": {}}
+        s = CustomerScore
+        for lifecycle, tier, rfm, n in session.execute(  # one scan, a few dozen groups
+            select(s.lifecycle, s.tier, s.rfm_group, func.count()).group_by(
+                s.lifecycle, s.tier, s.rfm_group
+            )
+        ):
+            for name, value in (("lifecycle", lifecycle), ("tier", tier), ("rfm", rfm)):
+                if value is not None:
+                    scores[name][value] = scores[name].get(value, 0) + n
+        return {
+            "by_channel": [[c, n] for c, n in by_channel],
+            "by_group": [[title or "-", channel, n] for title, channel, n in by_group],
+            "customers": customers,
+            "top_tags": [[name, n] for name, n in top_tags],
+            **{
+                k: sorted(([v, n] for v, n in values.items()), key=lambda p: -p[1])
+                for k, values in scores.items()
+            },
+        }
+
+    counted_at, tables = snapshot(session, "dashboard", now, whole_tables)
     active_since = {
         days: session.scalar(
             select(func.count())
@@ -227,47 +287,17 @@ def dashboard(session: Session, config: Config, period: Period) -> dict:
         )
         for days in (7, 30)
     }
-    customers = session.scalar(select(func.count()).select_from(Customer))
-    live_tag = or_(CustomerTag.expires_at.is_(None), CustomerTag.expires_at > now)
-    per_tag = (
-        select(CustomerTag.tag_id, func.count().label("n"))
-        .where(live_tag)
-        .group_by(CustomerTag.tag_id)
-        .subquery()
-    )
-    top_tags = session.execute(
-        select(Tag.name, per_tag.c.n)
-        .join(per_tag, per_tag.c.tag_id == Tag.id)
-        .order_by(per_tag.c.n.desc(), Tag.name)
-        .limit(TOP)
-    ).all()
-    scores: dict[str, dict[str, int]] = {"lifecycle": {}, "tier": {}, "rfm": {}}
-    s = CustomerScore
-    for lifecycle, tier, rfm, n in session.execute(  # one scan, a few dozen groups
-        select(s.lifecycle, s.tier, s.rfm_group, func.count()).group_by(
-            s.lifecycle, s.tier, s.rfm_group
-        )
-    ):
-        for name, value in (("lifecycle", lifecycle), ("tier", tier), ("rfm", rfm)):
-            if value is not None:
-                scores[name][value] = scores[name].get(value, 0) + n
     outbox_keys = sorted(counts.get("outbox", {}))
     return {
+        **tables,
+        "counted_at": counted_at,
         "labels": labels,
-        "by_channel": [[c, n] for c, n in by_channel],
-        "by_group": [[title or "-", channel, n] for title, channel, n in by_group],
         "joins": _days(counts, "joins", "", labels),
         "leaves": _days(counts, "leaves", "", labels),
         "active_7": active_since[7],
         "active_30": active_since[30],
-        "customers": customers,
         "inbound": _days(counts, "inbound", "", labels),
         "outbound": _days(counts, "outbound", "", labels),
-        "top_tags": [[name, n] for name, n in top_tags],
-        **{
-            k: sorted(([v, n] for v, n in values.items()), key=lambda p: -p[1])
-            for k, values in scores.items()
-        },
         "outbox": {
             "by_status": [
                 [*key.split(":", 1), sum(_days(counts, "outbox", key, labels))]
@@ -348,7 +378,9 @@ def sends_per_hour(session: Session, campaign: Campaign, zone: ZoneInfo, now: da
         for h, n in session.execute(
             select(hour, func.count())
             .where(
-                OutboxMessage.idempotency_key.like(f"campaign:{campaign.id}:%"),
+                OutboxMessage.idempotency_key.startswith(
+                    f"campaign:{campaign.id}:", autoescape=True
+                ),
                 OutboxMessage.status == "sent",
             )
             .group_by(hour)
@@ -359,36 +391,46 @@ def sends_per_hour(session: Session, campaign: Campaign, zone: ZoneInfo, now: da
 
 
 def search_customers(session: Session, query: str, limit: int = 50) -> list[dict]:
-    """Customers whose name, phone, channel id or tag matches ``query`` (bounded)."""
+    """Customers matching ``query``: a customer number, a whole phone number or its digits,
+    a channel id, ``tag:NAME`` or a tag, or part of a name. Each way is its own query (exact
+    ones use their indexes; partial ones stop at ``limit``)."""
     q = query.strip()[:100]
     if not q:
         return []
-    like = f"%{q.replace('%', '').replace('_', '')}%"
     digits = "".join(ch for ch in q if ch.isdigit())
-    by_identity = select(Identity.customer_id).where(
-        or_(Identity.external_id == q, Identity.display_name.like(like))
+    ids: list[int] = []
+
+    def take(stmt) -> None:
+        for cid in session.scalars(stmt.limit(limit)):
+            if cid not in ids:
+                ids.append(cid)
+
+    if q.isdigit() and len(q) <= 18:
+        take(select(Customer.id).where(Customer.id == int(q)))
+    if len(digits) >= 7:
+        take(select(Customer.id).where(Customer.phone == (normalize_phone(q) or digits)))
+    elif len(digits) >= 4:
+        take(select(Customer.id).where(Customer.phone.like(f"%{digits}%")))
+    take(
+        select(Identity.customer_id).where(
+            Identity.channel.in_(CHANNEL_NAMES), Identity.external_id == q
+        )
     )
-    by_tag = (
+    take(
         select(CustomerTag.customer_id)
         .join(Tag, Tag.id == CustomerTag.tag_id)
         .where(Tag.name == q.removeprefix("tag:"))
     )
-    conditions = [
-        Customer.display_name.like(like),
-        Customer.id.in_(by_identity),
-        Customer.id.in_(by_tag),
-    ]
-    if len(digits) >= 4:
-        conditions.append(Customer.phone.like(f"%{digits}%"))
-    if q.isdigit() and len(q) <= 18:
-        conditions.append(Customer.id == int(q))
-    rows = session.scalars(
-        select(Customer).where(or_(*conditions)).order_by(Customer.id).limit(limit)
-    ).all()
+    if not q.startswith("tag:") and len(ids) < limit:
+        pattern = q.replace("\\", "").replace("%", "").replace("_", "")
+        if pattern:
+            take(select(Customer.id).where(Customer.display_name.like(f"%{pattern}%")))
+    ids = ids[:limit]
+    rows = session.scalars(select(Customer).where(Customer.id.in_(ids)).order_by(Customer.id)).all()
     channels: dict[int, list[str]] = {}
     for cid, channel, external in session.execute(
         select(Identity.customer_id, Identity.channel, Identity.external_id).where(
-            Identity.customer_id.in_([c.id for c in rows])
+            Identity.customer_id.in_(ids)
         )
     ):
         channels.setdefault(cid, []).append(f"{channel}:{external}")

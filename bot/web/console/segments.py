@@ -47,6 +47,8 @@ MAX_EXPRESSION = 2000
 #: saved segments counted on one page load (each is one COUNT query)
 MAX_LISTED = 50
 TREND_DAYS = 30
+#: a saved segment counted this recently (and not changed since) shows that count
+FRESH_MINUTES = 15
 EXPORT_BATCH = 2000
 
 
@@ -95,19 +97,33 @@ def load_segments(runtime: Services) -> dict:
     today = now.astimezone(zone).date()
     with runtime.db.transaction() as session:
         saved = list_segments(session)[:MAX_LISTED]
+        recent = {
+            c.segment_id: c
+            for c in session.scalars(
+                select(SegmentCount).where(
+                    SegmentCount.segment_id.in_([s.id for s in saved]),
+                    SegmentCount.day == today.isoformat(),
+                    SegmentCount.counted_at >= now - timedelta(minutes=FRESH_MINUTES),
+                )
+            )
+        }
         rows = []
         for segment in saved:
-            try:
-                n = count_segment(session, segment.expression, config=config, now=now)
-                error = None
-            except SegmentError as exc:  # a saved segment it refers to was deleted
-                n, error = None, str(exc)
-            if n is not None:
-                session.merge(
-                    SegmentCount(
-                        segment_id=segment.id, day=today.isoformat(), members=n, counted_at=now
+            fresh = recent.get(segment.id)
+            error = None
+            if fresh is not None and fresh.counted_at >= segment.updated_at:
+                n = fresh.members  # counted a moment ago (and unchanged since): not again
+            else:
+                try:
+                    n = count_segment(session, segment.expression, config=config, now=now)
+                except SegmentError as exc:  # a saved segment it refers to was deleted
+                    n, error = None, str(exc)
+                if n is not None:
+                    session.merge(
+                        SegmentCount(
+                            segment_id=segment.id, day=today.isoformat(), members=n, counted_at=now
+                        )
                     )
-                )
             rows.append(
                 {
                     "id": segment.id,

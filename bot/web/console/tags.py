@@ -64,17 +64,23 @@ def config_rules(config) -> list[dict]:
 
 
 def load_tags(runtime: Services) -> dict:
-    """Rules (config and database) with their hits, and customers per tag."""
+    """Rules (config and database) with their hits, and customers per tag (the counts scan
+    the tag table, so they are reused for a few minutes)."""
+    now = runtime.clock.now()
     with runtime.db.sessions() as session:
-        hits = queries.tag_rule_hits(session)
+        counted_at, (hits, tags) = queries.snapshot(
+            session,
+            "tags",
+            now,
+            lambda: (queries.tag_rule_hits(session), queries.tag_counts(session, now)),
+        )
         db_rules = [
             {"id": r.id, "kind": r.kind, "tag": r.tag, "text": describe_rule(r),
              "created_by": r.created_by, "hits": hits.get(f"db:{r.id}", 0)}
             for r in active_rules(session)
         ]  # fmt: skip
-        tags = queries.tag_counts(session, runtime.clock.now())
     rules = [r | {"hits": hits.get(r["id"], 0)} for r in config_rules(runtime.config)]
-    return {"config_rules": rules, "db_rules": db_rules, "tags": tags}
+    return {"config_rules": rules, "db_rules": db_rules, "tags": tags, "counted_at": counted_at}
 
 
 @endpoint

@@ -47,6 +47,12 @@ def upgrade() -> None:
     )
     for name, table, columns in INDEXES:
         op.create_index(name, table, columns)
+    op.create_index(
+        "ix_outbox_key_prefix",
+        "outbox",
+        ["idempotency_key"],
+        postgresql_ops={"idempotency_key": "text_pattern_ops"},
+    )
 
 
 INDEXES = (
@@ -61,6 +67,7 @@ INDEXES = (
 
 
 def downgrade() -> None:
+    op.drop_index("ix_outbox_key_prefix", table_name="outbox")
     for name, table, _ in INDEXES:
         op.drop_index(name, table_name=table)
     op.drop_table("console_daily")

@@ -245,10 +245,10 @@ def load_console(db: Database, n: int, seed: int) -> tuple[float, int]:
             "issued_at, expires_at, redeemed_at",
             codes(),
         )
-        steps = ("destination", "dates", "party")
+        steps = ("destination", "dates", "party_size", "offer")
         _copy(cur, "conversations", "channel, chat_id, user_id, customer_id, flow, step, state, handoff_status, "
               "updated_at",
-              ((CHANNELS[c % 4], f"u{c}", f"u{c}", c, "weekend_trip", rnd.choice(steps), "{}", "bot",
+              ((CHANNELS[c % 4], f"u{c}", f"u{c}", c, "weekend_trip_inquiry", rnd.choice(steps), "{}", "bot",
                 _ts(ago(14))) for c in rnd.sample(range(1, n + 1), n // 20)))  # fmt: skip
         cur.execute("ANALYZE")
         raw.commit()

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from storage.campaigns import CampaignTarget
 from storage.coupons import CouponCode
 from storage.models import Base, BigId, Interaction, Membership, OutboxMessage
+from storage.orders import Order
 
 __all__ = ["DailyCount", "SegmentCount"]
 
@@ -49,6 +50,7 @@ CONSOLE_INDEXES = (
     Index("ix_memberships_left_at", Membership.left_at),
     Index("ix_coupon_codes_redeemed_at", CouponCode.redeemed_at),
     Index("ix_campaign_targets_customer", CampaignTarget.customer_id),
+    Index("ix_orders_ordered_at", Order.ordered_at),  # who bought since a campaign started
     # LIKE 'campaign:7:%' as a range scan on PostgreSQL (its default collation cannot)
     Index(
         "ix_outbox_key_prefix",

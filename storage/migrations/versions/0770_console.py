@@ -36,7 +36,6 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("segment_id", "day", name=op.f("pk_segment_counts")),
     )
 
-
     op.create_table(
         "console_daily",
         sa.Column("day", sa.String(length=10), nullable=False),

@@ -390,3 +390,44 @@ def test_scenario_funnel_per_day(served):
     assert re.search(r'id="n-targeted">4<', html)
     assert "2026-03-05" in html and "已退订 1" in html
     assert manager.get("/console/scenarios/nope").status_code == 404
+
+
+def test_a_draft_is_edited_and_a_started_campaign_is_not(served):
+    server, db, _ = served
+    manager = login(server.url, MANAGER)
+    manager.post(
+        "/console/campaigns/new",
+        data={"name": "autumn", "segment": "tag:早餐", "text": "hi", "csrf": manager.csrf},
+    )
+    with db.sessions() as s:
+        campaign_id = s.scalars(select(Campaign.id).where(Campaign.name == "autumn")).one()
+    form = manager.get(f"/console/campaigns/{campaign_id}/edit").text
+    assert 'value="autumn"' in form and "readonly" in form and ">hi</textarea>" in form
+    bad = manager.post(
+        f"/console/campaigns/{campaign_id}/edit",
+        data={"segment": "tag:早餐 and", "text": "hi", "csrf": manager.csrf},
+    )
+    assert bad.status_code == 400
+    manager.post(
+        f"/console/campaigns/{campaign_id}/edit",
+        data={
+            "segment": "tag:周末出游",
+            "template": "weekend_trip",
+            "holdout": "10%",
+            "at": "09:30",
+            "csrf": manager.csrf,
+        },
+    )
+    with db.sessions() as s:
+        campaign = s.get(Campaign, campaign_id)
+        assert campaign.segment == "tag:周末出游" and campaign.holdout_share == 0.1
+        assert campaign.variants["items"][0]["template"] == "weekend_trip"
+        assert campaign.buttons["local_time"] == "09:30:00"
+    manager.post(f"/console/campaigns/{campaign_id}/launch", data={"csrf": manager.csrf})
+    refused = manager.post(
+        f"/console/campaigns/{campaign_id}/edit",
+        data={"segment": "tag:早餐", "text": "x", "csrf": manager.csrf},
+    )
+    assert refused.status_code == 400 and "only a draft can be edited" in refused.text
+    with db.sessions() as s:
+        assert s.get(Campaign, campaign_id).segment == "tag:周末出游"

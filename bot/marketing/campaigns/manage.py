@@ -44,6 +44,7 @@ __all__ = [
     "request",
     "run_due",
     "start_pilot",
+    "update_draft",
 ]
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,16 @@ def create_campaign(
     """Store a draft campaign after checking its segment, templates and coupon."""
     if find_campaign(session, spec.name) is not None:
         raise CampaignError(f"a campaign named {spec.name!r} already exists")
+    _check_spec(session, spec, config=config, renderer=renderer, now=now)
+    campaign = draft_from_spec(spec, config=config, now=now, created_by=created_by)
+    session.add(campaign)
+    session.flush()
+    return campaign
+
+
+def _check_spec(
+    session: Session, spec: CampaignSpec, *, config: Config, renderer: Renderer, now: datetime
+) -> None:
     compile_segment(spec.segment, config=config, now=now, session=session)
     for v in spec.variants:
         if v.template:
@@ -90,9 +101,35 @@ def create_campaign(
                 raise CampaignError(f"no message template named {v.template!r}") from None
     if spec.coupon and definition(session, spec.coupon) is None:
         raise CampaignError(f"no coupon named {spec.coupon!r} (see [coupons] in the config)")
-    campaign = draft_from_spec(spec, config=config, now=now, created_by=created_by)
-    session.add(campaign)
-    session.flush()
+
+
+#: what editing a draft replaces (its name, author and history stay)
+EDITABLE = ("segment", "variants", "buttons", "coupon", "priority", "pilot_share",
+            "holdout_share", "pilot_hours", "send_at")  # fmt: skip
+
+
+def update_draft(
+    session: Session,
+    campaign_id: int,
+    spec: CampaignSpec,
+    *,
+    config: Config,
+    renderer: Renderer,
+    now: datetime,
+) -> Campaign:
+    """Replace a draft's definition with ``spec`` (checked as for a new one); a campaign
+    that has started (piloting, running, ...) cannot change."""
+    campaign = session.get(Campaign, campaign_id)
+    if campaign is None:
+        raise CampaignError(f"no campaign #{campaign_id}")
+    if campaign.status != "draft":
+        raise CampaignError(
+            f"campaign {campaign.name!r} is {campaign.status}; only a draft can be edited"
+        )
+    _check_spec(session, spec, config=config, renderer=renderer, now=now)
+    fresh = draft_from_spec(spec, config=config, now=now, created_by=campaign.created_by)
+    for column in EDITABLE:
+        setattr(campaign, column, getattr(fresh, column))
     return campaign
 
 

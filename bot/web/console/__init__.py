@@ -43,6 +43,8 @@ def console_routes() -> list[BaseRoute]:
         Route("/console/campaigns/new", campaigns.create, methods=post),
         Route("/console/campaigns/{campaign_id}", campaigns.detail, methods=get),
         Route("/console/campaigns/{campaign_id}/data", campaigns.detail_data, methods=get),
+        Route("/console/campaigns/{campaign_id}/edit", campaigns.edit_form, methods=get),
+        Route("/console/campaigns/{campaign_id}/edit", campaigns.update, methods=post),
         Route("/console/campaigns/{campaign_id}/{action}", campaigns.act, methods=post),
         Route("/console/scenarios/{name}", scenarios.scenario_page, methods=get),
         Route("/console/api/segment-count", segments.live_count, methods=post),

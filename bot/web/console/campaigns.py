@@ -50,9 +50,11 @@ __all__ = [
     "create",
     "detail",
     "detail_data",
+    "edit_form",
     "live_preview",
     "load_campaign",
     "new_form",
+    "update",
 ]
 
 #: the funnel steps drawn, in order
@@ -130,7 +132,14 @@ def _form_choices(request: Request) -> dict:
     }
 
 
-async def _new_page(request: Request, user, data: dict, error: str | None = None, status=200):
+async def _new_page(
+    request: Request,
+    user,
+    data: dict,
+    error: str | None = None,
+    status=200,
+    editing: int | None = None,
+):
     choices = _form_choices(request)
     coupons = await run(request, choices.pop("coupon_loader"))
     return page(
@@ -140,6 +149,7 @@ async def _new_page(request: Request, user, data: dict, error: str | None = None
         status=status,
         section="campaigns",
         form=defaultdict(str, data),
+        editing=editing,
         error=error,
         coupons=coupons,
         **choices,
@@ -183,6 +193,76 @@ async def create(request: Request) -> Response:
     except (SpecError, SegmentError, manage.CampaignError) as exc:
         return await _new_page(request, user, data, _problem(exc, locale), status=400)
     return back(request, f"/console/campaigns/{campaign_id}", t("console.camp.created", locale))
+
+
+def form_of_campaign(campaign: Campaign) -> dict[str, str]:
+    """A stored campaign as the console form's fields (to edit a draft)."""
+    variants = (campaign.variants or {}).get("items", [])
+    data = {"name": campaign.name, "segment": campaign.segment, "coupon": campaign.coupon or ""}
+    if len(variants) == 1 and variants[0].get("name") == "main":
+        data["template"] = variants[0].get("template", "")
+        data["text"] = variants[0].get("text", "")
+    else:
+        data["variants"] = ",".join(
+            f"{v['name']}:{v.get('template', '')}:{v.get('weight', 1):g}" for v in variants
+        )
+    buttons = campaign.buttons or {}
+    data["buttons"] = ";".join(f"{label}={action}" for label, action in buttons.get("items", []))
+    if buttons.get("local_time"):
+        data["at"] = buttons["local_time"][:5]
+    elif campaign.send_at is not None:
+        data["at"] = campaign.send_at.isoformat()
+    data["pilot"] = f"{campaign.pilot_share * 100:g}%"
+    data["holdout"] = f"{campaign.holdout_share * 100:g}%"
+    data["hours"] = f"{campaign.pilot_hours:g}"
+    data["priority"] = str(campaign.priority)
+    return data
+
+
+@endpoint
+async def edit_form(request: Request) -> Response:
+    user = await manager_of(request)
+    campaign_id = int_param(request, "campaign_id")
+    runtime = runtime_of(request)
+
+    def load() -> dict | None:
+        with runtime.db.sessions() as session:
+            campaign = session.get(Campaign, campaign_id)
+            return form_of_campaign(campaign) if campaign is not None else None
+
+    data = await run(request, load)
+    if data is None:
+        return page(request, "console/not_found.html", user, status=404, section="campaigns")
+    return await _new_page(request, user, data, editing=campaign_id)
+
+
+@endpoint
+async def update(request: Request) -> Response:
+    """Save the edited definition of a draft (``manage.update_draft``)."""
+    user = await manager_of(request)
+    campaign_id = int_param(request, "campaign_id")
+    data = await form_of(request, user)
+    runtime = runtime_of(request)
+    locale = locale_of(request, user)
+
+    def store() -> None:
+        with runtime.db.transaction() as session:
+            campaign = session.get(Campaign, campaign_id)
+            if campaign is None:
+                raise manage.CampaignError(t("console.camp.none", locale))
+            spec = parse_spec(spec_text(data | {"name": campaign.name}), runtime.config)
+            manage.update_draft(
+                session, campaign_id, spec, config=runtime.config, renderer=runtime.renderer,
+                now=runtime.clock.now(),
+            )  # fmt: skip
+
+    try:
+        await run(request, store)
+    except (SpecError, SegmentError, manage.CampaignError) as exc:
+        return await _new_page(
+            request, user, data, _problem(exc, locale), status=400, editing=campaign_id
+        )
+    return back(request, f"/console/campaigns/{campaign_id}", t("console.camp.updated", locale))
 
 
 @endpoint
@@ -357,6 +437,7 @@ async def detail(request: Request) -> Response:
             "launch": data["campaign"].status in manage.LAUNCHABLE
             and data["campaign"].status not in ("launch_pending", "pilot_pending"),
             "pause": data["campaign"].status in ("piloting", "running"),
+            "edit": data["campaign"].status == "draft",
         },
         steps=FUNNEL_STEPS,
         **data,

@@ -366,14 +366,21 @@ def load_campaign(runtime: Services, campaign_id: int, with_preview: bool) -> di
         campaign = session.get(Campaign, campaign_id)
         if campaign is None:
             return None
-        rows = funnel(session, campaign)
-        comparison = None
-        if campaign.pilot_started_at is not None:  # the numbers the verdict is made from
-            rates = manage.arm_rates(session, campaign, campaign.pilot_started_at)
-            comparison = _comparison("pilot", rates["pilot"], rates["holdout"])
-        elif campaign.launched_at is not None:
-            rates = queries.treated_vs_holdout(session, campaign, campaign.launched_at)
-            comparison = _comparison("treated", rates["treated"], rates["holdout"])
+
+        def numbers() -> tuple:
+            comparison = None
+            if campaign.pilot_started_at is not None:  # the numbers the verdict is made from
+                rates = manage.arm_rates(session, campaign, campaign.pilot_started_at)
+                comparison = _comparison("pilot", rates["pilot"], rates["holdout"])
+            elif campaign.launched_at is not None:
+                rates = queries.treated_vs_holdout(session, campaign, campaign.launched_at)
+                comparison = _comparison("treated", rates["treated"], rates["holdout"])
+            hourly = queries.sends_per_hour(session, campaign, zone, now)
+            return funnel(session, campaign), comparison, hourly
+
+        rows, comparison, hourly = queries.reused_while_costly(
+            session, f"campaign:{campaign.id}:{campaign.status}", numbers
+        )
 
         preview = None
         preview_error = None
@@ -391,7 +398,7 @@ def load_campaign(runtime: Services, campaign_id: int, with_preview: bool) -> di
             "rows": rows,
             "total": rows[-1],
             "comparison": comparison,
-            "hourly": queries.sends_per_hour(session, campaign, zone, now),
+            "hourly": hourly,
             "preview": preview,
             "preview_error": preview_error,
         }

@@ -126,6 +126,24 @@ def snapshot(session: Session, name: str, now: datetime, compute) -> tuple[datet
     return now, value
 
 
+def reused_while_costly(session: Session, name: str, compute, factor: float = 5.0):
+    """``compute()``, reused for ``factor`` times as long as it took (a page that refreshes
+    every few seconds must not re-run a second-long query for each viewer each time; a
+    cheap one is always fresh)."""
+    key = (str(session.get_bind().url), name)
+    found = _snapshots.get(key)
+    if found is not None and time.monotonic() < found[0]:
+        return found[2]
+    started = time.monotonic()
+    value = compute()
+    took = time.monotonic() - started
+    if took > 0.2:
+        _snapshots[key] = (time.monotonic() + factor * took, datetime.now(UTC), value)
+    else:
+        _snapshots.pop(key, None)
+    return value
+
+
 def _series(period: Period, rows) -> list[int]:
     counts = {day: int(n) for day, n in rows}
     return [counts.get(day, 0) for day in period.labels()]

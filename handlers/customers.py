@@ -20,12 +20,10 @@ Values with spaces are quoted (``"weekend trip"``). Every mistake gets a precise
 
 from __future__ import annotations
 
-import shlex
 from datetime import date
-from typing import Any, cast
+from typing import cast
 from zoneinfo import ZoneInfo
 
-from bot.app.config import EVENT_TRIGGERS
 from bot.core.context import Context
 from bot.core.i18n import t
 from bot.core.template_budget import explain
@@ -37,6 +35,13 @@ from bot.customers.attributes import (
     format_birthday,
     upsert_profile,
     validate_attributes,
+)
+from bot.customers.rule_syntax import (
+    RuleSyntaxError,
+    add_rule,
+    describe_rule,
+    parse_rule,
+    remove_rule,
 )
 from bot.customers.segment_language import SegmentError
 from bot.customers.segments import (
@@ -50,115 +55,12 @@ from bot.customers.tagging import TaggingRules
 from handlers.manage import command_target
 from storage import repos
 from storage.scores import score_of
-from storage.tag_rules import TagRule, active_rule, active_rules
+from storage.tag_rules import active_rules
 from storage.tag_scores import interests_of
 
 __all__ = ["CustomerCommands", "RuleSyntaxError", "parse_rule"]
 
 PREVIEW = 5
-MAX_KEYWORDS = 200
-
-
-class RuleSyntaxError(ValueError):
-    """A ``/rule add`` that cannot be understood; the message says how to write it."""
-
-
-def _days(raw: str, name: str) -> int:
-    text = raw[:-1] if raw.endswith("d") else raw
-    if not text.isdigit() or int(text) > 3650:
-        raise RuleSyntaxError(f"{name} must be a number of days (0-3650), got {raw!r}")
-    return int(text)
-
-
-def _options(parts: list[str], allowed: tuple[str, ...]) -> dict[str, str]:
-    options = {}
-    for part in parts:
-        key, sep, value = part.partition("=")
-        if not sep or key not in allowed:
-            raise RuleSyntaxError(
-                f"unexpected {part!r} (options here: {', '.join(k + '=' for k in allowed)})"
-            )
-        options[key] = value
-    return options
-
-
-def parse_rule(text: str) -> dict[str, Any]:
-    """Parse the words after ``/rule add`` into a TagRule's fields."""
-    try:
-        words = shlex.split(text)
-    except ValueError as exc:
-        raise RuleSyntaxError(f"cannot read the rule: {exc}") from None
-    if len(words) < 3:
-        raise RuleSyntaxError("usage: /rule add keyword|event|activity <tag> <what> [options]")
-    kind, tag, what, rest = words[0].lower(), words[1], words[2], words[3:]
-    if not tag or len(tag) > 64:
-        raise RuleSyntaxError("a tag is 1-64 characters")
-    fields: dict[str, Any] = {"kind": kind, "tag": tag, "weight": 1.0, "ttl_days": 0}
-    if kind == "keyword":
-        opts = _options(rest, ("exclude", "ttl", "weight"))
-        keywords = [k.strip() for k in what.split(",") if k.strip()]
-        exclude = [k.strip() for k in opts.get("exclude", "").split(",") if k.strip()]
-        if not keywords or len(keywords) + len(exclude) > MAX_KEYWORDS:
-            raise RuleSyntaxError(f"give 1-{MAX_KEYWORDS} keywords separated by commas")
-        fields["spec"] = {"keywords": keywords, "exclude": exclude}
-    elif kind == "event":
-        opts = _options(rest, ("ttl", "weight"))
-        trigger, sep, value = what.partition("=")
-        if not sep or trigger not in EVENT_TRIGGERS or not value:
-            raise RuleSyntaxError(
-                f"write the event as <trigger>=<value> with trigger one of "
-                f"{', '.join(EVENT_TRIGGERS)} (value * = any), got {what!r}"
-            )
-        fields["spec"] = {"trigger": trigger, "value": value}
-    elif kind == "activity":
-        opts = _options(rest, ("group", "silent"))
-        count, sep, days = what.partition("/")
-        if not sep or not count.isdigit() or int(count) < 1:
-            raise RuleSyntaxError(f"write activity as <messages>/<days>d, e.g. 5/7d, got {what!r}")
-        window = _days(days, "the window")
-        if window < 1:
-            raise RuleSyntaxError("the window must be at least 1 day")
-        silent = _days(opts.get("silent", "30"), "silent")
-        if silent < 1:
-            raise RuleSyntaxError("silent must be at least 1 day")
-        fields["spec"] = {
-            "min_messages": int(count),
-            "days": window,
-            "group": opts.get("group", "*") or "*",
-            "silent_days": silent,
-        }
-    else:
-        raise RuleSyntaxError(f"unknown rule kind {kind!r} (keyword, event or activity)")
-    if "ttl" in opts:
-        fields["ttl_days"] = _days(opts["ttl"], "ttl")
-    if "weight" in opts:
-        try:
-            fields["weight"] = float(opts["weight"])
-        except ValueError:
-            raise RuleSyntaxError(f"weight must be a number, got {opts['weight']!r}") from None
-        if not 0 < fields["weight"] <= 1000:
-            raise RuleSyntaxError(
-                f"weight must be greater than 0 and at most 1000, got {opts['weight']}"
-            )
-    return fields
-
-
-def describe_rule(rule: TagRule) -> str:
-    spec = rule.spec or {}
-    if rule.kind == "keyword":
-        what = ",".join(spec.get("keywords", []))
-        if spec.get("exclude"):
-            what += " exclude=" + ",".join(spec["exclude"])
-    elif rule.kind == "event":
-        what = f"{spec.get('trigger')}={spec.get('value')}"
-    else:
-        what = (
-            f"{spec.get('min_messages')}/{spec.get('days')}d group={spec.get('group')} "
-            f"silent={spec.get('silent_days')}"
-        )
-    ttl = f" ttl={rule.ttl_days}" if rule.ttl_days else ""
-    weight = f" weight={rule.weight:g}" if rule.kind != "activity" and rule.weight != 1 else ""
-    return f"#{rule.id} {rule.kind} {rule.tag}: {what}{ttl}{weight}"
 
 
 def _rest(ctx: Context, skip: int) -> str:
@@ -232,28 +134,21 @@ class CustomerCommands:
             except RuleSyntaxError as exc:
                 ctx.reply("customers_error", error=str(exc))
                 return
-            row = TagRule(
-                **fields,
-                active=True,
-                created_by=self._who(ctx),
-                created_at=ctx.now,
-                updated_at=ctx.now,
-            )
-            session.add(row)
-            session.flush()
+            row = add_rule(session, fields, created_by=self._who(ctx), now=ctx.now)
             self.rules.invalidate()
             ctx.reply("rule_added", rule=describe_rule(row))
         elif sub == "list":
             ctx.reply("rule_list", rules=[describe_rule(r) for r in active_rules(session)])
         elif sub in ("del", "delete"):
             raw = ctx.event.args[1].lstrip("#") if len(ctx.event.args) > 1 else ""
-            found = active_rule(session, int(raw)) if raw.isdigit() else None
-            if found is None:
+            removed = (
+                remove_rule(session, int(raw), ctx.now) if raw.isdigit() and len(raw) < 19 else None
+            )
+            if removed is None:
                 ctx.reply("customers_error", error=f"no active rule #{raw or '?'} (see /rule list)")
                 return
-            found.active, found.updated_at = False, ctx.now
             self.rules.invalidate()
-            ctx.reply("rule_deleted", rule=describe_rule(found))
+            ctx.reply("rule_deleted", rule=describe_rule(removed))
         else:
             ctx.reply("customers_error", error="/rule add | list | del <id>")
 

@@ -64,6 +64,7 @@ def build(config: Config, *, db: Database | None = None, clock: Clock | None = N
         services=_scheduler_services(runtime, config),
     )
     install_inbox(app.asgi, runtime, shutting_down=app.shutting_down)
+    app.asgi.state.runtime = runtime  # module-level endpoints (the console) read it here
     return app
 
 
@@ -103,6 +104,7 @@ def _channel_routes(runtime: Runtime, config: Config) -> list[BaseRoute]:
 
 def _web_routes(app: SiyuApp) -> list[BaseRoute]:
     """The staff inbox, the APIs (orders, customers, coupons) and tracked-link redirects."""
+    from bot.web.console import console_routes
     from bot.web.coupons_api import coupon_routes
     from bot.web.customers_api import customers_routes
     from bot.web.group_links import group_link_routes
@@ -118,6 +120,7 @@ def _web_routes(app: SiyuApp) -> list[BaseRoute]:
         *coupon_routes(runtime),
         *link_routes(runtime),
         *group_link_routes(runtime),  # links in group posts (bot/groups/sop.py)
+        *console_routes(),
     ]
 
 

@@ -7,7 +7,14 @@ import json
 import sys
 from collections.abc import Sequence
 
-from bot.app import cli_campaigns, cli_customers, cli_data, cli_groups, cli_measures
+from bot.app import (
+    cli_campaigns,
+    cli_customers,
+    cli_data,
+    cli_groups,
+    cli_measures,
+    cli_staff,
+)
 from bot.app.config import CHANNELS, Config, ConfigError, find_config_path, load_config
 
 __all__ = ["main"]
@@ -70,6 +77,7 @@ def _staff_parser(sub, common: argparse.ArgumentParser) -> None:
     add.add_argument("--display-name", default="")
     add.add_argument("--locale", choices=("zh-CN", "en"), default="zh-CN", help="inbox language")
     ssub.add_parser("list", parents=[common], help="list staff accounts")
+    cli_staff.add_staff_parsers(ssub, common)  # passwd, disable, enable, role
 
 
 def _configure_logging(config: Config, *, verbose: bool, command: str) -> None:
@@ -300,6 +308,8 @@ def cmd_staff(config: Config, args: argparse.Namespace) -> int:
     from bot.core.clock import SystemClock
     from storage.db import Database
 
+    if args.staff_command in cli_staff.ACTIONS:
+        return cli_staff.cmd_staff_change(config, args)
     db = Database(config.database.url)
     try:
         db.migrate()

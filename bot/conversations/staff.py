@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, or_, select, text, update
+from sqlalchemy import delete, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from storage.handoff import LoginFailure, StaffUser
@@ -18,14 +18,20 @@ __all__ = [
     "authenticate",
     "clear_login_failures",
     "create_staff",
+    "find_staff",
     "list_staff",
     "login_blocked_until",
     "record_login_failure",
     "revoke_sessions",
+    "set_active",
+    "set_locale",
+    "set_password",
+    "set_role",
 ]
 
 ROLES = ("staff", "manager")
 MIN_PASSWORD = 8
+MAX_PASSWORD = 256
 _hasher = PasswordHasher()
 # Verified against when the user does not exist, so a wrong name costs as long as a wrong password.
 _DUMMY_HASH = _hasher.hash("siyu-no-such-user")
@@ -163,3 +169,63 @@ def clear_login_failures(session: Session, username: str, client_ip: str | None 
     if client_ip is not None:
         where.append(LoginFailure.client_ip == client_ip[:64])
     session.execute(delete(LoginFailure).where(*where))
+
+
+# -- account changes (console Staff page and ``siyu staff passwd|disable|enable|role``) ------
+
+
+def find_staff(session: Session, username: str) -> StaffUser:
+    """The account named ``username``; raises StaffError when there is none."""
+    user = session.scalars(select(StaffUser).where(StaffUser.username == username)).one_or_none()
+    if user is None:
+        raise StaffError(f"no staff account named {username!r}")
+    return user
+
+
+def _keep_a_manager(session: Session, user: StaffUser) -> None:
+    """Refuse to leave no active manager (nobody could manage accounts any more)."""
+    others = session.scalar(
+        select(func.count())
+        .select_from(StaffUser)
+        .where(StaffUser.role == "manager", StaffUser.active.is_(True), StaffUser.id != user.id)
+    )
+    if user.role == "manager" and user.active and not others:
+        raise StaffError(f"{user.username!r} is the last active manager")
+
+
+def set_password(session: Session, username: str, password: str) -> StaffUser:
+    """Replace the account's password (argon2id hash only)."""
+    if len(password) < MIN_PASSWORD:
+        raise StaffError(f"the password must have at least {MIN_PASSWORD} characters")
+    if len(password) > MAX_PASSWORD:
+        raise StaffError(f"the password must have at most {MAX_PASSWORD} characters")
+    user = find_staff(session, username)
+    user.password_hash = _hasher.hash(password)
+    return user
+
+
+def set_active(session: Session, username: str, active: bool) -> StaffUser:
+    """Deactivate (the account can no longer log in) or reactivate an account."""
+    user = find_staff(session, username)
+    if not active:
+        _keep_a_manager(session, user)
+    user.active = active
+    return user
+
+
+def set_role(session: Session, username: str, role: str) -> StaffUser:
+    """Make the account ``staff`` or ``manager``."""
+    if role not in ROLES:
+        raise StaffError(f"role must be one of {', '.join(ROLES)}")
+    user = find_staff(session, username)
+    if role != "manager":
+        _keep_a_manager(session, user)
+    user.role = role
+    return user
+
+
+def set_locale(session: Session, staff_id: int, locale: str) -> None:
+    """Remember the language the staff member chose (zh-CN or en)."""
+    user = session.get(StaffUser, staff_id)
+    if user is not None:
+        user.locale = locale

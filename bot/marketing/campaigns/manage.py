@@ -54,6 +54,7 @@ __all__ = [
     "check_known_tags",
     "count_link_click",
     "create_campaign",
+    "draft_from_spec",
     "evaluate",
     "find_campaign",
     "hold",
@@ -67,6 +68,7 @@ __all__ = [
     "start_pilot",
     "stats_summary",
     "tell_verdict",
+    "update_draft",
 ]
 
 log = logging.getLogger(__name__)
@@ -116,6 +118,16 @@ def create_campaign(
     """Store a draft campaign after checking its segment, templates and coupon."""
     if find_campaign(session, spec.name) is not None:
         raise CampaignError("", "campaign.error.exists", name=spec.name)
+    _check_spec(session, spec, config=config, renderer=renderer, now=now)
+    campaign = draft_from_spec(spec, config=config, now=now, created_by=created_by)
+    session.add(campaign)
+    session.flush()
+    return campaign
+
+
+def _check_spec(
+    session: Session, spec: CampaignSpec, *, config: Config, renderer: Renderer, now: datetime
+) -> None:
     compile_segment(spec.segment, config=config, now=now, session=session)
     check_known_tags(session, spec.segment)
     for v in spec.variants:
@@ -128,6 +140,42 @@ def create_campaign(
             _trial_render(renderer, v.text, spec, config)
     if spec.coupon and definition(session, spec.coupon) is None:
         raise CampaignError(f"no coupon named {spec.coupon!r} (see [coupons] in the config)")
+
+
+#: what editing a draft replaces (its name, author and history stay)
+EDITABLE = ("segment", "variants", "buttons", "coupon", "priority", "pilot_share",
+            "holdout_share", "pilot_hours", "send_at")  # fmt: skip
+
+
+def update_draft(
+    session: Session,
+    campaign_id: int,
+    spec: CampaignSpec,
+    *,
+    config: Config,
+    renderer: Renderer,
+    now: datetime,
+) -> Campaign:
+    """Replace a draft's definition with ``spec`` (checked as for a new one); a campaign
+    that has started (piloting, running, ...) cannot change."""
+    campaign = session.get(Campaign, campaign_id)
+    if campaign is None:
+        raise CampaignError(f"no campaign #{campaign_id}")
+    if campaign.status != "draft":
+        raise CampaignError(
+            f"campaign {campaign.name!r} is {campaign.status}; only a draft can be edited"
+        )
+    _check_spec(session, spec, config=config, renderer=renderer, now=now)
+    fresh = draft_from_spec(spec, config=config, now=now, created_by=campaign.created_by)
+    for column in EDITABLE:
+        setattr(campaign, column, getattr(fresh, column))
+    return campaign
+
+
+def draft_from_spec(
+    spec: CampaignSpec, *, config: Config, now: datetime, created_by: str = ""
+) -> Campaign:
+    """The draft campaign row for ``spec`` (not added to a session), config defaults filled."""
     defaults = config.campaigns
     campaign = Campaign(
         name=spec.name,
@@ -152,8 +200,6 @@ def create_campaign(
     )
     if campaign.pilot_share + campaign.holdout_share >= 1:
         raise SpecError("pilot and holdout together must be less than 100%")
-    session.add(campaign)
-    session.flush()
     return campaign
 
 
@@ -207,6 +253,8 @@ class Preview:
     pilot: int
     holdout: int
     samples: list[tuple[str, str, str]] = field(default_factory=list)  # (name, variant, text)
+    #: with ``locales``: (name, variant, locale, text) for each sample in each locale
+    localized: list[tuple[str, str, str, str]] = field(default_factory=list)
 
 
 def eligible_condition(config: Config, now: datetime):
@@ -214,25 +262,34 @@ def eligible_condition(config: Config, now: datetime):
     marketing = config.marketing
     conditions: list[ColumnElement[bool]] = [Customer.marketing_opt_out.is_(False)]
     if marketing.max_per_window:
-        recent = (
-            select(func.count())
-            .select_from(OutboxMessage)
+        # customers whose cap is full: one grouped pass over the window's rows (a range on
+        # the outbox's created_at index), not one count per customer
+        full = (
+            select(OutboxMessage.customer_id)
             .where(
-                OutboxMessage.customer_id == Customer.id,
+                OutboxMessage.customer_id.is_not(None),
                 OutboxMessage.purpose.in_(policy.MARKETING_PURPOSES),
                 OutboxMessage.created_at > now - timedelta(hours=marketing.window_hours),
                 OutboxMessage.status.not_in(policy.NOT_COUNTED),
             )
-            .scalar_subquery()
+            .group_by(OutboxMessage.customer_id)
+            .having(func.count() >= marketing.max_per_window)
         )
-        conditions.append(recent < marketing.max_per_window)
+        conditions.append(Customer.id.not_in(full))
     return and_(*conditions)
 
 
 def preview(
-    session: Session, campaign: Campaign, *, config: Config, renderer: Renderer, now: datetime
+    session: Session,
+    campaign: Campaign,
+    *,
+    config: Config,
+    renderer: Renderer,
+    now: datetime,
+    locales: tuple[str, ...] = (),
 ) -> Preview:
-    """Count the audience (after consent and caps) and render for three sample customers.
+    """Count the audience (after consent and caps) and render for three sample customers
+    (in their own locale; and in each of ``locales`` into ``localized``).
 
     A template error raises :class:`TemplateRenderError` here, before anything is sent.
     """
@@ -276,10 +333,18 @@ def preview(
                 "city": c.city or "",
                 "locale": c.locale,
             }
-            text = push.render(
-                variant, c.locale or config.general.locale, push.variables(customer, coupon)
-            )
+            variables = push.variables(customer, coupon)
+            text = push.render(variant, c.locale or config.general.locale, variables)
             result.samples.append((c.display_name or f"#{c.id}", variant.name, text))
+            for locale in locales:
+                result.localized.append(
+                    (
+                        c.display_name or f"#{c.id}",
+                        variant.name,
+                        locale,
+                        push.render(variant, locale, variables),
+                    )
+                )
     return result
 
 

@@ -13,7 +13,14 @@ from enum import StrEnum
 from bot.core.i18n import t
 from bot.core.states import IllegalTransition, Machine
 
-__all__ = ["ACTIVE", "CampaignError", "CampaignStatus", "IllegalCampaignTransition", "transition"]
+__all__ = [
+    "ACTIVE",
+    "LAUNCHABLE",
+    "CampaignError",
+    "CampaignStatus",
+    "IllegalCampaignTransition",
+    "transition",
+]
 
 
 class CampaignStatus(StrEnum):
@@ -59,6 +66,11 @@ TRANSITIONS = {
     _S.STOPPED: (_S.LAUNCH_PENDING,),
 }
 MACHINE = Machine("campaign status", CampaignStatus, TRANSITIONS, error=IllegalCampaignTransition)
+#: Statuses from which a campaign may be (or already is being) launched.
+LAUNCHABLE = (
+    *(s for s, moves in TRANSITIONS.items() if _S.LAUNCH_PENDING in moves),
+    _S.LAUNCH_PENDING,
+)
 #: Campaigns still at work (an opt-out counts against them).
 ACTIVE = (_S.PILOT_PENDING, _S.PILOTING, _S.LAUNCH_PENDING, _S.RUNNING, _S.PAUSED)
 

@@ -1,0 +1,60 @@
+"""Tables of the manager console: each saved segment's member count by day (its trend), and
+daily rollups of the dashboard's time series (a finished day is counted once, then read)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, ForeignKey, Index, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from storage.campaigns import CampaignTarget
+from storage.coupons import CouponCode
+from storage.models import Base, BigId, Interaction, Membership, OutboxMessage
+from storage.orders import Order
+
+__all__ = ["DailyCount", "SegmentCount"]
+
+
+class SegmentCount(Base):
+    """How many customers a saved segment held on one (brand-local) day; the latest count wins."""
+
+    __tablename__ = "segment_counts"
+
+    segment_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("segments.id", ondelete="CASCADE"), primary_key=True
+    )
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)
+    members: Mapped[int] = mapped_column(BigInteger)
+    counted_at: Mapped[datetime]
+
+
+class DailyCount(Base):
+    """One number of one finished brand-local day: ``metric`` (inbound, joins, outbox, ...)
+    and an optional ``key`` (``telegram:sent``); ``metric = "_done"`` marks a day counted."""
+
+    __tablename__ = "console_daily"
+
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)
+    metric: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True, default="")
+    value: Mapped[int] = mapped_column(BigInteger)
+
+
+#: date-range indexes the dashboard's live day and rollups use, and the customer timeline's
+CONSOLE_INDEXES = (
+    Index("ix_interactions_occurred_at", Interaction.occurred_at),
+    Index("ix_outbox_created_at", OutboxMessage.created_at),
+    Index("ix_outbox_sent_at", OutboxMessage.sent_at),
+    Index("ix_memberships_joined_at", Membership.joined_at),
+    Index("ix_memberships_left_at", Membership.left_at),
+    Index("ix_coupon_codes_redeemed_at", CouponCode.redeemed_at),
+    Index("ix_campaign_targets_customer", CampaignTarget.customer_id),
+    Index("ix_orders_ordered_at", Order.ordered_at),  # who bought since a campaign started
+    # LIKE 'campaign:7:%' as a range scan on PostgreSQL (its default collation cannot)
+    Index(
+        "ix_outbox_key_prefix",
+        OutboxMessage.idempotency_key,
+        postgresql_ops={"idempotency_key": "text_pattern_ops"},
+    ),
+)

@@ -2,7 +2,7 @@
 rollups of the dashboard; indexes for its date ranges and the customer timeline
 
 Revision ID: 0770
-Revises: 0700
+Revises: 0760
 """
 
 from collections.abc import Sequence
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0770"
-down_revision: str | Sequence[str] | None = "0700"
+down_revision: str | Sequence[str] | None = "0760"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """measures: invite codes, referrals and their rewards, survey responses; time indexes
 
 Revision ID: 0780
-Revises: 0760
+Revises: 0770
 """
 
 from collections.abc import Sequence
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0780"
-down_revision: str | Sequence[str] | None = "0760"
+down_revision: str | Sequence[str] | None = "0770"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -34,12 +34,12 @@ from sqlalchemy import create_engine, select, text
 
 from bench.segments import NOW, load, peak_rss_mb
 from bot.app.config import load_config
+from bot.app.services import Services
 from bot.conversations.flows import load_flows
 from bot.conversations.staff import list_staff
 from bot.core.clock import FakeClock
 from bot.core.templating import Renderer
 from bot.customers.rfm import recompute_scores
-from bot.marketing.campaigns.manage import Services
 from bot.marketing.coupons import sync_definitions
 from bot.web.console import queries
 from bot.web.console.campaigns import load_campaign

@@ -17,12 +17,12 @@ from sqlalchemy import select
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from bot.app.services import Services
 from bot.core.i18n import LOCALES, t
 from bot.core.templating import TemplateRenderError
 from bot.customers.segment_language import SegmentError
 from bot.marketing.campaigns import manage
 from bot.marketing.campaigns.funnel import FunnelRow, funnel
-from bot.marketing.campaigns.manage import Services
 from bot.marketing.campaigns.spec import KEYS, SpecError, parse_spec
 from bot.marketing.campaigns.status import LAUNCHABLE
 from bot.web.console import charts, queries

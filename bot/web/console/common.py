@@ -18,9 +18,9 @@ from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from bot.app.services import Services
 from bot.core.i18n import LOCALES, catalogue, normalize_locale, t
 from bot.core.templating import TEMPLATES_DIR
-from bot.marketing.campaigns.manage import Services
 from bot.web.console import charts
 from bot.web.inbox.auth import csrf_ok
 from bot.web.inbox.common import csrf_token

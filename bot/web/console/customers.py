@@ -12,8 +12,8 @@ from sqlalchemy import select
 from starlette.requests import Request
 from starlette.responses import Response
 
+from bot.app.services import Services
 from bot.core.i18n import t
-from bot.marketing.campaigns.manage import Services
 from bot.web.console import queries
 from bot.web.console.common import (
     back,

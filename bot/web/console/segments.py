@@ -17,10 +17,10 @@ from sqlalchemy import select
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from bot.app.services import Services
 from bot.core.i18n import t
 from bot.customers.segment_language import SegmentError
 from bot.customers.segments import compile_segment, count_segment, save_segment
-from bot.marketing.campaigns.manage import Services
 from bot.web.console import charts, queries
 from bot.web.console.common import (
     back,

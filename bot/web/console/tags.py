@@ -8,6 +8,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from bot.app.services import Services
 from bot.core.i18n import t
 from bot.customers.rule_syntax import (
     RuleSyntaxError,
@@ -16,7 +17,6 @@ from bot.customers.rule_syntax import (
     parse_rule,
     remove_rule,
 )
-from bot.marketing.campaigns.manage import Services
 from bot.web.console import charts, queries
 from bot.web.console.common import (
     back,

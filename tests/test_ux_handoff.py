@@ -115,6 +115,7 @@ async def test_marketing_is_held_during_handoff_and_sent_after(config, sqlite_db
     alice, token = login(h, "alice")
     page = f"/inbox/c/{ticket_id}"
     alice.post(f"{page}/claim", data={"csrf": token})
+    assert "营销活动 · 暂缓（人工接待中）" in alice.get(page).text  # staff see it waiting
     alice.post(f"{page}/resolve", data={"csrf": token, "confirm": "yes"})
     clock.advance(timedelta(minutes=11))
     await h.deliver()

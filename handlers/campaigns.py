@@ -118,7 +118,7 @@ def campaign_command(ctx: Context) -> None:
     except SegmentError as exc:
         ctx.reply("campaign_error", problem=explain(exc, ctx.locale) or exc.text(ctx.locale))
     except SpecError as exc:
-        ctx.reply("campaign_error", problem=str(exc))
+        ctx.reply("campaign_error", problem=exc.text(ctx.locale))
 
 
 def _list(ctx: Context) -> None:

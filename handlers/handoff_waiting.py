@@ -2,8 +2,8 @@
 
 ``handoff_ack`` (group HANDOFF_ACK, runs during handoff): a customer's new message gets a
 short acknowledgement — their place in the queue and when to expect an answer, or who is
-on it — at most once per ``[handoff] ack_minutes``. While staff own the conversation and
-answered within that time, no acknowledgement is needed and none is sent.
+on it — at most once per ``[handoff] ack_minutes``, counted from the last thing they
+heard (the handoff notice, a staff answer, an earlier acknowledgement).
 """
 
 from __future__ import annotations
@@ -27,25 +27,29 @@ waiting_for_staff = (
 
 
 def handoff_ack(ctx: Context) -> None:
-    """Acknowledge the customer's message (at most once per ``ack_minutes``)."""
+    """Acknowledge the customer's message, at most once per ``ack_minutes`` counted from
+    the last thing the customer heard: the handoff notice, a staff answer, an earlier
+    acknowledgement."""
     assert ctx.conversation is not None and ctx.customer is not None
     every = timedelta(minutes=ctx.config.handoff.ack_minutes)
-    last = ctx.state.get("handoff_ack_at")
-    if last and ctx.now - datetime.fromisoformat(last) < every:
-        return
     ticket = open_ticket(ctx.session, ctx.conversation.id)
+    if ticket is None:
+        return  # taken over outside the queue: the person on it answers
+    heard = [ticket.created_at]
+    if ticket.claimed_at is not None:
+        heard.append(ticket.claimed_at)
+    if last := ctx.state.get("handoff_ack_at"):
+        heard.append(datetime.fromisoformat(last))
+    answered = last_staff_reply_at(ctx.session, ctx.conversation.channel, ctx.conversation.chat_id)
+    if answered is not None:
+        heard.append(answered)
+    if ctx.now - max(heard) < every:
+        return
     owner = None
-    if ticket is not None and ticket.status == "claimed":
-        answered = last_staff_reply_at(
-            ctx.session, ctx.conversation.channel, ctx.conversation.chat_id
-        )
-        if answered is not None and ctx.now - answered < every:
-            return  # staff are answering: they will see this message live
+    if ticket.status == "claimed":
         staff = staff_named(ctx.session, ticket.owner)
         owner = (staff.display_name if staff else ticket.owner) or ""
-    ahead = 0
-    if ticket is not None and ticket.status == "waiting":
-        ahead = waiting_ahead(ctx.session, ticket)
+    ahead = waiting_ahead(ctx.session, ticket) if ticket.status == "waiting" else 0
     when = expected_reply(ctx.config, ctx.customer, ctx.now)
     ctx.reply(
         "handoff_ack",

@@ -235,3 +235,15 @@ async def test_segment_typos_are_explained_in_the_managers_language(config, sqli
     assert said[0].startswith("操作未完成：第 0 个字符处：没有“tga”这个条件，您是不是想写 tag？")
     assert "\n  tga:母婴\n  ^" in said[0]
     assert said[-1] == "操作未完成：生日“1990-13-01”不是真实存在的日期"
+
+
+async def test_campaign_definition_mistakes_are_explained_in_the_managers_language(
+    config, sqlite_db, clock
+):
+    h = harness(config, sqlite_db, clock)
+    await h.say("manager", '/campaign new wk segmnt="tag:早餐" text=hi')
+    await h.say("manager", "/campaign new wk text=hi")
+    await h.deliver()
+    typo, missing = await h.bot_messages("manager")
+    assert typo.startswith("活动操作失败：没有“segmnt”这个设置，您是不是想写 segment=？")
+    assert missing == "活动操作失败：请给出人群 segment=，例如 segment=\"tag:早餐\"（所有人：opt_out:no）"

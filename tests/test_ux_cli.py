@@ -88,6 +88,10 @@ def test_json_on_commands_that_print_data(world):
     assert data("campaign", "list") == []
     assert set(data("rfm", "recompute")) == {"scored", "tier_changes", "stage_changes", "seconds"}
     assert data("check-config")["ok"] is True
+    assert data("customer", "set", "sandbox", "a", "city=宁波") == {
+        "customer_id": 1,
+        "changed": {"city": "宁波"},
+    }
 
 
 def test_customer_search_by_name_phone_and_user_id(world):

@@ -204,14 +204,17 @@ def cmd_customer_set(config: Config, args: argparse.Namespace) -> int:
         return 1
     finally:
         db.close()
-    if not result.changed:
-        print(f"customer #{result.customer_id}: nothing changed")
-        return 0
     shown = {
         k: (format_birthday(cast("date | None", v)) if k == "birthday" else v)
         for k, v in attrs.items()
         if k in result.changed
     }
+    if getattr(args, "json", False):
+        print(json.dumps({"customer_id": result.customer_id, "changed": shown}, ensure_ascii=False))
+        return 0
+    if not result.changed:
+        print(f"customer #{result.customer_id}: nothing changed")
+        return 0
     text = ", ".join(f"{k}={'' if v is None else v}" for k, v in shown.items())
     print(f"customer #{result.customer_id}: set {text}")
     return 0
@@ -445,6 +448,12 @@ def cmd_tags_import(config: Config, args: argparse.Namespace) -> int:
         db.close()
     for e in report.errors:
         print(f"{path}:{e.where}: rejected: {e.reason}", file=sys.stderr)
+    if getattr(args, "json", False):
+        print(json.dumps({
+            "file": str(path), "added": report.added, "refreshed": report.refreshed,
+            "rejected": [{"line": e.where, "reason": e.reason} for e in report.errors],
+        }, ensure_ascii=False))  # fmt: skip
+        return 1 if report.errors else 0
     print(
         f"{path}: {report.added} tag(s) added, {report.refreshed} refreshed, "
         f"{len(report.errors)} rejected"

@@ -9,6 +9,7 @@ instead of a template. A variant may carry a weight, ``a:morning_offer:3,b:weeke
 
 from __future__ import annotations
 
+import difflib
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -37,7 +38,20 @@ KEYS = (
 
 
 class SpecError(ValueError):
-    """A campaign definition that cannot be taken, and why."""
+    """A campaign definition that cannot be taken, and why.
+
+    ``str()`` is the English text (CLI, logs); with ``key`` (templates/i18n/campaign.toml)
+    :meth:`text` says it in a chat reader's locale."""
+
+    def __init__(self, message: str, key: str | None = None, **values: object) -> None:
+        super().__init__(message)
+        self.key, self.values = key, values
+
+    def text(self, locale: str | None) -> str:
+        """The problem in the reader's locale (English when no key was given)."""
+        from bot.core.i18n import t
+
+        return t(self.key, locale, **self.values) if self.key else str(self)
 
 
 @dataclass(frozen=True)
@@ -62,9 +76,19 @@ def parse_share(raw: str, key: str) -> float:
     try:
         value = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
     except ValueError:
-        raise SpecError(f"{key}={raw!r} is not a share (use e.g. 5% or 0.05)") from None
+        raise SpecError(
+            f"{key}={raw!r} is not a share (use e.g. 5% or 0.05)",
+            "campaign.spec.share",
+            setting=key,
+            raw=raw[:20],
+        ) from None
     if not 0 <= value < 1:
-        raise SpecError(f"{key}={raw!r} must be from 0% to below 100%")
+        raise SpecError(
+            f"{key}={raw!r} must be from 0% to below 100%",
+            "campaign.spec.share_range",
+            setting=key,
+            raw=raw[:20],
+        )
     return value
 
 
@@ -75,21 +99,43 @@ def parse_spec(text: str, config: Config) -> CampaignSpec:
     except ValueError as exc:
         raise SpecError(f"cannot read the definition: {exc}") from None
     if not words:
-        raise SpecError('give a campaign name first, e.g. spring_sale segment="tag:早餐"')
+        raise SpecError(
+            'give a campaign name first, e.g. spring_sale segment="tag:早餐"',
+            "campaign.spec.name_first",
+        )
     name, *rest = words
     if "=" in name or not NAME.match(name):
-        raise SpecError(f"{name!r} is not a campaign name (letters, digits, _ and -, up to 64)")
+        raise SpecError(
+            f"{name!r} is not a campaign name (letters, digits, _ and -, up to 64)",
+            "campaign.spec.bad_name",
+            name=name[:64],
+        )
     values: dict[str, str] = {}
     for word in rest:
         key, sep, value = word.partition("=")
         if not sep:
-            raise SpecError(f"{word!r} must be key=value (keys: {', '.join(KEYS)})")
+            raise SpecError(
+                f"{word!r} must be key=value (keys: {', '.join(KEYS)})",
+                "campaign.spec.key_value",
+                word=word[:40],
+                keys=", ".join(KEYS),
+            )
         if key not in KEYS:
-            raise SpecError(f"unknown key {key!r} (keys: {', '.join(KEYS)})")
+            close = difflib.get_close_matches(key, list(KEYS), n=1, cutoff=0.5)
+            raise SpecError(
+                f"unknown key {key!r} (keys: {', '.join(KEYS)})",
+                "campaign.spec.unknown_key_suggest" if close else "campaign.spec.unknown_key",
+                setting=key[:40],
+                keys=", ".join(KEYS),
+                suggestion=close[0] if close else "",
+            )
         values[key] = value
     segment = values.get("segment", "").strip()
     if not segment:
-        raise SpecError('segment= is required, e.g. segment="tag:早餐" (everyone: opt_out:no)')
+        raise SpecError(
+            'segment= is required, e.g. segment="tag:早餐" (everyone: opt_out:no)',
+            "campaign.spec.segment_required",
+        )
     variants = _variants(values)
     spec = CampaignSpec(name=name, segment=segment, variants=variants)
     extra: dict = {}
@@ -139,12 +185,14 @@ def _variants(values: dict[str, str]) -> list[Variant]:
             raise SpecError("variant names must differ")
         return variants
     if values.get("template") and values.get("text"):
-        raise SpecError("give template= or text=, not both")
+        raise SpecError("give template= or text=, not both", "campaign.spec.template_and_text")
     if values.get("template"):
         return [Variant("main", template=values["template"])]
     if values.get("text"):
         return [Variant("main", text=values["text"])]
-    raise SpecError('give the content: template=<name> or text="..." (or variants=)')
+    raise SpecError(
+        'give the content: template=<name> or text="..." (or variants=)', "campaign.spec.content"
+    )
 
 
 def _timing(raw: str, config: Config) -> dict:

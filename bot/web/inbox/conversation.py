@@ -85,7 +85,11 @@ def history(session: Session, conv: Conversation, locale: str) -> list[dict]:
                 "who": "staff" if o.purpose == "staff" else "bot",
                 "text": payload.get("text", ""),
                 "meta": f"{label('inbox.purpose', o.purpose, locale)} · "
-                f"{label('inbox.outbox', o.status, locale)}",
+                + label(
+                    "inbox.outbox",
+                    "held" if o.status == "pending" and o.last_error == "in_handoff" else o.status,
+                    locale,
+                ),
                 "buttons": [b.get("label", "") for b in payload.get("buttons", ())],
             }
         )

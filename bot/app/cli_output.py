@@ -10,7 +10,6 @@ database problems as one line that says what to do.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import sys
@@ -18,6 +17,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import IO, Any
 
+from bot.core.csv_export import csv_writer
 from bot.core.i18n import t
 
 __all__ = ["Progress", "cli_locale", "database_problem", "emit_json", "say", "write_csv"]
@@ -48,9 +48,9 @@ def _default(value: Any) -> Any:
 def write_csv(header: Sequence[str], rows: Iterable[Sequence[Any]], out: IO[str]) -> int:
     """Write a CSV (header, then rows) to ``out``; returns the number of data rows.
 
-    The one place exports write CSV, so a cell-level rule (e.g. neutralizing values that
-    start with ``=``, ``+``, ``-`` or ``@``) applies to all of them."""
-    writer = csv.writer(out)
+    Written through :func:`bot.core.csv_export.csv_writer`, so a cell starting with ``=``,
+    ``+``, ``-``, ``@``, tab or CR cannot run as a spreadsheet formula."""
+    writer = csv_writer(out)
     writer.writerow(header)
     n = 0
     for row in rows:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterable
-from typing import Any, TextIO
+from typing import IO, Any
 
 __all__ = ["FORMULA_STARTS", "csv_writer", "neutralize"]
 
@@ -30,7 +30,7 @@ def neutralize(value: Any) -> Any:
 class _SafeWriter:
     """``csv.writer`` with every cell passed through :func:`neutralize`."""
 
-    def __init__(self, out: TextIO, **options: Any) -> None:
+    def __init__(self, out: IO[str], **options: Any) -> None:
         self._writer = csv.writer(out, **options)
 
     def writerow(self, row: Iterable[Any]) -> Any:
@@ -41,6 +41,6 @@ class _SafeWriter:
             self.writerow(row)
 
 
-def csv_writer(out: TextIO, **options: Any) -> _SafeWriter:
+def csv_writer(out: IO[str], **options: Any) -> _SafeWriter:
     """A CSV writer on ``out`` (``csv.writer`` options) that neutralises formula cells."""
     return _SafeWriter(out, **options)

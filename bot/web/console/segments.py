@@ -5,7 +5,6 @@ and the export of a segment's members to CSV.
 
 from __future__ import annotations
 
-import csv
 import io
 from collections.abc import Iterator
 from datetime import timedelta
@@ -18,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from bot.app.services import Services
+from bot.core.csv_export import csv_writer
 from bot.core.i18n import t
 from bot.customers.segment_language import SegmentError
 from bot.customers.segments import compile_segment, count_segment, save_segment
@@ -209,16 +209,10 @@ async def delete(request: Request) -> Response:
     return back(request, "/console/segments", t("console.seg.deleted", locale, name=name))
 
 
-def csv_cell(value: object) -> str:
-    """A cell a spreadsheet shows as text, never runs as a formula."""
-    text = "" if value is None else str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-
-
 def _rows(runtime, expression: str, locale: str) -> Iterator[str]:
     """The CSV, a batch of members at a time (keyset order, constant memory)."""
     out = io.StringIO()
-    writer = csv.writer(out)
+    writer = csv_writer(out)
     writer.writerow([t(f"console.export.{k}", locale) for k in
                      ("id", "name", "phone", "city", "locale", "identities", "last_active")])  # fmt: skip
     yield "\ufeff" + out.getvalue()
@@ -246,7 +240,7 @@ def _rows(runtime, expression: str, locale: str) -> Iterator[str]:
             out.truncate()
             for c in batch:
                 writer.writerow(
-                    [csv_cell(v) for v in (
+                    ["" if v is None else v for v in (
                         c.id, c.display_name, c.phone, c.city, c.locale,
                         " ".join(ids.get(c.id, [])),
                         c.last_active_at.isoformat() if c.last_active_at else "",

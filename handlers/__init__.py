@@ -216,7 +216,7 @@ def _restricted_commands(router: Router, prefix: str, callbacks: dict, *, refuse
 
 
 def _register_relay(router: Router, config: Config) -> None:
-    """Issue 3 (handlers/relay.py): only when [telegram] relay_chat_id is set."""
+    """The staff relay mirror (handlers/relay.py): only when [telegram] relay_chat_id is set."""
     if relay_enabled(config):
         router.add(
             Handler("relay_mirror", mirror_to_relay, in_handoff, group=RELAY, during_handoff=True)
@@ -286,7 +286,7 @@ def _register_manage(router: Router) -> None:
 
 
 def _register_conversations(router: Router, config: Config) -> None:
-    """Flows, breakpoints and flagging for staff (issue 7; order in handlers/conversations.py)."""
+    """Flows, breakpoints and flagging for staff (their order: handlers/conversations.py)."""
     conv = ConversationHandlers(config, router.renderer)
     router.add(
         Handler(

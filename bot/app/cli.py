@@ -56,8 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     cli_data.add_search_parser(csub, common)
     _staff_parser(sub, common)
     cli_data.add_parsers(sub, common)
-    cli_customers.add_parsers(sub, common)  # issue 5: import, segment, rfm, tags
-    cli_campaigns.add_parsers(sub, common)  # issue 6: campaign, report campaign
+    cli_customers.add_parsers(sub, common)  # import, segment, rfm, tags
+    cli_campaigns.add_parsers(sub, common)  # campaign, report campaign|scenario|...
     cli_measures.add_parsers(sub, common)  # survey send (reports are under "report")
     cli_groups.add_parsers(sub, common)  # groups: sop, faq, mod log
     return parser

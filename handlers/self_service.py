@@ -19,6 +19,7 @@ from bot.core.context import Context
 from bot.core.events import EventKind
 from bot.marketing.coupons import format_code, valid_codes
 from bot.marketing.policy import customer_zone
+from bot.measures import surveys
 
 __all__ = [
     "greeting",
@@ -91,7 +92,30 @@ def my_coupons(ctx: Context) -> None:
 
 
 def rating(ctx: Context) -> None:
-    """Store the customer's 1–5 rating of a resolved conversation (once) and thank them."""
+    """Store the customer's 1–5 rating of a resolved conversation (once) and thank them.
+
+    The rating is also the ``csat`` survey's answer for that conversation (source
+    ``handoff:<ticket>``, the staff member who had it), so ``siyu report survey csat``
+    shows satisfaction per staff member and a low score goes back to staff."""
     assert ctx.customer is not None
-    outcome, score = record_rating(ctx.session, ctx.customer.id, ctx.event.button_data or "", ctx.now)
+    data = ctx.event.button_data or ""
+    outcome, score = record_rating(ctx.session, ctx.customer.id, data, ctx.now)
+    if outcome == "rated" and score is not None:
+        ticket_id = data.removeprefix(RATING_PREFIX).partition(":")[0]
+        try:
+            survey = surveys.survey_def(ctx.config, "csat")
+        except surveys.SurveyError:
+            survey = None  # no csat survey configured: the rating stays on the ticket
+        if survey is not None and survey.kind == "csat":
+            surveys.record_score(
+                ctx.session,
+                config=ctx.config,
+                survey=survey,
+                customer=ctx.customer,
+                conversation=ctx.conversation,
+                channel=ctx.event.channel,
+                score=score,
+                source=f"handoff:{ticket_id}",
+                now=ctx.now,
+            )
     ctx.reply("handoff_rated", outcome=outcome, score=score)

@@ -17,6 +17,7 @@ from bot.marketing.coupons import sync_definitions
 from storage import repos
 from storage.campaigns import CampaignTarget
 from storage.handoff import HandoffTicket
+from storage.measures import SurveyResponse
 from storage.models import Conversation, OutboxMessage
 from tests.support import SandboxHarness
 from tests.test_inbox_web import add_staff, flagged, login
@@ -167,6 +168,11 @@ async def test_resolve_asks_for_confirmation_then_closes_with_a_rating(config, s
     assert said[-2:] == ["感谢您的评分（4 星）！我们会继续努力。", "您已经评过分了（4 星），感谢！"]
     with h.db.sessions() as s:
         assert s.get(HandoffTicket, ticket_id).rating == 4
+        # the rating is the csat survey's answer: per staff member in siyu report survey csat
+        (answer,) = s.scalars(select(SurveyResponse)).all()
+        assert (answer.survey, answer.score, answer.source, answer.staff) == (
+            "csat", 4, f"handoff:{ticket_id}", "alice"
+        )
     manager, _ = login(h, "mia")
     html = manager.get("/inbox/manager").text
     alice_row = re.search(r'<li data-staff="alice">(.*?)</li>', html, re.S).group(1)

@@ -17,6 +17,7 @@ from bot.app.roles import Role
 from bot.app.services import Services
 from bot.core.clock import Clock, SystemClock
 from bot.core.events import ConversationRef, Event
+from bot.core.logcontext import EVENT_ID
 from bot.core.routing import DispatchResult, Router
 from bot.core.templating import Renderer
 from bot.outbox import queue as outbox
@@ -92,8 +93,12 @@ class Runtime(Services):
         return result
 
     def _dispatch(self, event: Event) -> DispatchResult:
-        with self.db.transaction() as session:
-            return self.router.dispatch(session, event)
+        token = EVENT_ID.set(event.id)  # carried by JSON log records
+        try:
+            with self.db.transaction() as session:
+                return self.router.dispatch(session, event)
+        finally:
+            EVENT_ID.reset(token)
 
     async def start(self) -> None:
         """Start the adapters and, if this process delivers, the delivery worker.
@@ -101,6 +106,9 @@ class Runtime(Services):
         The schema must be migrated."""
         for adapter in self.adapters.values():
             await adapter.start()
+        for channel in self.adapters:  # a channel's counters show 0 before its first event
+            for counter in (self.metrics.events_in, self.metrics.handler_errors):
+                counter.labels(channel)
         if self.role.delivers:
             self.worker.start()
         self.started = True

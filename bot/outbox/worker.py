@@ -33,6 +33,7 @@ from bot.adapters.base import (
 )
 from bot.app.config import DeliveryConfig
 from bot.core.clock import Clock
+from bot.core.logcontext import OUTBOX_ID
 from bot.core.metrics import Metrics
 from bot.core.redaction import redact
 from bot.outbox.queue import (
@@ -240,7 +241,8 @@ class DeliveryWorker:
 
     async def _deliver(self, message: OutboundMessage) -> None:
         adapter = self.adapters[message.channel]
-        ids = {"outbox_id": message.outbox_id}  # carried by JSON logs
+        OUTBOX_ID.set(message.outbox_id)  # this task's own context: the adapter's logs too
+        ids = {"outbox_id": message.outbox_id}
         try:
             receipt = await adapter.send(message)
         except RetryAfter as exc:

@@ -125,11 +125,14 @@ def readiness(runtime: Runtime) -> list[str]:
         ready = getattr(adapter, "ready", None)
         if isinstance(ready, asyncio.Event) and not ready.is_set():
             reasons.append(f"{channel} not connected")
-    problem = _ping(runtime)
-    if problem:
-        reasons.append(problem)
-    elif not runtime.db.at_head():
+    try:
+        migrated = runtime.db.at_head()
+    except Exception:
+        migrated = True  # unreachable: the write probe below says so
+    if not migrated:
         reasons.append("database not migrated")
+    elif problem := _ping(runtime):
+        reasons.append(problem)
     return reasons
 
 

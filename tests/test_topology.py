@@ -59,7 +59,9 @@ async def test_two_web_two_workers_one_scheduler_deliver_a_message(pg_url, tmp_p
     async with AttributingBotAPI() as api:
         roles = [("web", "web-1"), ("web", "web-2"), ("worker", "worker-1")]
         roles += [("worker", "worker-2"), ("scheduler", "scheduler")]
-        procs = {name: SiyuProcess(role, _env(pg_url, api, name), tmp_path, name) for role, name in roles}
+        procs = {
+            name: SiyuProcess(role, _env(pg_url, api, name), tmp_path, name) for role, name in roles
+        }
         try:
             for p in procs.values():
                 await asyncio.to_thread(p.wait_ready, 60.0)

@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from bot.app import cli_campaigns, cli_customers, cli_measures
+from bot.app import cli_campaigns, cli_customers, cli_measures, cli_purge
 from bot.app.config import CHANNELS, Config, ConfigError, find_config_path, load_config
 from bot.app.roles import Role
 
@@ -54,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_customers.add_parsers(sub, common)  # issue 5: import, segment, rfm, tags
     cli_campaigns.add_parsers(sub, common)  # issue 6: campaign, report campaign
     cli_measures.add_parsers(sub, common)  # survey send (reports are under "report")
+    cli_purge.add_parsers(sub, common)  # purge ([retention])
     return parser
 
 
@@ -98,6 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         **cli_customers.COMMANDS,
         **cli_campaigns.COMMANDS,
         **cli_measures.COMMANDS,
+        **cli_purge.COMMANDS,
         "staff": cmd_staff,
     }
     return handler[args.command](config, args)

@@ -770,6 +770,29 @@ class RetentionConfig:
     batch_size: int = field(default=1000, metadata=_meta(_purge_batch))
 
 
+def _share_below_one(value: float) -> str | None:
+    return None if 0 <= value < 1 else "must be at least 0 and below 1"
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """WeChat and WeCom API quotas shared by every process (bot/adapters/quotas.py).
+
+    ``redis_url`` empty: each process counts alone (a warning says so). Telegram's limits
+    use ``[telegram] redis_url``."""
+
+    redis_url: str = ""
+    #: Share of each window kept for replies and staff answers when marketing fills it.
+    reply_reserve: float = field(default=0.2, metadata=_meta(_share_below_one))
+    #: WeChat OA customer-service message calls per day (45009 beyond it).
+    wechat_custom_per_day: int = field(default=500_000, metadata=_meta(_positive))
+    #: WeChat OA template message calls per day.
+    wechat_template_per_day: int = field(default=100_000, metadata=_meta(_positive))
+    #: WeCom calls per API per minute and per hour (blocked for 60 s / 60 min beyond).
+    wecom_per_minute: int = field(default=10_000, metadata=_meta(_positive))
+    wecom_per_hour: int = field(default=150_000, metadata=_meta(_positive))
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole configuration; every section has defaults."""
@@ -801,6 +824,7 @@ class Config:
     process: ProcessConfig = field(default_factory=ProcessConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     source: str = field(default="<defaults>", metadata={"internal": True})
 
     def replace(self, **sections) -> Config:

@@ -35,6 +35,7 @@ def secrets_of(config: Config) -> list[str]:
         config.telegram.token,
         config.telegram.webhook_secret,
         _url_password(config.telegram.redis_url),
+        _url_password(config.limits.redis_url),
         config.wechat.app_secret,
         config.wechat.token,
         config.wechat.encoding_aes_key,

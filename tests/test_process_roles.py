@@ -177,3 +177,74 @@ def test_a_split_role_refuses_an_unmigrated_database(empty_pg_url, tmp_path):
     engine.dispose()
     assert tables == 0
     proc.stop()
+
+
+def _queue_telegram(pg_url: str, n: int) -> None:
+    from datetime import UTC, datetime
+
+    from storage.bulk import insert_outbox_rows
+    from storage.db import Database
+
+    now = datetime.now(UTC)
+    rows = [
+        (
+            f"tg:{i}",
+            "telegram",
+            str(1000 + i),
+            str(1000 + i),
+            None,
+            "campaign",
+            10,
+            '{"text": "新品上架"}',
+            now,
+            now,
+        )
+        for i in range(n)
+    ]
+    db = Database(pg_url)
+    with db.transaction() as session:
+        insert_outbox_rows(session, rows)
+    db.close()
+
+
+def _busiest(times: list[float], period: float) -> int:
+    """The most calls the fake saw within any ``period`` seconds."""
+    times = sorted(times)
+    best = start = 0
+    for end, t in enumerate(times):
+        while t - times[start] >= period:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+async def test_two_worker_processes_stay_within_telegrams_30_per_second_together(pg_url, tmp_path):
+    import redis
+
+    redis_url = "redis://127.0.0.1:6379/11"
+    redis.Redis.from_url(redis_url).flushdb()
+    async with AttributingBotAPI() as api:
+        env = {"SIYU_TELEGRAM_REDIS_URL": redis_url, "SIYU_DELIVERY_POLL_INTERVAL_SECONDS": "0.1"}
+        workers = [
+            SiyuProcess("worker", _telegram_env(pg_url, api, f"w{i}", **env), tmp_path, f"w{i}")
+            for i in range(2)
+        ]
+        try:
+            for w in workers:
+                await asyncio.to_thread(w.wait_ready)
+            await asyncio.to_thread(_queue_telegram, pg_url, 75)
+            await _until(lambda: len(api.sent()) >= 75, timeout=30, what="75 sends")
+            sent = api.sent()
+            assert {c.params["_who"] for c in sent} == {"w0", "w1"}  # both worked
+            assert len({c.params["chat_id"] for c in sent}) == 75  # each once
+            at = [c.at for c in sent]
+            # 30/s together: 30 at once, 30 a second later, 15 after two seconds, so the
+            # sends span 2 s at least. With a limit per process (30/s each) 75 messages
+            # would span about 1 s: 30 + 30 at once, the last 15 a second later.
+            assert max(at) - min(at) >= 1.8, max(at) - min(at)
+            # Slots are taken just before a request leaves, so arrivals at the fake bunch
+            # a little on a busy machine; separate limits would put all 75 within 1.3 s.
+            assert _busiest(at, 1.3) < 75
+        finally:
+            for w in workers:
+                w.stop()

@@ -248,3 +248,10 @@ async def test_two_worker_processes_stay_within_telegrams_30_per_second_together
         finally:
             for w in workers:
                 w.stop()
+
+
+def test_split_roles_need_postgresql(sqlite_url, tmp_path):
+    proc = SiyuProcess("web", {"SIYU_DATABASE_URL": sqlite_url}, tmp_path)
+    assert proc.proc.wait(60) == 2
+    assert "needs PostgreSQL" in proc.output()
+    proc.stop()

@@ -136,6 +136,16 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"siyu: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if role is not Role.ALL and not app.runtime.db.is_postgres:
+        # SQLite is one process by design (a starting worker requeues every claim it finds)
+        import os
+
+        from bot.core.i18n import t
+
+        lang = os.environ.get("LANG", "zh-CN")
+        print(f"siyu: {t('deploy.run.needs_postgres', lang, role=role)}", file=sys.stderr)
+        app.runtime.db.close()
+        return EXIT_USAGE
     if role is Role.ALL:
         app.runtime.db.migrate()
     elif not app.runtime.db.at_head():

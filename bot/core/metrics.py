@@ -11,6 +11,7 @@ and age, campaign progress) are computed when ``/metrics`` is scraped
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.registry import Collector
 
 __all__ = ["Metrics", "job_kind"]
 
@@ -23,6 +24,8 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        #: The collector of figures read from the database, once the web app installs it.
+        self.database_collector: Collector | None = None
         r = self.registry
         self.events_in = Counter(
             "siyu_events_in", "Inbound events routed, per channel", ["channel"], registry=r

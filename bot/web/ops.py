@@ -108,10 +108,10 @@ class DatabaseCollector(Collector):
 
 
 def _collector_installed(runtime: Runtime) -> None:
-    registry = runtime.metrics.registry
-    if not getattr(registry, "_siyu_db_collector", False):
-        registry.register(DatabaseCollector(runtime))
-        registry._siyu_db_collector = True  # type: ignore[attr-defined]
+    metrics = runtime.metrics
+    if metrics.database_collector is None:
+        metrics.database_collector = DatabaseCollector(runtime)
+        metrics.registry.register(metrics.database_collector)
 
 
 def readiness(runtime: Runtime) -> list[str]:

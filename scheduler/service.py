@@ -17,12 +17,20 @@ import logging
 import threading
 from datetime import UTC, datetime
 
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_EXECUTED,
+    EVENT_JOB_MISSED,
+    EVENT_JOB_SUBMITTED,
+    JobEvent,
+)
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import select
 
 from bot.app.services import Services
+from bot.core.metrics import job_kind
 from scheduler import jobs
 from scheduler.customer_jobs import NIGHTLY_CRON
 from scheduler.lock import SchedulerLock
@@ -148,9 +156,25 @@ class SchedulerService:
             replace_existing=True,
             next_run_time=first,
         )
+        scheduler.add_listener(
+            self._observe,
+            EVENT_JOB_SUBMITTED | EVENT_JOB_EXECUTED | EVENT_JOB_ERROR | EVENT_JOB_MISSED,
+        )
         scheduler.resume()
         self.scheduler = scheduler
         log.info("scheduler: this process runs the scheduler (%d scenario(s))", len(scenario_ids))
+
+    def _observe(self, event: JobEvent) -> None:
+        """Feed the metrics: lateness when a job is handed to the executor, then its outcome."""
+        metrics, kind = self.services.metrics, job_kind(event.job_id)
+        if event.code == EVENT_JOB_SUBMITTED:
+            planned = min(event.scheduled_run_times, default=None)
+            if planned is not None:
+                late = (datetime.now(UTC) - planned).total_seconds()
+                metrics.scheduler_lateness.labels(kind).observe(max(late, 0.0))
+            return
+        outcome = {EVENT_JOB_EXECUTED: "ok", EVENT_JOB_ERROR: "error"}.get(event.code, "missed")
+        metrics.scheduler_runs.labels(kind, outcome).inc()
 
     def _shutdown(self) -> None:
         if self.scheduler is not None:

@@ -69,6 +69,7 @@ class Database:
             workers = 8
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="siyu-db")
+        self._heads: frozenset[str] | None = None
 
     @property
     def is_postgres(self) -> bool:
@@ -90,6 +91,18 @@ class Database:
         from alembic import command
 
         command.upgrade(alembic_config(self.url, self.engine), "heads")
+
+    def at_head(self) -> bool:
+        """Whether the schema is at the newest Alembic revision(s) of this code."""
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
+        if self._heads is None:
+            script = ScriptDirectory.from_config(alembic_config(self.url, self.engine))
+            self._heads = frozenset(script.get_heads())
+        with self.engine.connect() as conn:
+            current = frozenset(MigrationContext.configure(conn).get_current_heads())
+        return current == self._heads
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

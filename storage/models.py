@@ -136,7 +136,10 @@ class Interaction(Base):
     """One inbound event of a customer, kept for the timeline and for audit."""
 
     __tablename__ = "interactions"
-    __table_args__ = (Index("ix_interactions_customer_time", "customer_id", "occurred_at"),)
+    __table_args__ = (
+        Index("ix_interactions_customer_time", "customer_id", "occurred_at"),
+        Index("ix_interactions_occurred_at", "occurred_at"),  # retention purge
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"))
@@ -250,7 +253,10 @@ class SandboxMessage(Base):
     """The sandbox channel's own transcript: what customers typed and what the bot sent."""
 
     __tablename__ = "sandbox_messages"
-    __table_args__ = (Index("ix_sandbox_messages_chat", "chat_id", "id"),)
+    __table_args__ = (
+        Index("ix_sandbox_messages_chat", "chat_id", "id"),
+        Index("ix_sandbox_messages_created_at", "created_at"),  # retention purge
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     chat_id: Mapped[str] = mapped_column(String(128))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from bot.core.events import Button
@@ -63,6 +64,9 @@ class OutboundMessage:
     text: str
     buttons: tuple[Button, ...] = ()
     extra: dict = field(default_factory=dict)
+    #: The row's purpose (reply, marketing, ...) and when it was queued: for the metrics.
+    purpose: str = "reply"
+    queued_at: datetime | None = None
 
 
 #: Outbox status of a message the platform accepted but a person must still confirm (a

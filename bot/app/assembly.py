@@ -18,11 +18,13 @@ from bot.adapters.sandbox import SandboxAdapter
 from bot.app.config import Config, ConfigError
 from bot.app.exposure import check_exposure, sandbox_enabled
 from bot.app.logs import secrets_of
+from bot.app.roles import Role
 from bot.app.runtime import Runtime
 from bot.core.clock import Clock
 from bot.core.redaction import register_secrets
 from bot.web.app import create_app
 from storage.db import Database
+from storage.leader import LeaderLock
 
 __all__ = ["SiyuApp", "build", "serve"]
 
@@ -43,25 +45,42 @@ class SiyuApp:
         return bool(self.server and self.server.should_exit)
 
 
-def build(config: Config, *, db: Database | None = None, clock: Clock | None = None) -> SiyuApp:
-    """Wire the runtime, its channel adapters and the HTTP app for ``config``."""
+def build(
+    config: Config,
+    *,
+    db: Database | None = None,
+    clock: Clock | None = None,
+    role: Role | str | None = None,
+) -> SiyuApp:
+    """Wire the runtime, its channel adapters and the HTTP app for ``config``.
+
+    ``role`` (else ``[process] role``) decides what this process runs (bot/app/roles.py):
+    a scheduler process has no channels; a worker's channels only send."""
     check_exposure(config)
     register_secrets(secrets_of(config))  # stored errors are redacted from the start
-    runtime = Runtime(config, db=db, clock=clock)
+    role = Role(role or config.process.role)
+    runtime = Runtime(config, db=db, clock=clock, role=role)
     sandbox = None
-    if sandbox_enabled(config):
+    if sandbox_enabled(config) and role is not Role.SCHEDULER:
         sandbox = SandboxAdapter(config.sandbox, runtime)
         runtime.add_adapter(sandbox)
     app = SiyuApp(runtime, sandbox)
     from bot.web.inbox import inbox_middleware, install_inbox
 
+    channel_routes = _channel_routes(runtime, config) if role is not Role.SCHEDULER else []
+    services: list = _scheduler_services(runtime, config) if role.schedules else []
+    if config.metrics.enabled and config.metrics.port:
+        from bot.web.ops import MetricsServer
+
+        services.append(MetricsServer(runtime))
     app.asgi = create_app(
         runtime,
         sandbox=sandbox,
-        extra_routes=_channel_routes(runtime, config) + _web_routes(app),
+        extra_routes=channel_routes + _web_routes(app) if role.serves_web else [],
         shutting_down=app.shutting_down,
-        middleware=inbox_middleware(runtime),
-        services=_scheduler_services(runtime, config),
+        middleware=inbox_middleware(runtime) if role.serves_web else (),
+        services=services,
+        public=role.serves_web,
     )
     install_inbox(app.asgi, runtime, shutting_down=app.shutting_down)
     app.asgi.state.runtime = runtime  # module-level endpoints (the console) read it here
@@ -69,8 +88,12 @@ def build(config: Config, *, db: Database | None = None, clock: Clock | None = N
 
 
 def _channel_routes(runtime: Runtime, config: Config) -> list[BaseRoute]:
-    """Add the platform channels that are configured; return their callback routes."""
+    """Add the platform channels that are configured; return their callback routes.
+
+    Only a process that serves the web takes events in: it polls Telegram (the one holding
+    the polling lock) or registers its webhook; a worker's adapters only send."""
     routes: list[BaseRoute] = []
+    inbound = runtime.role.serves_web
     if config.telegram.token:
         from bot.adapters.telegram.adapter import TelegramAdapter
         from bot.adapters.telegram.relay import relay_desk
@@ -79,10 +102,14 @@ def _channel_routes(runtime: Runtime, config: Config) -> list[BaseRoute]:
             raise ConfigError(
                 config.source, "telegram.webhook_secret", "required when mode is 'webhook'"
             )
+        polling = config.telegram.mode == "polling" and inbound
         telegram = TelegramAdapter(
             config.telegram,
             runtime,
             relay=relay_desk(config, runtime),  # staff relay group, if [telegram] relay_chat_id
+            inbound=inbound,
+            poll_lock=LeaderLock(runtime.db.url, "telegram-poll", b"siyu-tgp") if polling else None,
+            standby_seconds=config.process.standby_seconds,
         )
         runtime.add_adapter(telegram)
         if config.telegram.mode == "webhook":
@@ -133,7 +160,7 @@ def _scheduler_services(runtime: Runtime, config: Config) -> list:
         return []
     from scheduler.service import SchedulerService
 
-    return [SchedulerService(runtime)]
+    return [SchedulerService(runtime, standby_seconds=config.process.standby_seconds)]
 
 
 class _Server(uvicorn.Server):

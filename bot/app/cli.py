@@ -13,9 +13,11 @@ from bot.app import (
     cli_data,
     cli_groups,
     cli_measures,
+    cli_purge,
     cli_staff,
 )
 from bot.app.config import CHANNELS, Config, ConfigError, find_config_path, load_config
+from bot.app.roles import Role
 
 __all__ = ["main"]
 
@@ -38,7 +40,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", metavar="FILE", default=None, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("run", parents=[common], help="migrate, then serve all configured channels")
+    run = sub.add_parser("run", parents=[common], help="migrate, then serve all configured channels")
+    run.add_argument(
+        "--role",
+        choices=[r.value for r in Role],
+        default=None,
+        help="what this process runs (default: [process] role, else all; see docs/deploy.md)",
+    )
     sub.add_parser("migrate", parents=[common], help="apply database migrations")
     sub.add_parser("check-config", parents=[common], help="validate the configuration and exit")
     customer = sub.add_parser("customer", parents=[common], help="customer records")
@@ -60,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_campaigns.add_parsers(sub, common)  # campaign, report campaign|scenario|...
     cli_measures.add_parsers(sub, common)  # survey send (reports are under "report")
     cli_groups.add_parsers(sub, common)  # groups: sop, faq, mod log
+    cli_purge.add_parsers(sub, common)  # purge ([retention])
     return parser
 
 
@@ -170,6 +179,7 @@ def _dispatch(config: Config, args: argparse.Namespace) -> int:
         **cli_campaigns.COMMANDS,
         **cli_measures.COMMANDS,
         **cli_groups.COMMANDS,
+        **cli_purge.COMMANDS,
         "staff": cmd_staff,
         "export": cli_data.cmd_export,
     }
@@ -206,12 +216,35 @@ def cmd_migrate(config: Config, args: argparse.Namespace) -> int:
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
     from bot.app.assembly import build, serve
 
+    role = Role(args.role or config.process.role)
     try:
-        app = build(config)
+        app = build(config, role=role)
     except ConfigError as exc:
         print(f"siyu: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    app.runtime.db.migrate()
+    if role is not Role.ALL and not app.runtime.db.is_postgres:
+        # SQLite is one process by design (a starting worker requeues every claim it finds)
+        import os
+
+        from bot.core.i18n import t
+
+        lang = os.environ.get("LANG", "zh-CN")
+        print(f"siyu: {t('deploy.run.needs_postgres', lang, role=role)}", file=sys.stderr)
+        app.runtime.db.close()
+        return EXIT_USAGE
+    if role is Role.ALL:
+        app.runtime.db.migrate()
+    elif not app.runtime.db.at_head():
+        # several processes of a split deployment must not race to migrate: one
+        # `siyu migrate` runs first (docs/deploy.md)
+        import os
+
+        from bot.core.i18n import t
+
+        lang = os.environ.get("LANG", "zh-CN")
+        print(f"siyu: {t('deploy.run.not_migrated', lang, role=role)}", file=sys.stderr)
+        app.runtime.db.close()
+        return EXIT_USAGE
     serve(app)
     app.runtime.db.close()
     return 0

@@ -734,6 +734,87 @@ class LoggingConfig:
             )
         ),
     )
+    #: "text" (one line per record) or "json" (one JSON object per line, with event and
+    #: outbox ids when the record is about one).
+    format: str = field(
+        default="text",
+        metadata=_meta(lambda v: None if v in ("text", "json") else "must be 'text' or 'json'"),
+    )
+
+
+def _check_role(value: str) -> str | None:
+    roles = ("all", "web", "worker", "scheduler")
+    return None if value in roles else f"must be one of {', '.join(roles)}"
+
+
+def _check_metrics_port(value: int) -> str | None:
+    return None if value == 0 else _check_port(value)
+
+
+@dataclass(frozen=True)
+class ProcessConfig:
+    """What this process runs (bot/app/roles.py); ``siyu run --role`` overrides ``role``."""
+
+    role: str = field(default="all", metadata=_meta(_check_role))
+    #: How often a standby (scheduler, Telegram polling) tries to take over a dead leader.
+    standby_seconds: float = field(default=5.0, metadata=_meta(_positive))
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """Prometheus metrics at ``/metrics``.
+
+    ``port = 0``: on the web port, for callers with the API key (``Authorization: Bearer
+    <[api] key>``). A port: on ``127.0.0.1`` at that port, without a key, for a scraper on
+    the same host (the main port then has no ``/metrics``)."""
+
+    enabled: bool = True
+    port: int = field(default=0, metadata=_meta(_check_metrics_port))
+
+
+def _retention_days(value: int) -> str | None:
+    return None if 0 <= value <= 36500 else "must be 0 (keep forever) to 36500 days"
+
+
+def _purge_batch(value: int) -> str | None:
+    return None if 1 <= value <= 100_000 else "must be 1 to 100000"
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    """How long old rows are kept; ``siyu purge`` deletes older ones (0: keep forever)."""
+
+    #: Recorded interactions (messages, clicks, commands) of customers.
+    interactions_days: int = field(default=0, metadata=_meta(_retention_days))
+    #: Conversation transcripts: handed-off conversation messages and sandbox transcripts.
+    transcripts_days: int = field(default=0, metadata=_meta(_retention_days))
+    #: Outbox rows that reached a final state (sent, failed, unreachable, cancelled).
+    delivered_outbox_days: int = field(default=0, metadata=_meta(_retention_days))
+    #: Rows deleted per transaction.
+    batch_size: int = field(default=1000, metadata=_meta(_purge_batch))
+
+
+def _share_below_one(value: float) -> str | None:
+    return None if 0 <= value < 1 else "must be at least 0 and below 1"
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """WeChat and WeCom API quotas shared by every process (bot/adapters/quotas.py).
+
+    ``redis_url`` empty: each process counts alone (a warning says so). Telegram's limits
+    use ``[telegram] redis_url``."""
+
+    redis_url: str = ""
+    #: Share of each window kept for replies and staff answers when marketing fills it.
+    reply_reserve: float = field(default=0.2, metadata=_meta(_share_below_one))
+    #: WeChat OA customer-service message calls per day (45009 beyond it).
+    wechat_custom_per_day: int = field(default=500_000, metadata=_meta(_positive))
+    #: WeChat OA template message calls per day.
+    wechat_template_per_day: int = field(default=100_000, metadata=_meta(_positive))
+    #: WeCom calls per API per minute and per hour (blocked for 60 s / 60 min beyond).
+    wecom_per_minute: int = field(default=10_000, metadata=_meta(_positive))
+    wecom_per_hour: int = field(default=150_000, metadata=_meta(_positive))
 
 
 @dataclass(frozen=True)
@@ -765,6 +846,10 @@ class Config:
     referrals: ReferralsConfig = field(default_factory=ReferralsConfig)
     groups: GroupsConfig = field(default_factory=GroupsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    process: ProcessConfig = field(default_factory=ProcessConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     source: str = field(default="<defaults>", metadata={"internal": True})
 
     def replace(self, **sections) -> Config:

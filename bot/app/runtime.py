@@ -13,9 +13,11 @@ import zlib
 
 from bot.adapters.base import Adapter
 from bot.app.config import Config
+from bot.app.roles import Role
 from bot.app.services import Services
 from bot.core.clock import Clock, SystemClock
 from bot.core.events import ConversationRef, Event
+from bot.core.logcontext import EVENT_ID
 from bot.core.routing import DispatchResult, Router
 from bot.core.templating import Renderer
 from bot.outbox import queue as outbox
@@ -43,6 +45,7 @@ class Runtime(Services):
         db: Database | None = None,
         clock: Clock | None = None,
         renderer: Renderer | None = None,
+        role: Role = Role.ALL,
     ) -> None:
         super().__init__(
             db or Database(config.database.url, echo=config.database.echo),
@@ -54,7 +57,10 @@ class Runtime(Services):
             Router(config, self.renderer, self.clock, enqueue=outbox.enqueue), config
         )
         self.adapters: dict[str, Adapter] = {}
-        self.worker = DeliveryWorker(self.db, self.adapters, self.clock, config.delivery)
+        self.role = role
+        self.worker = DeliveryWorker(
+            self.db, self.adapters, self.clock, config.delivery, metrics=self.metrics
+        )
         self._locks = [asyncio.Lock() for _ in range(LOCK_STRIPES)]
         self.started = False
 
@@ -74,23 +80,41 @@ class Runtime(Services):
         """Route one event (exactly once per platform id) and wake delivery if needed."""
         async with self._lock(event.ref):
             result = await self.db.run(self._dispatch, event)
+        channel = event.ref.channel
         if result.duplicate:
+            self.metrics.duplicates.labels(channel).inc()
             log.info("event %s (%s) already processed; skipped", event.id, event.dedupe_key)
+        else:
+            self.metrics.events_in.labels(channel).inc()
+        if result.errors:
+            self.metrics.handler_errors.labels(channel).inc(len(result.errors))
         if result.queued:
             self.worker.wake()
         return result
 
     def _dispatch(self, event: Event) -> DispatchResult:
-        with self.db.transaction() as session:
-            return self.router.dispatch(session, event)
+        token = EVENT_ID.set(event.id)  # carried by JSON log records
+        try:
+            with self.db.transaction() as session:
+                return self.router.dispatch(session, event)
+        finally:
+            EVENT_ID.reset(token)
 
     async def start(self) -> None:
-        """Start the adapters and the delivery worker (the schema must be migrated)."""
+        """Start the adapters and, if this process delivers, the delivery worker.
+
+        The schema must be migrated."""
         for adapter in self.adapters.values():
             await adapter.start()
-        self.worker.start()
+        for channel in self.adapters:  # a channel's counters show 0 before its first event
+            for counter in (self.metrics.events_in, self.metrics.handler_errors):
+                counter.labels(channel)
+        if self.role.delivers:
+            self.worker.start()
         self.started = True
-        log.info("siyu started: channels %s", ", ".join(self.adapters) or "(none)")
+        log.info(
+            "siyu started (role %s): channels %s", self.role, ", ".join(self.adapters) or "(none)"
+        )
 
     async def stop(self) -> None:
         """Stop taking events, let in-flight deliveries finish or requeue them, close storage."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from bot.app.config import Config
 from bot.core.clock import Clock
+from bot.core.metrics import Metrics
 from bot.core.signals import Bus, LinkClicked
 from bot.core.templating import Renderer
 from bot.customers.tagging import TaggingRules, link_tagging
@@ -21,7 +22,7 @@ __all__ = ["Services"]
 
 
 class Services:
-    """The process's database, config, renderer, clock and signal bus."""
+    """The process's database, config, renderer, clock, signal bus and metrics."""
 
     def __init__(self, db: Database, config: Config, renderer: Renderer, clock: Clock) -> None:
         self.db = db
@@ -29,6 +30,7 @@ class Services:
         self.renderer = renderer
         self.clock = clock
         self.bus = Bus()
+        self.metrics = Metrics()
         self.tagging_rules = TaggingRules(config)
         self.bus.subscribe(LinkClicked, count_link_click)
         self.bus.subscribe(LinkClicked, link_tagging(self.tagging_rules))

@@ -169,6 +169,9 @@ def _route(
 
 ROUTES: tuple[RouteRule, ...] = (
     _route("/healthz", "GET", _PUBLIC, "liveness and database health", json=True),
+    _route("/livez", "GET", _PUBLIC, "the process is alive", json=True),
+    _route("/readyz", "GET", _PUBLIC, "ready: database migrated and writable, adapters started", json=True),
+    _route("/metrics", "GET", _API, "Prometheus metrics (or on [metrics] port, loopback)"),
     _route("/r/{token}", "GET", _PUBLIC, "tracked link redirect (the token is the secret)"),
     _route("/g/{token}", "GET", _PUBLIC, "a group post's tracked link (the token is the secret)"),
     _route("/telegram/webhook", "POST", _SIGNED, "Telegram updates (secret token header)"),

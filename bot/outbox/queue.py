@@ -89,6 +89,8 @@ def to_outbound(row: OutboxMessage) -> OutboundMessage:
         text=payload.get("text", ""),
         buttons=tuple(Button(b["label"], b["data"]) for b in payload.get("buttons", ())),
         extra=payload.get("extra", {}),
+        purpose=row.purpose,
+        queued_at=row.created_at,
     )
 
 

@@ -33,6 +33,8 @@ from bot.adapters.base import (
 )
 from bot.app.config import DeliveryConfig
 from bot.core.clock import Clock
+from bot.core.logcontext import OUTBOX_ID
+from bot.core.metrics import Metrics
 from bot.core.redaction import redact
 from bot.outbox.hold import hold_marketing_in_handoff
 from bot.outbox.queue import (
@@ -62,8 +64,11 @@ class DeliveryWorker:
         adapters: Mapping[str, Adapter],
         clock: Clock,
         config: DeliveryConfig | None = None,
+        *,
+        metrics: Metrics | None = None,
     ) -> None:
         self.db = db
+        self.metrics = metrics or Metrics()
         self.adapters = adapters
         self.clock = clock
         self.config = config or DeliveryConfig()
@@ -239,24 +244,46 @@ class DeliveryWorker:
 
     async def _deliver(self, message: OutboundMessage) -> None:
         adapter = self.adapters[message.channel]
+        OUTBOX_ID.set(message.outbox_id)  # this task's own context: the adapter's logs too
+        ids = {"outbox_id": message.outbox_id}
         try:
             receipt = await adapter.send(message)
         except RetryAfter as exc:
-            log.info("delivery %s: platform asks to wait %.1fs", message.outbox_id, exc.seconds)
+            log.info(
+                "delivery %s: platform asks to wait %.1fs", message.outbox_id, exc.seconds, extra=ids
+            )
+            self._count(message, "rate_limited")
+            self.metrics.rate_limited.labels(message.channel).inc()
+            self.metrics.retries.labels(message.channel).inc()
             await self.db.run(self._record_retry_after, message, exc.seconds)
         except RecipientUnreachable as exc:
-            log.warning("delivery %s: recipient unreachable: %s", message.outbox_id, exc)
+            log.warning(
+                "delivery %s: recipient unreachable: %s", message.outbox_id, exc, extra=ids
+            )
+            self._count(message, "unreachable")
             await self.db.run(self._record_unreachable, message, redact(exc))
         except PermanentError as exc:
-            log.warning("delivery %s failed permanently: %s", message.outbox_id, exc)
+            log.warning("delivery %s failed permanently: %s", message.outbox_id, exc, extra=ids)
+            self._count(message, "failed")
             await self.db.run(self._record_final, message, "failed", redact(exc))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.warning("delivery %s: transient failure: %r", message.outbox_id, exc)
+            log.warning("delivery %s: transient failure: %r", message.outbox_id, exc, extra=ids)
+            self._count(message, "retry")
+            self.metrics.retries.labels(message.channel).inc()
             await self.db.run(self._record_transient, message, redact(repr(exc)))
         else:
             await self.db.run(self._record_sent, message, receipt)
+            self._count(message, "sent")
+            if message.queued_at is not None:
+                waited = (self.clock.now() - message.queued_at).total_seconds()
+                self.metrics.delivery_latency.labels(message.channel, message.purpose).observe(
+                    max(waited, 0.0)
+                )
+
+    def _count(self, message: OutboundMessage, result: str) -> None:
+        self.metrics.sends.labels(message.channel, message.purpose, result).inc()
 
     def _mine(self, session: Session, message: OutboundMessage):
         return (

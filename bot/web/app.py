@@ -20,6 +20,7 @@ from starlette.routing import BaseRoute, Route
 
 from bot.adapters.sandbox import SandboxAdapter
 from bot.web.api import BodyLimitMiddleware
+from bot.web.ops import ops_routes
 from bot.web.profile_api import profile_routes
 from bot.web.sandbox_api import sandbox_routes
 
@@ -47,11 +48,13 @@ def create_app(
     shutting_down: Callable[[], bool] = lambda: False,
     middleware: Sequence[Middleware] = (),
     services: Sequence[Service] = (),
+    public: bool = True,
 ) -> Starlette:
     """The ASGI app; its lifespan starts and stops ``runtime``, then ``services`` after it.
 
     A service is any object with ``async start()`` and ``async stop()`` (e.g. the
     conversation jobs: follow-ups and the handoff SLA); ``middleware`` is Starlette middleware (sessions).
+    ``public=False`` (worker and scheduler processes) serves only the operators' endpoints.
     """
 
     async def health(request: Request) -> JSONResponse:
@@ -61,11 +64,12 @@ def create_app(
             body["reason"] = problem
         return JSONResponse(body, status_code=503 if problem else 200)
 
-    routes: list[BaseRoute] = [Route("/healthz", health)]
-    if sandbox is not None:
+    routes: list[BaseRoute] = [Route("/healthz", health), *ops_routes(runtime)]
+    if public and sandbox is not None:
         routes += sandbox_routes(runtime, sandbox, shutting_down)
-    routes += extra_routes or []
-    routes += profile_routes(runtime)
+    if public:
+        routes += extra_routes or []
+        routes += profile_routes(runtime)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

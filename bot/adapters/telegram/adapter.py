@@ -14,6 +14,11 @@ and maps Telegram's errors to the outbox's: 429 → RetryAfter, 403 in a private
 RecipientUnreachable, other 4xx → PermanentError, network trouble → TransientError. Parts
 of a long text already sent are recorded in the outbox row, so a retry never repeats them.
 
+Several processes: only processes that take events in (``inbound``) poll or register the
+webhook; a delivery-only process just connects to send. In polling mode with a
+``poll_lock`` (a :class:`storage.leader.LeaderLock`), the processes stand by and exactly
+one of them, the lock's holder, polls; when it dies another takes over.
+
 Staff relay group (optional, telegram_relay.py): updates from it go to the
 :class:`~bot.adapters.telegram.relay.RelayDesk`, not the router; outbox rows carrying
 ``extra["relay"]`` are sent into the conversation's forum topic.
@@ -66,6 +71,7 @@ from bot.app.config import TelegramConfig
 from bot.core.events import ChatType, Event, EventKind
 from bot.core.routing import DispatchResult
 from storage import telegram as tg_store
+from storage.leader import LeaderLock
 
 __all__ = ["ALLOWED_UPDATES", "WEBHOOK_PATH", "TelegramAdapter"]
 
@@ -103,8 +109,14 @@ class TelegramAdapter:
         limiter: RateLimiter | None = None,
         relay: RelayDesk | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        inbound: bool = True,
+        poll_lock: LeaderLock | None = None,
+        standby_seconds: float = 5.0,
     ) -> None:
         self.config = config
+        self.inbound = inbound
+        self.poll_lock = poll_lock
+        self.standby_seconds = standby_seconds
         self.runtime = runtime
         self.db = runtime.db
         self.clock = runtime.clock
@@ -159,14 +171,19 @@ class TelegramAdapter:
                 log.warning("telegram: cannot connect (%s); retrying in %.0fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 60.0)
-        if self.config.mode == "polling" and not self._stopping.is_set():
+        if self.config.mode != "polling" or not self.inbound or self._stopping.is_set():
+            return
+        if self.poll_lock is None:
             await self._poll()
+        else:
+            await self._poll_as_leader(self.poll_lock)
 
     async def _connect(self) -> None:
         await self.bot.initialize()
-        if self.config.mode == "polling":
+        # a delivery-only process (not inbound) neither polls nor touches the webhook
+        if self.inbound and self.config.mode == "polling":
             await self.bot.delete_webhook()
-        elif self.config.webhook_url:
+        elif self.inbound and self.config.webhook_url:
             await self.bot.set_webhook(
                 self.config.webhook_url,
                 secret_token=self.config.webhook_secret,
@@ -202,6 +219,30 @@ class TelegramAdapter:
                 offset = confirmed + 1
             if confirmed is None or confirmed < _max_update_id(batch):
                 await asyncio.sleep(1.0)  # processing failed: the rest comes again
+
+    async def _poll_as_leader(self, lock: LeaderLock) -> None:
+        """Poll while holding ``lock``; stand by (retrying every ``standby_seconds``) else."""
+        while not self._stopping.is_set():
+            try:
+                held = await asyncio.to_thread(lock.acquire)
+            except Exception as exc:
+                log.warning("telegram: polling lock unavailable (%s); retrying", exc)
+                held = False
+            if not held:
+                await asyncio.sleep(self.standby_seconds)
+                continue
+            log.info("telegram: this process polls (it holds the polling lock)")
+            poller = asyncio.create_task(self._poll(), name="siyu-telegram-poll")
+            try:
+                while not poller.done():
+                    await asyncio.wait({poller}, timeout=self.standby_seconds)
+                    if not poller.done() and not await asyncio.to_thread(lock.alive):
+                        log.warning("telegram: lost the polling lock; standing by")
+                        break
+            finally:
+                poller.cancel()
+                await asyncio.gather(poller, return_exceptions=True)
+                await asyncio.to_thread(lock.release)
 
     async def _get_updates(self, offset: int | None) -> object:
         """Raw getUpdates, so that one malformed update cannot poison a whole batch."""

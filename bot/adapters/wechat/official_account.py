@@ -37,6 +37,7 @@ from bot.adapters.base import (
     SendReceipt,
     TransientError,
 )
+from bot.adapters.quotas import QuotaWindow, SharedQuota
 from bot.adapters.wechat.api import OfficialAccountApi, TokenStore, errcode_of
 from bot.adapters.wechat.callback import (
     CallbackCrypto,
@@ -114,6 +115,20 @@ class WechatAdapter:
         self.background = Background()
         self.journal = CallbackJournal(self.db, self.clock, CHANNEL, config.replay_window_seconds)
         self._sweeper: asyncio.Task | None = None
+        limits = runtime.config.limits
+        day = (86400.0, 8 * 3600.0)  # WeChat's day starts at midnight Beijing time
+        self.custom_quota = SharedQuota(
+            "wechat-custom",
+            [QuotaWindow("day", limits.wechat_custom_per_day, *day)],
+            redis_url=limits.redis_url,
+            reply_reserve=limits.reply_reserve,
+        )
+        self.template_quota = SharedQuota(
+            "wechat-template",
+            [QuotaWindow("day", limits.wechat_template_per_day, *day)],
+            redis_url=limits.redis_url,
+            reply_reserve=limits.reply_reserve,
+        )
 
     def routes(self) -> list[Route]:
         return [Route("/wechat/callback", self.callback, methods=["GET", "POST"])]
@@ -129,6 +144,8 @@ class WechatAdapter:
             await asyncio.gather(self._sweeper, return_exceptions=True)
             self._sweeper = None
         await self.background.drain(timeout=5.0)
+        for quota in (self.custom_quota, self.template_quota):
+            await quota.aclose()
 
     async def _route_recorded(self, fields: dict) -> None:
         """Route a recorded callback again (the sweeper: its first routing failed)."""
@@ -400,6 +417,9 @@ class WechatAdapter:
             return await self._send_template(message, template_id, "template")
         closed = await self.db.run(self._take_slot, message.user_id)
         if closed is None:
+            if wait := await self.custom_quota.take(message.purpose):
+                await self.db.run(self._refund, message.user_id)
+                raise RetryAfter(wait, "customer-service API quota of the day is used")
             try:
                 result = await asyncio.to_thread(self._custom_send, message)
             except WeChatClientException as exc:
@@ -433,6 +453,8 @@ class WechatAdapter:
     async def _send_template(
         self, message: OutboundMessage, template_id: str, route: str
     ) -> SendReceipt:
+        if wait := await self.template_quota.take(message.purpose):
+            raise RetryAfter(wait, "template message API quota of the day is used")
         data = message.extra.get("template_data") or {
             self.config.fallback_template_field: {"value": message.text}
         }

@@ -35,6 +35,7 @@ from bot.adapters.base import (
     SendReceipt,
     TransientError,
 )
+from bot.adapters.quotas import QuotaWindow, SharedQuota
 from bot.adapters.wechat.api import TokenStore, WecomApi, errcode_of
 from bot.adapters.wechat.callback import CallbackCrypto, CallbackRejected, parse_xml, read_body
 from bot.adapters.wechat.common import Background, handle_within, record_delivery
@@ -89,6 +90,16 @@ class WecomAdapter:
         self._tag_sync: asyncio.Task | None = None
         self.journal = CallbackJournal(self.db, self.clock, CHANNEL, config.replay_window_seconds)
         self._sweeper: asyncio.Task | None = None
+        limits = runtime.config.limits
+        self.quota = SharedQuota(
+            "wecom",
+            [
+                QuotaWindow("minute", limits.wecom_per_minute, 60.0),
+                QuotaWindow("hour", limits.wecom_per_hour, 3600.0),
+            ],
+            redis_url=limits.redis_url,
+            reply_reserve=limits.reply_reserve,
+        )
 
     @property
     def corp_tags(self) -> dict[str, str]:
@@ -120,6 +131,7 @@ class WecomAdapter:
                     await task
         await self.mass.stop()
         await self.background.drain(timeout=5.0)
+        await self.quota.aclose()
 
     async def sync_corp_tags(self, ext: str | None = None) -> int:
         """Mirror mapped Siyu tags to WeCom corp tags now (see :class:`CorpTagSync`)."""
@@ -206,6 +218,8 @@ class WecomAdapter:
     async def send(self, message: OutboundMessage) -> SendReceipt:
         if not message.text.strip():
             raise PermanentError("empty message")
+        if wait := await self.quota.take(message.purpose):
+            raise RetryAfter(wait, "WeCom API call quota is used for now")
         try:
             if message.chat_id.startswith(APP_PREFIX):
                 result = await asyncio.to_thread(

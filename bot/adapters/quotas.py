@@ -1,0 +1,157 @@
+"""Platform API quotas shared by every Siyu process: fixed-window call counters in Redis.
+
+WeChat counts calls per day (customer-service messages 500,000, template messages 100,000
+by default; the day starts at midnight Beijing time) and WeCom per minute and per hour
+(10,000 and 150,000 per API). A :class:`SharedQuota` takes one call from every window of a
+quota before the call is made, in one Lua script, so processes never take more than the
+windows allow together; when a window is full it waits for the next one.
+
+Transactional replies go ahead of marketing when a window is tight: marketing (campaigns,
+scenarios, follow-ups) may use only ``1 - reply_reserve`` of each window; replies and staff
+answers may use all of it.
+
+Without Redis (no ``[limits] redis_url``), or while Redis is unreachable, the counters are
+kept in the process with a warning: several processes then share the quota only by
+sizing (their counts add up).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+__all__ = ["QuotaWindow", "SharedQuota", "is_marketing"]
+
+log = logging.getLogger(__name__)
+
+#: Outbox purposes that yield to replies when a window is tight.
+MARKETING_PURPOSES = frozenset({"campaign", "marketing", "scenario", "followup", "survey"})
+
+# KEYS = one counter key per window; ARGV = now, then (limit, seconds, bucket end) per key.
+# Returns "0" when a call was taken from every window, else the seconds until the earliest
+# full window ends (a string: Lua numbers would be truncated to integers).
+_TAKE = """
+local now = tonumber(ARGV[1])
+local wait = 0
+for i, key in ipairs(KEYS) do
+  local limit = tonumber(ARGV[2 + (i - 1) * 3])
+  local ends = tonumber(ARGV[4 + (i - 1) * 3])
+  local used = tonumber(redis.call('GET', key) or '0')
+  if used >= limit and ends - now > wait then wait = ends - now end
+end
+if wait > 0 then return tostring(wait) end
+for i, key in ipairs(KEYS) do
+  local seconds = tonumber(ARGV[3 + (i - 1) * 3])
+  redis.call('INCR', key)
+  redis.call('EXPIRE', key, math.ceil(seconds) + 60)
+end
+return '0'
+"""
+
+
+@dataclass(frozen=True)
+class QuotaWindow:
+    """At most ``limit`` calls per fixed window of ``seconds`` (shifted by ``offset``)."""
+
+    name: str
+    limit: int
+    seconds: float
+    offset: float = 0.0  # e.g. 8 h: a day that starts at midnight Beijing time
+
+    def bucket(self, now: float) -> tuple[int, float]:
+        """The window ``now`` falls in, and when that window ends (epoch seconds)."""
+        index = math.floor((now + self.offset) / self.seconds)
+        return index, (index + 1) * self.seconds - self.offset
+
+
+def is_marketing(purpose: str) -> bool:
+    return purpose in MARKETING_PURPOSES
+
+
+class SharedQuota:
+    """One platform quota (one or more windows), shared through Redis when configured."""
+
+    def __init__(
+        self,
+        name: str,
+        windows: Sequence[QuotaWindow],
+        *,
+        redis_url: str = "",
+        client: aioredis.Redis | None = None,
+        reply_reserve: float = 0.2,
+        now: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    ) -> None:
+        self.name = name
+        self.windows = tuple(windows)
+        self.reply_reserve = reply_reserve
+        self.redis = client or (aioredis.Redis.from_url(redis_url) if redis_url else None)
+        self._take = self.redis.register_script(_TAKE) if self.redis is not None else None
+        self._now, self._sleep = now, sleep
+        self._local: dict[str, int] = {}
+        self._warned_at = float("-inf")
+        if self.redis is None:
+            log.warning(
+                "%s: no [limits] redis_url: API quota counted per process (processes add up)",
+                name,
+            )
+
+    def _limit(self, window: QuotaWindow, purpose: str) -> int:
+        if is_marketing(purpose):
+            return max(int(window.limit * (1 - self.reply_reserve)), 1)
+        return window.limit
+
+    async def acquire(self, purpose: str = "reply") -> None:
+        """Wait until every window has room for one more call of ``purpose``; take it."""
+        while True:
+            wait = await self.take(purpose)
+            if wait <= 0:
+                return
+            await self._sleep(wait)
+
+    async def take(self, purpose: str = "reply") -> float:
+        """Take one call of ``purpose`` now (0.0), or say how long until a window has room.
+
+        Adapters turn a wait into ``RetryAfter``, so the outbox row waits in the queue and
+        not in a worker's lane."""
+        now = self._now()
+        keys, args = [], [repr(now)]
+        for window in self.windows:
+            index, ends = window.bucket(now)
+            keys.append(f"siyu:quota:{self.name}:{window.name}:{index}")
+            args += [str(self._limit(window, purpose)), repr(window.seconds), repr(ends)]
+        if self._take is not None:
+            try:
+                return float(await self._take(keys=keys, args=args))
+            except RedisError as exc:
+                moment = time.monotonic()
+                if moment - self._warned_at > 60:
+                    self._warned_at = moment
+                    log.warning("%s: Redis unavailable (%s); counting per process", self.name, exc)
+        return self._take_local(keys, args, now)
+
+    def _take_local(self, keys: list[str], args: list[str], now: float) -> float:
+        wait = 0.0
+        for i, key in enumerate(keys):
+            limit, ends = int(args[1 + i * 3]), float(args[3 + i * 3])
+            if self._local.get(key, 0) >= limit:
+                wait = max(wait, ends - now)
+        if wait > 0:
+            return wait
+        for key in keys:
+            self._local[key] = self._local.get(key, 0) + 1
+        if len(self._local) > 64:  # forget windows long past
+            for key in list(self._local)[: len(self._local) - 16]:
+                del self._local[key]
+        return 0.0
+
+    async def aclose(self) -> None:
+        if self.redis is not None:
+            await self.redis.aclose()

@@ -1,0 +1,28 @@
+"""retention: time indexes so siyu purge finds old interactions and transcripts by batch
+
+``siyu purge`` deletes rows older than the ``[retention]`` periods a batch at a time; each
+batch looks the oldest rows up by time, which without these indexes would scan the whole
+table once per batch.
+
+Revision ID: 0790
+Revises: 0700
+"""
+
+from collections.abc import Sequence
+
+from alembic import op
+
+revision: str = "0790"
+down_revision: str | Sequence[str] | None = "0700"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_index("ix_interactions_occurred_at", "interactions", ["occurred_at"])
+    op.create_index("ix_sandbox_messages_created_at", "sandbox_messages", ["created_at"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_sandbox_messages_created_at", table_name="sandbox_messages")
+    op.drop_index("ix_interactions_occurred_at", table_name="interactions")

@@ -5,7 +5,7 @@ batch looks the oldest rows up by time, which without these indexes would scan t
 table once per batch.
 
 Revision ID: 0790
-Revises: 0700
+Revises: 0780
 """
 
 from collections.abc import Sequence
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0790"
-down_revision: str | Sequence[str] | None = "0700"
+down_revision: str | Sequence[str] | None = "0780"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

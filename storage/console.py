@@ -10,8 +10,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.campaigns import CampaignTarget
 from storage.coupons import CouponCode
-from storage.models import Base, BigId, Interaction, Membership, OutboxMessage
-from storage.orders import Order
+from storage.models import Base, BigId, Membership, OutboxMessage
 
 __all__ = ["DailyCount", "SegmentCount"]
 
@@ -43,14 +42,12 @@ class DailyCount(Base):
 
 #: date-range indexes the dashboard's live day and rollups use, and the customer timeline's
 CONSOLE_INDEXES = (
-    Index("ix_interactions_occurred_at", Interaction.occurred_at),
     Index("ix_outbox_created_at", OutboxMessage.created_at),
     Index("ix_outbox_sent_at", OutboxMessage.sent_at),
     Index("ix_memberships_joined_at", Membership.joined_at),
     Index("ix_memberships_left_at", Membership.left_at),
     Index("ix_coupon_codes_redeemed_at", CouponCode.redeemed_at),
     Index("ix_campaign_targets_customer", CampaignTarget.customer_id),
-    Index("ix_orders_ordered_at", Order.ordered_at),  # who bought since a campaign started
     # LIKE 'campaign:7:%' as a range scan on PostgreSQL (its default collation cannot)
     Index(
         "ix_outbox_key_prefix",

@@ -170,7 +170,13 @@ def _route(
 ROUTES: tuple[RouteRule, ...] = (
     _route("/healthz", "GET", _PUBLIC, "liveness and database health", json=True),
     _route("/livez", "GET", _PUBLIC, "the process is alive", json=True),
-    _route("/readyz", "GET", _PUBLIC, "ready: database migrated and writable, adapters started", json=True),
+    _route(
+        "/readyz",
+        "GET",
+        _PUBLIC,
+        "ready: database migrated and writable, adapters started",
+        json=True,
+    ),
     _route("/metrics", "GET", _API, "Prometheus metrics (or on [metrics] port, loopback)"),
     _route("/r/{token}", "GET", _PUBLIC, "tracked link redirect (the token is the secret)"),
     _route("/g/{token}", "GET", _PUBLIC, "a group post's tracked link (the token is the secret)"),
@@ -206,6 +212,54 @@ ROUTES: tuple[RouteRule, ...] = (
     _route("/inbox/api/tickets/{ticket_id}/claim", "POST", _INBOX, "claim as JSON", json=True),
     _route("/inbox/redeem", "POST", _INBOX, "redeem a code at the counter"),
     _route("/inbox/locale", "POST", _INBOX, "the staff member's language (zh-CN or en)"),
+    _route("/console", "GET", _INBOX_MANAGER, "the manager console's dashboard"),
+    _route("/console/locale", "POST", _INBOX_MANAGER, "the console's language"),
+    _route("/console/static", "GET", _PUBLIC, "the console's scripts and styles (ECharts)"),
+    _route("/console/campaigns", "GET", _INBOX_MANAGER, "campaigns and scenarios"),
+    _route("/console/campaigns/new", "GET POST", _INBOX_MANAGER, "create a campaign"),
+    _route("/console/campaigns/{campaign_id}", "GET", _INBOX_MANAGER, "a campaign's funnel"),
+    _route(
+        "/console/campaigns/{campaign_id}/data",
+        "GET",
+        _INBOX_MANAGER,
+        "a campaign's live figures",
+        json=True,
+    ),
+    _route("/console/campaigns/{campaign_id}/edit", "GET POST", _INBOX_MANAGER, "edit a draft"),
+    _route(
+        "/console/campaigns/{campaign_id}/{action}",
+        "POST",
+        _INBOX_MANAGER,
+        "preview, pilot, launch, pause",
+    ),
+    _route("/console/scenarios/{name}", "GET", _INBOX_MANAGER, "a scenario's funnel per day"),
+    _route(
+        "/console/api/segment-count", "POST", _INBOX_MANAGER, "a segment's live count", json=True
+    ),
+    _route("/console/api/campaign-preview", "POST", _INBOX_MANAGER, "a live preview", json=True),
+    _route("/console/segments", "GET POST", _INBOX_MANAGER, "saved segments"),
+    _route("/console/segments/delete", "POST", _INBOX_MANAGER, "delete a saved segment"),
+    _route(
+        "/console/segments/{name}/export.csv", "GET", _INBOX_MANAGER, "a segment's members (CSV)"
+    ),
+    _route("/console/customers", "GET", _INBOX_MANAGER, "customer search"),
+    _route("/console/customers/{customer_id}", "GET", _INBOX_MANAGER, "a customer's 360° view"),
+    _route(
+        "/console/customers/{customer_id}/{action}", "POST", _INBOX_MANAGER, "tag, untag, merge"
+    ),
+    _route("/console/tags", "GET", _INBOX_MANAGER, "tags and rules"),
+    _route("/console/tags/rules", "POST", _INBOX_MANAGER, "add a tagging rule"),
+    _route("/console/tags/rules/{rule_id}/delete", "POST", _INBOX_MANAGER, "delete a rule"),
+    _route("/console/coupons", "GET", _INBOX_MANAGER, "coupons and redemptions"),
+    _route("/console/coupons/redeem", "POST", _INBOX_MANAGER, "redeem a code"),
+    _route("/console/flows", "GET", _INBOX_MANAGER, "customers at each flow step"),
+    _route("/console/staff", "GET POST", _INBOX_MANAGER, "staff accounts"),
+    _route(
+        "/console/staff/{username}/{action}",
+        "POST",
+        _INBOX_MANAGER,
+        "reset password, deactivate, change role",
+    ),
     _route("/inbox/manager", "GET", _INBOX_MANAGER, "all conversations, audit log"),
     _route("/inbox/manager/flag", "POST", _INBOX_MANAGER, "flag a conversation for staff"),
 )

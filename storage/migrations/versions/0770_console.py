@@ -60,7 +60,6 @@ INDEXES = (
     ("ix_memberships_left_at", "memberships", ["left_at"]),
     ("ix_coupon_codes_redeemed_at", "coupon_codes", ["redeemed_at"]),
     ("ix_campaign_targets_customer", "campaign_targets", ["customer_id"]),
-    ("ix_orders_ordered_at", "orders", ["ordered_at"]),
 )
 
 

@@ -1,4 +1,4 @@
-"""retention: time indexes so siyu purge finds old interactions and transcripts by batch
+"""retention: a time index so siyu purge finds old transcripts by batch
 
 ``siyu purge`` deletes rows older than the ``[retention]`` periods a batch at a time; each
 batch looks the oldest rows up by time, which without these indexes would scan the whole
@@ -19,10 +19,9 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    op.create_index("ix_interactions_occurred_at", "interactions", ["occurred_at"])
+    # interactions.occurred_at is indexed by 0770 (the console reads it by time too)
     op.create_index("ix_sandbox_messages_created_at", "sandbox_messages", ["created_at"])
 
 
 def downgrade() -> None:
     op.drop_index("ix_sandbox_messages_created_at", table_name="sandbox_messages")
-    op.drop_index("ix_interactions_occurred_at", table_name="interactions")

@@ -182,7 +182,9 @@ def test_create_campaign_from_the_form_and_refuse_a_bad_one_without_storing_it(s
         data={"csrf": manager.csrf},
         follow_redirects=True,
     )
-    assert "launch_pending" in refused.text and 'class="flash error"' in refused.text
+    assert 'class="flash error"' in refused.text
+    with db.sessions() as s:
+        assert s.get(Campaign, campaign.id).status == "launch_pending"
 
 
 def test_live_preview_renders_real_customers_in_both_locales(served):

@@ -103,7 +103,8 @@ class RouteAuthorization:
             if rule.json:
                 return _json(403, "authz.http.managers", request)
             return HTMLResponse(
-                f"<!doctype html><h1>403</h1><p>{t('authz.http.managers', _locale(request))}</p>"
+                f'<!doctype html><h1 id="forbidden">403</h1>'
+                f"<p>{t('authz.http.managers', _locale(request))}</p>"
                 f'<p><a href="/inbox">/inbox</a></p>',
                 status_code=403,
             )

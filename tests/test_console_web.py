@@ -176,7 +176,11 @@ def test_create_campaign_from_the_form_and_refuse_a_bad_one_without_storing_it(s
     manager.post(f"/console/campaigns/{campaign.id}/launch", data={"csrf": manager.csrf})
     with db.sessions() as s:
         assert s.get(Campaign, campaign.id).status == "launch_pending"
-    # Pausing a campaign that is not running is refused with the reason; nothing changes.
+    # A campaign waiting to launch can be held (as /campaign pause does); pausing it again is
+    # refused with the reason and changes nothing.
+    manager.post(f"/console/campaigns/{campaign.id}/pause", data={"csrf": manager.csrf})
+    with db.sessions() as s:
+        assert s.get(Campaign, campaign.id).status == "paused"
     refused = manager.post(
         f"/console/campaigns/{campaign.id}/pause",
         data={"csrf": manager.csrf},
@@ -184,7 +188,7 @@ def test_create_campaign_from_the_form_and_refuse_a_bad_one_without_storing_it(s
     )
     assert 'class="flash error"' in refused.text
     with db.sessions() as s:
-        assert s.get(Campaign, campaign.id).status == "launch_pending"
+        assert s.get(Campaign, campaign.id).status == "paused"
 
 
 def test_live_preview_renders_real_customers_in_both_locales(served):

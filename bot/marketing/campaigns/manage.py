@@ -294,9 +294,11 @@ def preview(
     A template error raises :class:`TemplateRenderError` here, before anything is sent.
     """
     compiled = compile_segment(campaign.segment, config=config, now=now, session=session)
-    audience = session.scalar(compiled.select_count()) or 0
-    eligible = compiled.select_count().where(eligible_condition(config, now))
-    reachable = session.scalar(eligible) or 0
+    audience, reachable = session.execute(  # both counts in one pass over the segment
+        compiled.select_count().with_only_columns(
+            func.count(), func.count().filter(eligible_condition(config, now))
+        )
+    ).one()
     push = build_push(campaign, session, config, renderer)
     result = Preview(
         audience=audience,

@@ -38,7 +38,8 @@ def bars(categories: list[str], series: dict[str, list], *, stack: bool = False)
         "xAxis": {"type": "category", "data": categories, "axisLabel": {"interval": 0}},
         "yAxis": {"type": "value", "minInterval": 1},
         "series": [
-            {"name": name, "type": "bar", "data": data} | ({"stack": "all"} if stack else {})
+            {"name": name, "type": "bar", "data": data, "barMaxWidth": 40}
+            | ({"stack": "all"} if stack else {})
             for name, data in series.items()
         ],
     }
@@ -52,7 +53,9 @@ def hbars(pairs: list[list], name: str) -> dict:
         "grid": {**_GRID, "top": 8},
         "xAxis": {"type": "value", "minInterval": 1},
         "yAxis": {"type": "category", "data": [str(p[0]) for p in ordered]},
-        "series": [{"name": name, "type": "bar", "data": [p[-1] for p in ordered]}],
+        "series": [
+            {"name": name, "type": "bar", "data": [p[-1] for p in ordered], "barMaxWidth": 28}
+        ],
     }
 
 

@@ -143,7 +143,7 @@ async def test_inbox_redeem_form_refuses_a_hostile_amount(config, sqlite_db, clo
         r = alice.post("/inbox/redeem", data={"csrf": token, "code": "ABCD", "amount": raw})
         assert r.status_code == 303
         page = alice.get("/inbox").text
-        assert "the amount must be a number such as 35.00" in page
+        assert "金额须为数字，例如 35.00" in page  # in alice's language (zh-CN)
         assert f"&#39;{raw}&#39;" in page or f"'{raw}'" in page
 
 

@@ -209,7 +209,8 @@ async def test_takeover_reply_note_coupon_transfer_and_release_resume_the_flow(h
     await h.deliver()
     said = await h.bot_messages("u1")
     assert said[-3:-1] == ["您好，我来处理", "您好，小王！我是客服alice，很高兴为您服务。"]
-    assert said[-1].startswith("客服为您发放了一张「补偿券20元」：STAFF-")
+    # a sandbox persona's code is a visibly demo one (DEMO-STAFF-…)
+    assert said[-1].startswith(("客服为您发放了一张「补偿券20元」：STAFF-", "客服为您发放了一张「补偿券20元」：DEMO-STAFF-"))
     html = alice.get(page).text
     assert "老客户，态度好" in html and "补偿券20元" in html and "好的谢谢" in html
 

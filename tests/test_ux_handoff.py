@@ -57,7 +57,7 @@ async def test_staff_coupon_reaches_the_customer_at_once_and_keeps_the_flows_off
     await h.deliver()  # while staff still own the conversation
     told = (await h.bot_messages("u1"))[-1]
     assert re.fullmatch(
-        r"客服为您发放了一张「补偿券20元」：STAFF(-[0-9A-Z]{4}){3}，有效期至 \d{4}-\d{2}-\d{2} \d{2}:\d{2}。",
+        r"客服为您发放了一张「补偿券20元」：(DEMO-)?STAFF(-[0-9A-Z]{4}){3}，有效期至 \d{4}-\d{2}-\d{2} \d{2}:\d{2}。",
         told,
     ), told
     with h.db.sessions() as s:

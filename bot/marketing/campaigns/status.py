@@ -8,6 +8,7 @@ while piloting, running or waiting for its pilot or launch.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import StrEnum
 
 from bot.core.i18n import t
@@ -53,6 +54,10 @@ class CampaignError(ValueError):
 
 class IllegalCampaignTransition(CampaignError, IllegalTransition):
     """A campaign status change the table below does not allow."""
+
+    def __init__(self, machine: str, old: str, new: str, allowed: Iterable[str]) -> None:
+        IllegalTransition.__init__(self, machine, old, new, allowed)
+        self.key, self.values = None, {}
 
 
 _S = CampaignStatus

@@ -98,21 +98,12 @@ def loyalty(
     lo, hi = period.start_utc, period.end_utc
     prev = period.previous()
 
-    per_buyer = (
-        select(Order.customer_id, func.count().label("n"))
-        .where(Order.ordered_at >= lo, Order.ordered_at < hi, *_in_segment(Order.customer_id, ids))
-        .group_by(Order.customer_id)
-        .subquery()
-    )
-    buyers, repeat = session.execute(
-        select(func.count(), func.coalesce(func.sum(case((per_buyer.c.n >= 2, 1), else_=0)), 0))
-    ).one()
-
-    # One pass over both periods' orders: who bought before, and of them who bought again.
-    both = (
+    # One pass over both periods' orders, per customer: orders in this period, and whether
+    # they ordered in the one before. Every purchase figure is a sum over those rows.
+    per_customer = (
         select(
+            func.sum(case((Order.ordered_at >= lo, 1), else_=0)).label("now"),
             func.max(case((Order.ordered_at < lo, 1), else_=0)).label("before"),
-            func.max(case((Order.ordered_at >= lo, 1), else_=0)).label("again"),
         )
         .where(
             Order.ordered_at >= prev.start_utc,
@@ -122,8 +113,18 @@ def loyalty(
         .group_by(Order.customer_id)
         .subquery()
     )
-    previous_buyers, retained = session.execute(
-        select(func.count(), func.coalesce(func.sum(both.c.again), 0)).where(both.c.before == 1)
+    c = per_customer.c
+
+    def count_if(condition):
+        return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+    buyers, repeat, previous_buyers, retained = session.execute(
+        select(
+            count_if(c.now > 0),
+            count_if(c.now >= 2),
+            count_if(c.before == 1),
+            count_if(and_(c.before == 1, c.now > 0)),
+        )
     ).one()
 
     new_customers, referred = session.execute(

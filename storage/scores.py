@@ -30,11 +30,14 @@ class CustomerScore(Base):
         Index("ix_customer_scores_lifecycle", "lifecycle"),
         Index("ix_customer_scores_tier", "tier"),
         Index("ix_customer_scores_last_order_at", "last_order_at"),
+        Index("ix_customer_scores_first_order_at", "first_order_at"),
         Index("ix_customer_scores_spend_12m", "spend_12m_cents"),
     )
 
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), primary_key=True)
     last_order_at: Mapped[datetime]
+    #: The first order ever (the monthly cohort a customer belongs to).
+    first_order_at: Mapped[datetime | None]
     orders_total: Mapped[int] = mapped_column(Integer)
     spend_total_cents: Mapped[int] = mapped_column(BigInteger)
     frequency: Mapped[int] = mapped_column(Integer)

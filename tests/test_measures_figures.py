@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.customers.rfm import recompute_scores
 from bot.measures.loyalty import aarrr, cohorts, loyalty
 from bot.measures.periods import PeriodError, parse_period
 from storage.measures import Referral
@@ -108,6 +109,8 @@ def test_loyalty_in_a_segment(db, config):
 def test_cohorts_use_the_brands_local_month(db, config):
     with db.transaction() as s:
         build(s)
+    with db.transaction() as s:  # first orders are kept with the scores
+        recompute_scores(s, config, NOW)
     with db.sessions() as s:
         r = cohorts(s, period("2026-01-01", "2026-05-01"), config=config, now=NOW, months=3)
     table = {row["cohort"]: (row["size"], row["active"]) for row in r.cohorts}
@@ -155,6 +158,8 @@ def test_bad_periods_are_refused(start, end, problem):
 def test_siyu_report_prints_figures_and_json(tmp_path, config, sqlite_db):
     with sqlite_db.transaction() as s:
         build(s)
+    with sqlite_db.transaction() as s:
+        recompute_scores(s, config, NOW)
     cfg = tmp_path / "siyu.toml"
     cfg.write_text(f'[database]\nurl = "{sqlite_db.url}"\n[scenarios]\nscheduler = false\n')
 

@@ -73,6 +73,7 @@ def _stage_table() -> Table:
         MetaData(),
         Column("customer_id", BigInteger, primary_key=True),
         Column("last_order_at", UTCDateTime),
+        Column("first_order_at", UTCDateTime),
         Column("orders_total", Integer),
         Column("spend_total_cents", BigInteger),
         Column("frequency", Integer),
@@ -100,6 +101,7 @@ def _score_select(config: Config, now: datetime, only: list[int] | None = None):
         select(
             o.c.customer_id,
             func.max(o.c.ordered_at).label("last_order_at"),
+            func.min(o.c.ordered_at).label("first_order_at"),
             func.count().label("orders_total"),
             func.sum(case((in_currency, amount), else_=0)).label("spend_total_cents"),
             func.sum(case((o.c.ordered_at >= window_start, 1), else_=0)).label("frequency"),
@@ -175,6 +177,7 @@ def _score_select(config: Config, now: datetime, only: list[int] | None = None):
     return select(
         agg.c.customer_id,
         agg.c.last_order_at,
+        agg.c.first_order_at,
         agg.c.orders_total,
         agg.c.spend_total_cents,
         agg.c.frequency,

@@ -7,8 +7,9 @@ dates and an optional segment:
   share who ordered at least twice in it.
 - **Retention** (留存率): of the customers who ordered in the previous period of the same
   length, the share who ordered again in this one.
-- **Cohort retention**: customers grouped by the month of their first order; for each
-  following month, the share of the cohort who ordered in that month.
+- **Cohort retention**: customers grouped by the month of their first order (kept with
+  their scores by the nightly recompute and after each order import); for each following
+  month, the share of the cohort who ordered in that month.
 - **Referral rate** (推荐率): of the customers acquired in the period, the share who came
   through another customer's invite.
 - **Churn by lifecycle stage**: customers per stage now (from the nightly scores), and the
@@ -25,8 +26,20 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Interval, Select, and_, case, distinct, exists, func, literal, or_, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import (
+    Interval,
+    Select,
+    and_,
+    case,
+    distinct,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    union_all,
+)
+from sqlalchemy.orm import Session
 
 from bot.app.config import Config
 from bot.customers.segments import compile_segment
@@ -201,27 +214,24 @@ def cohorts(
     """Cohorts of customers whose first order falls in ``period``, ``months`` months out."""
     months = max(1, min(months, 36))
     ids = _segment_ids(session, config, segment, now)
-    # Customers whose first order falls in the period: an order in it and none before it
-    # (both answered from the (customer, time) and (time) indexes of orders).
-    earlier = aliased(Order)
-    first = (
-        select(Order.customer_id, func.min(Order.ordered_at).label("first_at"))
-        .where(
-            Order.ordered_at >= period.start_utc,
-            Order.ordered_at < period.end_utc,
-            ~exists().where(
-                earlier.customer_id == Order.customer_id,
-                earlier.ordered_at < period.start_utc,
-            ),
-            *_in_segment(Order.customer_id, ids),
+    # Customers whose first order falls in the period, from their scores (the recompute keeps
+    # first_order_at, indexed): no pass over every order to find first orders.
+    members = (
+        select(
+            CustomerScore.customer_id,
+            month_index(session, CustomerScore.first_order_at, period).label("cohort"),
         )
-        .group_by(Order.customer_id)
-        .subquery()
+        .where(
+            CustomerScore.first_order_at >= period.start_utc,
+            CustomerScore.first_order_at < period.end_utc,
+            *_in_segment(CustomerScore.customer_id, ids),
+        )
+        .cte("members")
     )
-    cohort_col = month_index(session, first.c.first_at, period).label("cohort")
-    members = select(first.c.customer_id, cohort_col).subquery()
     order_month = month_index(session, Order.ordered_at, period)
-    active_months = (
+    # Each member's months with an order (grouped, not DISTINCT: a hash aggregate), then
+    # customers per (cohort, month after); the cohort sizes come as month -1.
+    per_month = (
         select(
             members.c.cohort,
             (order_month - members.c.cohort).label("offset"),
@@ -232,19 +242,24 @@ def cohorts(
             Order.ordered_at >= period.start_utc,
             Order.ordered_at < period.end_utc + timedelta(days=31 * months),
         )
-        .distinct()
+        .group_by(members.c.cohort, "offset", Order.customer_id)
         .subquery()
     )
-    activity = select(
-        active_months.c.cohort, active_months.c.offset, func.count().label("n")
-    ).group_by(active_months.c.cohort, active_months.c.offset)
-    sizes: dict[int, int] = dict(
-        session.execute(select(members.c.cohort, func.count()).group_by(members.c.cohort)).all()
+    activity = select(per_month.c.cohort, per_month.c.offset, func.count()).group_by(
+        per_month.c.cohort, per_month.c.offset
     )
+    sizes_q = select(members.c.cohort, literal(-1), func.count()).group_by(members.c.cohort)
+    sizes: dict[int, int] = {}
+    counted: list[tuple[int, int, int]] = []
+    for cohort, offset, n in session.execute(union_all(sizes_q, activity)):
+        if int(offset) == -1:
+            sizes[int(cohort)] = int(n)
+        else:
+            counted.append((int(cohort), int(offset), int(n)))
     table: dict[int, dict[int, int]] = {c: {} for c in sizes}
-    for cohort, offset, n in session.execute(activity):
-        if 0 <= int(offset) <= months:
-            table[int(cohort)][int(offset)] = int(n)
+    for cohort, offset, n in counted:
+        if 0 <= offset <= months and cohort in table:
+            table[cohort][offset] = n
     rows = []
     for cohort in sorted(sizes):
         size = int(sizes[cohort])

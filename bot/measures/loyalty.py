@@ -319,21 +319,36 @@ def _chain(session: Session, period: Period, ids) -> Select:
         Order.ordered_at >= returned_from,
         Order.ordered_at < hi,
     )
-    retained = and_(activated, or_(came_back, ordered_again))
-    revenue = and_(retained, exists().where(Order.customer_id == Customer.id, Order.ordered_at < hi))
-    referral = and_(
-        revenue,
-        exists().where(Referral.referrer_id == Customer.id, Referral.created_at < hi),
+    ordered = exists().where(Order.customer_id == Customer.id, Order.ordered_at < hi)
+    invited = exists().where(Referral.referrer_id == Customer.id, Referral.created_at < hi)
+
+    def flag(condition, name: str):
+        return case((condition, 1), else_=0).label(name)
+
+    # Each test once per acquired customer (a 0/1 flag), then the chain from the flags.
+    flags = (
+        select(
+            flag(activated, "activated"),
+            flag(or_(came_back, ordered_again), "returned"),
+            flag(ordered, "ordered"),
+            flag(invited, "invited"),
+        )
+        .where(
+            Customer.created_at >= period.start_utc,
+            Customer.created_at < hi,
+            *_in_segment(Customer.id, ids),
+        )
+        .subquery()
     )
+    f = flags.c
+    retained = and_(f.activated == 1, f.returned == 1)
+    revenue = and_(retained, f.ordered == 1)
+    referral = and_(revenue, f.invited == 1)
 
     def n(cond):
         return func.coalesce(func.sum(case((cond, 1), else_=0)), 0)
 
-    return select(func.count(), n(activated), n(retained), n(revenue), n(referral)).where(
-        Customer.created_at >= period.start_utc,
-        Customer.created_at < hi,
-        *_in_segment(Customer.id, ids),
-    )
+    return select(func.count(), n(f.activated == 1), n(retained), n(revenue), n(referral))
 
 
 def aarrr(

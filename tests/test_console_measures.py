@@ -21,7 +21,9 @@ from bot.core.templating import Renderer
 from bot.groups import faq, moderation, sop
 from bot.measures import loyalty, surveys
 from bot.measures.periods import parse_period
+from bot.web.console.queries import roll_up
 from storage import repos
+from storage.console import DailyCount
 from storage.groups import FaqEntry, GroupPost, SopPlan
 from storage.handoff import AuditEntry
 from storage.measures import Referral, SurveyResponse
@@ -331,3 +333,44 @@ def test_pause_resume_delete_a_plan_and_delete_an_faq_entry(served):
     assert 'class="flash error"' in manager.get("/console/groups").text
     assert manager.post("/console/groups/faq/x1/delete",
                         data={"csrf": manager.csrf}).status_code == 400  # fmt: skip
+
+
+def test_nightly_job_fills_yesterdays_rollup(served):
+    _, db, app = served
+    from scheduler import jobs
+
+    now = SystemClock().now()
+    runtime = app.runtime
+    jobs.bind(Services(db, runtime.config, runtime.renderer, runtime.clock))
+    with db.transaction() as s:  # two messages yesterday (noon in Shanghai), one today
+        c = Customer(display_name="Z", created_at=now - timedelta(days=3))
+        s.add(c)
+        s.flush()
+        local = now.astimezone(ZoneInfoShanghai())
+        noon = (local - timedelta(days=1)).replace(hour=12, minute=0)
+        for i, when in enumerate([noon, noon + timedelta(minutes=5), now]):
+            s.add(Interaction(customer_id=c.id, event_id=f"n{i}", channel="sandbox",
+                              chat_id="z", kind="message", text="", payload={},
+                              occurred_at=when))  # fmt: skip
+    with db.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(DailyCount)) == 0
+    try:
+        jobs.nightly_customers()
+    finally:
+        jobs.bind(None)
+    yesterday = (now.astimezone(ZoneInfoShanghai()) - timedelta(days=1)).date().isoformat()
+    with db.sessions() as s:
+        done = s.scalars(select(DailyCount.day).where(DailyCount.metric == "_done")).all()
+    assert yesterday in done and len(done) == 90
+    today = now.astimezone(ZoneInfoShanghai()).date().isoformat()
+    assert today not in done
+    with db.sessions() as s:
+        inbound = dict(
+            s.execute(
+                select(DailyCount.day, DailyCount.value).where(DailyCount.metric == "inbound")
+            ).all()
+        )
+    assert inbound == {yesterday: 2}
+    # The dashboard then reads the rollup: a second run has nothing left to count.
+    with db.transaction() as s:
+        assert roll_up(s, ZoneInfoShanghai(), now) == 0

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import httpx
 import pytest
 from sqlalchemy import func, select
 
 from bot.app.services import Services
-from bot.core.clock import FakeClock, SystemClock
+from bot.core.clock import SystemClock
 from bot.core.templating import Renderer
-from bot.groups import faq, moderation, sop
+from bot.groups import faq, sop
 from bot.measures import loyalty, surveys
 from bot.measures.periods import parse_period
 from bot.web.console.queries import roll_up
@@ -26,9 +26,8 @@ from storage import repos
 from storage.console import DailyCount
 from storage.groups import FaqEntry, GroupPost, SopPlan
 from storage.handoff import AuditEntry
-from storage.measures import Referral, SurveyResponse
 from storage.models import Customer, Interaction
-from storage.orders import Order
+from tests.console_measures_support import seed_groups, seed_measures
 from tests.console_support import MANAGER, STAFF, build_console, login
 from tests.support import LiveServer
 
@@ -39,45 +38,6 @@ def chart_option(html: str, chart_id: str) -> dict:
     found = re.search(rf'<script type="application/json" id="{chart_id}">(.*?)</script>', html)
     assert found, chart_id
     return json.loads(found.group(1))
-
-
-def _seed_measures(db, now: datetime) -> dict[str, int]:
-    """Five customers over the last months, with orders, messages, an invite and answers.
-
-    A: joined 200 days ago, orders 190 and 20 and 10 days ago (a repeat buyer now).
-    B: joined 40 days ago, ordered 35 days ago (previous period only).
-    C: joined 20 days ago, sent messages 19 and 5 days ago, ordered 4 days ago.
-    D: joined 15 days ago through A's invite, sent a message, never ordered.
-    E: joined 3 days ago, only joined.
-    """
-    ago = lambda days: now - timedelta(days=days)  # noqa: E731
-    joined = {"A": 200, "B": 40, "C": 20, "D": 15, "E": 3}
-    ids: dict[str, int] = {}
-    with db.transaction() as s:
-        for name, days in joined.items():
-            c = Customer(display_name=name, created_at=ago(days))
-            c.city = "杭州" if name in ("A", "C") else "上海"
-            s.add(c)
-            s.flush()
-            ids[name] = c.id
-        for i, (name, days) in enumerate([("A", 190), ("A", 20), ("A", 10), ("B", 35), ("C", 4)]):
-            s.add(Order(order_id=f"o{i}", customer_id=ids[name], amount_cents=9900,
-                        ordered_at=ago(days)))  # fmt: skip
-        for i, (name, days) in enumerate([("C", 19), ("C", 5), ("D", 14)]):
-            s.add(Interaction(customer_id=ids[name], event_id=f"e{i}", channel="sandbox",
-                              chat_id=name, kind="message", text="", payload={},
-                              occurred_at=ago(days)))  # fmt: skip
-        s.add(Referral(referrer_id=ids["A"], referred_id=ids["D"], code="abcdefgh",
-                       channel="telegram", via="deep_link", created_at=ago(15)))  # fmt: skip
-        answers = [("A", "telegram", "lin", 10, 6), ("B", "telegram", "lin", 9, 5),
-                   ("C", "wechat_oa", "wu", 3, 2), ("D", "wechat_oa", None, 8, 1)]
-        for name, channel, staff, score, days in answers:
-            s.add(SurveyResponse(survey="nps", kind="nps", customer_id=ids[name],
-                                 channel=channel, source="command", staff=staff, score=score,
-                                 answered_at=ago(days), flagged=score < 7))  # fmt: skip
-        s.add(SurveyResponse(survey="csat", kind="csat", customer_id=ids["C"], channel="wechat_oa",
-                             source="command", score=5, answered_at=ago(2), flagged=False))  # fmt: skip
-    return ids
 
 
 @pytest.fixture
@@ -124,7 +84,7 @@ def test_measures_page_shows_the_figures_of_bot_measures(served):
     server, db, app = served
     config = app.runtime.config
     now = SystemClock().now()
-    ids = _seed_measures(db, now)
+    ids = seed_measures(db, now)
     manager = speak(login(server.url, MANAGER), "en")
     answer = manager.get("/console/measures?days=30")
     assert answer.status_code == 200
@@ -175,7 +135,7 @@ def test_cohort_heatmap_and_the_longer_period(served):
     server, db, app = served
     config = app.runtime.config
     now = SystemClock().now()
-    _seed_measures(db, now)
+    seed_measures(db, now)
     manager = speak(login(server.url, MANAGER), "en")
     html = manager.get("/console/measures?days=365").text
     assert 'value="365" checked' in html
@@ -208,7 +168,7 @@ def test_a_segment_narrows_every_figure_and_bad_ones_are_refused(served):
     server, db, app = served
     config = app.runtime.config
     now = SystemClock().now()
-    _seed_measures(db, now)
+    seed_measures(db, now)
     manager = speak(login(server.url, MANAGER), "en")
     html = manager.get(
         "/console/measures", params={"days": "30", "segment": "city:杭州"},
@@ -237,7 +197,7 @@ def test_a_segment_narrows_every_figure_and_bad_ones_are_refused(served):
 def test_dashboard_tile_shows_repeat_rate_and_nps(served):
     server, db, _ = served
     now = SystemClock().now()
-    _seed_measures(db, now)
+    seed_measures(db, now)
     manager = speak(login(server.url, MANAGER), "en")
     html = manager.get("/console").text
     tile = re.search(r'id="tile-repeat"><div class="num">(.*?)</div>', html).group(1)
@@ -247,36 +207,10 @@ def test_dashboard_tile_shows_repeat_rate_and_nps(served):
     assert 'data-nav="measures"' in html and 'data-nav="groups"' in html
 
 
-def _seed_groups(db, config, now: datetime) -> None:
-    renderer = Renderer()
-    # 09:00 in Shanghai yesterday; the 09:30 slot falls due half an hour later.
-    clock = FakeClock((now - timedelta(days=1)).replace(hour=1, minute=0, second=0, microsecond=0))
-    with db.transaction() as s:
-        group = repos.ensure_group(s, "telegram", "-100", "会员群")
-        repos.ensure_group(s, "telegram", "-200", "福利群")
-        spec = sop.parse_plan("morning daily 09:30 to=all | 早上好", renderer)
-        sop.create_plan(s, spec, config=config, now=clock.now(), created_by="t")
-        spec = sop.parse_plan("weekly mon 20:00 to=all | 周报", renderer)
-        sop.create_plan(s, spec, config=config, now=clock.now(), created_by="t")
-        spec = faq.parse_faq("几点发货 keywords=发货 groups=always | 16:00 前", renderer, config)
-        faq.add_entry(s, spec, config=config, now=now, created_by="t")
-        spec = faq.parse_faq("怎么退货 keywords=退货 | 七天内", renderer, config)
-        faq.add_entry(s, spec, config=config, now=now, created_by="t")
-        moderation.warn(s, group=group, now=now, config=config, renderer=renderer,
-                        user_id="7", user_name="Q", reason="manual", actor="maria")  # fmt: skip
-    clock.advance(timedelta(minutes=31))
-    assert sop.run_due(Services(db, config, renderer, clock)).get("morning") == 2
-    with db.transaction() as s:
-        for post in s.scalars(select(GroupPost)):
-            post.button_clicks, post.link_clicks = 3, 1
-        entry = s.scalars(select(FaqEntry).where(FaqEntry.question == "几点发货")).one()
-        entry.hits = 7
-
-
 def test_groups_page_lists_plans_faq_and_the_log(served):
     server, db, app = served
     config = app.runtime.config
-    _seed_groups(db, config, SystemClock().now())
+    seed_groups(db, config, SystemClock().now())
     manager = speak(login(server.url, MANAGER), "en")
     html = manager.get("/console/groups").text
     row = re.search(r'<tr data-plan="morning" data-status="active">(.*?)</tr>', html, re.S).group(1)
@@ -296,7 +230,7 @@ def test_groups_page_lists_plans_faq_and_the_log(served):
 def test_pause_resume_delete_a_plan_and_delete_an_faq_entry(served):
     server, db, app = served
     config = app.runtime.config
-    _seed_groups(db, config, SystemClock().now())
+    seed_groups(db, config, SystemClock().now())
     manager = speak(login(server.url, MANAGER), "en")
     answer = manager.post("/console/groups/sop/morning/pause", data={"csrf": manager.csrf})
     assert answer.status_code == 303 and answer.headers["location"] == "/console/groups"

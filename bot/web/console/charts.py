@@ -81,8 +81,8 @@ def heatmap(columns: list[str], rows: list[str], cells: list[list], name: str) -
     return {
         "tooltip": {"position": "top"},
         "grid": {**_GRID, "top": 8, "bottom": 48},
-        "xAxis": {"type": "category", "data": columns, "splitArea": {"show": True}},
-        "yAxis": {"type": "category", "data": rows, "inverse": True, "splitArea": {"show": True}},
+        "xAxis": {"type": "category", "data": columns, "axisLabel": {"interval": 0}},
+        "yAxis": {"type": "category", "data": rows, "inverse": True},
         "visualMap": {
             "min": 0,
             "max": 100,

@@ -31,7 +31,7 @@ from bot.web.console.common import (
     runtime_of,
 )
 
-__all__ = ["faq_delete", "groups_page", "sop_action"]
+__all__ = ["faq_delete", "groups_page", "load_groups", "sop_action"]
 
 HERE = "/console/groups"
 #: the moderation actions the page lists (newest first)
@@ -52,6 +52,54 @@ def _next_post(plan, zone: ZoneInfo, now) -> str:
     return nxt.astimezone(zone).strftime("%Y-%m-%d %H:%M") if nxt else "-"
 
 
+def load_groups(session, zone: ZoneInfo, now) -> dict:
+    """The plans with their report per group, the FAQ entries and the moderation log."""
+    plans = []
+    for plan in sop.list_plans(session):
+        report = sop.plan_report(session, plan)
+        plans.append(
+            {
+                "name": plan.name,
+                "schedule": plan.schedule,
+                "targets": list(plan.targets),
+                "status": plan.status,
+                "next": _next_post(plan, zone, now),
+                "starts_on": plan.starts_on,
+                "ends_on": plan.ends_on,
+                "groups": report,
+                "posts": sum(g["posts"] for g in report),
+                "clicks": sum(g["button_clicks"] + g["link_clicks"] for g in report),
+            }
+        )
+    entries = [
+        {
+            "id": e.id,
+            "question": e.question,
+            "keywords": list(e.keywords),
+            "where": ",".join(e.chats) if e.scope == "chats" else e.scope,
+            "mode": e.group_mode,
+            "hits": e.hits,
+            "last_hit_at": e.last_hit_at,
+        }
+        for e in faq.list_entries(session)
+    ]
+    log = [
+        {
+            "at": a.created_at,
+            "group": f"{g.channel}:{g.external_id}",
+            "title": g.title or "",
+            "user": f"{a.user_name or '-'} ({a.user_id})",
+            "action": a.action,
+            "reason": a.reason,
+            "detail": a.detail or "",
+            "actor": a.actor,
+            "status": status or "-",
+        }
+        for a, g, status in recent_actions(session, None, limit=LOG_LIMIT)
+    ]
+    return {"plans": plans, "entries": entries, "log": log}
+
+
 @endpoint
 async def groups_page(request: Request) -> Response:
     user = await manager_of(request)
@@ -61,50 +109,7 @@ async def groups_page(request: Request) -> Response:
 
     def load() -> dict:
         with runtime.db.sessions() as session:
-            plans = []
-            for plan in sop.list_plans(session):
-                report = sop.plan_report(session, plan)
-                plans.append(
-                    {
-                        "name": plan.name,
-                        "schedule": plan.schedule,
-                        "targets": list(plan.targets),
-                        "status": plan.status,
-                        "next": _next_post(plan, zone, now),
-                        "starts_on": plan.starts_on,
-                        "ends_on": plan.ends_on,
-                        "groups": report,
-                        "posts": sum(g["posts"] for g in report),
-                        "clicks": sum(g["button_clicks"] + g["link_clicks"] for g in report),
-                    }
-                )
-            entries = [
-                {
-                    "id": e.id,
-                    "question": e.question,
-                    "keywords": list(e.keywords),
-                    "where": ",".join(e.chats) if e.scope == "chats" else e.scope,
-                    "mode": e.group_mode,
-                    "hits": e.hits,
-                    "last_hit_at": e.last_hit_at,
-                }
-                for e in faq.list_entries(session)
-            ]
-            log = [
-                {
-                    "at": a.created_at,
-                    "group": f"{g.channel}:{g.external_id}",
-                    "title": g.title or "",
-                    "user": f"{a.user_name or '-'} ({a.user_id})",
-                    "action": a.action,
-                    "reason": a.reason,
-                    "detail": a.detail or "",
-                    "actor": a.actor,
-                    "status": status or "-",
-                }
-                for a, g, status in recent_actions(session, None, limit=LOG_LIMIT)
-            ]
-            return {"plans": plans, "entries": entries, "log": log}
+            return load_groups(session, zone, now)
 
     data = await run(request, load)
     return page(request, "console/groups.html", user, section="groups", **data)

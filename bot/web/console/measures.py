@@ -119,6 +119,23 @@ def summary(session, config, now: datetime) -> dict:
     return {"repeat_rate": report.repeat_rate, "nps": nps}
 
 
+def load_measures(
+    session, config, period: Period, now: datetime, segment: str | None
+) -> dict:
+    """Every report the page shows, from bot/measures (what the bench times)."""
+    return {
+        "loyalty": loyalty.loyalty(session, period, config=config, now=now, segment=segment),
+        "cohorts": loyalty.cohorts(
+            session, period, config=config, now=now, segment=segment, months=COHORT_MONTHS
+        ),
+        "aarrr": loyalty.aarrr(session, period, config=config, now=now, segment=segment),
+        "surveys": [
+            surveys.results(session, d.name, period, config=config, now=now, segment=segment)
+            for d in config.surveys.definitions
+        ],
+    }
+
+
 @endpoint
 async def measures_page(request: Request) -> Response:
     user = await manager_of(request)
@@ -136,19 +153,8 @@ async def measures_page(request: Request) -> Response:
             return [s.name for s in list_segments(session)]
 
     def load() -> dict:
-        seg = segment or None
         with runtime.db.sessions() as session:
-            return {
-                "loyalty": loyalty.loyalty(session, period, config=config, now=now, segment=seg),
-                "cohorts": loyalty.cohorts(
-                    session, period, config=config, now=now, segment=seg, months=COHORT_MONTHS
-                ),
-                "aarrr": loyalty.aarrr(session, period, config=config, now=now, segment=seg),
-                "surveys": [
-                    surveys.results(session, d.name, period, config=config, now=now, segment=seg)
-                    for d in config.surveys.definitions
-                ],
-            }
+            return load_measures(session, config, period, now, segment or None)
 
     segments = await run(request, saved)
     data = None

@@ -96,6 +96,7 @@ def test_measures_page_shows_the_figures_of_bot_measures(served):
         nps = surveys.results(s, "nps", period, config=config, now=now)
     # In the last 30 days: buyers A (twice) and C → repeat rate 1/2.
     assert (figures.buyers, figures.repeat_buyers) == (2, 1)
+    assert 'id="counted-at"' in html  # the whole community's figures say when they were counted
     assert re.search(r'id="m-repeat">50\.0%<', html)
     assert f'id="m-retention">{_pct(figures.retention_rate)}<' in html
     # New in 30 days: C, D, E; D came through A's invite → 1/3.
@@ -179,7 +180,7 @@ def test_a_segment_narrows_every_figure_and_bad_ones_are_refused(served):
         nps = surveys.results(s, "nps", period, config=config, now=now, segment="city:杭州")
     assert (figures.buyers, figures.new_customers) == (2, 1)
     assert f'id="m-referral">{_pct(figures.referral_rate)}<' in html
-    assert 'value="city:杭州"' in html
+    assert 'value="city:杭州"' in html and 'id="counted-at"' not in html  # counted live
     # Only A (10) and C (3) answered in 杭州: (1 - 1) / 2 = 0.
     assert nps.overall["responses"] == 2
     section = html[html.index('id="survey-nps"') :]

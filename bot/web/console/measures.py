@@ -18,7 +18,7 @@ from bot.core.i18n import t
 from bot.customers.segment_language import SegmentError
 from bot.measures import loyalty, surveys
 from bot.measures.periods import Period, parse_period
-from bot.web.console import charts
+from bot.web.console import charts, queries
 from bot.web.console.common import endpoint, locale_of, manager_of, page, run, runtime_of
 from storage.segments import list_segments
 
@@ -107,16 +107,20 @@ def _survey_chart(view: dict, locale: str) -> dict:
 
 
 def summary(session, config, now: datetime) -> dict:
-    """The dashboard tile: repeat-purchase rate and NPS of the last 30 days."""
-    period = parse_period(
-        None, None, zone=config.general.timezone, now=now, default_days=30
-    )
-    report = loyalty.loyalty(session, period, config=config, now=now)
-    nps = None
-    names = [d.name for d in config.surveys.definitions if d.kind == "nps"]
-    if names:
-        nps = surveys.results(session, names[0], period, config=config, now=now).overall["nps"]
-    return {"repeat_rate": report.repeat_rate, "nps": nps}
+    """The dashboard tile: repeat-purchase rate and NPS of the last 30 days (counted once
+    per few minutes, as the dashboard's other whole-table figures)."""
+    period = parse_period(None, None, zone=config.general.timezone, now=now, default_days=30)
+
+    def compute() -> dict:
+        report = loyalty.loyalty(session, period, config=config, now=now)
+        nps = None
+        names = [d.name for d in config.surveys.definitions if d.kind == "nps"]
+        if names:
+            result = surveys.results(session, names[0], period, config=config, now=now)
+            nps = result.overall["nps"]
+        return {"repeat_rate": report.repeat_rate, "nps": nps}
+
+    return queries.snapshot(session, "measures:tile", now, compute)[1]
 
 
 def load_measures(
@@ -152,15 +156,23 @@ async def measures_page(request: Request) -> Response:
         with runtime.db.sessions() as session:
             return [s.name for s in list_segments(session)]
 
-    def load() -> dict:
+    def load() -> tuple[datetime, dict]:
         with runtime.db.sessions() as session:
-            return load_measures(session, config, period, now, segment or None)
+            if segment:
+                return now, load_measures(session, config, period, now, segment)
+            # The whole community's reports scan every order: counted once per few minutes.
+            return queries.snapshot(
+                session,
+                f"measures:{period.days}",
+                now,
+                lambda: load_measures(session, config, period, now, None),
+            )
 
     segments = await run(request, saved)
-    data = None
+    data, counted_at = None, now
     if error is None:
         try:
-            data = await run(request, load)
+            counted_at, data = await run(request, load)
         except SegmentError as exc:
             error = exc.text(locale)
     chart_options: dict = {}
@@ -195,6 +207,8 @@ async def measures_page(request: Request) -> Response:
         segments=segments,
         error=error,
         data=data,
+        counted_at=counted_at,
+        minutes=int(queries.SNAPSHOT_SECONDS // 60),
         surveys=views,
         charts=chart_options,
     )

@@ -42,6 +42,7 @@ from bot.core.templating import Renderer
 from bot.customers.rfm import recompute_scores
 from bot.customers.segments import save_segment
 from bot.marketing.coupons import sync_definitions
+from bot.measures import loyalty
 from bot.measures.periods import parse_period
 from bot.web.console import queries
 from bot.web.console.campaigns import load_campaign
@@ -336,6 +337,15 @@ def run(url: str, n: int, m: int, seed: int, repeat: int) -> list[tuple[str, flo
         ),
         "measures (365 days)": with_session(
             lambda s: load_measures(s, config, _period(config, 365), NOW, None)
+        ),
+        "  of which loyalty (365 days)": with_session(
+            lambda s: loyalty.loyalty(s, _period(config, 365), config=config, now=NOW)
+        ),
+        "  of which cohorts (365 days)": with_session(
+            lambda s: loyalty.cohorts(s, _period(config, 365), config=config, now=NOW)
+        ),
+        "  of which AARRR (365 days)": with_session(
+            lambda s: loyalty.aarrr(s, _period(config, 365), config=config, now=NOW)
         ),
         "measures (30 days, saved segment)": with_session(
             lambda s: load_measures(s, config, _period(config, 30), NOW, "segment:hz_baby")

@@ -323,6 +323,7 @@ def test_measures_and_groups_pages_in_the_browser(measured):
         page.click("tr[data-plan='morning'] button[data-action='pause']")
         page.locator("#flash").wait_for()
         assert page.locator("tr[data-plan='morning']").get_attribute("data-status") == "paused"
+        page.set_viewport_size({"width": 1440, "height": 900})
         page.goto(server.url + "/console")
         assert page.locator("#tile-repeat .num").inner_text() == "50.0%"
         page.screenshot(path=str(ARTIFACTS / "dashboard-tiles-1440.png"))

@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from bot.core.clock import SystemClock
 from bot.core.i18n import t
+from bot.groups import sop
 from bot.marketing.campaigns.funnel import funnel
 from bot.marketing.coupons import sync_definitions
 from bot.measures import loyalty
@@ -285,7 +286,10 @@ def test_measures_and_groups_pages_in_the_browser(measured):
     with db.sessions() as s:
         chain = loyalty.aarrr(s, period, config=config, now=now)
     with chromium_page() as page:
-        page.on("dialog", lambda dialog: dialog.accept())
+        def accept(dialog) -> None:
+            dialog.accept()
+
+        page.on("dialog", accept)
         log_in(page, server.url, MANAGER)
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         wide = []
@@ -323,6 +327,16 @@ def test_measures_and_groups_pages_in_the_browser(measured):
         page.click("tr[data-plan='morning'] button[data-action='pause']")
         page.locator("#flash").wait_for()
         assert page.locator("tr[data-plan='morning']").get_attribute("data-status") == "paused"
+        # Deleting asks first (the dialog names the plan), then the plan is gone.
+        asked = []
+        page.remove_listener("dialog", accept)
+        page.on("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept()))
+        page.click("tr[data-plan='weekly'] button[data-action='delete']")
+        page.locator("#flash").wait_for()
+        assert asked and "weekly" in asked[0]
+        assert page.locator("tr[data-plan='weekly']").count() == 0
+        with db.sessions() as s:
+            assert [p.name for p in sop.list_plans(s)] == ["morning"]
         page.set_viewport_size({"width": 1440, "height": 900})
         page.goto(server.url + "/console")
         assert page.locator("#tile-repeat .num").inner_text() == "50.0%"

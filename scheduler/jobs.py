@@ -8,12 +8,14 @@ here with :func:`bind` before starting.
 from __future__ import annotations
 
 import logging
+from zoneinfo import ZoneInfo
 
 from bot.app.services import Services
 from bot.conversations.followups import run_conversation_jobs
 from bot.customers.rfm import recompute_scores
 from bot.marketing.campaigns.manage import run_due
 from bot.marketing.scenarios import tick
+from bot.web.console.queries import roll_up
 from scheduler.customer_jobs import purge_expired_tags
 
 __all__ = [
@@ -58,7 +60,8 @@ def conversations_due() -> None:
 
 
 def nightly_customers() -> None:
-    """Recompute RFM scores, lifecycle stages and tiers; purge expired customer tags."""
+    """Recompute RFM scores, lifecycle stages and tiers; purge expired customer tags; count
+    yesterday into the console dashboard's rollup."""
     services = _bound()
     now = services.clock.now()
     with services.db.transaction() as session:
@@ -71,6 +74,12 @@ def nightly_customers() -> None:
         result.stage_changes,
         purged,
     )
+    # The console dashboard's daily rollup: yesterday (and any finished day still missing)
+    # counted now, so the first visit of the day reads it instead of catching up.
+    zone = ZoneInfo(services.config.general.timezone)
+    with services.db.transaction() as session:
+        days = roll_up(session, zone, services.clock.now())
+    log.info("nightly: %d finished days counted into the console's rollup", days)
 
 
 def measures_due() -> None:

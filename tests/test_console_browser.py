@@ -3,7 +3,7 @@ browser and watch its funnel chart follow deliveries and a redemption (the chart
 read back with ``echarts.getInstanceByDom(...).getOption()`` matches the database); the
 segment editor's live count and error position; search by phone opens the profile; a staff
 account gets 403; every page at 1440 and 375 px wide without horizontal scrolling
-(screenshots in tests/artifacts/console/)."""
+(screenshots in tests/artifacts/console/), the Measures and Groups pages included."""
 
 from __future__ import annotations
 
@@ -16,14 +16,18 @@ from sqlalchemy import select
 
 from bot.core.clock import SystemClock
 from bot.core.i18n import t
+from bot.groups import sop
 from bot.marketing.campaigns.funnel import funnel
 from bot.marketing.coupons import sync_definitions
+from bot.measures import loyalty
+from bot.measures.periods import parse_period
 from bot.web.console.campaigns import FUNNEL_STEPS
 from storage.campaigns import Campaign
 from storage.coupons import CouponCode
 from storage.models import Customer
 from tests.browser import chromium_page
 from tests.campaign_support import make_customer
+from tests.console_measures_support import seed_groups, seed_measures
 from tests.console_support import MANAGER, STAFF, build_console
 from tests.support import LiveServer
 
@@ -261,3 +265,79 @@ def test_every_page_fits_1440_and_375_pixels(served):
         assert page.locator("nav a[data-nav='campaigns']").inner_text() == "Campaigns"
         page.set_viewport_size({"width": 1440, "height": 900})
         page.screenshot(path=str(ARTIFACTS / "dashboard-en-1440.png"), full_page=True)
+
+
+@pytest.fixture
+def measured(config, sqlite_db):
+    """A served console with loyalty data, survey answers, SOP plans, FAQ and a
+    moderation action (tests/console_measures_support.py)."""
+    now = SystemClock().now()
+    seed_measures(sqlite_db, now)
+    seed_groups(sqlite_db, config, now)
+    app = build_console(config, sqlite_db)
+    with LiveServer(app) as server:
+        yield server, sqlite_db, app
+
+
+def test_measures_and_groups_pages_in_the_browser(measured):
+    server, db, app = measured
+    config, now = app.runtime.config, SystemClock().now()
+    period = parse_period(None, None, zone=config.general.timezone, now=now, default_days=365)
+    with db.sessions() as s:
+        chain = loyalty.aarrr(s, period, config=config, now=now)
+    with chromium_page() as page:
+        def accept(dialog) -> None:
+            dialog.accept()
+
+        page.on("dialog", accept)
+        log_in(page, server.url, MANAGER)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        wide = []
+        for width in WIDTHS:
+            page.set_viewport_size({"width": width, "height": 900})
+            for name, path in (
+                ("measures", "/console/measures?days=365"),
+                ("groups", "/console/groups"),
+            ):
+                page.goto(server.url + path)
+                page.wait_for_load_state("networkidle")
+                page.wait_for_timeout(300)
+                page.screenshot(path=str(ARTIFACTS / f"{name}-{width}.png"), full_page=True)
+                if not no_horizontal_scroll(page):
+                    wide.append(f"{name}@{width}")
+        assert wide == []
+        # The charts drawn are the chain and the cohorts of bot/measures.
+        page.goto(server.url + "/console/measures?days=365")
+        page.wait_for_load_state("networkidle")
+        drawn = chart_data(page, "chart-aarrr")
+        (steps,) = drawn.values()
+        assert [p["value"] for p in steps] == [s["customers"] for s in chain.steps]
+        assert page.locator("#biggest-loss").inner_text().startswith("流失最多的一步")
+        heat = chart_data(page, "chart-cohorts")
+        assert heat and all(len(cell) == 3 for cells in heat.values() for cell in cells)
+        # Choosing a period and a segment on the form.
+        page.check("#period-30")
+        page.fill("#segment", "city:杭州")
+        page.click("#apply")
+        page.wait_for_load_state("networkidle")
+        assert "segment=city" in page.url and "days=30" in page.url
+        assert page.locator("#segment").input_value() == "city:杭州"
+        # Pausing a plan from the Groups page.
+        page.goto(server.url + "/console/groups")
+        page.click("tr[data-plan='morning'] button[data-action='pause']")
+        page.locator("#flash").wait_for()
+        assert page.locator("tr[data-plan='morning']").get_attribute("data-status") == "paused"
+        # Deleting asks first (the dialog names the plan), then the plan is gone.
+        asked = []
+        page.remove_listener("dialog", accept)
+        page.on("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept()))
+        page.click("tr[data-plan='weekly'] button[data-action='delete']")
+        page.locator("#flash").wait_for()
+        assert asked and "weekly" in asked[0]
+        assert page.locator("tr[data-plan='weekly']").count() == 0
+        with db.sessions() as s:
+            assert [p.name for p in sop.list_plans(s)] == ["morning"]
+        page.set_viewport_size({"width": 1440, "height": 900})
+        page.goto(server.url + "/console")
+        assert page.locator("#tile-repeat .num").inner_text() == "50.0%"
+        page.screenshot(path=str(ARTIFACTS / "dashboard-tiles-1440.png"))

@@ -1,5 +1,5 @@
-"""The manager console (``/console``): dashboard, campaigns, segments, customers, tags,
-coupons, flows and staff accounts, for inbox accounts with the manager role.
+"""The manager console (``/console``): dashboard, measures, campaigns, segments, customers,
+tags, coupons, flows, groups and staff accounts, for inbox accounts with the manager role.
 
 It reuses the inbox's login and session (bot/web/inbox.py); staff accounts get 403 and
 anonymous visitors the login page. One module per page; every action calls the function
@@ -20,6 +20,8 @@ from bot.web.console import (
     customers,
     dashboard,
     flows,
+    groups,
+    measures,
     preferences,
     scenarios,
     segments,
@@ -62,6 +64,10 @@ def console_routes() -> list[BaseRoute]:
         Route("/console/coupons", coupons.coupon_page, methods=get),
         Route("/console/coupons/redeem", coupons.redeem, methods=post),
         Route("/console/flows", flows.flow_page, methods=get),
+        Route("/console/measures", measures.measures_page, methods=get),
+        Route("/console/groups", groups.groups_page, methods=get),
+        Route("/console/groups/sop/{name}/{action}", groups.sop_action, methods=post),
+        Route("/console/groups/faq/{entry_id}/delete", groups.faq_delete, methods=post),
         Route("/console/staff", staff.staff_page, methods=get),
         Route("/console/staff", staff.add, methods=post),
         Route("/console/staff/{username}/{action}", staff.act, methods=post),

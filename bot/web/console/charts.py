@@ -6,7 +6,7 @@ Each function returns a plain dict, embedded in the page as JSON and given to
 
 from __future__ import annotations
 
-__all__ = ["bars", "finish", "hbars", "lines", "pie"]
+__all__ = ["bars", "finish", "funnel", "hbars", "heatmap", "lines", "pie"]
 
 #: the page's own fonts, so ECharts measures CJK labels as they are drawn
 FONTS = '-apple-system, "PingFang SC", "Noto Sans CJK SC", "Microsoft YaHei", sans-serif'
@@ -70,6 +70,56 @@ def pie(pairs: list[list], name: str) -> dict:
                 "type": "pie",
                 "radius": ["35%", "65%"],
                 "center": ["50%", "45%"],
+                "data": [{"name": str(label), "value": value} for label, value in pairs],
+            }
+        ],
+    }
+
+
+def heatmap(columns: list[str], rows: list[str], cells: list[list], name: str) -> dict:
+    """A grid of ``[column index, row index, value]`` cells, coloured by value (0-100)."""
+    return {
+        "tooltip": {"position": "top"},
+        "grid": {**_GRID, "top": 8, "bottom": 48},
+        "xAxis": {"type": "category", "data": columns, "axisLabel": {"interval": 0}},
+        "yAxis": {"type": "category", "data": rows, "inverse": True},
+        "visualMap": {
+            "min": 0,
+            "max": 100,
+            "calculable": False,
+            "orient": "horizontal",
+            "left": "center",
+            "bottom": 0,
+            "itemHeight": 120,
+            "inRange": {"color": ["#f0fdf4", "#34d399", "#065f46"]},
+        },
+        "series": [
+            {
+                "name": name,
+                "type": "heatmap",
+                "data": cells,
+                "label": {"show": True, "formatter": "{@[2]}%"},
+            }
+        ],
+    }
+
+
+def funnel(pairs: list[list], name: str) -> dict:
+    """A funnel of ``[label, value]`` steps, in the given order (largest first)."""
+    return {
+        "tooltip": {"trigger": "item"},
+        "series": [
+            {
+                "name": name,
+                "type": "funnel",
+                "sort": "none",
+                "left": "10%",
+                "width": "80%",
+                "top": 8,
+                "bottom": 8,
+                "minSize": "4%",
+                "gap": 2,
+                "label": {"show": True, "position": "inside", "formatter": "{b}: {c}"},
                 "data": [{"name": str(label), "value": value} for label, value in pairs],
             }
         ],

@@ -51,7 +51,18 @@ __all__ = [
 #: the longest text any console form field takes (a segment or a message body is shorter)
 MAX_FORM_FIELD = 4000
 
-NAV = ("dashboard", "campaigns", "segments", "customers", "tags", "coupons", "flows", "staff")
+NAV = (
+    "dashboard",
+    "measures",
+    "campaigns",
+    "segments",
+    "customers",
+    "tags",
+    "coupons",
+    "flows",
+    "groups",
+    "staff",
+)
 
 _env = jinja2.Environment(
     loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR / "web")),

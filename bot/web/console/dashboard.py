@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from bot.core.i18n import t
-from bot.web.console import charts, queries
+from bot.web.console import charts, measures, queries
 from bot.web.console.common import (
     endpoint,
     label,
@@ -82,7 +82,12 @@ async def dashboard(request: Request) -> Response:
         with runtime.db.transaction() as session:
             return queries.dashboard(session, runtime.config, period)
 
+    def tile() -> dict:
+        with runtime.db.sessions() as session:
+            return measures.summary(session, runtime.config, runtime.clock.now())
+
     data = await run(request, load)
+    measured = await run(request, tile)
     locale = locale_of(request, user)
     return page(
         request,
@@ -93,4 +98,5 @@ async def dashboard(request: Request) -> Response:
         period=period,
         periods=queries.PERIODS,
         charts=_charts(data, locale),
+        measured=measured,
     )

@@ -45,6 +45,7 @@ __all__ = [
     "dashboard",
     "flow_positions",
     "redemptions_by_day",
+    "roll_up",
     "search_customers",
     "segment_trend",
     "sends_per_hour",
@@ -203,6 +204,39 @@ def _day_start(day: str, zone: ZoneInfo) -> datetime:
     return datetime.fromisoformat(day).replace(tzinfo=zone).astimezone(UTC)
 
 
+def _fill_days(session: Session, finished: list[str], zone: ZoneInfo, now: datetime) -> int:
+    """Count the finished days not yet in ``console_daily`` into it; returns how many."""
+    done = set(
+        session.scalars(
+            select(DailyCount.day).where(DailyCount.metric == DONE, DailyCount.day.in_(finished))
+        )
+    )
+    missing = [d for d in finished if d not in done]
+    if not missing:
+        return 0
+    start = _day_start(missing[0], zone)
+    end = _day_start((date.fromisoformat(missing[-1]) + timedelta(days=1)).isoformat(), zone)
+    wanted = set(missing)
+    rows = [
+        {"day": d, "metric": m, "key": k, "value": n}
+        for d, m, k, n in _count_days(session, start, end, zone, now)
+        if d in wanted
+    ]
+    rows += [{"day": d, "metric": DONE, "key": "", "value": 1} for d in missing]
+    for i in range(0, len(rows), 1000):
+        insert_ignore(session, DailyCount, rows[i : i + 1000], ["day", "metric", "key"])
+    return len(missing)
+
+
+def roll_up(session: Session, zone: ZoneInfo, now: datetime) -> int:
+    """Count every finished day of the dashboard's longest period (yesterday included) that
+    is not in ``console_daily`` yet — the nightly job's share of the dashboard, so a visit
+    reads the rollup instead of catching up. Returns the number of days counted."""
+    period = Period.last(max(PERIODS) + 1, now, zone)
+    today = now.astimezone(zone).date().isoformat()
+    return _fill_days(session, [d for d in period.labels() if d < today], zone, now)
+
+
 def daily_counts(session: Session, period: Period) -> dict[str, dict[str, dict[str, int]]]:
     """metric → key → day → count over the period. Finished days are counted once into
     ``console_daily`` and read from there; today is counted live."""
@@ -210,24 +244,7 @@ def daily_counts(session: Session, period: Period) -> dict[str, dict[str, dict[s
     labels = period.labels()
     today = now.astimezone(zone).date().isoformat()
     finished = [d for d in labels if d < today]
-    done = set(
-        session.scalars(
-            select(DailyCount.day).where(DailyCount.metric == DONE, DailyCount.day.in_(finished))
-        )
-    )
-    missing = [d for d in finished if d not in done]
-    if missing:
-        start = _day_start(missing[0], zone)
-        end = _day_start((date.fromisoformat(missing[-1]) + timedelta(days=1)).isoformat(), zone)
-        wanted = set(missing)
-        rows = [
-            {"day": d, "metric": m, "key": k, "value": n}
-            for d, m, k, n in _count_days(session, start, end, zone, now)
-            if d in wanted
-        ]
-        rows += [{"day": d, "metric": DONE, "key": "", "value": 1} for d in missing]
-        for i in range(0, len(rows), 1000):
-            insert_ignore(session, DailyCount, rows[i : i + 1000], ["day", "metric", "key"])
+    _fill_days(session, finished, zone, now)
     result: dict[str, dict[str, dict[str, int]]] = {}
     for d, metric, key, n in session.execute(
         select(DailyCount.day, DailyCount.metric, DailyCount.key, DailyCount.value).where(

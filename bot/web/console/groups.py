@@ -1,0 +1,168 @@
+"""The console's Groups page: scheduled group posts (SOP plans) with their posts and clicks
+per group, FAQ entries with their hits, and the latest moderation actions.
+
+Pause, resume and delete call bot/groups/sop.py and bot/groups/faq.py — the functions of
+the ``/sop`` and ``/faq`` chat commands and of ``siyu sop|faq`` — and the log is
+bot/groups/moderation.py's :func:`recent_actions`, as ``/mod log`` and ``siyu mod log``.
+"""
+
+from __future__ import annotations
+
+from zoneinfo import ZoneInfo
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from bot.conversations import handoff
+from bot.core.i18n import t
+from bot.groups import faq, sop
+from bot.groups.errors import GroupsError
+from bot.groups.moderation import recent_actions
+from bot.groups.schedule import parse_schedule
+from bot.web.console.common import (
+    back,
+    endpoint,
+    form_of,
+    int_param,
+    locale_of,
+    manager_of,
+    page,
+    run,
+    runtime_of,
+)
+
+__all__ = ["faq_delete", "groups_page", "load_groups", "sop_action"]
+
+HERE = "/console/groups"
+#: the moderation actions the page lists (newest first)
+LOG_LIMIT = 50
+#: plan action → the status it sets (``delete`` removes the plan)
+SOP_ACTIONS = {"pause": "paused", "resume": "active", "delete": None}
+#: a plan name is at most this long (as the ``sop_plans.name`` column)
+MAX_PLAN_NAME = 64
+
+
+def _next_post(plan, zone: ZoneInfo, now) -> str:
+    if plan.status != "active":
+        return "-"
+    try:
+        nxt = parse_schedule(plan.schedule).next_after(now, zone)
+    except GroupsError:
+        return "-"
+    return nxt.astimezone(zone).strftime("%Y-%m-%d %H:%M") if nxt else "-"
+
+
+def load_groups(session, zone: ZoneInfo, now) -> dict:
+    """The plans with their report per group, the FAQ entries and the moderation log."""
+    plans = []
+    for plan in sop.list_plans(session):
+        report = sop.plan_report(session, plan)
+        plans.append(
+            {
+                "name": plan.name,
+                "schedule": plan.schedule,
+                "targets": list(plan.targets),
+                "status": plan.status,
+                "next": _next_post(plan, zone, now),
+                "starts_on": plan.starts_on,
+                "ends_on": plan.ends_on,
+                "groups": report,
+                "posts": sum(g["posts"] for g in report),
+                "clicks": sum(g["button_clicks"] + g["link_clicks"] for g in report),
+            }
+        )
+    entries = [
+        {
+            "id": e.id,
+            "question": e.question,
+            "keywords": list(e.keywords),
+            "where": ",".join(e.chats) if e.scope == "chats" else e.scope,
+            "mode": e.group_mode,
+            "hits": e.hits,
+            "last_hit_at": e.last_hit_at,
+        }
+        for e in faq.list_entries(session)
+    ]
+    log = [
+        {
+            "at": a.created_at,
+            "group": f"{g.channel}:{g.external_id}",
+            "title": g.title or "",
+            "user": f"{a.user_name or '-'} ({a.user_id})",
+            "action": a.action,
+            "reason": a.reason,
+            "detail": a.detail or "",
+            "actor": a.actor,
+            "status": status or "-",
+        }
+        for a, g, status in recent_actions(session, None, limit=LOG_LIMIT)
+    ]
+    return {"plans": plans, "entries": entries, "log": log}
+
+
+@endpoint
+async def groups_page(request: Request) -> Response:
+    user = await manager_of(request)
+    runtime = runtime_of(request)
+    zone = ZoneInfo(runtime.config.general.timezone)
+    now = runtime.clock.now()
+
+    def load() -> dict:
+        with runtime.db.sessions() as session:
+            return load_groups(session, zone, now)
+
+    data = await run(request, load)
+    return page(request, "console/groups.html", user, section="groups", **data)
+
+
+@endpoint
+async def sop_action(request: Request) -> Response:
+    user = await manager_of(request)
+    await form_of(request, user)
+    locale = locale_of(request, user)
+    runtime = runtime_of(request)
+    name, action = request.path_params["name"], request.path_params["action"]
+    if action not in SOP_ACTIONS:
+        return Response(status_code=404)
+    if len(name) > MAX_PLAN_NAME:
+        return back(request, HERE, t("groups.sop.error.no_plan", locale, name=name[:MAX_PLAN_NAME] + "…"), error=True)  # fmt: skip
+
+    def change() -> str:
+        now = runtime.clock.now()
+        with runtime.db.transaction() as session:
+            if action == "delete":
+                sop.delete_plan(session, name)
+                done = t("groups.sop.deleted", locale, name=name)
+            else:
+                plan = sop.set_status(session, name, SOP_ACTIONS[action] or "", now)
+                done = t(f"groups.sop.{action}d", locale, name=plan.name)
+            handoff.audit(session, user.username, f"sop_{action}", now, plan=name)
+            return done
+
+    try:
+        done = await run(request, change)
+    except GroupsError as exc:
+        return back(request, HERE, exc.text(locale), error=True)
+    return back(request, HERE, done)
+
+
+@endpoint
+async def faq_delete(request: Request) -> Response:
+    user = await manager_of(request)
+    await form_of(request, user)
+    locale = locale_of(request, user)
+    runtime = runtime_of(request)
+    entry_id = int_param(request, "entry_id")
+
+    def remove() -> str:
+        now = runtime.clock.now()
+        with runtime.db.transaction() as session:
+            entry = faq.delete_entry(session, entry_id)
+            handoff.audit(session, user.username, "faq_delete", now, entry=entry_id)
+            return t("groups.faq.deleted", locale, id=entry_id, question=entry.question)
+
+    try:
+        done = await run(request, remove)
+    except GroupsError as exc:
+        return back(request, HERE, exc.text(locale), error=True)
+    return back(request, HERE, done)

@@ -712,6 +712,21 @@ class LoggingConfig:
     )
 
 
+def _between(low: int, high: int):
+    def check(value: int) -> str | None:
+        return None if low <= value <= high else f"must be between {low} and {high}, got {value}"
+
+    return check
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """The inbound pipeline: events routed in batches, one transaction per batch."""
+
+    batch_size: int = field(default=100, metadata=_meta(_between(1, 1000)))
+    lanes: int = field(default=4, metadata=_meta(_between(1, 64)))
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole configuration; every section has defaults."""
@@ -740,6 +755,7 @@ class Config:
     surveys: SurveysConfig = field(default_factory=SurveysConfig)
     referrals: ReferralsConfig = field(default_factory=ReferralsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     source: str = field(default="<defaults>", metadata={"internal": True})
 
     def replace(self, **sections) -> Config:

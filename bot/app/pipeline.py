@@ -21,7 +21,6 @@ Behind that call:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import zlib
 from collections.abc import Callable
@@ -64,7 +63,7 @@ class Pipeline:
         self.on_queued = on_queued
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queues: list[asyncio.Queue[_Pending]] = []
-        self._workers: list[asyncio.Task[None]] = []
+        self._workers: list[asyncio.Task[None] | None] = []
         #: Figures for benches and tests: batches routed, the largest, batches rolled back
         #: and routed again one by one, and the most lanes writing at the same time.
         self.batches = 0
@@ -76,49 +75,40 @@ class Pipeline:
     async def submit(self, event: Event) -> DispatchResult:
         """Route one event; returns once it is committed (or raises what routing raised)."""
         loop = asyncio.get_running_loop()
-        if self._loop is not loop:
-            self._start(loop)
+        if self._loop is not loop:  # first use, or a new event loop (a CLI verb, a test)
+            self._loop = loop
+            self._queues = [asyncio.Queue() for _ in range(self.lane_count)]
+            self._workers = [None] * self.lane_count
         lane = zlib.crc32(str(event.ref).encode()) % self.lane_count
         pending = _Pending(event, loop.create_future(), lane)
         self._queues[lane].put_nowait(pending)
+        worker = self._workers[lane]
+        if worker is None or worker.done():  # a lane runs only while it has work
+            self._workers[lane] = loop.create_task(self._drain(lane), name=f"siyu-lane-{lane}")
         # The caller may give up waiting (a closed connection); the event is still routed.
         return await asyncio.shield(pending.future)
 
-    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._queues = [asyncio.Queue() for _ in range(self.lane_count)]
-        self._workers = [
-            loop.create_task(self._lane(queue), name=f"siyu-pipeline-{i}")
-            for i, queue in enumerate(self._queues)
-        ]
-
     async def close(self) -> None:
-        """Route what is already waiting, then stop the lanes."""
-        if self._loop is not asyncio.get_running_loop():
-            return
-        for queue in self._queues:
-            await queue.join()
-        for task in self._workers:
-            task.cancel()
-        for task in self._workers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._loop, self._queues, self._workers = None, [], []
+        """Wait until the events already taken are routed."""
+        if self._loop is asyncio.get_running_loop():
+            await asyncio.gather(*(w for w in self._workers if w is not None))
 
-    async def _lane(self, queue: asyncio.Queue[_Pending]) -> None:
-        while True:
-            batch = [await queue.get()]
+    async def _drain(self, lane: int) -> None:
+        queue = self._queues[lane]
+        while not queue.empty():  # no await between this test and returning: no lost wake-up
+            batch = [queue.get_nowait()]
             while len(batch) < self.batch_size and not queue.empty():
                 batch.append(queue.get_nowait())
             self._lanes_busy += 1
             self.peak_lanes_busy = max(self.peak_lanes_busy, self._lanes_busy)
+            outcomes: list[DispatchResult | BaseException]
             try:
                 outcomes = await self.db.run(self._route_batch, [p.event for p in batch])
-            except BaseException as exc:  # the executor is gone (shutdown) or cancelled
+            except asyncio.CancelledError as exc:
+                self._settle(batch, [exc] * len(batch))
+                raise
+            except Exception as exc:  # the database's thread pool is shut down
                 outcomes = [exc] * len(batch)
-                if isinstance(exc, asyncio.CancelledError):
-                    self._settle(batch, outcomes)
-                    raise
             finally:
                 self._lanes_busy -= 1
             self._settle(batch, outcomes)
@@ -134,7 +124,6 @@ class Pipeline:
                 else:
                     pending.future.set_result(outcome)
                     queued = queued or outcome.queued > 0
-            self._queues[pending.lane].task_done()
         if queued:
             self.on_queued()
 

@@ -25,6 +25,7 @@ import logging
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from bot.core.events import Event
 from bot.core.redaction import redact
@@ -81,6 +82,7 @@ class Pipeline:
             self._workers = [None] * self.lane_count
         lane = zlib.crc32(str(event.ref).encode()) % self.lane_count
         pending = _Pending(event, loop.create_future(), lane)
+        pending.future.add_done_callback(_retrieved)  # a caller that gave up must not warn
         self._queues[lane].put_nowait(pending)
         worker = self._workers[lane]
         if worker is None or worker.done():  # a lane runs only while it has work
@@ -154,3 +156,8 @@ class Pipeline:
         except Exception as exc:
             repos.forget_cached_ids(self.db.engine)
             return exc
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()

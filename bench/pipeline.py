@@ -92,12 +92,13 @@ async def run_siyu(
             await harness.say(user, body)
             latencies.append(time.perf_counter() - t0)
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(customer_stream() for _ in range(concurrency)))
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     pipeline = harness.runtime.pipeline
     db.close()
     return summary(len(msgs), elapsed, latencies) | {
+        "cpu_ms": cpu * 1000 / len(msgs),
         "batches": pipeline.batches,
         "largest": pipeline.largest_batch,
     }
@@ -239,7 +240,8 @@ async def main() -> None:
             print(
                 f"{backend + ', ' + label:<28}{result['events_per_s']:>10.0f}"
                 f"{result['p50_ms']:>9.2f}{result['p99_ms']:>9.2f}{ratio:>10.3f}x"
-                f"   batches={result['batches']} largest={result['largest']}"
+                f"   cpu/event={result['cpu_ms']:.1f} ms batches={result['batches']}"
+                f" largest={result['largest']}"
             )
         paced_msgs = msgs[: max(200, int(args.rate * 10))]  # about 10 s of arrivals
         paced = await on_backend(

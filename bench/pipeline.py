@@ -7,6 +7,11 @@ The same messages, as Telegram update JSON, go through a bare python-telegram-bo
 ``Application.process_update`` with a no-op handler, for the ratio Siyu/bare.
 
     .venv/bin/python bench/pipeline.py [--n 2000] [--rules 1000] [--backend sqlite|postgresql|both]
+                                       [--concurrency 100] [--rate 100]
+
+Siyu runs three ways per backend: one event in flight at a time (no batching possible),
+``--concurrency`` events in flight (a burst: the pipeline fills batches), and open-loop
+arrivals at ``--rate`` events/s (the latency of a single event when not saturated).
 
 Prints figures; asserts nothing.
 """
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import statistics
 import sys
@@ -86,8 +92,44 @@ async def run_siyu(
             await harness.say(user, body)
             latencies.append(time.perf_counter() - t0)
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(customer_stream() for _ in range(concurrency)))
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    pipeline = harness.runtime.pipeline
+    db.close()
+    return summary(len(msgs), elapsed, latencies) | {
+        "cpu_ms": cpu * 1000 / len(msgs),
+        "batches": pipeline.batches,
+        "largest": pipeline.largest_batch,
+    }
+
+
+async def run_paced(
+    url: str, msgs: list[tuple[str, str]], rules: list[KeywordRule], rate: float
+) -> dict:
+    """Open-loop arrivals at ``rate`` events/s (each starts on time, whatever the others do):
+    the latency of a single event when the process is not saturated."""
+    db = Database(url)
+    db.migrate()
+    config = load_config(None, environ={}).replace(tagging=TaggingConfig(keywords=rules))
+    harness = SandboxHarness(config, db, SystemClock())
+    for user, body in msgs[:50]:  # warm-up (not measured)
+        await harness.say("warm" + user, body)
+    latencies: list[float] = []
+
+    async def one(user: str, body: str) -> None:
+        t0 = time.perf_counter()
+        await harness.say(user, body)
+        latencies.append(time.perf_counter() - t0)
+
+    started = time.perf_counter()
+    tasks = []
+    for i, (user, body) in enumerate(msgs):
+        delay = started + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(user, body)))
+    await asyncio.gather(*tasks)
     elapsed = time.perf_counter() - started
     db.close()
     return summary(len(msgs), elapsed, latencies)
@@ -164,7 +206,10 @@ async def main() -> None:
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--rules", type=int, default=1000)
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
-    parser.add_argument("--concurrency", type=int, default=1, help="events in flight at once")
+    parser.add_argument(
+        "--concurrency", type=int, default=100, help="events in flight at once (a burst)"
+    )
+    parser.add_argument("--rate", type=float, default=100.0, help="paced arrivals per second")
     parser.add_argument("--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
     args = parser.parse_args()
     rng = random.Random(7)
@@ -180,21 +225,44 @@ async def main() -> None:
         f"{'bare PTB process_update':<28}{bare['events_per_s']:>10.0f}{bare['p50_ms']:>9.2f}{bare['p99_ms']:>9.2f}{'':>11}"
     )
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
+    print(
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other work shares them)"
+    )
     for backend in backends:
-        if backend == "sqlite":
-            with tempfile.TemporaryDirectory() as tmp:
-                result = await run_siyu(f"sqlite:///{tmp}/bench.db", msgs, rules, args.concurrency)
-        else:
-            url, drop = pg_database(args.pg)
-            try:
-                result = await run_siyu(url, msgs, rules, args.concurrency)
-            finally:
-                drop()
-        ratio = result["events_per_s"] / bare["events_per_s"]
-        print(
-            f"{'Siyu full path, ' + backend:<28}{result['events_per_s']:>10.0f}"
-            f"{result['p50_ms']:>9.2f}{result['p99_ms']:>9.2f}{ratio:>10.3f}x"
+        for label, concurrency in (
+            ("1 in flight", 1),
+            (f"{args.concurrency} in flight", args.concurrency),
+        ):
+            result = await on_backend(
+                backend, args.pg, lambda url, c=concurrency: run_siyu(url, msgs, rules, c)
+            )
+            ratio = result["events_per_s"] / bare["events_per_s"]
+            print(
+                f"{backend + ', ' + label:<28}{result['events_per_s']:>10.0f}"
+                f"{result['p50_ms']:>9.2f}{result['p99_ms']:>9.2f}{ratio:>10.3f}x"
+                f"   cpu/event={result['cpu_ms']:.1f} ms batches={result['batches']}"
+                f" largest={result['largest']}"
+            )
+        paced_msgs = msgs[: max(200, int(args.rate * 10))]  # about 10 s of arrivals
+        paced = await on_backend(
+            backend, args.pg, lambda url, m=paced_msgs: run_paced(url, m, rules, args.rate)
         )
+        print(
+            f"{backend + f', paced {args.rate:g}/s':<28}{paced['events_per_s']:>10.0f}"
+            f"{paced['p50_ms']:>9.2f}{paced['p99_ms']:>9.2f}"
+        )
+
+
+async def on_backend(backend: str, pg_admin: str, work) -> dict:
+    """Run ``work(url)`` on a fresh database of the backend."""
+    if backend == "sqlite":
+        with tempfile.TemporaryDirectory() as tmp:
+            return await work(f"sqlite:///{tmp}/bench.db")
+    url, drop = pg_database(pg_admin)
+    try:
+        return await work(url)
+    finally:
+        drop()
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import bindparam, delete, func, select, update
-from sqlalchemy.engine import CursorResult
+from sqlalchemy.engine import CursorResult, Engine
 from sqlalchemy.orm import Session, joinedload
 
 from storage.birthdays import format_birthday
@@ -218,6 +218,12 @@ def _tag_id(session: Session, name: str) -> int:
 
 
 _TAG_IDS: dict[str, dict[str, int]] = {}
+
+
+def forget_cached_ids(engine: Engine) -> None:
+    """Drop the ids cached for a database after a rollback: a tag found inside a transaction
+    that did not commit (created earlier in the same batch) must be looked up again."""
+    _TAG_IDS.pop(str(engine.url), None)
 
 
 def add_tag(

@@ -817,6 +817,21 @@ class LimitsConfig:
     wecom_per_hour: int = field(default=150_000, metadata=_meta(_positive))
 
 
+def _between(low: int, high: int):
+    def check(value: int) -> str | None:
+        return None if low <= value <= high else f"must be between {low} and {high}, got {value}"
+
+    return check
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """The inbound pipeline: events routed in batches, one transaction per batch."""
+
+    batch_size: int = field(default=100, metadata=_meta(_between(1, 1000)))
+    lanes: int = field(default=4, metadata=_meta(_between(1, 64)))
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole configuration; every section has defaults."""
@@ -850,6 +865,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     source: str = field(default="<defaults>", metadata={"internal": True})
 
     def replace(self, **sections) -> Config:

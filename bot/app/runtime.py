@@ -1,23 +1,22 @@
 """The running bot: storage, router, adapters and the delivery worker, wired together.
 
-Adapters call :meth:`Runtime.handle` with a normalized event; it runs the router in the
-database thread pool under a per-conversation lock and wakes the delivery worker when
-replies were queued.
+Adapters call :meth:`Runtime.handle` with a normalized event; the inbound pipeline
+(:mod:`bot.app.pipeline`) routes it in the database thread pool — in its conversation's
+lane, in a batch that is one transaction — and the call returns once the event is
+committed; the delivery worker is woken when replies were queued.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import zlib
 
 from bot.adapters.base import Adapter
 from bot.app.config import Config
+from bot.app.pipeline import Pipeline
 from bot.app.roles import Role
 from bot.app.services import Services
 from bot.core.clock import Clock, SystemClock
-from bot.core.events import ConversationRef, Event
-from bot.core.logcontext import EVENT_ID
+from bot.core.events import Event
 from bot.core.routing import DispatchResult, Router
 from bot.core.templating import Renderer
 from bot.outbox import queue as outbox
@@ -28,8 +27,6 @@ from storage.db import Database
 __all__ = ["Runtime"]
 
 log = logging.getLogger(__name__)
-
-LOCK_STRIPES = 256
 
 
 class Runtime(Services):
@@ -61,7 +58,13 @@ class Runtime(Services):
         self.worker = DeliveryWorker(
             self.db, self.adapters, self.clock, config.delivery, metrics=self.metrics
         )
-        self._locks = [asyncio.Lock() for _ in range(LOCK_STRIPES)]
+        self.pipeline = Pipeline(
+            self.db,
+            self.router,
+            batch_size=config.pipeline.batch_size,
+            lanes=config.pipeline.lanes,
+            on_queued=self.worker.wake,
+        )
         self.started = False
 
     def wake_delivery(self) -> None:
@@ -73,13 +76,11 @@ class Runtime(Services):
             raise ValueError(f"an adapter for {adapter.channel!r} is already registered")
         self.adapters[adapter.channel] = adapter
 
-    def _lock(self, ref: ConversationRef) -> asyncio.Lock:
-        return self._locks[zlib.crc32(str(ref).encode()) % LOCK_STRIPES]
-
     async def handle(self, event: Event) -> DispatchResult:
-        """Route one event (exactly once per platform id) and wake delivery if needed."""
-        async with self._lock(event.ref):
-            result = await self.db.run(self._dispatch, event)
+        """Route one event (exactly once per platform id); returns once it is committed.
+
+        Delivery is woken when replies were queued."""
+        result = await self.pipeline.submit(event)
         channel = event.ref.channel
         if result.duplicate:
             self.metrics.duplicates.labels(channel).inc()
@@ -88,17 +89,7 @@ class Runtime(Services):
             self.metrics.events_in.labels(channel).inc()
         if result.errors:
             self.metrics.handler_errors.labels(channel).inc(len(result.errors))
-        if result.queued:
-            self.worker.wake()
         return result
-
-    def _dispatch(self, event: Event) -> DispatchResult:
-        token = EVENT_ID.set(event.id)  # carried by JSON log records
-        try:
-            with self.db.transaction() as session:
-                return self.router.dispatch(session, event)
-        finally:
-            EVENT_ID.reset(token)
 
     async def start(self) -> None:
         """Start the adapters and, if this process delivers, the delivery worker.
@@ -126,5 +117,6 @@ class Runtime(Services):
                 await adapter.stop()
             except Exception:
                 log.exception("adapter %s failed to stop cleanly", adapter.channel)
+        await self.pipeline.close()
         await self.worker.stop()
         log.info("siyu stopped")

@@ -1,8 +1,9 @@
 """Never acknowledge what is not stored: the journal of WeChat / WeCom callbacks.
 
 A verified callback is first written to ``wechat_inbound`` (its parsed fields, keyed by the
-event's dedupe key) in one short transaction, together with the replay check of a
-plaintext-mode signature. Only once that row is committed may the platform be answered
+event's dedupe key) together with the replay check of a plaintext-mode signature, in a
+transaction shared with the callbacks arriving at the same time (group commit,
+:mod:`storage.group_commit`; each in its own savepoint). Only once that row is committed may the platform be answered
 ``success`` (or a passive reply). If it cannot be written within the reply budget — the
 database is locked by a bulk import, the disk is full — the platform gets a 503 and
 retries; a retry finds the row if the write landed after all, so nothing is stored twice.
@@ -40,6 +41,7 @@ from bot.adapters.wechat.callback import CallbackRejected
 from bot.core.clock import Clock
 from bot.core.redaction import redact
 from storage.db import Database, insert_ignore, rowcount
+from storage.group_commit import GroupCommit
 from storage.wechat_inbound import CallbackNonce, InboundCallback
 
 __all__ = ["KEEP_DONE", "MAX_ATTEMPTS", "CallbackJournal", "Replay", "fields_key"]
@@ -90,6 +92,8 @@ class CallbackJournal:
         self.channel = channel
         self.replay_window = timedelta(seconds=replay_window)
         self._inflight: set[str] = set()
+        # Callbacks arriving together are recorded (and marked routed) in one transaction.
+        self._intake = GroupCommit(db)
 
     # -- recording (before the answer) -----------------------------------------------------
 
@@ -109,7 +113,7 @@ class CallbackJournal:
         """
         try:
             return await asyncio.wait_for(
-                self.db.run(self._record, key, user_id, fields, replay), budget
+                self._intake.run(self._record, key, user_id, fields, replay), budget
             )
         except CallbackRejected:
             raise
@@ -122,31 +126,35 @@ class CallbackJournal:
             raise CallbackRejected(503, "callback not stored; not acknowledged") from None
 
     def _record(
-        self, key: str | None, user_id: str, fields: dict, replay: Replay | None
+        self,
+        session: Session,
+        key: str | None,
+        user_id: str,
+        fields: dict,
+        replay: Replay | None,
     ) -> str | None:
         now = self.clock.now()
-        with self.db.transaction() as session:
-            if replay is not None:
-                self._check_replay(session, replay, now)
-            if key is None:
-                return "done"
-            inserted = insert_ignore(
-                session,
-                InboundCallback,
-                {
-                    "key": key,
-                    "channel": self.channel,
-                    "user_id": user_id[:128],
-                    "fields": fields,
-                    "status": "pending",
-                    "attempts": 0,
-                    "received_at": now,
-                },
-                ["key"],
-            )
-            if inserted:
-                return None
-            return session.scalar(select(InboundCallback.status).where(InboundCallback.key == key))
+        if replay is not None:
+            self._check_replay(session, replay, now)
+        if key is None:
+            return "done"
+        inserted = insert_ignore(
+            session,
+            InboundCallback,
+            {
+                "key": key,
+                "channel": self.channel,
+                "user_id": user_id[:128],
+                "fields": fields,
+                "status": "pending",
+                "attempts": 0,
+                "received_at": now,
+            },
+            ["key"],
+        )
+        if inserted:
+            return None
+        return session.scalar(select(InboundCallback.status).where(InboundCallback.key == key))
 
     def _check_replay(self, session: Session, replay: Replay, now) -> None:
         session.execute(
@@ -188,18 +196,17 @@ class CallbackJournal:
                 self._inflight.discard(key)
         if key is not None:
             try:
-                await self.db.run(self._done, key)
+                await self._intake.run(self._done, key)
             except Exception as exc:  # routed; the sweeper's redo will be a duplicate
                 log.warning("%s: callback %s routed, not marked done: %s", self.channel, key, exc)
         return result
 
-    def _done(self, key: str) -> None:
-        with self.db.transaction() as session:
-            session.execute(
-                update(InboundCallback)
-                .where(InboundCallback.key == key)
-                .values(status="done", processed_at=self.clock.now(), last_error=None)
-            )
+    def _done(self, session: Session, key: str) -> None:
+        session.execute(
+            update(InboundCallback)
+            .where(InboundCallback.key == key)
+            .values(status="done", processed_at=self.clock.now(), last_error=None)
+        )
 
     def _failed(self, key: str, error: str) -> None:
         with self.db.transaction() as session:
@@ -296,7 +303,5 @@ async def _routed(work: Awaitable[object]) -> object:
     return _ROUTED
 
 
-def _route_once(
-    process: Callable[[dict], Awaitable[object]], fields: dict
-) -> Awaitable[object]:
+def _route_once(process: Callable[[dict], Awaitable[object]], fields: dict) -> Awaitable[object]:
     return _routed(process(fields))

@@ -9,7 +9,6 @@ from bot.core.events import ChatType
 __all__ = ["help_command", "start", "unknown_command"]
 
 
-
 def start(ctx: Context) -> None:
     """Welcome the customer by name, in their locale."""
     ctx.reply("welcome", name=ctx.customer.display_name if ctx.customer else "")

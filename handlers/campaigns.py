@@ -108,7 +108,9 @@ def campaign_command(ctx: Context) -> None:
             name = rest.split()[0][:64]
             campaign = manage.find_campaign(ctx.session, name)
             if campaign is None:
-                ctx.reply("campaign_error", problem=t("campaign.error.no_such", ctx.locale, name=name))
+                ctx.reply(
+                    "campaign_error", problem=t("campaign.error.no_such", ctx.locale, name=name)
+                )
                 return
             getattr(_Actions, action)(ctx, campaign)
         else:

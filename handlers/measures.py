@@ -129,8 +129,10 @@ def survey_comment(ctx: Context) -> None:
 
 
 _invite_words = Filter(
-    lambda c: c.event.kind is EventKind.MESSAGE
-    and c.event.text.strip().lower().rstrip("?？!！") in INVITE_WORDS,
+    lambda c: (
+        c.event.kind is EventKind.MESSAGE
+        and c.event.text.strip().lower().rstrip("?？!！") in INVITE_WORDS
+    ),
     "invite_words",
 )
 asks_invites = (command("invite") | _invite_words) & is_private

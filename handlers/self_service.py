@@ -49,7 +49,9 @@ def _norm(text: str | None) -> str:
     return _PUNCT.sub("", (text or "").strip().lower())[:40]
 
 
-is_greeting = f.is_private & f.text & f.Filter(lambda c: _norm(c.event.text) in GREETINGS, "greeting")
+is_greeting = (
+    f.is_private & f.text & f.Filter(lambda c: _norm(c.event.text) in GREETINGS, "greeting")
+)
 is_pleasantry = (
     f.is_private
     & f.text

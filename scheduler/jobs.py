@@ -92,4 +92,6 @@ def measures_due() -> None:
             session, config=services.config, renderer=services.renderer, now=services.clock.now()
         )
     if result.referrals_settled or result.surveys:
-        log.info("measures: %d referrals settled; surveys %s", result.referrals_settled, result.surveys)
+        log.info(
+            "measures: %d referrals settled; surveys %s", result.referrals_settled, result.surveys
+        )

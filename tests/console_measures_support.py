@@ -47,8 +47,12 @@ def seed_measures(db, now: datetime) -> dict[str, int]:
                               occurred_at=ago(days)))  # fmt: skip
         s.add(Referral(referrer_id=ids["A"], referred_id=ids["D"], code="abcdefgh",
                        channel="telegram", via="deep_link", created_at=ago(15)))  # fmt: skip
-        answers = [("A", "telegram", "lin", 10, 6), ("B", "telegram", "lin", 9, 5),
-                   ("C", "wechat_oa", "wu", 3, 2), ("D", "wechat_oa", None, 8, 1)]
+        answers = [
+            ("A", "telegram", "lin", 10, 6),
+            ("B", "telegram", "lin", 9, 5),
+            ("C", "wechat_oa", "wu", 3, 2),
+            ("D", "wechat_oa", None, 8, 1),
+        ]
         for name, channel, staff, score, days in answers:
             s.add(SurveyResponse(survey="nps", kind="nps", customer_id=ids[name],
                                  channel=channel, source="command", staff=staff, score=score,

@@ -62,7 +62,10 @@ async def test_manager_runs_a_campaign_and_staff_redeem(db, config, clock):
     assert "segment" in texts[0] or "tag" in texts[0]  # the bad definition is explained
     assert "spring" in texts[1]
     assert "人群 3 人" in texts[2]
-    assert re.search(r"「早餐立减 5 元」：[0-9A-Z]{4}-[0-9A-Z]{4}-[0-9A-Z]{4}（\d{4}-\d{2}-\d{2} 前有效）", texts[2])
+    assert re.search(
+        r"「早餐立减 5 元」：[0-9A-Z]{4}-[0-9A-Z]{4}-[0-9A-Z]{4}（\d{4}-\d{2}-\d{2} 前有效）",
+        texts[2],
+    )
     assert "已排队" in texts[3]
     assert len(await h.bot_messages("bob")) == 1  # refused
     with db.sessions() as session:

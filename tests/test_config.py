@@ -31,7 +31,17 @@ def test_defaults_need_no_file():
 def test_example_config_is_valid_and_documents_every_section():
     config = load_config(ROOT / "config.example.toml", environ={})
     text = (ROOT / "config.example.toml").read_text(encoding="utf-8")
-    for section in ("general", "database", "web", "sandbox", "delivery", "roles", "tagging", "telegram", "logging"):
+    for section in (
+        "general",
+        "database",
+        "web",
+        "sandbox",
+        "delivery",
+        "roles",
+        "tagging",
+        "telegram",
+        "logging",
+    ):
         assert f"[{section}]" in text or f"[[{section}." in text, section
     assert config.web.host == "127.0.0.1"
 
@@ -44,7 +54,11 @@ def test_example_config_is_valid_and_documents_every_section():
         ("[web]\nport = 70000\n", "web.port", "out of range"),
         ("[general]\ntimezone = 'Mars/Olympus'\n", "general.timezone", "unknown time zone"),
         ("[general]\nlocale = 'fr'\n", "general.locale", "unsupported locale"),
-        ("[[tagging.keywords]]\ntag = 'x'\n", "tagging.keywords[0].keywords", "required key is missing"),
+        (
+            "[[tagging.keywords]]\ntag = 'x'\n",
+            "tagging.keywords[0].keywords",
+            "required key is missing",
+        ),
         ("[roles]\nmanagers = ['alice']\n", "roles.managers[0]", "<channel>:<user id>"),
         ("colour = 'red'\n", "colour", "unknown key"),
     ],

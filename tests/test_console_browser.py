@@ -286,6 +286,7 @@ def test_measures_and_groups_pages_in_the_browser(measured):
     with db.sessions() as s:
         chain = loyalty.aarrr(s, period, config=config, now=now)
     with chromium_page() as page:
+
         def accept(dialog) -> None:
             dialog.accept()
 

@@ -220,7 +220,9 @@ def test_groups_page_lists_plans_faq_and_the_log(served):
     sub = html[html.index('data-plan-groups="morning"') :]
     assert 'data-group="telegram:-100"' in sub and "会员群" in sub
     assert 'data-action="pause"' in row
-    faq_row = next(r for r in re.findall(r'<tr data-entry="\d+">(.*?)</tr>', html, re.S) if "几点发货" in r)
+    faq_row = next(
+        r for r in re.findall(r'<tr data-entry="\d+">(.*?)</tr>', html, re.S) if "几点发货" in r
+    )
     assert 'data-figure="hits">7<' in faq_row
     log = html[html.index('id="mod-log"') :]
     assert 'data-action="warn"' in log and "Q (7)" in log and "maria" in log

@@ -44,12 +44,17 @@ def test_inbox_at_375_and_1440_px(config, sqlite_db):
         customer.click("#send")
         customer.locator("#transcript .msg.bot .buttons button", has_text="千岛湖").click()
         customer.locator("#transcript .msg.bot", has_text="打算哪天出发").wait_for()
-        for text in ("本周六", "我要投诉，上次的酒店房间很脏，而且前台态度也不好，希望有人尽快联系我处理退款问题"):
+        for text in (
+            "本周六",
+            "我要投诉，上次的酒店房间很脏，而且前台态度也不好，希望有人尽快联系我处理退款问题",
+        ):
             customer.fill("#composer", text)
             customer.click("#send")
         customer.locator("#transcript .msg.bot", has_text="已为您转接人工客服").wait_for()
         for i in range(12):  # a long history
-            customer.fill("#composer", f"补充说明第{i + 1}条：房间号 1{i:02d}，入住日期 3 月 {i + 1} 日")
+            customer.fill(
+                "#composer", f"补充说明第{i + 1}条：房间号 1{i:02d}，入住日期 3 月 {i + 1} 日"
+            )
             customer.click("#send")
 
         staff = customer.context.new_page()

@@ -210,14 +210,21 @@ async def test_takeover_reply_note_coupon_transfer_and_release_resume_the_flow(h
     said = await h.bot_messages("u1")
     assert said[-3:-1] == ["您好，我来处理", "您好，小王！我是客服alice，很高兴为您服务。"]
     # a sandbox persona's code is a visibly demo one (DEMO-STAFF-…)
-    assert said[-1].startswith(("客服为您发放了一张「补偿券20元」：STAFF-", "客服为您发放了一张「补偿券20元」：DEMO-STAFF-"))
+    assert said[-1].startswith(
+        (
+            "客服为您发放了一张「补偿券20元」：STAFF-",
+            "客服为您发放了一张「补偿券20元」：DEMO-STAFF-",
+        )
+    )
     html = alice.get(page).text
     assert "老客户，态度好" in html and "补偿券20元" in html and "好的谢谢" in html
 
     r = alice.post(f"{page}/transfer", data={"csrf": token, "to": "bob"})
     assert r.status_code == 303
     assert alice.post(f"{page}/release", data={"csrf": token}).status_code == 303
-    assert "只有接待人（或经理）可以关闭该会话" in alice.get("/inbox").text  # alice no longer owns it
+    assert (
+        "只有接待人（或经理）可以关闭该会话" in alice.get("/inbox").text
+    )  # alice no longer owns it
     bob, b_token = login(h, "bob")
     bob.post(f"{page}/release", data={"csrf": b_token})
     await h.deliver()

@@ -102,7 +102,9 @@ def test_loyalty_in_a_segment(db, config):
     with db.transaction() as s:
         build(s)
     with db.sessions() as s:
-        r = loyalty(s, period("2026-03-01", "2026-05-01"), config=config, now=NOW, segment="city:杭州")
+        r = loyalty(
+            s, period("2026-03-01", "2026-05-01"), config=config, now=NOW, segment="city:杭州"
+        )
     assert (r.buyers, r.repeat_buyers, r.previous_buyers, r.retained_buyers) == (2, 0, 2, 2)
 
 

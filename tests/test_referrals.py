@@ -84,8 +84,8 @@ async def test_telegram_deep_link_attributes_once_and_rewards_on_first_order(
         import_order(sqlite_db, clock, tg.runtime.config, "order-2", BOB)  # not a first order
         await tg.deliver()
         assert rewards(sqlite_db) == [(alice, "referrer", "issued"), (bob, "newcomer", "issued")]
-        alice_new = tg.api.texts(ALICE)[sent_before[ALICE]:]
-        bob_new = tg.api.texts(BOB)[sent_before[BOB]:]
+        alice_new = tg.api.texts(ALICE)[sent_before[ALICE] :]
+        bob_new = tg.api.texts(BOB)[sent_before[BOB] :]
         assert len(alice_new) == 1 and "感谢您的推荐" in alice_new[0] and "REF-" in alice_new[0]
         assert len(bob_new) == 1 and "好友邀请的见面礼券" in bob_new[0]
 
@@ -108,9 +108,7 @@ async def test_self_referral_and_existing_customers_are_refused(config, sqlite_d
             assert s.scalars(select(Referral)).all() == []
 
 
-async def test_the_referrers_cap_holds_and_the_newcomer_still_gets_theirs(
-    config, sqlite_db, clock
-):
+async def test_the_referrers_cap_holds_and_the_newcomer_still_gets_theirs(config, sqlite_db, clock):
     config = referral_config(config, cap_per_referrer=1)
     async with TelegramHarness(config, sqlite_db, clock) as tg:
         await tg.push(message(private_chat(ALICE), user(ALICE, "Alice"), "/start"))
@@ -153,9 +151,10 @@ def wx(config, sqlite_db, clock):
 
 async def test_wechat_qr_scene_attributes_the_follower(wx, sqlite_db, clock):
     cfg, signer = wx
-    async with RunningSiyu(cfg, sqlite_db, clock, free_port()) as siyu, httpx.AsyncClient(
-        timeout=10
-    ) as client:
+    async with (
+        RunningSiyu(cfg, sqlite_db, clock, free_port()) as siyu,
+        httpx.AsyncClient(timeout=10) as client,
+    ):
 
         async def callback(openid: str, **fields) -> httpx.Response:
             base = {"ToUserName": "gh_account", "FromUserName": openid,
@@ -166,7 +165,9 @@ async def test_wechat_qr_scene_attributes_the_follower(wx, sqlite_db, clock):
         answer = await callback("oInviter", MsgType="text", Content="我的邀请", MsgId=1)
         text = signer.open_reply(answer.text)["Content"]
         code = re.search(r"邀请码：([a-z0-9]{8})", text).group(1)
-        await callback("oNewcomer", MsgType="event", Event="subscribe", EventKey=f"qrscene_ref_{code}")
+        await callback(
+            "oNewcomer", MsgType="event", Event="subscribe", EventKey=f"qrscene_ref_{code}"
+        )
         with sqlite_db.sessions() as s:
             (ref,) = s.scalars(select(Referral)).all()
             assert (ref.channel, ref.via, ref.code) == ("wechat", "qr_scene", code)

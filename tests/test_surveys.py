@@ -152,7 +152,9 @@ async def test_siyu_survey_send_and_report(tmp_path, config, sqlite_db):
             env={"PATH": "/usr/bin:/bin", "LANG": "en_US.UTF-8"},
         )  # fmt: skip
 
-    sent = siyu("survey", "send", "csat", "--segment", "channel:sandbox", "--source", "q1", "--json")
+    sent = siyu(
+        "survey", "send", "csat", "--segment", "channel:sandbox", "--source", "q1", "--json"
+    )
     assert sent.returncode == 0, sent.stderr
     assert json.loads(sent.stdout)["outcomes"] == {"queued": 1}
     again = siyu("survey", "send", "csat", "--segment", "channel:sandbox", "--source", "q1")

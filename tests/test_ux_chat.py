@@ -50,10 +50,14 @@ async def test_help_lists_every_command_of_the_readers_role_with_one_line(config
     assert "/coupons — 我的券：查看可用优惠券和有效期" in customer
     assert "/redeem — 核销优惠券（/redeem 券码 消费金额）" in manager
     assert member.splitlines()[1:] == ["/help — 查看您可以使用的命令"]
-    assert "/coupons — My coupons: valid coupons and their expiry" in (await h.bot_messages("e1"))[0]
+    assert (
+        "/coupons — My coupons: valid coupons and their expiry" in (await h.bot_messages("e1"))[0]
+    )
 
 
-async def test_telegram_command_menus_are_registered_per_scope_and_language(config, sqlite_db, clock):
+async def test_telegram_command_menus_are_registered_per_scope_and_language(
+    config, sqlite_db, clock
+):
     async with TelegramHarness(config, sqlite_db, clock) as tg:
         calls = tg.api.called("setMyCommands")
     menus = {
@@ -88,7 +92,9 @@ async def test_greeting_and_my_coupons_with_expiry(config, sqlite_db, clock):
     with h.db.sessions() as s:
         ticket_id = s.scalars(select(HandoffTicket.id)).one()
     alice.post(f"/inbox/c/{ticket_id}/claim", data={"csrf": token})
-    alice.post(f"/inbox/c/{ticket_id}/coupon", data={"csrf": token, "nonce": "n", "coupon": "welcome_back"})
+    alice.post(
+        f"/inbox/c/{ticket_id}/coupon", data={"csrf": token, "nonce": "n", "coupon": "welcome_back"}
+    )
     alice.post(f"/inbox/c/{ticket_id}/resolve", data={"csrf": token, "confirm": "yes"})
     await h.say("c2", "/coupons")
     await h.deliver()
@@ -107,7 +113,8 @@ async def test_redeem_without_an_amount_asks_for_it_when_a_minimum_spend_applies
     h = harness(config, sqlite_db, clock)
     await h.say("c1", "我想吃早餐")
     await h.say(
-        "manager", '/campaign new am segment="tag:早餐" template=morning_offer coupon=breakfast5 pilot=0 holdout=0'
+        "manager",
+        '/campaign new am segment="tag:早餐" template=morning_offer coupon=breakfast5 pilot=0 holdout=0',
     )
     await h.say("manager", "/campaign launch am")
     run_due(Services(h.db, h.runtime.config, h.runtime.renderer, clock))
@@ -118,7 +125,10 @@ async def test_redeem_without_an_amount_asks_for_it_when_a_minimum_spend_applies
     await h.say("manager", f"/redeem {code} 25")
     await h.deliver()
     asked, low, ok = (await h.bot_messages("manager"))[-3:]
-    assert asked == f"「早餐立减 5 元」满 20.00 元可用，请带上消费金额：/redeem {code} 金额，例如 /redeem {code} 20.00"
+    assert (
+        asked
+        == f"「早餐立减 5 元」满 20.00 元可用，请带上消费金额：/redeem {code} 金额，例如 /redeem {code} 20.00"
+    )
     assert low.startswith("未达到使用门槛")
     assert ok.startswith(f"核销成功：{code}")
     with h.db.sessions() as s:
@@ -149,7 +159,8 @@ async def test_a_coupons_total_stock_is_enforced_with_a_reason(config, sqlite_db
     for user_id in ("d1", "d2", "d3"):
         await h.say(user_id, "我想吃早餐")
     await h.say(
-        "manager", '/campaign new gift segment="tag:早餐" text="送您 {{ coupon.code }}" coupon=vip_gift pilot=0 holdout=0'
+        "manager",
+        '/campaign new gift segment="tag:早餐" text="送您 {{ coupon.code }}" coupon=vip_gift pilot=0 holdout=0',
     )
     await h.say("manager", "/campaign launch gift")
     run_due(Services(h.db, h.runtime.config, h.runtime.renderer, clock))
@@ -162,7 +173,9 @@ async def test_a_coupons_total_stock_is_enforced_with_a_reason(config, sqlite_db
 async def test_campaign_stats_in_a_group_answer_the_manager_privately(config, sqlite_db, clock):
     h = harness(config, sqlite_db, clock)
     await h.say("c1", "我想吃早餐")
-    await h.say("manager", '/campaign new am segment="tag:早餐" template=morning_offer pilot=0 holdout=0')
+    await h.say(
+        "manager", '/campaign new am segment="tag:早餐" template=morning_offer pilot=0 holdout=0'
+    )
     await h.say("manager", "/campaign stats am", chat="group-1")
     await h.say("manager", "/campaign", chat="group-1")  # usage: no data, stays in the group
     await h.deliver()
@@ -172,7 +185,9 @@ async def test_campaign_stats_in_a_group_answer_the_manager_privately(config, sq
     assert (await h.bot_messages("manager"))[-1].startswith("📊 活动「am」（草稿）")
 
 
-async def test_campaign_safety_typos_empty_audiences_preview_list_and_verdict(config, sqlite_db, clock):
+async def test_campaign_safety_typos_empty_audiences_preview_list_and_verdict(
+    config, sqlite_db, clock
+):
     config = config.replace(campaigns=replace(config.campaigns, min_pilot_size=1))
     h = harness(config, sqlite_db, clock)
     await h.say("c1", "周末去哪玩")  # 周末出游
@@ -181,7 +196,10 @@ async def test_campaign_safety_typos_empty_audiences_preview_list_and_verdict(co
     await h.say("manager", '/campaign new wk segment="tag:周末出" template=weekend_trip')
     await h.say("manager", '/campaign new nobody segment="city:火星" template=weekend_trip')
     await h.say("manager", "/campaign launch nobody")
-    await h.say("manager", '/campaign new wk segment="tag:周末出游" template=weekend_trip coupon=birthday20 pilot=50% holdout=0 hours=1')
+    await h.say(
+        "manager",
+        '/campaign new wk segment="tag:周末出游" template=weekend_trip coupon=birthday20 pilot=50% holdout=0 hours=1',
+    )
     await h.say("manager", "/campaign preview wk")
     await h.say("manager", "/campaign list")
     await h.say("manager", "/campaign pilot wk")
@@ -217,7 +235,9 @@ async def test_campaign_safety_typos_empty_audiences_preview_list_and_verdict(co
 async def test_a_managers_campaign_errors_are_in_their_language(config, sqlite_db, clock, locale):
     h = harness(config, sqlite_db, clock)
     await h.say("c1", "周末去哪玩")
-    await h.say("manager", '/campaign new wk segment="tag:周末出" template=weekend_trip', locale=locale)
+    await h.say(
+        "manager", '/campaign new wk segment="tag:周末出" template=weekend_trip', locale=locale
+    )
     await h.deliver()
     assert (await h.bot_messages("manager"))[0] == (
         "Campaign action failed: no customer has ever had the tag '周末出'. Did you mean 周末出游?"
@@ -246,4 +266,7 @@ async def test_campaign_definition_mistakes_are_explained_in_the_managers_langua
     await h.deliver()
     typo, missing = await h.bot_messages("manager")
     assert typo.startswith("活动操作失败：没有“segmnt”这个设置，您是不是想写 segment=？")
-    assert missing == "活动操作失败：请给出人群 segment=，例如 segment=\"tag:早餐\"（所有人：opt_out:no）"
+    assert (
+        missing
+        == '活动操作失败：请给出人群 segment=，例如 segment="tag:早餐"（所有人：opt_out:no）'
+    )

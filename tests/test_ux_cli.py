@@ -60,7 +60,16 @@ def test_ordinary_commands_print_no_log_lines_unless_verbose(tmp_path):
 
 def test_config_is_taken_anywhere_on_the_line(world):
     # A trailing --config after a campaign definition is the config, not a definition word.
-    made = siyu("campaign", "new", "spring", 'segment=tag:母婴', "text=hi", "--config", "prod.toml", cwd=world)
+    made = siyu(
+        "campaign",
+        "new",
+        "spring",
+        "segment=tag:母婴",
+        "text=hi",
+        "--config",
+        "prod.toml",
+        cwd=world,
+    )
     assert made.returncode == 0, made.stderr
     assert made.stdout.strip() == "campaign spring created (#1, draft)"
     listed = siyu("campaign", "list", "--json", "--config=prod.toml", cwd=world)
@@ -117,8 +126,23 @@ def test_exports_write_csv_with_progress_on_stderr(world):
     out = world / "hz.csv"
     seg = siyu("export", "segment", "city:杭州", "-o", str(out), "--config", "prod.toml", cwd=world)
     assert seg.returncode == 0 and seg.stdout == ""
-    assert [r["display_name"] for r in csv.DictReader(out.open(encoding="utf-8"))] == ["A", "B", "F"]
-    siyu("campaign", "new", "mb", "segment=tag:母婴", "text=hi", "pilot=0", "holdout=0", "--config", "prod.toml", cwd=world)
+    assert [r["display_name"] for r in csv.DictReader(out.open(encoding="utf-8"))] == [
+        "A",
+        "B",
+        "F",
+    ]
+    siyu(
+        "campaign",
+        "new",
+        "mb",
+        "segment=tag:母婴",
+        "text=hi",
+        "pilot=0",
+        "holdout=0",
+        "--config",
+        "prod.toml",
+        cwd=world,
+    )
     launched = siyu("campaign", "launch", "mb", "--config", "prod.toml", cwd=world)
     assert launched.returncode == 0, launched.stderr
     assert "preparing campaign messages [####################] 2/2 (100%)" in launched.stderr
@@ -131,7 +155,16 @@ def test_exports_write_csv_with_progress_on_stderr(world):
 
 
 def test_an_audience_of_nobody_cannot_launch_from_the_cli(world):
-    siyu("campaign", "new", "mars", "segment=city:火星", "text=hi", "--config", "prod.toml", cwd=world)
+    siyu(
+        "campaign",
+        "new",
+        "mars",
+        "segment=city:火星",
+        "text=hi",
+        "--config",
+        "prod.toml",
+        cwd=world,
+    )
     r = siyu("campaign", "launch", "mars", "--config", "prod.toml", cwd=world)
     assert r.returncode == 2
     assert r.stderr.strip() == (
@@ -158,7 +191,10 @@ def test_an_unmigrated_database_is_one_line_saying_what_to_do(tmp_path):
     (tmp_path / "c.toml").write_text(f'[database]\nurl = "sqlite:///{tmp_path / "new.db"}"\n')
     r = siyu("customer", "show", "sandbox", "a", "--config", "c.toml", cwd=tmp_path)
     assert r.returncode == 1
-    assert r.stderr == f"siyu: the database sqlite:///{tmp_path / 'new.db'} is not migrated: run 'siyu migrate' first\n"
+    assert (
+        r.stderr
+        == f"siyu: the database sqlite:///{tmp_path / 'new.db'} is not migrated: run 'siyu migrate' first\n"
+    )
     zh = siyu("campaign", "list", "--config", "c.toml", cwd=tmp_path, env={"SIYU_LANG": "zh_CN"})
     assert zh.stderr.startswith("siyu: 数据库") and "请先运行 siyu migrate" in zh.stderr
     assert len(zh.stderr.splitlines()) == 1
@@ -167,7 +203,15 @@ def test_an_unmigrated_database_is_one_line_saying_what_to_do(tmp_path):
 def test_a_read_only_database_is_one_line(world):
     url = f"sqlite:///file:{world / 'siyu.db'}?mode=ro&uri=true"
     (world / "ro.toml").write_text(f'[database]\nurl = "{url}"\n')
-    r = siyu("staff", "add", "zed", "--config", "ro.toml", cwd=world, env={"SIYU_STAFF_PASSWORD": "long-enough-1"})
+    r = siyu(
+        "staff",
+        "add",
+        "zed",
+        "--config",
+        "ro.toml",
+        cwd=world,
+        env={"SIYU_STAFF_PASSWORD": "long-enough-1"},
+    )
     assert r.returncode == 1
     assert len(r.stderr.splitlines()) == 1 and "Traceback" not in r.stderr
     assert "is read-only: check its file permissions" in r.stderr
@@ -185,7 +229,9 @@ def test_a_full_database_is_one_line(world, capsys):
     (world / "many.csv").write_text(rows, encoding="utf-8")
     event.listen(Engine, "connect", cap)
     try:
-        code = main(["import", "customers", str(world / "many.csv"), "--config", str(world / "prod.toml")])
+        code = main(
+            ["import", "customers", str(world / "many.csv"), "--config", str(world / "prod.toml")]
+        )
     finally:
         event.remove(Engine, "connect", cap)
     err = capsys.readouterr().err

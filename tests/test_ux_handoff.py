@@ -42,7 +42,9 @@ async def test_staff_coupon_reaches_the_customer_at_once_and_keeps_the_flows_off
 ):
     h = harness(config, sqlite_db, clock)
     await h.say("u1", "周末去哪玩")
-    await h.sandbox.receive({"user_id": "u1", "button_data": "flow:weekend_trip_inquiry:destination:qiandao"})
+    await h.sandbox.receive(
+        {"user_id": "u1", "button_data": "flow:weekend_trip_inquiry:destination:qiandao"}
+    )
     await h.say("u1", "本周六")
     await h.say("u1", "2")  # the flow's own offer (¥50 trip coupon) is issued
     await h.deliver()
@@ -171,7 +173,10 @@ async def test_resolve_asks_for_confirmation_then_closes_with_a_rating(config, s
         # the rating is the csat survey's answer: per staff member in siyu report survey csat
         (answer,) = s.scalars(select(SurveyResponse)).all()
         assert (answer.survey, answer.score, answer.source, answer.staff) == (
-            "csat", 4, f"handoff:{ticket_id}", "alice"
+            "csat",
+            4,
+            f"handoff:{ticket_id}",
+            "alice",
         )
     manager, _ = login(h, "mia")
     html = manager.get("/inbox/manager").text
@@ -206,7 +211,9 @@ async def test_an_out_of_range_answer_is_reasked_with_the_range_and_never_hands_
 ):
     h = harness(config, sqlite_db, clock)
     await h.say("u1", "周末去哪玩")
-    await h.sandbox.receive({"user_id": "u1", "button_data": "flow:weekend_trip_inquiry:destination:qiandao"})
+    await h.sandbox.receive(
+        {"user_id": "u1", "button_data": "flow:weekend_trip_inquiry:destination:qiandao"}
+    )
     await h.say("u1", "本周六")
     for _ in range(3):
         await h.say("u1", "0")

@@ -40,7 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", metavar="FILE", default=None, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    run = sub.add_parser("run", parents=[common], help="migrate, then serve all configured channels")
+    run = sub.add_parser(
+        "run", parents=[common], help="migrate, then serve all configured channels"
+    )
     run.add_argument(
         "--role",
         choices=[r.value for r in Role],
@@ -330,7 +332,6 @@ def _format_profile(p: dict) -> str:
     return "\n".join(lines)
 
 
-
 def cmd_staff(config: Config, args: argparse.Namespace) -> int:
     """Create or list inbox accounts; the password never appears on the command line."""
     import getpass
@@ -355,7 +356,9 @@ def cmd_staff(config: Config, args: argparse.Namespace) -> int:
                     return 0
                 for user in users:
                     state = "" if user.active else "  (inactive)"
-                    print(f"{user.username}\t{user.role}\t{user.display_name}\t{user.locale}{state}")
+                    print(
+                        f"{user.username}\t{user.role}\t{user.display_name}\t{user.locale}{state}"
+                    )
             return 0
         password = os.environ.get("SIYU_STAFF_PASSWORD")
         if password is None:

@@ -251,9 +251,10 @@ def cmd_import(config: Config, args: argparse.Namespace) -> int:
     try:
         db.migrate()
         report = ImportReport()
-        with db.transaction() as session, Progress(
-            say("cli.progress.import_orders"), len(good)
-        ) as progress:
+        with (
+            db.transaction() as session,
+            Progress(say("cli.progress.import_orders"), len(good)) as progress,
+        ):
             for start in range(0, len(good), 1000):
                 part = store_orders(
                     session, good[start : start + 1000], source=f"csv:{path.name}", now=now

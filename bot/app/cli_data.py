@@ -201,9 +201,9 @@ def _export_campaign(session, args: argparse.Namespace, out) -> int:
     if campaign is None:
         print("siyu: " + say("cli.campaign.no_such", name=args.target), file=sys.stderr)
         return 1
-    total = session.scalar(
-        select(func.count()).where(CampaignTarget.campaign_id == campaign.id)
-    ) or 0
+    total = (
+        session.scalar(select(func.count()).where(CampaignTarget.campaign_id == campaign.id)) or 0
+    )
     outbox = dict(
         session.execute(
             select(OutboxMessage.customer_id, OutboxMessage.status).where(

@@ -168,7 +168,13 @@ def _head(report, lang: str, title_key: str) -> list[str]:
 def _loyalty_text(r, lang: str) -> str:
     lines = _head(r, lang, "measures.loyalty.title")
     lines += [
-        t("measures.loyalty.repeat", lang, rate=_pct(r.repeat_rate), n=r.repeat_buyers, of=r.buyers),
+        t(
+            "measures.loyalty.repeat",
+            lang,
+            rate=_pct(r.repeat_rate),
+            n=r.repeat_buyers,
+            of=r.buyers,
+        ),
         t(
             "measures.loyalty.retention",
             lang,

@@ -129,15 +129,21 @@ def database_problem(exc: BaseException, url: str) -> str | None:
     kinds = " ".join(type(getattr(e, "orig", e)).__name__.lower() for e in chain)
     if "disk is full" in text or "no space left" in text or "disk full" in text:
         return say("cli.db.full", url=where)
-    if "no such table" in text or "undefinedtable" in kinds or (
-        "relation" in text and "does not exist" in text
+    if (
+        "no such table" in text
+        or "undefinedtable" in kinds
+        or ("relation" in text and "does not exist" in text)
     ):
         return say("cli.db.unmigrated", url=where)
     if "disk is full" in text or "no space left" in text or "disk full" in text:
         return say("cli.db.full", url=where)
     if "readonly" in text or "read-only" in text or "read only" in text:
         return say("cli.db.readonly", url=where)
-    if "unable to open database" in text or "could not connect" in text or "connection refused" in text:
+    if (
+        "unable to open database" in text
+        or "could not connect" in text
+        or "connection refused" in text
+    ):
         return say("cli.db.unreachable", url=where)
     return None
 

@@ -10,6 +10,7 @@ from bot.core.i18n import t
 
 __all__ = ["COMMANDS", "add_parsers", "cmd_purge"]
 
+
 def add_parsers(sub, common: argparse.ArgumentParser) -> None:
     purge = sub.add_parser(
         "purge", parents=[common], help="delete rows older than the [retention] periods"

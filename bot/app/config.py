@@ -272,10 +272,13 @@ class RfmConfig:
                     e in ("any", mine)
                     for e, mine in ((earlier.r, g.r), (earlier.f, g.f), (earlier.m, g.m))
                 ):
-                    yield key, (
-                        f"{g.name!r} can never match: groups[{j}] ({earlier.name!r}, "
-                        f"r={earlier.r} f={earlier.f} m={earlier.m}) is tried first and "
-                        "covers it"
+                    yield (
+                        key,
+                        (
+                            f"{g.name!r} can never match: groups[{j}] ({earlier.name!r}, "
+                            f"r={earlier.r} f={earlier.f} m={earlier.m}) is tried first and "
+                            "covers it"
+                        ),
                     )
                     break
 
@@ -290,9 +293,12 @@ class LifecycleConfig:
 
     def problems(self) -> typing.Iterator[tuple[str, str]]:
         if self.churned_days <= self.dormant_days:
-            yield "churned_days", (
-                f"must be greater than dormant_days ({self.dormant_days}), "
-                f"got {self.churned_days}"
+            yield (
+                "churned_days",
+                (
+                    f"must be greater than dormant_days ({self.dormant_days}), "
+                    f"got {self.churned_days}"
+                ),
             )
 
 
@@ -323,14 +329,18 @@ class TiersConfig:
             elif tier.name == "none":
                 yield f"levels[{i}].name", "'none' is reserved (tier:none means no tier)"
             elif tier.name in names:
-                yield f"levels[{i}].name", (
-                    f"{tier.name!r} is already the name of levels[{names[tier.name]}]"
+                yield (
+                    f"levels[{i}].name",
+                    (f"{tier.name!r} is already the name of levels[{names[tier.name]}]"),
                 )
             names.setdefault(tier.name, i)
             if i and tier.min_spend <= self.levels[i - 1].min_spend:
-                yield f"levels[{i}].min_spend", (
-                    f"tiers go from lowest to highest: {tier.min_spend:g} must be greater than "
-                    f"levels[{i - 1}].min_spend ({self.levels[i - 1].min_spend:g})"
+                yield (
+                    f"levels[{i}].min_spend",
+                    (
+                        f"tiers go from lowest to highest: {tier.min_spend:g} must be greater than "
+                        f"levels[{i - 1}].min_spend ({self.levels[i - 1].min_spend:g})"
+                    ),
                 )
 
 
@@ -543,12 +553,19 @@ def _check_button(value: str) -> str | None:
 def _default_scenarios() -> list[ScenarioDef]:
     return [
         # The customer's breakfast time is the point of it: its window is its quiet rule.
-        ScenarioDef("morning_offer", "morning_offer", "daily", "07:00-09:00", "tag:早餐",
-                    quiet_hours=False),
+        ScenarioDef(
+            "morning_offer", "morning_offer", "daily", "07:00-09:00", "tag:早餐", quiet_hours=False
+        ),
         ScenarioDef("weekend_trip", "weekend_trip", "fri", "15:00-18:00", "tag:周末出游"),
         ScenarioDef("birthday", "birthday", "birthday", "10:00-12:00", "opt_out:no", priority=20),
-        ScenarioDef("win_back", "win_back", "daily", "10:00-20:00",
-                    "last_order > 90d and orders >= 1", once_per_days=180),
+        ScenarioDef(
+            "win_back",
+            "win_back",
+            "daily",
+            "10:00-20:00",
+            "last_order > 90d and orders >= 1",
+            once_per_days=180,
+        ),
     ]
 
 
@@ -877,14 +894,16 @@ class Config:
         surveys = [d.name for d in self.surveys.definitions]
         for i, item in enumerate(self.scenarios.definitions):
             if item.survey and item.survey not in surveys:
-                yield f"scenarios.definitions[{i}].survey", (
-                    f"no survey named {item.survey!r} (known: {', '.join(surveys) or 'none'})"
+                yield (
+                    f"scenarios.definitions[{i}].survey",
+                    (f"no survey named {item.survey!r} (known: {', '.join(surveys) or 'none'})"),
                 )
         coupons = [d.name for d in self.coupons.definitions]
         for i, rule in enumerate(self.referrals.rules):
             if rule.coupon not in coupons:
-                yield f"referrals.rules[{i}].coupon", (
-                    f"no coupon named {rule.coupon!r} in [coupons] (known: {', '.join(coupons)})"
+                yield (
+                    f"referrals.rules[{i}].coupon",
+                    (f"no coupon named {rule.coupon!r} in [coupons] (known: {', '.join(coupons)})"),
                 )
 
 

@@ -239,8 +239,9 @@ def run_conversation_jobs(services: Services) -> tuple[Counter, list[int]]:
     sent = send_due_followups(
         services.db, services.config, services.clock, renderer=services.renderer, library=library
     )
-    escalated = escalate_sla(services.db, services.config, services.clock, renderer=services.renderer)
+    escalated = escalate_sla(
+        services.db, services.config, services.clock, renderer=services.renderer
+    )
     if sent or escalated:
         log.info("conversations: follow-ups %s; %d escalated", dict(sent), len(escalated))
     return sent, escalated
-

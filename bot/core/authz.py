@@ -263,7 +263,10 @@ ROUTES: tuple[RouteRule, ...] = (
     _route("/console/measures", "GET", _INBOX_MANAGER, "loyalty, cohorts, AARRR, surveys"),
     _route("/console/groups", "GET", _INBOX_MANAGER, "SOP plans, FAQ entries, moderation log"),
     _route(
-        "/console/groups/sop/{name}/{action}", "POST", _INBOX_MANAGER, "pause, resume, delete a plan"
+        "/console/groups/sop/{name}/{action}",
+        "POST",
+        _INBOX_MANAGER,
+        "pause, resume, delete a plan",
     ),
     _route("/console/groups/faq/{entry_id}/delete", "POST", _INBOX_MANAGER, "delete an FAQ entry"),
     _route("/inbox/manager", "GET", _INBOX_MANAGER, "all conversations, audit log"),

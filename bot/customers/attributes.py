@@ -111,7 +111,9 @@ def parse_birthday(raw: str, today: date) -> date:
     full, short = _FULL_DATE.match(text), _MONTH_DAY.match(text)
     if not full and not short:
         raise ProfileInputError(
-            f"'birthday' {raw!r} must be YYYY-MM-DD or MM-DD", "customer.error.birthday_format", raw=raw
+            f"'birthday' {raw!r} must be YYYY-MM-DD or MM-DD",
+            "customer.error.birthday_format",
+            raw=raw,
         )
     try:
         if full:

@@ -269,7 +269,9 @@ class _Parser:
                 f"unknown field {name_tok.text!r} (known: {', '.join(FIELDS)})",
                 name_tok.position,
                 self.text,
-                key="segment.error.unknown_field_suggest" if close else "segment.error.unknown_field",
+                key="segment.error.unknown_field_suggest"
+                if close
+                else "segment.error.unknown_field",
                 field=name_tok.text[:40],
                 known=", ".join(FIELDS),
                 suggestion=close[0] if close else "",

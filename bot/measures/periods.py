@@ -84,9 +84,7 @@ def month_index(session: Session, column: Any, period: Period) -> ColumnElement[
     """``year * 12 + month - 1`` of ``column`` in the brand's zone, as an SQL expression."""
     if session.get_bind().dialect.name == "postgresql":
         local = func.timezone(literal(period.zone), column)
-        return cast(
-            func.extract("year", local) * 12 + func.extract("month", local) - 1, Integer
-        )
+        return cast(func.extract("year", local) * 12 + func.extract("month", local) - 1, Integer)
     offset = period.tz.utcoffset(datetime.combine(period.end, time(0))) or timedelta(0)
     modifier = f"{int(offset.total_seconds())} seconds"
     year = cast(func.strftime("%Y", column, literal(modifier)), Integer)

@@ -340,11 +340,11 @@ def results(
             for key, *rest in rows
         }
 
-    overall = _figures(survey.kind, *map(int, session.execute(select(*measures).where(*where)).one()))
+    overall = _figures(
+        survey.kind, *map(int, session.execute(select(*measures).where(*where)).one())
+    )
     month = month_index(session, SurveyResponse.answered_at, period)
-    by_month = {
-        month_label(int(k)): v for k, v in grouped(month).items() if k != "-"
-    }
+    by_month = {month_label(int(k)): v for k, v in grouped(month).items() if k != "-"}
     flagged = session.scalar(
         select(func.count()).select_from(SurveyResponse).where(*where, SurveyResponse.flagged)
     )
@@ -364,18 +364,38 @@ def results(
 def _line(kind: str, label: str, figures: dict, lang: str) -> str:
     if kind == "nps":
         score = "—" if figures["nps"] is None else f"{figures['nps']:+.1f}"
-        return t("measures.survey.nps_line", lang, label=label, n=figures["responses"],
-                 nps=score, average=figures["average"] if figures["average"] is not None else "—")
+        return t(
+            "measures.survey.nps_line",
+            lang,
+            label=label,
+            n=figures["responses"],
+            nps=score,
+            average=figures["average"] if figures["average"] is not None else "—",
+        )
     share = "—" if figures["csat"] is None else f"{figures['csat'] * 100:.1f}%"
-    return t("measures.survey.csat_line", lang, label=label, n=figures["responses"],
-             csat=share, average=figures["average"] if figures["average"] is not None else "—")
+    return t(
+        "measures.survey.csat_line",
+        lang,
+        label=label,
+        n=figures["responses"],
+        csat=share,
+        average=figures["average"] if figures["average"] is not None else "—",
+    )
 
 
 def format_results(r: SurveyResults, lang: str) -> str:
     """The results as lines of text in ``lang``."""
     p = r.period
-    lines = [t("measures.survey.title", lang, name=r.survey, start=p["from"], end=p["to"],
-               zone=p["zone"])]
+    lines = [
+        t(
+            "measures.survey.title",
+            lang,
+            name=r.survey,
+            start=p["from"],
+            end=p["to"],
+            zone=p["zone"],
+        )
+    ]
     if r.segment:
         lines.append(t("measures.cli.segment", lang, segment=r.segment))
     lines.append(_line(r.kind, t("measures.survey.overall", lang), r.overall, lang))

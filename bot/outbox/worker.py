@@ -250,16 +250,17 @@ class DeliveryWorker:
             receipt = await adapter.send(message)
         except RetryAfter as exc:
             log.info(
-                "delivery %s: platform asks to wait %.1fs", message.outbox_id, exc.seconds, extra=ids
+                "delivery %s: platform asks to wait %.1fs",
+                message.outbox_id,
+                exc.seconds,
+                extra=ids,
             )
             self._count(message, "rate_limited")
             self.metrics.rate_limited.labels(message.channel).inc()
             self.metrics.retries.labels(message.channel).inc()
             await self.db.run(self._record_retry_after, message, exc.seconds)
         except RecipientUnreachable as exc:
-            log.warning(
-                "delivery %s: recipient unreachable: %s", message.outbox_id, exc, extra=ids
-            )
+            log.warning("delivery %s: recipient unreachable: %s", message.outbox_id, exc, extra=ids)
             self._count(message, "unreachable")
             await self.db.run(self._record_unreachable, message, redact(exc))
         except PermanentError as exc:

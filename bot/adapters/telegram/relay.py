@@ -258,9 +258,7 @@ class RelayDesk:
                 config=self.config,
             )
         elif name == "resolve":
-            handoff.resolve(
-                session, ticket.id, staff, now, confirmed=True, renderer=self.renderer
-            )
+            handoff.resolve(session, ticket.id, staff, now, confirmed=True, renderer=self.renderer)
         elif name == "note" and rest:
             handoff.add_note(session, ticket.id, staff, rest, now)
         elif name == "transfer" and args:

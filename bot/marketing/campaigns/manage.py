@@ -321,7 +321,9 @@ def preview(
     coupon = None
     for c in customers:
         if push.coupon is not None:  # a code and expiry as the customer would see them
-            expires = (now + timedelta(days=push.coupon.valid_days)).astimezone(push.zone(c.timezone))
+            expires = (now + timedelta(days=push.coupon.valid_days)).astimezone(
+                push.zone(c.timezone)
+            )
             coupon = {
                 "code": format_code(new_code()),
                 "title": push.coupon.title,

@@ -123,9 +123,7 @@ def summary(session, config, now: datetime) -> dict:
     return queries.snapshot(session, "measures:tile", now, compute)[1]
 
 
-def load_measures(
-    session, config, period: Period, now: datetime, segment: str | None
-) -> dict:
+def load_measures(session, config, period: Period, now: datetime, segment: str | None) -> dict:
     """Every report the page shows, from bot/measures (what the bench times)."""
     return {
         "loyalty": loyalty.loyalty(session, period, config=config, now=now, segment=segment),
@@ -180,7 +178,10 @@ async def measures_page(request: Request) -> Response:
     if data is not None:
         steps = data["aarrr"].steps
         chart_options["chart-aarrr"] = charts.funnel(
-            [[t(f"console.measures.aarrr_step.{s['step']}", locale), s["customers"]] for s in steps],
+            [
+                [t(f"console.measures.aarrr_step.{s['step']}", locale), s["customers"]]
+                for s in steps
+            ],
             t("console.measures.aarrr", locale),
         )
         chart_options["chart-cohorts"] = _cohort_chart(

@@ -50,9 +50,7 @@ def inbox_routes() -> list[BaseRoute]:
         Route("/inbox/c/{ticket_id}/{action}", guarded(actions.act), methods=["POST"]),
         Route("/inbox/stream", guarded(queue.stream), methods=["GET"]),
         Route("/inbox/api/queue", guarded(queue.api_queue), methods=["GET"]),
-        Route(
-            "/inbox/api/tickets/{ticket_id}/claim", guarded(actions.api_claim), methods=["POST"]
-        ),
+        Route("/inbox/api/tickets/{ticket_id}/claim", guarded(actions.api_claim), methods=["POST"]),
         Route("/inbox/redeem", guarded(actions.redeem_code), methods=["POST"]),
         Route("/inbox/manager", guarded(manager.manager_page), methods=["GET"]),
         Route("/inbox/manager/flag", guarded(manager.manager_flag), methods=["POST"]),

@@ -131,7 +131,9 @@ async def redeem_code(request: Request) -> Response:
     try:
         amount = parse_amount(raw_amount) if raw_amount.strip() else None
     except AmountError as exc:
-        return back(request, here, "!" + t("inbox.redeem.bad_amount", locale) + " " + exc.message(locale))
+        return back(
+            request, here, "!" + t("inbox.redeem.bad_amount", locale) + " " + exc.message(locale)
+        )
 
     def run() -> Redemption:
         with runtime.db.transaction() as session:
@@ -171,7 +173,11 @@ async def api_claim(request: Request) -> Response:
     state.live.poke()
     if not won:
         return JSONResponse(
-            {"claimed": False, "error": t("inbox.flash.taken", locale, owner=owner), "owner": owner},
+            {
+                "claimed": False,
+                "error": t("inbox.flash.taken", locale, owner=owner),
+                "owner": owner,
+            },
             status_code=409,
         )
     return JSONResponse({"claimed": True, "owner": owner})
@@ -185,4 +191,6 @@ def redemption_flash(result: Redemption, locale: str) -> str:
             off = f"{result.discount_cents / 100:.2f}"
             return t("inbox.redeem.ok_off", locale, code=code, title=result.title, off=off)
         return t("inbox.redeem.ok", locale, code=code, title=result.title)
-    return "!" + t(f"inbox.redeem.{result.reason}", locale, min=f"{result.min_spend_cents / 100:.2f}")
+    return "!" + t(
+        f"inbox.redeem.{result.reason}", locale, min=f"{result.min_spend_cents / 100:.2f}"
+    )

@@ -75,7 +75,9 @@ class Refused(Exception):
         self.response = response
 
 
-def guarded(fn: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+def guarded(
+    fn: Callable[[Request], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
     """An endpoint whose :class:`Refused` becomes its answer."""
 
     async def endpoint(request: Request) -> Response:

@@ -96,9 +96,7 @@ def history(session: Session, conv: Conversation, locale: str) -> list[dict]:
     return sorted(items, key=lambda m: m["at"])
 
 
-def breakpoint_steps(
-    library: FlowLibrary, conv: Conversation, locale: str, local
-) -> dict | None:
+def breakpoint_steps(library: FlowLibrary, conv: Conversation, locale: str, local) -> dict | None:
     """The breakpoint as a person reads it: the flow, its steps in order with the answers
     given, the step it waits at, and the pending offer. None outside a flow."""
     state = conv.state or {}

@@ -8,9 +8,11 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
+from bot.app.config import load_config
 from bot.app.services import Services
 from bot.core.clock import FakeClock
 from bot.core.templating import Renderer
+from bot.customers.rfm import recompute_scores
 from bot.groups import faq, moderation, sop
 from storage import repos
 from storage.groups import FaqEntry, GroupPost
@@ -59,6 +61,8 @@ def seed_measures(db, now: datetime) -> dict[str, int]:
                                  answered_at=ago(days), flagged=score < 7))  # fmt: skip
         s.add(SurveyResponse(survey="csat", kind="csat", customer_id=ids["C"], channel="wechat_oa",
                              source="command", score=5, answered_at=ago(2), flagged=False))  # fmt: skip
+    with db.transaction() as s:  # the scores keep each customer's first order (the cohorts)
+        recompute_scores(s, load_config(None, environ={}), now)
     return ids
 
 

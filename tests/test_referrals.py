@@ -17,9 +17,14 @@ from bot.customers.orders import store_orders, validate_order
 from bot.customers.segments import count_segment
 from bot.measures.referrals import settle_first_orders
 from storage.measures import Referral, ReferralReward
+from tests.fakes.wechat import (
+    OA_APP_ID,
+    CallbackSigner,
+    RunningSiyu,
+    oa_config,
+)
 from tests.support import free_port
 from tests.telegram_fake_api import TelegramHarness, message, private_chat, user
-from tests.wechat_fakes import CallbackSigner, FakeWechatApi, RunningSiyu, random_aes_key
 
 pytestmark = pytest.mark.filterwarnings("ignore::telegram.warnings.PTBDeprecationWarning")
 
@@ -125,28 +130,16 @@ async def test_the_referrers_cap_holds_and_the_newcomer_still_gets_theirs(config
         ]
 
 
-APP_ID = "wx0123456789abcdef"
+APP_ID = OA_APP_ID
 
 
 @pytest.fixture
-def wx(config, sqlite_db, clock):
-    fake = FakeWechatApi(free_port()).start()
-    cfg = config.replace(
-        database=replace(config.database, url=sqlite_db.url),
-        wechat=replace(
-            config.wechat,
-            app_id=APP_ID,
-            app_secret="s3cret",
-            token="callback-token",
-            encoding_aes_key=random_aes_key(),
-            api_base_url=fake.base_url,
-        ),
-    )
+def wx(config, sqlite_db, clock, fake_api):
+    cfg = oa_config(config, sqlite_db.url, fake_api)
     signer = CallbackSigner(
         cfg.wechat.token, cfg.wechat.encoding_aes_key, APP_ID, now=lambda: clock.now().timestamp()
     )
-    yield cfg, signer
-    fake.stop()
+    return cfg, signer
 
 
 async def test_wechat_qr_scene_attributes_the_follower(wx, sqlite_db, clock):

@@ -25,10 +25,16 @@ from sqlalchemy import func, insert, select
 
 from storage.models import Customer, Identity, Interaction
 from storage.wechat_inbound import InboundCallback
+from tests.fakes.wechat import (
+    OA_APP_ID,
+    CallbackSigner,
+    RunningSiyu,
+    oa_config,
+    random_aes_key,
+)
 from tests.support import free_port
-from tests.wechat_fakes import CallbackSigner, FakeWechatApi, RunningSiyu, random_aes_key
 
-APP_ID = "wx0123456789abcdef"
+APP_ID = OA_APP_ID
 ROOT = Path(__file__).resolve().parent.parent
 CALLBACKS = 100
 IMPORT_ROWS = 40_000
@@ -37,26 +43,8 @@ SIYU = [sys.executable, "-m", "bot.app.cli"]
 
 
 @pytest.fixture
-def fake_api():
-    fake = FakeWechatApi(free_port()).start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
 def wx_config(config, sqlite_db, fake_api):
-    return config.replace(
-        database=replace(config.database, url=sqlite_db.url),
-        wechat=replace(
-            config.wechat,
-            app_id=APP_ID,
-            app_secret="s3cret-app",
-            token="callback-token",
-            encoding_aes_key=random_aes_key(),
-            api_base_url=fake_api.base_url,
-            reply_budget_seconds=0.3,
-        ),
-    )
+    return oa_config(config, sqlite_db.url, fake_api, reply_budget_seconds=0.3)
 
 
 def db_path(sqlite_db) -> str:

@@ -14,27 +14,17 @@ from wechatpy.crypto import WeChatCrypto
 from storage.db import Database
 from storage.models import Customer, Identity, Interaction, OutboxMessage
 from storage.wechat import ServiceWindow, SourceAttribution
-from tests.fakes.wechat import CallbackSigner, RunningSiyu, random_aes_key
+from tests.fakes.wechat import OA_APP_ID, CallbackSigner, RunningSiyu, oa_config
 from tests.support import free_port
 
-APP_ID = "wx0123456789abcdef"
+APP_ID = OA_APP_ID
 OPENID = "oABCDEFGHIJKLMNOPQRSTUVWXYZ1"
 
 
 @pytest.fixture
 def wx_config(config, sqlite_db, fake_api):
-    return config.replace(
-        database=replace(config.database, url=sqlite_db.url),
-        wechat=replace(
-            config.wechat,
-            app_id=APP_ID,
-            app_secret="s3cret",
-            token="callback-token",
-            encoding_aes_key=random_aes_key(),
-            api_base_url=fake_api.base_url,
-        ),
-        api=replace(config.api, key="wx-test-api-key"),  # customer data needs the key
-    )
+    with_oa = oa_config(config, sqlite_db.url, fake_api)
+    return with_oa.replace(api=replace(config.api, key="wx-test-api-key"))  # data needs the key
 
 
 @pytest.fixture

@@ -15,36 +15,24 @@ from sqlalchemy import func, select
 from storage.db import Database
 from storage.models import Interaction
 from storage.wechat_inbound import CallbackNonce, InboundCallback
+from tests.fakes.wechat import (
+    OA_APP_ID,
+    CallbackSigner,
+    RunningSiyu,
+    oa_config,
+    random_aes_key,
+)
 from tests.support import free_port
-from tests.wechat_fakes import CallbackSigner, FakeWechatApi, RunningSiyu, random_aes_key
 
-APP_ID = "wx0123456789abcdef"
+APP_ID = OA_APP_ID
 CORP_ID = "ww0123456789abcdef"
 OPENID = "oPLAINTEXT0000000000000000001"
 
 
 @pytest.fixture
-def fake_api():
-    fake = FakeWechatApi(free_port()).start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
 def plain_config(config, sqlite_db, fake_api):
     """An Official Account in plaintext mode (no EncodingAESKey)."""
-    return config.replace(
-        database=replace(config.database, url=sqlite_db.url),
-        wechat=replace(
-            config.wechat,
-            app_id=APP_ID,
-            app_secret="s3cret-app",
-            token="callback-token",
-            encoding_aes_key="",
-            api_base_url=fake_api.base_url,
-            passive_reply=False,
-        ),
-    )
+    return oa_config(config, sqlite_db.url, fake_api, encoding_aes_key="", passive_reply=False)
 
 
 @pytest.fixture

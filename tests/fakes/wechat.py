@@ -53,6 +53,28 @@ def xml_of(fields: dict[str, object]) -> str:
     return "<xml>" + "".join(parts) + "</xml>"
 
 
+OA_APP_ID = "wx0123456789abcdef"
+
+
+def oa_config(config, db_url: str, api: FakeWechatApi, **wechat):
+    """``config`` with an Official Account on ``db_url`` whose API is the fake ``api``:
+    AppID OA_APP_ID, Token "callback-token", a fresh EncodingAESKey (``wechat`` overrides
+    any [wechat] key, e.g. ``encoding_aes_key=""`` for plaintext mode)."""
+    from dataclasses import replace
+
+    settings = {
+        "app_id": OA_APP_ID,
+        "app_secret": "s3cret",
+        "token": "callback-token",
+        "encoding_aes_key": random_aes_key(),
+        "api_base_url": api.base_url,
+    } | wechat
+    return config.replace(
+        database=replace(config.database, url=db_url),
+        wechat=replace(config.wechat, **settings),
+    )
+
+
 @dataclass
 class CallbackSigner:
     """Signs and encrypts callbacks for one account (OA AppID or WeCom CorpID)."""

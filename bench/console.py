@@ -30,8 +30,9 @@ from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import select, text
 
+from bench.pgdb import throwaway_database
 from bench.segments import NOW, load, peak_rss_mb
 from bot.app.config import load_config
 from bot.app.services import Services
@@ -54,7 +55,7 @@ from bot.web.console.segments import load_segments
 from bot.web.console.tags import load_tags
 from storage.campaigns import Campaign
 from storage.coupons import CouponDefinition
-from storage.db import Database, normalize_url
+from storage.db import Database
 
 CHANNELS = ("wecom", "wechat", "telegram", "sandbox")
 SAVED = {
@@ -385,24 +386,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.customers < 100 or args.orders < 0 or args.repeat < 1:
         parser.error("--customers must be ≥ 100, --orders ≥ 0, --repeat ≥ 1")
-    admin_url = normalize_url(args.pg_url)
-    name = f"siyu_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        run(
-            admin_url.rsplit("/", 1)[0] + f"/{name}",
-            args.customers,
-            args.orders,
-            args.seed,
-            args.repeat,
-        )
-    finally:
-        if not args.keep:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with throwaway_database(args.pg_url, keep=args.keep) as url:
+        run(url, args.customers, args.orders, args.seed, args.repeat)
     print(f"peak RSS of this process: {peak_rss_mb():.0f} MB")
     return 0
 

@@ -23,15 +23,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import create_engine, text
 
+from bench.pgdb import throwaway_database
 from bench.segments import CHUNK, NOW, _ts, load, peak_rss_mb
 from bot.app.config import load_config
 from bot.customers.rfm import recompute_scores
 from bot.measures.loyalty import aarrr, cohorts, loyalty
 from bot.measures.periods import parse_period
 from bot.measures.surveys import results
-from storage.db import Database, normalize_url
+from storage.db import Database
 
 KINDS = ("message", "message", "command", "button", "join")
 EXTRA = {
@@ -170,21 +170,8 @@ def main() -> int:
         if args.keep:
             print(f"kept: --reuse sqlite:///{path}")
     else:
-        admin_url = normalize_url(args.pg_url)
-        name = f"siyu_bench_{uuid.uuid4().hex[:8]}"
-        admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        url = admin_url.rsplit("/", 1)[0] + f"/{name}"
-        try:
+        with throwaway_database(args.pg_url, keep=args.keep) as url:  # reuse with --reuse URL
             run(url, args.customers, args.orders, args.seed)
-        finally:
-            if not args.keep:
-                with admin.connect() as conn:
-                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            admin.dispose()
-        if args.keep:
-            print(f"kept: --reuse {url}")
     print(f"peak RSS of this process: {peak_rss_mb():.0f} MB")
     return 0
 

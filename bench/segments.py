@@ -27,12 +27,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
+from bench.pgdb import throwaway_database
 from bot.app.config import load_config
 from bot.customers.rfm import recompute_scores
 from bot.customers.segments import compile_segment, count_segment
-from storage.db import Database, normalize_url
+from storage.db import Database
 from storage.tag_scores import days_since_epoch, rate_for
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -229,24 +230,8 @@ def main() -> int:
                     for suffix in ("", "-wal", "-shm"):
                         Path(f"{path}{suffix}").unlink(missing_ok=True)
         else:
-            admin_url = normalize_url(args.pg_url)
-            name = f"siyu_bench_{uuid.uuid4().hex[:8]}"
-            admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-            with admin.connect() as conn:
-                conn.execute(text(f'CREATE DATABASE "{name}"'))
-            try:
-                run(
-                    admin_url.rsplit("/", 1)[0] + f"/{name}",
-                    args.customers,
-                    args.orders,
-                    not args.no_explain,
-                    args.seed,
-                )
-            finally:
-                if not args.keep:
-                    with admin.connect() as conn:
-                        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-                admin.dispose()
+            with throwaway_database(args.pg_url, keep=args.keep) as url:
+                run(url, args.customers, args.orders, not args.no_explain, args.seed)
     print(f"peak RSS of this process: {peak_rss_mb():.0f} MB")
     return 0
 

@@ -37,7 +37,7 @@ from tests.support import free_port
 APP_ID = OA_APP_ID
 ROOT = Path(__file__).resolve().parent.parent
 CALLBACKS = 100
-IMPORT_ROWS = 40_000
+IMPORT_ROWS = 120_000  # long enough that the import still holds the lock when callbacks come
 SHOPPERS = 2000
 SIYU = [sys.executable, "-m", "bot.app.cli"]
 

@@ -53,6 +53,15 @@ def test_campaign_refuses_moves_outside_its_table(old, new):
     assert campaign_transition("paused", "launch_pending") == "launch_pending"
 
 
+def test_a_refused_campaign_move_is_told_in_the_readers_language():
+    with pytest.raises(IllegalCampaignTransition) as caught:
+        campaign_transition("draft", "paused", name="春季")
+    zh, en = caught.value.text("zh-CN"), caught.value.text("en")
+    assert "春季" in zh and "草稿" in zh and "已暂停" in zh and "试点排队中" in zh
+    assert "draft" in en and "paused" in en and "pilot queued" in en
+    assert "paused" not in zh and "draft" not in zh
+
+
 @pytest.mark.parametrize(("old", "new"), [("bot", "staff"), ("staff", "waiting")])
 def test_handoff_refuses_moves_outside_its_table(old, new):
     with pytest.raises(IllegalHandoffTransition):

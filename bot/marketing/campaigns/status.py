@@ -20,6 +20,7 @@ __all__ = [
     "CampaignError",
     "CampaignStatus",
     "IllegalCampaignTransition",
+    "status_name",
     "transition",
 ]
 
@@ -58,6 +59,25 @@ class IllegalCampaignTransition(CampaignError, IllegalTransition):
     def __init__(self, machine: str, old: str, new: str, allowed: Iterable[str]) -> None:
         IllegalTransition.__init__(self, machine, old, new, allowed)
         self.key, self.values = None, {}
+        self.campaign = ""
+
+    def text(self, locale: str | None) -> str:
+        """The refused move in the reader's locale, statuses by their names there."""
+        names = [status_name(s, locale) for s in self.allowed]
+        return t(
+            "campaign.error.illegal_move",
+            locale,
+            name=self.campaign or "-",
+            old=status_name(self.old, locale),
+            new=status_name(self.new, locale),
+            allowed=t("campaign.error.list_sep", locale).join(names) or "-",
+        )
+
+
+def status_name(status: str, locale: str | None) -> str:
+    """A campaign status as its reader says it (``paused`` → 已暂停)."""
+    known = status in {s.value for s in CampaignStatus}
+    return t(f"campaign.status.{status if known else 'other'}", locale)
 
 
 _S = CampaignStatus
@@ -82,4 +102,8 @@ ACTIVE = (_S.PILOT_PENDING, _S.PILOTING, _S.LAUNCH_PENDING, _S.RUNNING, _S.PAUSE
 
 def transition(old: str, new: str, *, name: str = "") -> CampaignStatus:
     """Check a campaign's move; raises :class:`IllegalCampaignTransition`."""
-    return MACHINE.check(old, new, subject=f"campaign {name!r}" if name else "")
+    try:
+        return MACHINE.check(old, new, subject=f"campaign {name!r}" if name else "")
+    except IllegalCampaignTransition as exc:
+        exc.campaign = name
+        raise

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import time
 import uuid
 from collections import deque
 from collections.abc import Iterator
@@ -40,6 +41,9 @@ from tests.support import free_port
 PG_ADMIN_URL = normalize_url(
     os.environ.get("SIYU_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 )
+REDIS_SERVER = os.environ.get("SIYU_TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
+#: The Redis databases tests may take for their own (database 0 holds the claims on them).
+REDIS_DATABASES = range(1, 9)
 
 
 def _pg_database_url(name: str) -> str:
@@ -244,6 +248,42 @@ def sqlite_db(sqlite_url: str) -> Iterator[Database]:
     database = Database(sqlite_url)
     yield database
     database.close()
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """An empty Redis database of this test's own, for tests whose processes share Redis.
+
+    Parallel test workers (and parallel runs on the same server) must not flush or count
+    each other's keys, so a test claims a free database number with ``SET NX`` (a claim
+    that expires, should the test be killed) and gives it back, emptied, at the end.
+    """
+    import redis
+
+    claims = redis.Redis.from_url(f"{REDIS_SERVER}/0")
+    token = uuid.uuid4().hex
+    deadline = time.monotonic() + 120
+    number = None
+    while number is None:
+        number = next(
+            (n for n in REDIS_DATABASES if claims.set(f"siyu:test:db:{n}", token, nx=True, ex=900)),
+            None,
+        )
+        if number is None:
+            if time.monotonic() > deadline:
+                pytest.fail(f"no free Redis test database in {list(REDIS_DATABASES)}")
+            time.sleep(0.1)
+    url = f"{REDIS_SERVER}/{number}"
+    database = redis.Redis.from_url(url)
+    database.flushdb()
+    try:
+        yield url
+    finally:
+        database.flushdb()
+        database.close()
+        if claims.get(f"siyu:test:db:{number}") == token.encode():
+            claims.delete(f"siyu:test:db:{number}")
+        claims.close()
 
 
 @pytest.fixture

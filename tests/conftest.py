@@ -33,6 +33,7 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.pool import NullPool
 
 from bot.app.config import Config, load_config
+from bot.conversations.staff import use_password_cost
 from bot.core.clock import FakeClock
 from storage.db import Database, normalize_url
 from tests.fakes.wechat import FakeWechatApi
@@ -44,6 +45,36 @@ PG_ADMIN_URL = normalize_url(
 REDIS_SERVER = os.environ.get("SIYU_TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
 #: The Redis databases tests may take for their own (database 0 holds the claims on them).
 REDIS_DATABASES = range(1, 9)
+
+
+#: The argon2id cost of staff passwords in tests ([web] password_time_cost and
+#: password_memory_kib): the cheapest the library takes. Production keeps the library's
+#: defaults (tests/test_password_cost.py checks they stay strong).
+TEST_PASSWORD_COST = {"password_time_cost": 1, "password_memory_kib": 64}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    use_password_cost(
+        TEST_PASSWORD_COST["password_time_cost"], TEST_PASSWORD_COST["password_memory_kib"]
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist, the slow tests (real processes), then the browser tests, first.
+
+    Workers take tests two at a time in this order, so the long ones start early on every
+    worker and the short ones fill the gaps at the end instead of one long test running
+    alone. Every worker sorts the same collection the same way (a stable sort).
+    """
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+
+    def weight(item: pytest.Item) -> int:
+        if item.get_closest_marker("slow"):
+            return 0
+        return 1 if item.get_closest_marker("browser") else 2
+
+    items.sort(key=weight)
 
 
 def _pg_database_url(name: str) -> str:
@@ -309,6 +340,7 @@ def config(tmp_path: Path) -> Config:
     defaults = load_config(None, environ={})
     return defaults.replace(
         scenarios=replace(defaults.scenarios, scheduler=False),
+        web=replace(defaults.web, **TEST_PASSWORD_COST),
         # The example config's manager: the sandbox page's manager persona.
         roles=replace(defaults.roles, managers=["sandbox:manager"]),
     )

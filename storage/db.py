@@ -67,7 +67,13 @@ def _sqlite_begin(conn: Connection) -> None:
     if conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
         return
     immediate = conn.get_execution_options().get(_WRITE_OPTION)
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    # Straight to the driver, as the driver's own BEGIN was: not a statement of ours (no
+    # statement events, no echo).
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    finally:
+        cursor.close()
 
 
 #: The execution option that marks a connection's transaction as one that writes (SQLite).

@@ -62,7 +62,7 @@ async def test_two_web_two_workers_one_scheduler_deliver_a_message(pg_url, redis
         }
         try:
             for p in procs.values():
-                await asyncio.to_thread(p.wait_ready, 60.0)
+                await asyncio.to_thread(p.wait_ready)
             web1, web2 = procs["web-1"], procs["web-2"]
             async with httpx.AsyncClient() as http:
                 # in at web-1 ...

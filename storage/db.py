@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import CursorResult, Engine, Result, make_url
+from sqlalchemy.engine import Connection, CursorResult, Engine, Result, make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql import Executable
 
@@ -40,12 +40,44 @@ def normalize_url(url: str) -> str:
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # pysqlite's own transaction handling emits BEGIN only before INSERT/UPDATE/DELETE: a
+    # transaction whose first statement is a SELECT or a SAVEPOINT ran outside any BEGIN,
+    # and releasing that savepoint committed it. Off: _sqlite_begin emits BEGIN instead
+    # (SQLAlchemy's documented pysqlite recipe).
+    dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=10000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    """Open each SQLite transaction: ``BEGIN IMMEDIATE`` for a write transaction
+    (:meth:`Database.transaction`), a plain deferred ``BEGIN`` for the rest (reads).
+
+    A deferred transaction takes its read snapshot at its first SELECT and the write lock
+    only at its first write; if another process committed in between, that upgrade fails at
+    once with "database is locked" (in WAL mode SQLite cannot honour busy_timeout for a
+    stale snapshot). A write transaction therefore takes the write lock at BEGIN and waits
+    (busy_timeout) for it there. Reads keep a deferred BEGIN: a consistent snapshot that
+    never holds writers up (WAL), however long a page or an export streams.
+    """
+    if conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+        return
+    immediate = conn.get_execution_options().get(_WRITE_OPTION)
+    # Straight to the driver, as the driver's own BEGIN was: not a statement of ours (no
+    # statement events, no echo).
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    finally:
+        cursor.close()
+
+
+#: The execution option that marks a connection's transaction as one that writes (SQLite).
+_WRITE_OPTION = "siyu_write_transaction"
 
 
 class Database:
@@ -63,6 +95,7 @@ class Database:
                 self.url, echo=echo, connect_args={"check_same_thread": False, "timeout": 10}
             )
             event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "begin", _sqlite_begin)
             workers = 1
         else:
             self.engine = create_engine(self.url, echo=echo, pool_size=10, pool_pre_ping=True)
@@ -79,6 +112,8 @@ class Database:
     def transaction(self) -> Iterator[Session]:
         """A session in one transaction: committed on success, rolled back on error."""
         with self.sessions() as session, session.begin():
+            if self.dialect == "sqlite":  # take the write lock at BEGIN (_sqlite_begin)
+                session.connection(execution_options={_WRITE_OPTION: True})
             yield session
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:

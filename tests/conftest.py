@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import time
 import uuid
 from collections import deque
 from collections.abc import Iterator
@@ -32,6 +33,7 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.pool import NullPool
 
 from bot.app.config import Config, load_config
+from bot.conversations.staff import use_password_cost
 from bot.core.clock import FakeClock
 from storage.db import Database, normalize_url
 from tests.fakes.wechat import FakeWechatApi
@@ -40,6 +42,39 @@ from tests.support import free_port
 PG_ADMIN_URL = normalize_url(
     os.environ.get("SIYU_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 )
+REDIS_SERVER = os.environ.get("SIYU_TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
+#: The Redis databases tests may take for their own (database 0 holds the claims on them).
+REDIS_DATABASES = range(1, 9)
+
+
+#: The argon2id cost of staff passwords in tests ([web] password_time_cost and
+#: password_memory_kib): the cheapest the library takes. Production keeps the library's
+#: defaults (tests/test_password_cost.py checks they stay strong).
+TEST_PASSWORD_COST = {"password_time_cost": 1, "password_memory_kib": 64}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    use_password_cost(
+        TEST_PASSWORD_COST["password_time_cost"], TEST_PASSWORD_COST["password_memory_kib"]
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist, the slow tests (real processes), then the browser tests, first.
+
+    Workers take tests two at a time in this order, so the long ones start early on every
+    worker and the short ones fill the gaps at the end instead of one long test running
+    alone. Every worker sorts the same collection the same way (a stable sort).
+    """
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+
+    def weight(item: pytest.Item) -> int:
+        if item.get_closest_marker("slow"):
+            return 0
+        return 1 if item.get_closest_marker("browser") else 2
+
+    items.sort(key=weight)
 
 
 def _pg_database_url(name: str) -> str:
@@ -247,6 +282,42 @@ def sqlite_db(sqlite_url: str) -> Iterator[Database]:
 
 
 @pytest.fixture
+def redis_url() -> Iterator[str]:
+    """An empty Redis database of this test's own, for tests whose processes share Redis.
+
+    Parallel test workers (and parallel runs on the same server) must not flush or count
+    each other's keys, so a test claims a free database number with ``SET NX`` (a claim
+    that expires, should the test be killed) and gives it back, emptied, at the end.
+    """
+    import redis
+
+    claims = redis.Redis.from_url(f"{REDIS_SERVER}/0")
+    token = uuid.uuid4().hex
+    deadline = time.monotonic() + 120
+    number = None
+    while number is None:
+        number = next(
+            (n for n in REDIS_DATABASES if claims.set(f"siyu:test:db:{n}", token, nx=True, ex=900)),
+            None,
+        )
+        if number is None:
+            if time.monotonic() > deadline:
+                pytest.fail(f"no free Redis test database in {list(REDIS_DATABASES)}")
+            time.sleep(0.1)
+    url = f"{REDIS_SERVER}/{number}"
+    database = redis.Redis.from_url(url)
+    database.flushdb()
+    try:
+        yield url
+    finally:
+        database.flushdb()
+        database.close()
+        if claims.get(f"siyu:test:db:{number}") == token.encode():
+            claims.delete(f"siyu:test:db:{number}")
+        claims.close()
+
+
+@pytest.fixture
 def fake_api() -> Iterator[FakeWechatApi]:
     """The fake WeChat / WeCom HTTP API on a free local port."""
     fake = FakeWechatApi(free_port()).start()
@@ -269,6 +340,7 @@ def config(tmp_path: Path) -> Config:
     defaults = load_config(None, environ={})
     return defaults.replace(
         scenarios=replace(defaults.scenarios, scheduler=False),
+        web=replace(defaults.web, **TEST_PASSWORD_COST),
         # The example config's manager: the sandbox page's manager persona.
         roles=replace(defaults.roles, managers=["sandbox:manager"]),
     )

@@ -47,8 +47,9 @@ class SiyuProcess:
             stderr=subprocess.STDOUT,
         )
 
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        """Wait until ``/readyz`` answers 200 (the process started and is migrated)."""
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        """Wait until ``/readyz`` answers 200 (the process started and is migrated); the
+        bound allows for a machine busy with parallel tests."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

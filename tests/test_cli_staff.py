@@ -15,6 +15,7 @@ from bot.conversations.staff import authenticate, create_staff
 from bot.core.clock import SystemClock
 from storage.db import Database
 from storage.handoff import AuditEntry, StaffUser
+from tests.conftest import TEST_PASSWORD_COST
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,7 +28,8 @@ def accounts(tmp_path: Path, sqlite_url: str):
         create_staff(s, "maria", "manager-pass-1", role="manager", now=SystemClock().now())
         create_staff(s, "sam", "staff-pass-123", role="staff", now=SystemClock().now())
     path = tmp_path / "siyu.toml"
-    path.write_text(f'[database]\nurl = "{sqlite_url}"\n')
+    cost = "".join(f"{key} = {value}\n" for key, value in TEST_PASSWORD_COST.items())
+    path.write_text(f'[database]\nurl = "{sqlite_url}"\n[web]\n{cost}')
     yield db, str(path)
     db.close()
 

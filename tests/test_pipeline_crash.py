@@ -1,9 +1,10 @@
 """Crash safety of the batched inbound pipeline in a real ``siyu run`` process.
 
-100 concurrent senders post a burst of events to the sandbox API; the process is killed
-with SIGKILL in the middle of it. A platform retries what was not acknowledged: after a
-restart every unacknowledged event is sent again (and some acknowledged ones too, as a
-platform whose acknowledgement was lost would). Every event must then be processed exactly
+100 concurrent senders post a burst of 1,200 events (four per user) to the sandbox API,
+so batches are in flight and requests wait for theirs at every moment; the process is
+killed with SIGKILL after a quarter of them are acknowledged. A platform retries what was
+not acknowledged: after a restart every unacknowledged event is sent again (and some
+acknowledged ones too, as a platform whose acknowledgement was lost would). Every event must then be processed exactly
 once and its reply queued exactly once, on SQLite and PostgreSQL.
 """
 
@@ -25,7 +26,7 @@ from tests.test_crash_recovery import start
 
 pytestmark = pytest.mark.slow
 
-N = 3_000
+N = 1_200
 SENDERS = 100
 USERS = 300
 
@@ -99,7 +100,7 @@ async def test_sigkill_during_a_burst_then_retries_process_every_event_once(tmp_
         second = start(cfg, port, tmp_path)
         try:
             unacknowledged = [i for i in range(N) if i not in acknowledged]
-            resent = unacknowledged + sorted(acknowledged)[:500]  # lost acknowledgements
+            resent = unacknowledged + sorted(acknowledged)[: N // 6]  # lost acknowledgements
             refusals = await send_all(url, resent, acknowledged)
             assert refusals == []
             for _ in range(3):  # what timed out is retried, as the platforms do

@@ -218,11 +218,9 @@ def _busiest(times: list[float], period: float) -> int:
     return best
 
 
-async def test_two_worker_processes_stay_within_telegrams_30_per_second_together(pg_url, tmp_path):
-    import redis
-
-    redis_url = "redis://127.0.0.1:6379/11"
-    redis.Redis.from_url(redis_url).flushdb()
+async def test_two_worker_processes_stay_within_telegrams_30_per_second_together(
+    pg_url, redis_url, tmp_path
+):
     async with AttributingBotAPI() as api:
         env = {"SIYU_TELEGRAM_REDIS_URL": redis_url, "SIYU_DELIVERY_POLL_INTERVAL_SECONDS": "0.1"}
         workers = [

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -233,9 +234,8 @@ level = "INFO"
             text=True,
         )
         try:
-            for _ in range(300):
-                if len(api.called("getUpdates")) >= 2:
-                    break
+            deadline = time.monotonic() + 60  # a fresh database is migrated first
+            while len(api.called("getUpdates")) < 2 and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
         finally:
             proc.send_signal(signal.SIGTERM)

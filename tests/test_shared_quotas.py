@@ -9,15 +9,12 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
-import redis
 
 from bot.adapters.quotas import QuotaWindow, SharedQuota
 from storage.bulk import insert_outbox_rows
 from storage.db import Database
 from tests.fakes.wechat import random_aes_key
 from tests.processes import SiyuProcess
-
-REDIS_URL = "redis://127.0.0.1:6379/10"
 
 
 def _queue(url: str, n: int) -> None:
@@ -44,8 +41,7 @@ def _queue(url: str, n: int) -> None:
 
 
 @pytest.mark.slow
-def test_two_worker_processes_share_the_wecom_quota(pg_url, fake_api, tmp_path):
-    redis.Redis.from_url(REDIS_URL).flushdb()
+def test_two_worker_processes_share_the_wecom_quota(pg_url, redis_url, fake_api, tmp_path):
     _queue(pg_url, 12)
     env = {
         "SIYU_DATABASE_URL": pg_url,
@@ -55,7 +51,7 @@ def test_two_worker_processes_share_the_wecom_quota(pg_url, fake_api, tmp_path):
         "SIYU_WECOM_TOKEN": "wecom-token",
         "SIYU_WECOM_ENCODING_AES_KEY": random_aes_key(),
         "SIYU_WECOM_API_BASE_URL": fake_api.base_url,
-        "SIYU_LIMITS_REDIS_URL": REDIS_URL,
+        "SIYU_LIMITS_REDIS_URL": redis_url,
         "SIYU_LIMITS_WECOM_PER_MINUTE": "5",
         "SIYU_LIMITS_WECOM_PER_HOUR": "5",
         "SIYU_DELIVERY_POLL_INTERVAL_SECONDS": "0.2",
@@ -87,12 +83,12 @@ def test_two_worker_processes_share_the_wecom_quota(pg_url, fake_api, tmp_path):
             w.stop()
 
 
-async def test_replies_keep_their_reserve_when_marketing_fills_the_window():
+async def test_replies_keep_their_reserve_when_marketing_fills_the_window(redis_url):
     name = f"test-{uuid.uuid4().hex[:8]}"
     now = [1_000_000.0]
     window = QuotaWindow("minute", 10, 60.0)
-    quota = SharedQuota(name, [window], redis_url=REDIS_URL, reply_reserve=0.2, now=lambda: now[0])
-    other = SharedQuota(name, [window], redis_url=REDIS_URL, reply_reserve=0.2, now=lambda: now[0])
+    quota = SharedQuota(name, [window], redis_url=redis_url, reply_reserve=0.2, now=lambda: now[0])
+    other = SharedQuota(name, [window], redis_url=redis_url, reply_reserve=0.2, now=lambda: now[0])
     try:
         marketing = [await q.take("campaign") for q in (quota, other) for _ in range(5)]
         assert marketing.count(0.0) == 8  # 80% of the window for marketing, across both

@@ -19,17 +19,15 @@ from tests.test_process_roles import AttributingBotAPI
 
 pytestmark = pytest.mark.slow
 
-REDIS_URL = "redis://127.0.0.1:6379/9"
 
-
-def _env(pg_url: str, api: AttributingBotAPI, who: str) -> dict[str, str]:
+def _env(pg_url: str, api: AttributingBotAPI, who: str, redis_url: str) -> dict[str, str]:
     return {
         "SIYU_DATABASE_URL": pg_url,
         "SIYU_SANDBOX_ENABLED": "true",  # loopback only: allowed next to a real channel
         "SIYU_TELEGRAM_TOKEN": TOKEN,
         "SIYU_TELEGRAM_BASE_URL": api.base_url_for(who),
         "SIYU_TELEGRAM_POLL_TIMEOUT": "1",
-        "SIYU_TELEGRAM_REDIS_URL": REDIS_URL,
+        "SIYU_TELEGRAM_REDIS_URL": redis_url,
         "SIYU_PROCESS_STANDBY_SECONDS": "0.3",
         "SIYU_DELIVERY_POLL_INTERVAL_SECONDS": "0.2",
         "SIYU_LOGGING_FORMAT": "json",
@@ -54,17 +52,17 @@ async def _until(predicate, timeout: float = 30.0, what: str = "") -> None:
         await asyncio.sleep(0.1)
 
 
-async def test_two_web_two_workers_one_scheduler_deliver_a_message(pg_url, tmp_path):
-    redis.Redis.from_url(REDIS_URL).flushdb()
+async def test_two_web_two_workers_one_scheduler_deliver_a_message(pg_url, redis_url, tmp_path):
     async with AttributingBotAPI() as api:
         roles = [("web", "web-1"), ("web", "web-2"), ("worker", "worker-1")]
         roles += [("worker", "worker-2"), ("scheduler", "scheduler")]
         procs = {
-            name: SiyuProcess(role, _env(pg_url, api, name), tmp_path, name) for role, name in roles
+            name: SiyuProcess(role, _env(pg_url, api, name, redis_url), tmp_path, name)
+            for role, name in roles
         }
         try:
             for p in procs.values():
-                await asyncio.to_thread(p.wait_ready, 60.0)
+                await asyncio.to_thread(p.wait_ready)
             web1, web2 = procs["web-1"], procs["web-2"]
             async with httpx.AsyncClient() as http:
                 # in at web-1 ...
@@ -95,7 +93,7 @@ async def test_two_web_two_workers_one_scheduler_deliver_a_message(pg_url, tmp_p
             senders = {c.params["_who"] for c in api.sent()}
             assert senders <= {"worker-1", "worker-2"}, senders
             assert len(api.pollers()) == 1 and api.pollers() <= {"web-1", "web-2"}
-            assert redis.Redis.from_url(REDIS_URL).keys("siyu:telegram:*")  # limits in Redis
+            assert redis.Redis.from_url(redis_url).keys("siyu:telegram:*")  # limits in Redis
             rows = await asyncio.to_thread(_outbox, pg_url)
             assert rows and all(status == "sent" for _, status, _ in rows), rows
             assert "this process runs the scheduler" in procs["scheduler"].output()

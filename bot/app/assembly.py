@@ -20,6 +20,7 @@ from bot.app.exposure import check_exposure, sandbox_enabled
 from bot.app.logs import secrets_of
 from bot.app.roles import Role
 from bot.app.runtime import Runtime
+from bot.conversations.staff import use_password_cost
 from bot.core.clock import Clock
 from bot.core.redaction import register_secrets
 from bot.web.app import create_app
@@ -58,6 +59,8 @@ def build(
     a scheduler process has no channels; a worker's channels only send."""
     check_exposure(config)
     register_secrets(secrets_of(config))  # stored errors are redacted from the start
+    if config.web.password_time_cost or config.web.password_memory_kib:
+        use_password_cost(config.web.password_time_cost, config.web.password_memory_kib)
     role = Role(role or config.process.role)
     runtime = Runtime(config, db=db, clock=clock, role=role)
     sandbox = None

@@ -101,7 +101,12 @@ def _configure_logging(config: Config, *, verbose: bool, command: str) -> None:
 
 
 def _load(args: argparse.Namespace) -> Config:
-    return load_config(find_config_path(args.config))
+    config = load_config(find_config_path(args.config))
+    if config.web.password_time_cost or config.web.password_memory_kib:
+        from bot.conversations.staff import use_password_cost
+
+        use_password_cost(config.web.password_time_cost, config.web.password_memory_kib)
+    return config
 
 
 #: Options accepted anywhere on the line (before or after the subcommand and its arguments).

@@ -55,6 +55,13 @@ def _positive(value: float) -> str | None:
     return None if value > 0 else f"must be greater than 0, got {value}"
 
 
+def _between(low: int, high: int):
+    def check(value: int) -> str | None:
+        return None if low <= value <= high else f"must be between {low} and {high}, got {value}"
+
+    return check
+
+
 def _check_member(value: str) -> str | None:
     channel, sep, user = value.partition(":")
     if not sep or channel not in CHANNELS or not user:
@@ -102,6 +109,13 @@ class WebConfig:
 
     host: str = "127.0.0.1"
     port: int = field(default=8080, metadata=_meta(_check_port))
+    #: The argon2id cost of new staff password hashes: passes, and memory in KiB. Unset,
+    #: the argon2 library's defaults (RFC 9106's low-memory choice: 3 passes over 64 MiB),
+    #: which production keeps; the test suite lowers them to hash quickly.
+    password_time_cost: int | None = field(default=None, metadata=_meta(_between(1, 64)))
+    password_memory_kib: int | None = field(
+        default=None, metadata=_meta(_between(32, 4 * 1024 * 1024))
+    )
 
 
 @dataclass(frozen=True)
@@ -832,13 +846,6 @@ class LimitsConfig:
     #: WeCom calls per API per minute and per hour (blocked for 60 s / 60 min beyond).
     wecom_per_minute: int = field(default=10_000, metadata=_meta(_positive))
     wecom_per_hour: int = field(default=150_000, metadata=_meta(_positive))
-
-
-def _between(low: int, high: int):
-    def check(value: int) -> str | None:
-        return None if low <= value <= high else f"must be between {low} and {high}, got {value}"
-
-    return check
 
 
 @dataclass(frozen=True)

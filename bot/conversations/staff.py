@@ -27,14 +27,32 @@ __all__ = [
     "set_locale",
     "set_password",
     "set_role",
+    "use_password_cost",
 ]
 
 ROLES = ("staff", "manager")
 MIN_PASSWORD = 8
 MAX_PASSWORD = 256
 _hasher = PasswordHasher()
-# Verified against when the user does not exist, so a wrong name costs as long as a wrong password.
-_DUMMY_HASH = _hasher.hash("siyu-no-such-user")
+# Verified against when the user does not exist, so a wrong name costs as long as a wrong
+# password (made at first use, at the cost in force).
+_dummy_hash: str | None = None
+
+
+def use_password_cost(time_cost: int | None = None, memory_kib: int | None = None) -> None:
+    """Hash new passwords at this argon2id cost ([web] password_time_cost and
+    password_memory_kib); None keeps the library's default. Stored hashes verify at their
+    own cost and are rehashed at this one on the next login."""
+    global _hasher, _dummy_hash
+    default = PasswordHasher()
+    _hasher = PasswordHasher(
+        time_cost=time_cost or default.time_cost,
+        memory_cost=memory_kib or default.memory_cost,
+        parallelism=default.parallelism,
+        hash_len=default.hash_len,
+        salt_len=default.salt_len,
+    )
+    _dummy_hash = None
 
 
 class StaffError(ValueError):
@@ -76,7 +94,7 @@ def authenticate(session: Session, username: str, password: str, now: datetime) 
     """The active staff member with this name and password, or None."""
     user = session.scalars(select(StaffUser).where(StaffUser.username == username)).one_or_none()
     try:
-        _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
+        _hasher.verify(user.password_hash if user else _dummy(), password)
     except (VerificationError, InvalidHashError):
         return None
     if user is None or not user.active:
@@ -85,6 +103,13 @@ def authenticate(session: Session, username: str, password: str, now: datetime) 
         user.password_hash = _hasher.hash(password)
     user.last_login_at = now
     return user
+
+
+def _dummy() -> str:
+    global _dummy_hash
+    if _dummy_hash is None:
+        _dummy_hash = _hasher.hash("siyu-no-such-user")
+    return _dummy_hash
 
 
 def revoke_sessions(session: Session, staff_id: int) -> None:

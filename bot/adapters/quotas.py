@@ -6,8 +6,9 @@ by default; the day starts at midnight Beijing time) and WeCom per minute and pe
 quota before the call is made, in one Lua script, so processes never take more than the
 windows allow together; when a window is full it waits for the next one.
 
-Transactional replies go ahead of marketing when a window is tight: marketing (campaigns,
-scenarios, follow-ups) may use only ``1 - reply_reserve`` of each window; replies and staff
+Transactional replies go ahead of marketing when a window is tight: marketing (every purpose
+not in :data:`bot.outbox.states.TRANSACTIONAL_PURPOSES`: campaigns, scenarios, follow-ups,
+surveys, group posts) may use only ``1 - reply_reserve`` of each window; replies and staff
 answers may use all of it.
 
 Without Redis (no ``[limits] redis_url``), or while Redis is unreachable, the counters are
@@ -27,12 +28,11 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from bot.outbox.states import is_transactional
+
 __all__ = ["QuotaWindow", "SharedQuota", "is_marketing"]
 
 log = logging.getLogger(__name__)
-
-#: Outbox purposes that yield to replies when a window is tight.
-MARKETING_PURPOSES = frozenset({"campaign", "marketing", "scenario", "followup", "survey"})
 
 # KEYS = one counter key per window; ARGV = now, then (limit, seconds, bucket end) per key.
 # Returns "0" when a call was taken from every window, else the seconds until the earliest
@@ -72,7 +72,8 @@ class QuotaWindow:
 
 
 def is_marketing(purpose: str) -> bool:
-    return purpose in MARKETING_PURPOSES
+    """Whether calls of ``purpose`` yield to replies when a window is tight."""
+    return not is_transactional(purpose)
 
 
 class SharedQuota:

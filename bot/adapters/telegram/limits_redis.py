@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from bot.adapters.telegram.limits import RateLimits, TelegramRateLimiter
+from bot.adapters.telegram.limits import RateLimits, TelegramRateLimiter, UrgentFirst
 
 __all__ = ["RedisRateLimiter"]
 
@@ -90,6 +90,7 @@ class RedisRateLimiter:
         self._acquire = self.redis.register_script(_ACQUIRE)
         self._pause = self.redis.register_script(_PAUSE)
         self._local = TelegramRateLimiter(self.limits, now=now, sleep=sleep)
+        self._urgent_first = UrgentFirst()
         self._warned_at = float("-inf")
 
     def _keys(self, chat_id: str, is_group: bool) -> tuple[list[str], list[float]]:
@@ -107,20 +108,27 @@ class RedisRateLimiter:
             self._warned_at = moment
             log.warning("telegram: Redis rate limiter unavailable (%s); limiting per process", exc)
 
-    async def acquire(self, chat_id: str, *, is_group: bool) -> float:
-        """Wait for a free slot for ``chat_id`` in every process's view and take it."""
+    async def acquire(self, chat_id: str, *, is_group: bool, urgent: bool = False) -> float:
+        """Wait for a free slot for ``chat_id`` in every process's view and take it.
+
+        ``urgent`` goes ahead of this process's non-urgent takers (not of other processes')."""
         keys, args = self._keys(chat_id, is_group)
-        while True:
-            now = self._now()
-            try:
-                answer = await self._acquire(keys=keys, args=[repr(now), _member(now), *args])
-            except RedisError as exc:
-                self._degraded(exc)
-                return await self._local.acquire(chat_id, is_group=is_group)
-            wait = float(answer)
-            if wait <= 0:
-                return now
-            await self._sleep(wait)
+        self._urgent_first.enter(urgent)
+        try:
+            while True:
+                await self._urgent_first.turn(urgent)
+                now = self._now()
+                try:
+                    answer = await self._acquire(keys=keys, args=[repr(now), _member(now), *args])
+                except RedisError as exc:
+                    self._degraded(exc)
+                    return await self._local.acquire(chat_id, is_group=is_group, urgent=urgent)
+                wait = float(answer)
+                if wait <= 0:
+                    return now
+                await self._sleep(wait)
+        finally:
+            self._urgent_first.leave(urgent)
 
     async def pause(self, chat_id: str, seconds: float) -> None:
         """Pause the chat for every process (Telegram answered 429)."""

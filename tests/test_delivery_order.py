@@ -192,3 +192,29 @@ def test_a_claim_takes_transactional_rows_first_whatever_their_priority(db, cloc
             channels=["fake"],
         )
     assert [r.purpose for r in rows] == ["reply"] + ["campaign"] * 4
+
+
+def test_the_sources_sharing_the_channel_are_each_campaign_and_each_other_purpose(db, clock):
+    from bot.outbox.queue import Source, marketing_sources
+
+    queue_campaign(db, clock, 7, 3)
+    queue_campaign(db, clock, 9, 2)
+    queue_reply(db, clock, "carol")  # transactional: not a source
+    with db.transaction() as session:
+        for purpose in ("followup", "survey"):
+            enqueue(
+                session,
+                key=f"{purpose}:dave",
+                to=ConversationRef("fake", "dave", "dave"),
+                text="满意吗？",
+                now=clock.now(),
+                purpose=purpose,
+            )
+    with db.sessions() as session:
+        found = marketing_sources(session, ["fake"])
+    assert sorted(found, key=lambda s: s.label) == [
+        Source("campaign", "campaign", 7),
+        Source("campaign", "campaign", 9),
+        Source("followup"),
+        Source("survey"),
+    ]

@@ -17,14 +17,16 @@ from datetime import datetime, timedelta
 from itertools import zip_longest
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, func, select, update
+from sqlalchemy import ColumnElement, Select, select, text, update
 from sqlalchemy.orm import Session
 
 from bot.adapters.base import Button, OutboundMessage
 from bot.core.events import ConversationRef
 from bot.outbox.states import (
     TRANSACTIONAL_PURPOSES,
+    OutboxPurpose,
     OutboxStatus,
+    is_transactional,
     purpose_of,
     transition,
     transitions,
@@ -123,21 +125,58 @@ class Source:
         return f"{self.kind}:{self.id}" if self.kind else self.purpose
 
 
-def marketing_sources(session: Session, channels: Sequence[str]) -> list[tuple[Source, int]]:
-    """The sources with marketing rows waiting on ``channels``, and how many each has."""
+def marketing_sources(session: Session, channels: Sequence[str]) -> list[Source]:
+    """The sources with marketing rows waiting (on ``channels``; on PostgreSQL on any).
+
+    On PostgreSQL a skip scan of the claim index per purpose: a few index probes per source
+    however long the backlog (a GROUP BY would read every waiting row). A source whose rows
+    are all for other channels gets an empty share; its part goes to the oldest rows."""
+    if session.get_bind().dialect.name == "postgresql":
+        return _sources_by_skip_scan(session)
     rows = session.execute(
-        select(
-            OutboxMessage.purpose,
-            OutboxMessage.source_kind,
-            OutboxMessage.source_id,
-            func.count(),
-        )
+        select(OutboxMessage.purpose, OutboxMessage.source_kind, OutboxMessage.source_id)
         .where(OutboxMessage.status == OutboxStatus.PENDING)
         .where(OutboxMessage.purpose.not_in(TRANSACTIONAL_PURPOSES))
         .where(OutboxMessage.channel.in_(channels))
         .group_by(OutboxMessage.purpose, OutboxMessage.source_kind, OutboxMessage.source_id)
     )
-    return [(Source(purpose, kind, source_id), n) for purpose, kind, source_id, n in rows]
+    return [Source(purpose, kind, source_id) for purpose, kind, source_id in rows]
+
+
+# One purpose's distinct (source_kind, source_id) of pending rows, each found by one probe
+# of ix_outbox_claim (status, purpose, source_kind, source_id, id) past the previous one.
+_SKIP_SCAN = text(
+    """
+WITH RECURSIVE s(kind, sid) AS (
+  (SELECT source_kind, source_id FROM outbox
+   WHERE status = 'pending' AND purpose = :purpose AND source_kind IS NOT NULL
+   ORDER BY source_kind, source_id LIMIT 1)
+  UNION ALL
+  SELECT n.source_kind, n.source_id FROM s CROSS JOIN LATERAL (
+    SELECT source_kind, source_id FROM outbox
+    WHERE status = 'pending' AND purpose = :purpose
+      AND (source_kind, source_id) > (s.kind, s.sid)
+    ORDER BY source_kind, source_id LIMIT 1) n
+)
+SELECT kind, sid FROM s
+"""
+)
+_ANY_UNSOURCED = text(
+    "SELECT EXISTS (SELECT 1 FROM outbox WHERE status = 'pending' AND purpose = :purpose"
+    " AND source_kind IS NULL)"
+)
+
+
+def _sources_by_skip_scan(session: Session) -> list[Source]:
+    found: list[Source] = []
+    for purpose in OutboxPurpose:
+        if is_transactional(purpose):
+            continue
+        if session.scalar(_ANY_UNSOURCED, {"purpose": purpose.value}):
+            found.append(Source(purpose.value))
+        rows = session.execute(_SKIP_SCAN, {"purpose": purpose.value})
+        found += [Source(purpose.value, kind, sid) for kind, sid in rows]
+    return found
 
 
 def claim_due(
@@ -187,7 +226,7 @@ def claim_due(
     if not marketing or left <= 0:
         return expired + urgent
     if sources is None:
-        sources = [source for source, _ in marketing_sources(session, channels)]
+        sources = marketing_sources(session, channels)
     shares: list[list[OutboxMessage]] = []
     if sources:
         share = math.ceil(left / len(sources))

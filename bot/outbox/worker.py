@@ -277,10 +277,9 @@ class DeliveryWorker:
         if moment - self._sources_read < self.config.fair_share_refresh_seconds:
             return
         with self.db.sessions() as session:  # a read of its own: SQLite's claim writes first
-            found = marketing_sources(session, channels)
-        self._sources = [source for source, _ in found]
+            self._sources = marketing_sources(session, channels)
         self._sources_read = moment
-        self.metrics.fair_share_sources.set(len(found))
+        self.metrics.fair_share_sources.set(len(self._sources))
 
     async def _send_in_order(self, messages: list[OutboundMessage]) -> None:
         for i, message in enumerate(messages):

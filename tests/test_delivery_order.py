@@ -50,13 +50,13 @@ class PacedChannel:
         return [m.idempotency_key for m in self.sent]
 
 
-def queue_campaign(db: Database, clock, campaign: int, n: int) -> None:
+def queue_campaign(db: Database, clock, campaign: int, n: int, channel: str = "fake") -> None:
     """``n`` campaign messages, one per customer, queued in one bulk insert."""
     now = clock.now()
     rows = [
         (
             f"c{campaign}:{i}",
-            "fake",
+            channel,
             *(f"u{campaign}-{i}",) * 2,
             None,
             "campaign",
@@ -218,3 +218,51 @@ def test_the_sources_sharing_the_channel_are_each_campaign_and_each_other_purpos
         Source("followup"),
         Source("survey"),
     ]
+
+
+@pytest.mark.slow
+def test_two_worker_processes_keep_the_shares_fair(pg_url, clock):
+    """Real processes (tests/delivery_proc.py) against the fake platform, which records
+    each delivery's time in PostgreSQL."""
+    import os
+    import subprocess
+    import sys
+
+    import psycopg
+
+    from tests.fakes.platform import create_schema, libpq_dsn
+    from tests.processes import ROOT
+
+    db = Database(pg_url)
+    queue_campaign(db, clock, 1, 600, channel="sandbox")
+    queue_campaign(db, clock, 2, 150, channel="sandbox")
+    db.close()
+    dsn = libpq_dsn(pg_url)
+    create_schema(dsn)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.delivery_proc", pg_url],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    for w in workers:
+        _, err = w.communicate(timeout=180)
+        assert w.returncode == 0, err
+    with psycopg.connect(dsn) as conn:
+        keys = [
+            k
+            for (k,) in conn.execute(
+                "SELECT idempotency_key FROM fake_deliveries ORDER BY delivered_at, idempotency_key"
+            )
+        ]
+        pids = conn.execute("SELECT count(DISTINCT pid) FROM fake_attempts").fetchone()
+    assert len(keys) == 750 == len(set(keys))
+    assert pids == (2,)  # both processes delivered
+    first = Counter(k.split(":")[0] for k in keys[:300])
+    assert first["c2"] >= 105, first  # FIFO would be 0 of the first 300; fair is 150

@@ -224,14 +224,10 @@ def test_the_sources_sharing_the_channel_are_each_campaign_and_each_other_purpos
 def test_two_worker_processes_keep_the_shares_fair(pg_url, clock):
     """Real processes (tests/delivery_proc.py) against the fake platform, which records
     each delivery's time in PostgreSQL."""
-    import os
-    import subprocess
-    import sys
-
     import psycopg
 
+    from tests import delivery_proc
     from tests.fakes.platform import create_schema, libpq_dsn
-    from tests.processes import ROOT
 
     db = Database(pg_url)
     queue_campaign(db, clock, 1, 600, channel="sandbox")
@@ -239,18 +235,7 @@ def test_two_worker_processes_keep_the_shares_fair(pg_url, clock):
     db.close()
     dsn = libpq_dsn(pg_url)
     create_schema(dsn)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    workers = [
-        subprocess.Popen(
-            [sys.executable, "-m", "tests.delivery_proc", pg_url],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(2)
-    ]
+    workers = [delivery_proc.spawn(pg_url) for _ in range(2)]
     for w in workers:
         _, err = w.communicate(timeout=180)
         assert w.returncode == 0, err

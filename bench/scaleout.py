@@ -12,7 +12,10 @@ per second over a sliding second (a call over it gets 429 with retry_after); the
 share that limit through Redis. Printed per run: messages/s and its ratio to one worker,
 the busiest second seen by the platform against the limit, 429s, missing and doubled
 messages. The last run SIGTERMs each worker in turn mid-run and starts a replacement (a
-rolling restart). Needs PostgreSQL (``--pg``, default the tests' server) and Redis.
+rolling restart). The messages are two campaigns queued one after the other, the second
+``--second`` of them (0.2 by default): "2nd share" is the second campaign's share of the
+first 2 × its size deliveries (0.50 when the two share the platform fairly, 0.00 first
+come, first served). Needs PostgreSQL (``--pg``, default the tests' server) and Redis.
 """
 
 from __future__ import annotations
@@ -50,12 +53,14 @@ class FakePlatform:
     def __init__(self, limit: int, latency: float) -> None:
         self.limit, self.latency = limit, latency
         self.accepted: Counter[str] = Counter()
+        self.order: list[str] = []  # keys in the order they were accepted
         self.times: list[float] = []
         self.rejected = 0
         self._window: deque[float] = deque()
 
     def reset(self) -> None:
         self.accepted.clear()
+        self.order.clear()
         self.times.clear()
         self.rejected = 0
         self._window.clear()
@@ -72,6 +77,7 @@ class FakePlatform:
         self.times.append(now)
         await asyncio.sleep(self.latency)
         self.accepted[body["key"]] += 1
+        self.order.append(body["key"])
         return JSONResponse({"ok": True})
 
     def busiest_second(self) -> int:
@@ -104,27 +110,21 @@ def _drop_database(admin_url: str, url: str) -> None:
     admin.dispose()
 
 
-def _queue(url: str, n: int) -> None:
+def _queue(url: str, n: int, second: float) -> int:
+    """Two campaigns, the second (``second`` of ``n``) queued after the first; its size."""
     now = datetime.now(UTC)
-    rows = [
-        (
-            f"bench:{i:07d}",
-            "fake",
-            f"c{i}",
-            f"c{i}",
-            None,
-            "marketing",
-            10,
-            '{"text": "新品"}',
-            now,
-            now,
-        )
-        for i in range(n)
-    ]
+    size_b = int(n * second)
+    tail = ("campaign", 10, '{"text": "新品"}', now, now)
     db = Database(url)
-    with db.transaction() as session:
-        insert_outbox_rows(session, rows, source=("campaign", 1))
+    for campaign, count in ((1, n - size_b), (2, size_b)):
+        rows = [
+            (f"bench:{campaign}:{i:07d}", "fake", *(f"c{campaign}-{i}",) * 2, None, *tail)
+            for i in range(count)
+        ]
+        with db.transaction() as session:
+            insert_outbox_rows(session, rows, source=("campaign", campaign))
     db.close()
+    return size_b
 
 
 def _spawn(url: str, base: str, redis_url: str, limit: int, prefix: str) -> subprocess.Popen:
@@ -150,7 +150,7 @@ def _spawn(url: str, base: str, redis_url: str, limit: int, prefix: str) -> subp
 
 async def _run(args, platform: FakePlatform, base: str, workers: int, rolling: bool) -> dict:
     url = _fresh_database(args.pg)
-    _queue(url, args.messages)
+    size_b = _queue(url, args.messages, args.second)
     prefix = f"siyu:bench:{uuid.uuid4().hex[:8]}:"
     platform.reset()
     spawn = lambda: _spawn(url, base, args.redis, args.limit, prefix)  # noqa: E731
@@ -182,7 +182,9 @@ async def _run(args, platform: FakePlatform, base: str, workers: int, rolling: b
             await asyncio.to_thread(p.wait, 30)
         _drop_database(args.pg, url)
     delivered = len(platform.accepted)
+    head = platform.order[: 2 * size_b]
     return {
+        "second_share": sum(k.startswith("bench:2:") for k in head) / max(len(head), 1),
         "workers": workers,
         "rolling": rolling,
         "rate": delivered / elapsed,
@@ -201,6 +203,7 @@ async def main() -> None:
     p.add_argument("--limit", type=int, default=600, help="the platform's calls per second")
     p.add_argument("--latency", type=float, default=0.05, help="the platform's answer time (s)")
     p.add_argument("--workers", default="1,2,4")
+    p.add_argument("--second", type=float, default=0.2, help="the second campaign's share")
     p.add_argument(
         "--pg",
         default=os.environ.get("SIYU_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test"),
@@ -226,11 +229,12 @@ async def main() -> None:
         await asyncio.sleep(0.01)
     base = f"http://127.0.0.1:{port}"
     counts = [int(x) for x in args.workers.split(",")]
+    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(
         f"{args.messages} messages, platform limit {args.limit}/s, latency {args.latency * 1000:.0f} ms"
     )
     print(
-        f"{'workers':>8} {'restart':>8} {'msg/s':>8} {'ratio':>6} {'busiest s':>10} {'429s':>6} {'missing':>8} {'doubled':>8}"
+        f"{'workers':>8} {'restart':>8} {'msg/s':>8} {'ratio':>6} {'busiest s':>10} {'429s':>6} {'missing':>8} {'doubled':>8} {'2nd share':>9}"
     )
     base_rate = None
     runs = [(n, False) for n in counts] + [(max(counts), True)]
@@ -240,7 +244,7 @@ async def main() -> None:
         print(
             f"{r['workers']:>8} {('yes x' + str(r['restarted'])) if rolling else 'no':>8} "
             f"{r['rate']:>8.0f} {r['rate'] / base_rate:>6.2f} {r['busiest']:>6}/{args.limit:<3} "
-            f"{r['rejected']:>6} {r['missing']:>8} {r['doubled']:>8}",
+            f"{r['rejected']:>6} {r['missing']:>8} {r['doubled']:>8} {r['second_share']:>9.2f}",
             flush=True,
         )
     server.should_exit = True

@@ -19,6 +19,7 @@ from bot.adapters.telegram.limits import RateLimits
 from bot.adapters.telegram.limits_redis import RedisRateLimiter
 from bot.app.config import DeliveryConfig
 from bot.core.clock import SystemClock
+from bot.outbox.states import is_transactional
 from bot.outbox.worker import DeliveryWorker
 from storage.db import Database
 
@@ -42,7 +43,8 @@ class FakeChannel:
         await self.limiter.aclose()
 
     async def send(self, message: OutboundMessage) -> SendReceipt:
-        await self.limiter.acquire(message.chat_id, is_group=False)
+        urgent = is_transactional(message.purpose)
+        await self.limiter.acquire(message.chat_id, is_group=False, urgent=urgent)
         try:
             r = await self.http.post(
                 f"{self.base}/send", json={"key": message.idempotency_key, "chat": message.chat_id}

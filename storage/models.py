@@ -213,6 +213,8 @@ class OutboxMessage(Base):
     __table_args__ = (
         Index("ix_outbox_due", "status", "next_attempt_at"),
         Index("ix_outbox_source", "source_kind", "source_id"),
+        # the claim order: transactional purposes first, then each source in turn
+        Index("ix_outbox_claim", "status", "purpose", "source_kind", "source_id", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

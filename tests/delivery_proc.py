@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 from sqlalchemy import func, select
 
@@ -13,6 +16,20 @@ from bot.outbox.worker import DeliveryWorker
 from storage.db import Database
 from storage.models import OutboxMessage
 from tests.fakes.platform import FakePlatform
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def spawn(url: str) -> subprocess.Popen:
+    """Start one such worker process on ``url`` (stdout and stderr piped)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.delivery_proc", url],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 async def main(url: str) -> None:

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -20,10 +17,10 @@ from bot.marketing.campaigns.manage import create_campaign, launch
 from bot.marketing.campaigns.spec import parse_spec
 from storage.db import Database
 from storage.models import OutboxMessage
+from tests import delivery_proc
 from tests.campaign_support import bulk_customers, services
 from tests.fakes.platform import create_schema, libpq_dsn
 
-ROOT = Path(__file__).resolve().parent.parent
 N = 10_000
 
 
@@ -54,18 +51,7 @@ def test_ten_thousand_messages_two_workers_one_killed_each_delivered_once(pg_url
         result = launch(svc, cid)
         assert result.new_rows == N
         create_schema(dsn)
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        workers = [
-            subprocess.Popen(
-                [sys.executable, "-m", "tests.delivery_proc", pg_url],
-                cwd=ROOT,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            for _ in range(2)
-        ]
+        workers = [delivery_proc.spawn(pg_url) for _ in range(2)]
         deadline = time.monotonic() + 60
         while _count(dsn, "SELECT count(*) FROM fake_deliveries") < N // 4:
             assert time.monotonic() < deadline, "workers made no progress"

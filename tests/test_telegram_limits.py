@@ -89,8 +89,8 @@ class RecordingLimiter(TelegramRateLimiter):
         super().__init__(**kw)
         self.granted: list[tuple[str, float]] = []
 
-    async def acquire(self, chat_id: str, *, is_group: bool) -> float:
-        moment = await super().acquire(chat_id, is_group=is_group)
+    async def acquire(self, chat_id: str, *, is_group: bool, urgent: bool = False) -> float:
+        moment = await super().acquire(chat_id, is_group=is_group, urgent=urgent)
         self.granted.append((chat_id, moment))
         return moment
 

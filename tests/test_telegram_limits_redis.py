@@ -14,7 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from bot.adapters.telegram.limits import TelegramRateLimiter
+from bot.adapters.telegram.limits import RateLimits, TelegramRateLimiter
 from bot.adapters.telegram.limits_redis import RedisRateLimiter
 from tests.fakes.telegram import FakeTime
 from tests.support import free_port
@@ -102,3 +102,73 @@ async def test_without_redis_it_limits_per_process_and_says_so(clock, caplog):
         await limiter.aclose()
     assert times[1] - times[0] >= 1.0 and times[2] - times[1] >= 1.0
     assert "limiting per process" in caplog.text
+
+
+class SteppedTime:
+    """Time the test moves: sleepers wait until :meth:`advance`, then wake in the order
+    they went to sleep."""
+
+    def __init__(self, start: float) -> None:
+        self.at = start
+        self.sleepers: list[asyncio.Future] = []
+
+    def now(self) -> float:
+        return self.at
+
+    async def sleep(self, _seconds: float) -> None:
+        future = asyncio.get_running_loop().create_future()
+        self.sleepers.append(future)
+        await future
+
+    async def advance(self, to: float) -> None:
+        self.at = to
+        woken, self.sleepers = self.sleepers, []
+        for future in woken:
+            future.set_result(None)
+        for _ in range(50):  # let the woken take their turn at Redis
+            await asyncio.sleep(0.002)
+
+
+async def test_a_reply_waiting_in_one_process_goes_before_the_other_process_campaign():
+    prefix = f"siyu:test:{uuid.uuid4().hex}:"
+    time_ = SteppedTime(1_000_000.0)
+    a, b = (
+        RedisRateLimiter(
+            REDIS_URL, RateLimits(overall=(5, 1.0)), prefix=prefix, now=time_.now, sleep=time_.sleep
+        )
+        for _ in range(2)
+    )
+    try:
+        for i in range(5):  # process b's campaign fills the window ...
+            await b.acquire(f"{2000 + i}", is_group=False)
+        granted: list[str] = []
+
+        async def send(limiter: RedisRateLimiter, chat: str, urgent: bool) -> None:
+            await limiter.acquire(chat, is_group=False, urgent=urgent)
+            granted.append(chat)
+
+        # ... and 10 more of its messages wait, before process a's reply asks
+        waiting = [asyncio.create_task(send(b, f"{3000 + i}", False)) for i in range(10)]
+        await time_.advance(time_.at)
+        reply = asyncio.create_task(send(a, "42", True))
+        await time_.advance(time_.at)
+        assert granted == []
+        await time_.advance(time_.at + 1.0)  # the window opens: the first slot is the reply's
+        assert granted[:1] == ["42"], granted
+        for _ in range(5):
+            await time_.advance(time_.at + 1.0)
+        await asyncio.gather(reply, *waiting)
+    finally:
+        await a.redis.delete(*await a.redis.keys(f"{prefix}*"))
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_an_urgent_marker_does_not_hold_back_other_chats_for_its_own_chat(shared):
+    a, b = shared
+    start = await a.acquire("42", is_group=False)
+    # a reply to chat 42 waits a second for that chat's own window, not for the overall one
+    reply = asyncio.create_task(a.acquire("42", is_group=False, urgent=True))
+    await asyncio.sleep(0)
+    assert await b.acquire("43", is_group=False) < start + 0.5  # not held back
+    assert await reply >= start + 1.0

@@ -15,32 +15,23 @@ from bot.outbox import queue as outbox
 from storage.models import Group, Identity, Membership, OutboxMessage
 from storage.wechat import SourceAttribution, WecomMassTask
 from tests.fakes.wechat import (
+    WECOM_CORP_ID,
     CallbackSigner,
     RunningSiyu,
-    random_aes_key,
     wait_until,
+    wecom_config,
 )
 from tests.support import free_port
 
-CORP = "ww0123456789abcdef"
+CORP = WECOM_CORP_ID
 EXT = "wmEXTERNALCONTACT01"
 STAFF = "zhangsan"
 
 
 @pytest.fixture
 def wc_config(config, sqlite_db, fake_api):
-    return config.replace(
-        database=replace(config.database, url=sqlite_db.url),
-        wecom=replace(
-            config.wecom,
-            corp_id=CORP,
-            secret="corp-secret",
-            agent_id=1000002,
-            token="wecom-token",
-            encoding_aes_key=random_aes_key(),
-            api_base_url=fake_api.base_url,
-            corp_tags=["来源:store-42=etSTORE42"],
-        ),
+    return wecom_config(
+        config, sqlite_db.url, fake_api, secret="corp-secret", corp_tags=["来源:store-42=etSTORE42"]
     )
 
 

@@ -6,8 +6,9 @@ by default; the day starts at midnight Beijing time) and WeCom per minute and pe
 quota before the call is made, in one Lua script, so processes never take more than the
 windows allow together; when a window is full it waits for the next one.
 
-Transactional replies go ahead of marketing when a window is tight: marketing (campaigns,
-scenarios, follow-ups) may use only ``1 - reply_reserve`` of each window; replies and staff
+Transactional replies go ahead of marketing when a window is tight: marketing (every purpose
+not in :data:`bot.outbox.states.TRANSACTIONAL_PURPOSES`: campaigns, scenarios, follow-ups,
+surveys, group posts) may use only ``1 - reply_reserve`` of each window; replies and staff
 answers may use all of it.
 
 Without Redis (no ``[limits] redis_url``), or while Redis is unreachable, the counters are
@@ -20,19 +21,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+import redis as syncredis
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+
+from bot.outbox.states import is_transactional
 
 __all__ = ["QuotaWindow", "SharedQuota", "is_marketing"]
 
 log = logging.getLogger(__name__)
-
-#: Outbox purposes that yield to replies when a window is tight.
-MARKETING_PURPOSES = frozenset({"campaign", "marketing", "scenario", "followup", "survey"})
 
 # KEYS = one counter key per window; ARGV = now, then (limit, seconds, bucket end) per key.
 # Returns "0" when a call was taken from every window, else the seconds until the earliest
@@ -72,11 +74,16 @@ class QuotaWindow:
 
 
 def is_marketing(purpose: str) -> bool:
-    return purpose in MARKETING_PURPOSES
+    """Whether calls of ``purpose`` yield to replies when a window is tight."""
+    return not is_transactional(purpose)
 
 
 class SharedQuota:
-    """One platform quota (one or more windows), shared through Redis when configured."""
+    """One platform quota (one or more windows), shared through Redis when configured.
+
+    A quota may count apart for each ``scope`` (WeCom limits every API on its own: the
+    scope is the API's endpoint). :meth:`take` is for the event loop; :meth:`take_blocking`
+    for code in a worker thread (the platforms' blocking SDK clients)."""
 
     def __init__(
         self,
@@ -94,8 +101,13 @@ class SharedQuota:
         self.reply_reserve = reply_reserve
         self.redis = client or (aioredis.Redis.from_url(redis_url) if redis_url else None)
         self._take = self.redis.register_script(_TAKE) if self.redis is not None else None
+        self.blocking_redis = syncredis.Redis.from_url(redis_url) if redis_url else None
+        self._take_blocking = (
+            self.blocking_redis.register_script(_TAKE) if self.blocking_redis is not None else None
+        )
         self._now, self._sleep = now, sleep
-        self._local: dict[str, int] = {}
+        self._local: dict[str, tuple[int, float]] = {}  # key → (calls, window end)
+        self._local_lock = threading.Lock()
         self._warned_at = float("-inf")
         if self.redis is None:
             log.warning(
@@ -116,42 +128,64 @@ class SharedQuota:
                 return
             await self._sleep(wait)
 
-    async def take(self, purpose: str = "reply") -> float:
+    async def take(self, purpose: str = "reply", scope: str = "") -> float:
         """Take one call of ``purpose`` now (0.0), or say how long until a window has room.
 
         Adapters turn a wait into ``RetryAfter``, so the outbox row waits in the queue and
         not in a worker's lane."""
-        now = self._now()
-        keys, args = [], [repr(now)]
-        for window in self.windows:
-            index, ends = window.bucket(now)
-            keys.append(f"siyu:quota:{self.name}:{window.name}:{index}")
-            args += [str(self._limit(window, purpose)), repr(window.seconds), repr(ends)]
+        now, keys, args = self._request(purpose, scope)
         if self._take is not None:
             try:
                 return float(await self._take(keys=keys, args=args))
             except RedisError as exc:
-                moment = time.monotonic()
-                if moment - self._warned_at > 60:
-                    self._warned_at = moment
-                    log.warning("%s: Redis unavailable (%s); counting per process", self.name, exc)
+                self._degraded(exc)
         return self._take_local(keys, args, now)
 
+    def take_blocking(self, purpose: str = "reply", scope: str = "") -> float:
+        """:meth:`take` for code running in a thread (it blocks on Redis)."""
+        now, keys, args = self._request(purpose, scope)
+        if self._take_blocking is not None:
+            try:
+                return float(self._take_blocking(keys=keys, args=args))
+            except RedisError as exc:
+                self._degraded(exc)
+        return self._take_local(keys, args, now)
+
+    def _request(self, purpose: str, scope: str) -> tuple[float, list[str], list[str]]:
+        now = self._now()
+        prefix = f"siyu:quota:{self.name}:{scope}:" if scope else f"siyu:quota:{self.name}:"
+        keys, args = [], [repr(now)]
+        for window in self.windows:
+            index, ends = window.bucket(now)
+            keys.append(f"{prefix}{window.name}:{index}")
+            args += [str(self._limit(window, purpose)), repr(window.seconds), repr(ends)]
+        return now, keys, args
+
+    def _degraded(self, exc: Exception) -> None:
+        moment = time.monotonic()
+        if moment - self._warned_at > 60:
+            self._warned_at = moment
+            log.warning("%s: Redis unavailable (%s); counting per process", self.name, exc)
+
     def _take_local(self, keys: list[str], args: list[str], now: float) -> float:
-        wait = 0.0
-        for i, key in enumerate(keys):
-            limit, ends = int(args[1 + i * 3]), float(args[3 + i * 3])
-            if self._local.get(key, 0) >= limit:
-                wait = max(wait, ends - now)
-        if wait > 0:
-            return wait
-        for key in keys:
-            self._local[key] = self._local.get(key, 0) + 1
-        if len(self._local) > 64:  # forget windows long past
-            for key in list(self._local)[: len(self._local) - 16]:
-                del self._local[key]
-        return 0.0
+        with self._local_lock:  # also called from worker threads
+            wait = 0.0
+            for i, key in enumerate(keys):
+                limit, ends = int(args[1 + i * 3]), float(args[3 + i * 3])
+                if self._local.get(key, (0, ends))[0] >= limit:
+                    wait = max(wait, ends - now)
+            if wait > 0:
+                return wait
+            for i, key in enumerate(keys):
+                used, ends = self._local.get(key, (0, float(args[3 + i * 3])))
+                self._local[key] = (used + 1, ends)
+            if len(self._local) > 1024:  # forget windows that ended
+                for key in [k for k, (_, ends) in self._local.items() if ends <= now]:
+                    del self._local[key]
+            return 0.0
 
     async def aclose(self) -> None:
         if self.redis is not None:
             await self.redis.aclose()
+        if self.blocking_redis is not None:
+            self.blocking_redis.close()

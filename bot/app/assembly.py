@@ -126,7 +126,8 @@ def _channel_routes(runtime: Runtime, config: Config) -> list[BaseRoute]:
     if config.wecom.corp_id:
         from bot.adapters.wechat.wecom import WecomAdapter
 
-        wecom = WecomAdapter(config.wecom, runtime)
+        # mass-send polling and tag sync: in the processes that deliver, never in web ones
+        wecom = WecomAdapter(config.wecom, runtime, batch_work=runtime.role.delivers)
         runtime.add_adapter(wecom)
         routes += wecom.routes()
     return routes

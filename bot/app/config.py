@@ -143,6 +143,9 @@ class DeliveryConfig:
     lease_seconds: float = field(default=60.0, metadata=_meta(_positive))
     poll_interval_seconds: float = field(default=1.0, metadata=_meta(_positive))
     shutdown_grace_seconds: float = field(default=10.0, metadata=_meta(_positive))
+    #: How often a worker re-reads which campaigns and scenarios have rows waiting, to give
+    #: each an equal share of its claims (a new campaign is served fairly after at most this).
+    fair_share_refresh_seconds: float = field(default=2.0, metadata=_meta(_positive))
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ and age, campaign progress) are computed when ``/metrics`` is scraped
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.registry import Collector
 
 __all__ = ["Metrics", "job_kind"]
@@ -62,6 +62,17 @@ class Metrics:
             "From queued to delivered",
             ["channel", "purpose"],
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.claims = Counter(
+            "siyu_delivery_claims",
+            "Outbox rows claimed for delivery, transactional (claimed first) or marketing",
+            ["channel", "class"],
+            registry=r,
+        )
+        self.fair_share_sources = Gauge(
+            "siyu_delivery_fair_share_sources",
+            "Campaigns, scenarios and other marketing streams sharing this worker's claims",
             registry=r,
         )
         self.scheduler_lateness = Histogram(

@@ -3,30 +3,43 @@
 A row's idempotency key makes it unique, so a retried handler, a re-run campaign or a
 restarted job cannot queue the same message twice. Delivery workers claim due rows with a
 lease (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so several processes can share the work),
-and record the outcome.
+transactional rows ahead of marketing and concurrent campaigns in fair shares, and record
+the outcome.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import zip_longest
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import ColumnElement, Select, select, text, update
 from sqlalchemy.orm import Session
 
 from bot.adapters.base import Button, OutboundMessage
 from bot.core.events import ConversationRef
-from bot.outbox.states import OutboxStatus, purpose_of, transition, transitions
+from bot.outbox.states import (
+    TRANSACTIONAL_PURPOSES,
+    OutboxPurpose,
+    OutboxStatus,
+    is_transactional,
+    purpose_of,
+    transition,
+    transitions,
+)
 from storage.db import insert_ignore, rowcount
 from storage.models import OutboxMessage
 
 __all__ = [
     "Backoff",
+    "Source",
     "claim_due",
     "enqueue",
+    "marketing_sources",
     "release_claims",
     "release_orphans",
     "renew_claims",
@@ -94,6 +107,78 @@ def to_outbound(row: OutboxMessage) -> OutboundMessage:
     )
 
 
+@dataclass(frozen=True)
+class Source:
+    """One stream of marketing rows that shares a channel fairly with the others.
+
+    A campaign or a scenario (``kind`` and ``id``: its rows' ``source_kind`` and
+    ``source_id``), or all rows of one purpose queued one by one (follow-ups, surveys,
+    group posts: ``kind`` and ``id`` None)."""
+
+    purpose: str
+    kind: str | None = None
+    id: int | None = None
+
+    @property
+    def label(self) -> str:
+        """A short name for logs and metrics: ``campaign:7``, ``followup``."""
+        return f"{self.kind}:{self.id}" if self.kind else self.purpose
+
+
+def marketing_sources(session: Session, channels: Sequence[str]) -> list[Source]:
+    """The sources with marketing rows waiting (on ``channels``; on PostgreSQL on any).
+
+    On PostgreSQL a skip scan of the claim index per purpose: a few index probes per source
+    however long the backlog (a GROUP BY would read every waiting row). A source whose rows
+    are all for other channels gets an empty share; its part goes to the oldest rows."""
+    if session.get_bind().dialect.name == "postgresql":
+        return _sources_by_skip_scan(session)
+    rows = session.execute(
+        select(OutboxMessage.purpose, OutboxMessage.source_kind, OutboxMessage.source_id)
+        .where(OutboxMessage.status == OutboxStatus.PENDING)
+        .where(OutboxMessage.purpose.not_in(TRANSACTIONAL_PURPOSES))
+        .where(OutboxMessage.channel.in_(channels))
+        .group_by(OutboxMessage.purpose, OutboxMessage.source_kind, OutboxMessage.source_id)
+    )
+    return [Source(purpose, kind, source_id) for purpose, kind, source_id in rows]
+
+
+# One purpose's distinct (source_kind, source_id) of pending rows, each found by one probe
+# of ix_outbox_claim (status, purpose, source_kind, source_id, id) past the previous one.
+_SKIP_SCAN = text(
+    """
+WITH RECURSIVE s(kind, sid) AS (
+  (SELECT source_kind, source_id FROM outbox
+   WHERE status = 'pending' AND purpose = :purpose AND source_kind IS NOT NULL
+   ORDER BY source_kind, source_id LIMIT 1)
+  UNION ALL
+  SELECT n.source_kind, n.source_id FROM s CROSS JOIN LATERAL (
+    SELECT source_kind, source_id FROM outbox
+    WHERE status = 'pending' AND purpose = :purpose
+      AND (source_kind, source_id) > (s.kind, s.sid)
+    ORDER BY source_kind, source_id LIMIT 1) n
+)
+SELECT kind, sid FROM s
+"""
+)
+_ANY_UNSOURCED = text(
+    "SELECT EXISTS (SELECT 1 FROM outbox WHERE status = 'pending' AND purpose = :purpose"
+    " AND source_kind IS NULL)"
+)
+
+
+def _sources_by_skip_scan(session: Session) -> list[Source]:
+    found: list[Source] = []
+    for purpose in OutboxPurpose:
+        if is_transactional(purpose):
+            continue
+        if session.scalar(_ANY_UNSOURCED, {"purpose": purpose.value}):
+            found.append(Source(purpose.value))
+        rows = session.execute(_SKIP_SCAN, {"purpose": purpose.value})
+        found += [Source(purpose.value, kind, sid) for kind, sid in rows]
+    return found
+
+
 def claim_due(
     session: Session,
     *,
@@ -102,37 +187,107 @@ def claim_due(
     lease: timedelta,
     limit: int,
     channels: Sequence[str],
+    sources: Sequence[Source] | None = None,
+    marketing: bool = True,
 ) -> list[OutboxMessage]:
-    """Claim up to ``limit`` due rows for ``worker`` (pending, or sending with a dead lease).
+    """Claim up to ``limit`` due rows for ``worker``, in the order they should go out.
 
-    One UPDATE ... WHERE id IN (due rows) RETURNING: on PostgreSQL the subquery skips rows
-    other workers hold (FOR UPDATE SKIP LOCKED); on SQLite the UPDATE takes the write lock
-    before it reads, so two processes never claim the same row.
+    First rows whose lease ran out (a dead worker's claims), then transactional rows
+    (replies, staff answers, ...: highest priority, then oldest, first), then — unless
+    ``marketing`` is False — marketing rows shared between their :class:`Source` s
+    round-robin (each source gets an equal share of what is left, the list interleaves
+    them), so a second campaign is not starved by a first one of a million messages. Rows
+    of sources not in ``sources`` (the caller's cached list; None reads it now) and shares
+    a source could not fill go to the oldest remaining marketing rows.
+
+    Each part is one UPDATE ... WHERE id IN (due rows) RETURNING: on PostgreSQL the
+    subquery skips rows other workers hold (FOR UPDATE SKIP LOCKED); on SQLite the UPDATE
+    takes the write lock before it reads, so two processes never claim the same row.
     """
-    due = (
-        select(OutboxMessage.id)
-        .where(OutboxMessage.channel.in_(channels))
-        .where(
-            or_(
-                (OutboxMessage.status == OutboxStatus.PENDING)
-                & (OutboxMessage.next_attempt_at <= now),
-                (OutboxMessage.status == OutboxStatus.SENDING) & (OutboxMessage.lease_until < now),
+    base = select(OutboxMessage.id).where(OutboxMessage.channel.in_(channels))
+    due = base.where(OutboxMessage.status == OutboxStatus.PENDING).where(
+        OutboxMessage.next_attempt_at <= now
+    )
+    claim = _Claim(session, worker, now + lease)
+    expired = claim(
+        base.where(OutboxMessage.status == OutboxStatus.SENDING)
+        .where(OutboxMessage.lease_until < now)
+        .order_by(OutboxMessage.id),
+        limit,
+    )
+    urgent = claim(
+        due.where(OutboxMessage.purpose.in_(TRANSACTIONAL_PURPOSES)).order_by(
+            OutboxMessage.priority.desc(), OutboxMessage.id
+        ),
+        limit - len(expired),
+    )
+    urgent.sort(key=lambda r: (-r.priority, r.id))
+    left = limit - len(expired) - len(urgent)
+    if not marketing or left <= 0:
+        return expired + urgent
+    if sources is None:
+        sources = marketing_sources(session, channels)
+    shares: list[list[OutboxMessage]] = []
+    if sources:
+        share = math.ceil(left / len(sources))
+        start = random.randrange(len(sources))  # no source always first when shares are 1
+        for source in (*sources[start:], *sources[:start]):
+            rows = claim(
+                due.where(*_of(source)).order_by(OutboxMessage.id),
+                min(share, left - sum(map(len, shares))),
             )
+            shares.append(sorted(rows, key=lambda r: r.id))
+    rest = claim(
+        due.where(OutboxMessage.purpose.not_in(TRANSACTIONAL_PURPOSES)).order_by(
+            OutboxMessage.priority.desc(), OutboxMessage.id
+        ),
+        left - sum(map(len, shares)),
+    )
+    rest.sort(key=lambda r: (-r.priority, r.id))
+    return expired + urgent + _round_robin(shares) + rest
+
+
+class _Claim:
+    """Claims the rows one id subquery selects, up to a limit, for one worker."""
+
+    def __init__(self, session: Session, worker: str, lease_until: datetime) -> None:
+        self.session, self.worker, self.lease_until = session, worker, lease_until
+
+    def __call__(self, ids: Select[int], limit: int) -> list[OutboxMessage]:
+        if limit <= 0:
+            return []
+        stmt = (
+            update(OutboxMessage)
+            .where(
+                OutboxMessage.id.in_(
+                    ids.limit(limit).with_for_update(skip_locked=True).scalar_subquery()
+                )
+            )
+            .values(status=_CLAIMED, claimed_by=self.worker, lease_until=self.lease_until)
+            .returning(OutboxMessage)
+            .execution_options(synchronize_session=False)
         )
-        .order_by(OutboxMessage.priority.desc(), OutboxMessage.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
+        return list(self.session.scalars(stmt))
+
+
+def _of(source: Source) -> tuple[ColumnElement[bool], ...]:
+    """The conditions selecting one source's rows (written so the claim index serves them)."""
+    kind = (
+        OutboxMessage.source_kind.is_(None)
+        if source.kind is None
+        else OutboxMessage.source_kind == source.kind
     )
-    claim = (
-        update(OutboxMessage)
-        .where(OutboxMessage.id.in_(due.scalar_subquery()))
-        .values(status=_CLAIMED, claimed_by=worker, lease_until=now + lease)
-        .returning(OutboxMessage)
-        .execution_options(synchronize_session=False)
+    ident = (
+        OutboxMessage.source_id.is_(None)
+        if source.id is None
+        else OutboxMessage.source_id == source.id
     )
-    rows = list(session.scalars(claim))
-    rows.sort(key=lambda r: (-r.priority, r.id))
-    return rows
+    return (OutboxMessage.purpose == source.purpose, kind, ident)
+
+
+def _round_robin(shares: list[list[OutboxMessage]]) -> list[OutboxMessage]:
+    """The first row of each share, then the second of each, ..."""
+    return [row for group in zip_longest(*shares) for row in group if row is not None]
 
 
 def release_claims(session: Session, worker: str) -> int:

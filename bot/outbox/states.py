@@ -16,10 +16,12 @@ from enum import StrEnum
 from bot.core.states import IllegalTransition, Machine
 
 __all__ = [
+    "TRANSACTIONAL_PURPOSES",
     "IllegalOutboxTransition",
     "OutboxPurpose",
     "OutboxStatus",
     "SourceKind",
+    "is_transactional",
     "purpose_of",
     "transition",
     "transitions",
@@ -53,6 +55,25 @@ class OutboxPurpose(StrEnum):
     SURVEY = "survey"
     GROUP_POST = "group_post"
     MODERATION = "moderation"
+
+
+#: Purposes delivered ahead of every other (marketing) purpose: answers to a person who is
+#: waiting — bot replies, staff answers and alerts, relayed messages, group moderation. The
+#: worker claims them first, and when a platform limit is tight they take the next slot.
+TRANSACTIONAL_PURPOSES = frozenset(
+    {
+        OutboxPurpose.REPLY,
+        OutboxPurpose.STAFF,
+        OutboxPurpose.STAFF_ALERT,
+        OutboxPurpose.RELAY,
+        OutboxPurpose.MODERATION,
+    }
+)
+
+
+def is_transactional(purpose: str) -> bool:
+    """Whether a row of ``purpose`` goes ahead of marketing (campaigns, scenarios, ...)."""
+    return purpose in TRANSACTIONAL_PURPOSES
 
 
 def purpose_of(value: str) -> OutboxPurpose:

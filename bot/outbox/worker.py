@@ -1,5 +1,10 @@
 """The delivery worker: drains the outbox through the adapters and records each result.
 
+It claims transactional rows (replies, staff answers) before marketing ones, and
+concurrent campaigns in fair shares (:func:`bot.outbox.queue.claim_due`); woken while its
+hands are full, it still claims what is transactional, so a reply never waits for a
+campaign's batch to finish.
+
 Messages to one chat go out in order, one after another (each waits for the one claimed
 before it to the same chat: its lane); different chats are served concurrently. The running
 worker claims more as soon as half its claims are done, so a rate-limited channel never
@@ -15,6 +20,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Mapping
@@ -39,15 +45,18 @@ from bot.core.redaction import redact
 from bot.outbox.hold import hold_marketing_in_handoff
 from bot.outbox.queue import (
     Backoff,
+    Source,
     claim_due,
+    marketing_sources,
     release_claims,
     release_orphans,
     renew_claims,
     to_outbound,
 )
-from bot.outbox.states import OutboxStatus, transition
+from bot.outbox.states import OutboxStatus, is_transactional, transition
 from storage.db import Database
 from storage.models import OutboxMessage
+from storage.outbox_notify import OutboxNotifications
 from storage.repos import mark_unreachable
 
 __all__ = ["DeliveryWorker"]
@@ -78,9 +87,13 @@ class DeliveryWorker:
         self._stopping = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._lanes: dict[tuple[str, str], asyncio.Task] = {}
+        self._sources: list[Source] = []
+        self.notifications: OutboxNotifications | None = None
+        self._sources_read = float("-inf")  # time.monotonic() of the last read
 
     def wake(self) -> None:
-        """Tell the worker new rows are due (it also polls)."""
+        """Tell the worker new rows are due (it also polls; on PostgreSQL a NOTIFY from any
+        process that queued rows wakes it too)."""
         self._wake.set()
 
     def start(self) -> None:
@@ -129,14 +142,24 @@ class DeliveryWorker:
         log.info("delivery worker %s started for %s", self.worker_id, ", ".join(self.adapters))
         await self.recover()
         heartbeat = asyncio.create_task(self._keep_leases(), name="siyu-delivery-leases")
+        if self.db.is_postgres:  # rows queued by other processes wake this one at once
+            self.notifications = OutboxNotifications(self.db.url, self.wake)
+            self.notifications.start()
         inflight: set[asyncio.Task] = set()
         size = self.config.batch_size
         try:
             while not self._stopping.is_set():
+                # cleared before the claim: a wake during it is kept for the next round
+                woken = self._wake.is_set()
+                self._wake.clear()
                 claimed = 0
-                if self.adapters and len(inflight) <= size // 2:
+                room = len(inflight) <= size // 2
+                # with room: claim everything due; woken while full (new rows): only what is
+                # transactional, so a reply does not wait behind the campaign claims in flight
+                if self.adapters and (room or woken):
+                    limit = size - len(inflight) if room else max(size // 2, 1)
                     try:
-                        rows = await self.db.run(self._claim, size - len(inflight))
+                        rows = await self.db.run(self._claim, limit, room)
                     except Exception:
                         log.exception("delivery: claim failed; retrying after a pause")
                         rows = []
@@ -149,7 +172,6 @@ class DeliveryWorker:
                 if claimed and not full:
                     continue  # more may be due right away
                 # wait for room (half the claims done), new rows (wake) or the next poll
-                self._wake.clear()
                 waits: list[asyncio.Task[object]] = [asyncio.create_task(self._wake.wait())]
                 if full:
                     waits.append(asyncio.create_task(self._half_done(inflight, size)))
@@ -164,6 +186,8 @@ class DeliveryWorker:
                 await asyncio.gather(*inflight, return_exceptions=True)
             heartbeat.cancel()
             await asyncio.gather(heartbeat, return_exceptions=True)
+            if self.notifications is not None:
+                await self.notifications.stop()
 
     async def _keep_leases(self) -> None:
         """Renew this worker's leases while it works, every third of a lease.
@@ -222,7 +246,10 @@ class DeliveryWorker:
         await asyncio.gather(*(self._send_in_order(msgs) for msgs in by_chat.values()))
         return len(rows)
 
-    def _claim(self, limit: int | None = None) -> list[OutboundMessage]:
+    def _claim(self, limit: int | None = None, marketing: bool = True) -> list[OutboundMessage]:
+        channels = list(self.adapters)
+        if marketing:
+            self._refresh_sources(channels)
         with self.db.transaction() as session:
             now = self.clock.now()
             rows = claim_due(
@@ -231,10 +258,28 @@ class DeliveryWorker:
                 now=now,
                 lease=timedelta(seconds=self.config.lease_seconds),
                 limit=limit or self.config.batch_size,
-                channels=list(self.adapters),
+                channels=channels,
+                sources=self._sources,
+                marketing=marketing,
             )
+            for row in rows:
+                klass = "transactional" if is_transactional(row.purpose) else "marketing"
+                self.metrics.claims.labels(row.channel, klass).inc()
             held = hold_marketing_in_handoff(session, rows, now)
             return [to_outbound(r) for r in rows if r.id not in held]
+
+    def _refresh_sources(self, channels: list[str]) -> None:
+        """Re-read which campaigns and scenarios have rows waiting, every little while.
+
+        A source that appeared since is served from the oldest-rows share until the next
+        read (``[delivery] fair_share_refresh_seconds``)."""
+        moment = time.monotonic()
+        if moment - self._sources_read < self.config.fair_share_refresh_seconds:
+            return
+        with self.db.sessions() as session:  # a read of its own: SQLite's claim writes first
+            self._sources = marketing_sources(session, channels)
+        self._sources_read = moment
+        self.metrics.fair_share_sources.set(len(self._sources))
 
     async def _send_in_order(self, messages: list[OutboundMessage]) -> None:
         for i, message in enumerate(messages):

@@ -60,19 +60,41 @@ def oa_config(config, db_url: str, api: FakeWechatApi, **wechat):
     """``config`` with an Official Account on ``db_url`` whose API is the fake ``api``:
     AppID OA_APP_ID, Token "callback-token", a fresh EncodingAESKey (``wechat`` overrides
     any [wechat] key, e.g. ``encoding_aes_key=""`` for plaintext mode)."""
-    from dataclasses import replace
-
     settings = {
         "app_id": OA_APP_ID,
         "app_secret": "s3cret",
         "token": "callback-token",
         "encoding_aes_key": random_aes_key(),
         "api_base_url": api.base_url,
-    } | wechat
+    }
+    return _with_channel(config, db_url, "wechat", settings | wechat)
+
+
+def _with_channel(config, db_url: str, section: str, settings: dict):
+    from dataclasses import replace
+
     return config.replace(
         database=replace(config.database, url=db_url),
-        wechat=replace(config.wechat, **settings),
+        **{section: replace(getattr(config, section), **settings)},
     )
+
+
+WECOM_CORP_ID = "ww0123456789abcdef"
+
+
+def wecom_config(config, db_url: str, api: FakeWechatApi, **wecom):
+    """``config`` with a WeCom app on ``db_url`` whose API is the fake ``api``: CorpID
+    WECOM_CORP_ID, agent 1000002, Token "wecom-token", a fresh EncodingAESKey (``wecom``
+    overrides any [wecom] key)."""
+    settings = {
+        "corp_id": WECOM_CORP_ID,
+        "secret": "corp-secret",
+        "agent_id": 1000002,
+        "token": "wecom-token",
+        "encoding_aes_key": random_aes_key(),
+        "api_base_url": api.base_url,
+    }
+    return _with_channel(config, db_url, "wecom", settings | wecom)
 
 
 @dataclass

@@ -70,6 +70,7 @@ from bot.adapters.telegram.relay import RelayDesk
 from bot.app.config import TelegramConfig
 from bot.core.events import ChatType, Event, EventKind
 from bot.core.routing import DispatchResult
+from bot.outbox.states import is_transactional
 from storage import telegram as tg_store
 from storage.leader import LeaderLock
 
@@ -414,6 +415,7 @@ class TelegramAdapter:
         """
         chat_id = message.chat_id
         is_group = chat_id.startswith("-")
+        urgent = is_transactional(message.purpose)  # the next free slot is a reply's
         paused = await self.limiter.paused_for(chat_id)
         if paused > 0:
             raise RetryAfter(paused, f"chat {chat_id} is rate limited")
@@ -436,10 +438,12 @@ class TelegramAdapter:
             if relay is not None:
                 assert self.relay is not None  # relay is only read when a desk exists
                 thread = await self.relay.thread_for(
-                    self.bot, relay, lambda: self.limiter.acquire(chat_id, is_group=True)
+                    self.bot,
+                    relay,
+                    lambda: self.limiter.acquire(chat_id, is_group=True, urgent=True),
                 )
             for index in range(len(sent_ids), len(chunks)):
-                await self.limiter.acquire(chat_id, is_group=is_group)
+                await self.limiter.acquire(chat_id, is_group=is_group, urgent=urgent)
                 sent = await self.bot.send_message(
                     target,
                     chunks[index],

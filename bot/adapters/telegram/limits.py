@@ -9,6 +9,9 @@ A chat that got a 429 is paused for the time Telegram asked (:meth:`pause`); whi
 :meth:`paused_for` tells the adapter to put later messages to that chat back in the queue,
 so messages to one chat keep their order.
 
+Transactional messages (replies, staff answers) take the next free slot: while one waits
+for a slot, marketing messages of the same process wait behind it (:class:`UrgentFirst`).
+
 Two implementations of one :class:`RateLimiter` interface: :class:`TelegramRateLimiter`
 keeps the windows in the process; :class:`RedisRateLimiter` (``[telegram] redis_url``)
 keeps them in Redis, so that several Siyu processes sending for one bot stay within the
@@ -24,7 +27,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["RateLimiter", "RateLimits", "TelegramRateLimiter"]
+__all__ = ["RateLimiter", "RateLimits", "TelegramRateLimiter", "UrgentFirst"]
 
 
 @dataclass(frozen=True)
@@ -39,8 +42,10 @@ class RateLimits:
 class RateLimiter(Protocol):
     """What the adapter needs of a limiter (in-process or shared)."""
 
-    async def acquire(self, chat_id: str, *, is_group: bool) -> float:
-        """Wait for a free slot for ``chat_id`` and take it; returns the time it was taken."""
+    async def acquire(self, chat_id: str, *, is_group: bool, urgent: bool = False) -> float:
+        """Wait for a free slot for ``chat_id`` and take it; returns the time it was taken.
+
+        ``urgent`` (a transactional message) goes ahead of every waiting non-urgent one."""
 
     async def pause(self, chat_id: str, seconds: float) -> None:
         """Telegram asked to wait ``seconds`` before sending to this chat again."""
@@ -50,6 +55,31 @@ class RateLimiter(Protocol):
 
     async def aclose(self) -> None:
         """Release connections, if any."""
+
+
+class UrgentFirst:
+    """Within one process: non-urgent takers wait while an urgent one waits for a slot."""
+
+    def __init__(self) -> None:
+        self._urgent = 0
+        self._clear = asyncio.Event()
+        self._clear.set()
+
+    def enter(self, urgent: bool) -> None:
+        if urgent:
+            self._urgent += 1
+            self._clear.clear()
+
+    def leave(self, urgent: bool) -> None:
+        if urgent:
+            self._urgent -= 1
+            if not self._urgent:
+                self._clear.set()
+
+    async def turn(self, urgent: bool) -> None:
+        """Return when a taker of this kind may try for a slot now."""
+        if not urgent:
+            await self._clear.wait()
 
 
 class _Window:
@@ -90,6 +120,7 @@ class TelegramRateLimiter:
         self._chats: dict[str, _Window] = {}
         self._groups: dict[str, _Window] = {}
         self._paused: dict[str, float] = {}
+        self.urgent_first = UrgentFirst()
 
     def _windows(self, chat_id: str, is_group: bool) -> list[_Window]:
         windows = [self._overall]
@@ -104,19 +135,24 @@ class TelegramRateLimiter:
             windows.append(group)
         return windows
 
-    async def acquire(self, chat_id: str, *, is_group: bool) -> float:
+    async def acquire(self, chat_id: str, *, is_group: bool, urgent: bool = False) -> float:
         """Wait for a free slot for ``chat_id`` and take it; returns the time it was taken."""
-        while True:
-            now = self._now()
-            windows = self._windows(chat_id, is_group)
-            wait = max(w.wait(now) for w in windows)
-            wait = max(wait, self._paused.get(chat_id, now) - now)
-            if wait <= 0:
-                for w in windows:
-                    w.record(now)
-                self._forget_idle(now)
-                return now
-            await self._sleep(wait)
+        self.urgent_first.enter(urgent)
+        try:
+            while True:
+                await self.urgent_first.turn(urgent)
+                now = self._now()
+                windows = self._windows(chat_id, is_group)
+                wait = max(w.wait(now) for w in windows)
+                wait = max(wait, self._paused.get(chat_id, now) - now)
+                if wait <= 0:
+                    for w in windows:
+                        w.record(now)
+                    self._forget_idle(now)
+                    return now
+                await self._sleep(wait)
+        finally:
+            self.urgent_first.leave(urgent)
 
     async def pause(self, chat_id: str, seconds: float) -> None:
         """Telegram asked to wait ``seconds`` before sending to this chat again."""

@@ -4,7 +4,9 @@ The same sliding windows as :class:`~bot.adapters.telegram.limits.TelegramRateLi
 (30/s overall, 1/s per chat, 20/min per group), kept as Redis sorted sets of send times
 (``<prefix>all``, ``<prefix>chat:<id>``, ``<prefix>group:<id>``) and checked and taken in
 one Lua script, so two processes can never both take the last slot of a window. A 429's
-pause is a key too (``<prefix>pause:<id>``), so every process holds off that chat.
+pause is a key too (``<prefix>pause:<id>``), so every process holds off that chat. A
+transactional message that has to wait for a slot marks it (``<prefix>urgent``, until its
+slot comes), and the marketing messages of every process wait behind it.
 
 Times come from ``now`` (wall-clock seconds by default, so the hosts' clocks must be
 NTP-synchronized; tests pass a fake clock). If Redis cannot be reached the limiter logs a
@@ -23,36 +25,54 @@ from collections.abc import Awaitable, Callable
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from bot.adapters.telegram.limits import RateLimits, TelegramRateLimiter
+from bot.adapters.telegram.limits import RateLimits, TelegramRateLimiter, UrgentFirst
 
 __all__ = ["RedisRateLimiter"]
 
 log = logging.getLogger(__name__)
 
-# KEYS[1] = the chat's pause key, KEYS[2..] = window keys.
-# ARGV[1] = now, ARGV[2] = a unique member, then (limit, period) for each window key.
-# Returns "0" when the slot was taken, else the seconds to wait (as a string: Lua numbers
-# would be truncated to integers in a Redis reply).
+# KEYS[1] = the chat's pause key, KEYS[2] = the urgent marker, KEYS[3..] = window keys.
+# ARGV[1] = now, ARGV[2] = a unique member, ARGV[3] = 1 if urgent, then (limit, period)
+# for each window key. Returns "0" when the slot was taken, else the seconds to wait (as a
+# string: Lua numbers would be truncated to integers in a Redis reply). An urgent taker
+# that has to wait for the overall window (KEYS[3]) marks, until its slot there comes, that
+# non-urgent takers yield to it (not for its own chat's window or pause: that is its own).
 _ACQUIRE = """
 local now = tonumber(ARGV[1])
+local urgent = ARGV[3] == '1'
 local wait = 0
+local overall = 0
 local paused = tonumber(redis.call('GET', KEYS[1]) or '0')
 if paused > now then wait = paused - now end
-for i = 2, #KEYS do
-  local limit = tonumber(ARGV[2 * i - 1])
-  local period = tonumber(ARGV[2 * i])
+if not urgent then
+  local marked = tonumber(redis.call('GET', KEYS[2]) or '0')
+  if marked > now and marked - now > wait then wait = marked - now end
+end
+for i = 3, #KEYS do
+  local limit = tonumber(ARGV[2 * i - 2])
+  local period = tonumber(ARGV[2 * i - 1])
   redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - period)
   local n = redis.call('ZCARD', KEYS[i])
   if n >= limit then
     local edge = redis.call('ZRANGE', KEYS[i], n - limit, n - limit, 'WITHSCORES')
     local w = tonumber(edge[2]) + period - now
     if w > wait then wait = w end
+    if i == 3 then overall = w end
   end
 end
-if wait > 0 then return tostring(wait) end
-for i = 2, #KEYS do
+if wait > 0 then
+  if urgent and overall > 0 then
+    local until_ = now + overall + 0.01
+    local marked = tonumber(redis.call('GET', KEYS[2]) or '0')
+    if until_ > marked then
+      redis.call('SET', KEYS[2], tostring(until_), 'PX', math.ceil(overall * 1000) + 1000)
+    end
+  end
+  return tostring(wait)
+end
+for i = 3, #KEYS do
   redis.call('ZADD', KEYS[i], now, ARGV[2])
-  redis.call('PEXPIRE', KEYS[i], math.ceil(tonumber(ARGV[2 * i]) * 1000) + 1000)
+  redis.call('PEXPIRE', KEYS[i], math.ceil(tonumber(ARGV[2 * i - 1]) * 1000) + 1000)
 end
 return '0'
 """
@@ -90,11 +110,12 @@ class RedisRateLimiter:
         self._acquire = self.redis.register_script(_ACQUIRE)
         self._pause = self.redis.register_script(_PAUSE)
         self._local = TelegramRateLimiter(self.limits, now=now, sleep=sleep)
+        self._urgent_first = UrgentFirst()
         self._warned_at = float("-inf")
 
     def _keys(self, chat_id: str, is_group: bool) -> tuple[list[str], list[float]]:
         p = self.prefix
-        keys = [f"{p}pause:{chat_id}", f"{p}all", f"{p}chat:{chat_id}"]
+        keys = [f"{p}pause:{chat_id}", f"{p}urgent", f"{p}all", f"{p}chat:{chat_id}"]
         windows = [self.limits.overall, self.limits.per_chat]
         if is_group:
             keys.append(f"{p}group:{chat_id}")
@@ -107,20 +128,30 @@ class RedisRateLimiter:
             self._warned_at = moment
             log.warning("telegram: Redis rate limiter unavailable (%s); limiting per process", exc)
 
-    async def acquire(self, chat_id: str, *, is_group: bool) -> float:
-        """Wait for a free slot for ``chat_id`` in every process's view and take it."""
+    async def acquire(self, chat_id: str, *, is_group: bool, urgent: bool = False) -> float:
+        """Wait for a free slot for ``chat_id`` in every process's view and take it.
+
+        ``urgent`` goes ahead of the non-urgent takers: of this process's at once, of other
+        processes' through a marker in Redis while it waits."""
         keys, args = self._keys(chat_id, is_group)
-        while True:
-            now = self._now()
-            try:
-                answer = await self._acquire(keys=keys, args=[repr(now), _member(now), *args])
-            except RedisError as exc:
-                self._degraded(exc)
-                return await self._local.acquire(chat_id, is_group=is_group)
-            wait = float(answer)
-            if wait <= 0:
-                return now
-            await self._sleep(wait)
+        self._urgent_first.enter(urgent)
+        try:
+            while True:
+                await self._urgent_first.turn(urgent)
+                now = self._now()
+                try:
+                    answer = await self._acquire(
+                        keys=keys, args=[repr(now), _member(now), int(urgent), *args]
+                    )
+                except RedisError as exc:
+                    self._degraded(exc)
+                    return await self._local.acquire(chat_id, is_group=is_group, urgent=urgent)
+                wait = float(answer)
+                if wait <= 0:
+                    return now
+                await self._sleep(wait)
+        finally:
+            self._urgent_first.leave(urgent)
 
     async def pause(self, chat_id: str, seconds: float) -> None:
         """Pause the chat for every process (Telegram answered 429)."""

@@ -7,6 +7,14 @@ a new one (the row is locked while fetching; the others wait and then read it). 
 answer of 40001/42001/40014 invalidates exactly the token that was used and the call is
 retried once. The API base URL comes from the config (a proxy or a test server may stand
 in for api.weixin.qq.com). The clients are blocking (``requests``): call them in a thread.
+
+WeCom limits each API on its own (calls per minute and per hour, per company): the WeCom
+client counts every request in a :class:`~bot.adapters.quotas.SharedQuota` scoped by the
+API's endpoint (shared by all processes through Redis), and a request over the count is
+not made: it raises :class:`QuotaExceeded` (errcode 45009, as WeCom would answer) with the
+seconds until the window has room. Calls made while sending an outbox row count with that
+row's purpose (:data:`CALL_PURPOSE`), so replies keep their reserve; background work
+(mass-send results, tag sync) counts as marketing.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import hashlib
 import logging
 import threading
 from collections.abc import Callable
+from contextvars import ContextVar
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -23,17 +32,47 @@ from wechatpy.client import WeChatClient
 from wechatpy.enterprise.client import WeChatClient as WeComClient
 from wechatpy.exceptions import WeChatClientException
 
+from bot.adapters.quotas import SharedQuota
 from bot.core.clock import Clock
 from storage.db import Database, insert_ignore
 from storage.wechat import AccessToken
 
-__all__ = ["OfficialAccountApi", "TokenStore", "WecomApi", "errcode_of"]
+__all__ = [
+    "CALL_PURPOSE",
+    "OfficialAccountApi",
+    "QuotaExceeded",
+    "TokenStore",
+    "WecomApi",
+    "api_endpoint",
+    "errcode_of",
+]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: Errors that mean "this access token is not (or no longer) valid".
 TOKEN_ERRORS = frozenset({40001, 40014, 42001})
+
+
+#: The outbox purpose the API calls of this context are made for (set by a send; a task or
+#: thread started from it inherits it). Background work counts as marketing.
+CALL_PURPOSE: ContextVar[str] = ContextVar("wechat_call_purpose", default="marketing")
+
+
+class QuotaExceeded(WeChatClientException):
+    """Siyu's shared count of one API's calls is full: the call was not made (45009)."""
+
+    def __init__(self, endpoint: str, wait: float, client: Any) -> None:
+        super().__init__(45009, f"{endpoint}: API call quota used for now", client=client)
+        self.endpoint = endpoint
+        self.wait = wait
+
+
+def api_endpoint(url_or_endpoint: str, base_url: str) -> str:
+    """The API a request goes to (``externalcontact/add_msg_template``), without the base
+    URL and the query."""
+    path = url_or_endpoint.removeprefix(base_url).split("?", 1)[0]
+    return path.strip("/")[:100]
 
 
 def errcode_of(exc: WeChatClientException) -> int | None:
@@ -164,12 +203,28 @@ class WecomApi(_SharedToken, WeComClient):
     """wechatpy's WeCom client on the shared token store and a configured base URL."""
 
     def __init__(
-        self, corp_id: str, secret: str, store: TokenStore, base_url: str, timeout: float
+        self,
+        corp_id: str,
+        secret: str,
+        store: TokenStore,
+        base_url: str,
+        timeout: float,
+        quota: SharedQuota | None = None,
     ) -> None:
         super().__init__(corp_id, secret, timeout=timeout, auto_retry=False)
         # One token per app secret; the key names the secret by a hash, never by its text.
         digest = hashlib.sha256(secret.encode()).hexdigest()[:12]
         self._init_shared(store, f"wecom:{corp_id}:{digest}", base_url, "gettoken")
+        self.quota = quota
+
+    def _request(self, method: str, url_or_endpoint: str, **kwargs: Any) -> Any:
+        """Count the call against its API's quota first (see the module docstring)."""
+        if self.quota is not None:
+            endpoint = api_endpoint(url_or_endpoint, self.API_BASE_URL)
+            wait = self.quota.take_blocking(CALL_PURPOSE.get(), endpoint)
+            if wait > 0:
+                raise QuotaExceeded(endpoint, wait, self)
+        return super()._request(method, url_or_endpoint, **kwargs)
 
     def _token_params(self) -> dict[str, str]:
         return {"corpid": self.corp_id, "corpsecret": self.secret}

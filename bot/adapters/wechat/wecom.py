@@ -6,6 +6,10 @@ Account's, turned into events by :mod:`~bot.adapters.wechat.wecom_callbacks`, an
 channel facts (contacts, welcome codes, groups) recorded by
 :mod:`~bot.adapters.wechat.wecom_contacts` before the handlers run.
 
+Its batch work — flushing mass-send batches, polling their results, corp tag sync — runs
+only where ``batch_work`` is on (worker processes; web processes only take callbacks). Every
+WeCom API call counts against that API's shared quota (:mod:`~bot.adapters.wechat.api`).
+
 Outbound: to staff (``app:<userid>``) an app message; to an external contact the welcome
 message while its code is valid, else a customer mass-send task; to a customer group a
 group mass-send task from its owner (``groupchat/get``). Tasks, their batching and their
@@ -36,7 +40,13 @@ from bot.adapters.base import (
     TransientError,
 )
 from bot.adapters.quotas import QuotaWindow, SharedQuota
-from bot.adapters.wechat.api import TokenStore, WecomApi, errcode_of
+from bot.adapters.wechat.api import (
+    CALL_PURPOSE,
+    QuotaExceeded,
+    TokenStore,
+    WecomApi,
+    errcode_of,
+)
 from bot.adapters.wechat.callback import CallbackCrypto, CallbackRejected, parse_xml, read_body
 from bot.adapters.wechat.common import Background, handle_within, record_delivery
 from bot.adapters.wechat.inbound import CallbackJournal, fields_key
@@ -61,7 +71,14 @@ class WecomAdapter:
 
     channel = CHANNEL
 
-    def __init__(self, config: WecomConfig, runtime: AdapterHost, api: WecomApi | None = None):
+    def __init__(
+        self,
+        config: WecomConfig,
+        runtime: AdapterHost,
+        api: WecomApi | None = None,
+        *,
+        batch_work: bool = True,
+    ):
         self.config = config
         self.runtime = runtime
         self.db = runtime.db
@@ -75,12 +92,24 @@ class WecomAdapter:
             corp=True,
         )
         self.tokens = TokenStore(self.db, self.clock, config.token_refresh_margin_seconds)
+        limits = runtime.config.limits
+        # WeCom's limits count per company and API: one quota, scoped by endpoint
+        self.quota = SharedQuota(
+            f"wecom:{config.corp_id}",
+            [
+                QuotaWindow("minute", limits.wecom_per_minute, 60.0),
+                QuotaWindow("hour", limits.wecom_per_hour, 3600.0),
+            ],
+            redis_url=limits.redis_url,
+            reply_reserve=limits.reply_reserve,
+        )
         self.api = api or WecomApi(
             config.corp_id,
             config.secret,
             self.tokens,
             config.api_base_url,
             config.http_timeout_seconds,
+            quota=self.quota,
         )
         self.contacts = WecomContacts(config, runtime.config.general, runtime, self.api)
         self.mass = WecomMassSends(config, runtime, self.api)
@@ -90,16 +119,7 @@ class WecomAdapter:
         self._tag_sync: asyncio.Task | None = None
         self.journal = CallbackJournal(self.db, self.clock, CHANNEL, config.replay_window_seconds)
         self._sweeper: asyncio.Task | None = None
-        limits = runtime.config.limits
-        self.quota = SharedQuota(
-            "wecom",
-            [
-                QuotaWindow("minute", limits.wecom_per_minute, 60.0),
-                QuotaWindow("hour", limits.wecom_per_hour, 3600.0),
-            ],
-            redis_url=limits.redis_url,
-            reply_reserve=limits.reply_reserve,
-        )
+        self.batch_work = batch_work
 
     @property
     def corp_tags(self) -> dict[str, str]:
@@ -112,12 +132,13 @@ class WecomAdapter:
     async def start(self) -> None:
         if not self.crypto.encrypted:
             log.warning("wecom: no encoding_aes_key configured; every callback will be refused")
-        self._poller = asyncio.create_task(self.mass.run_forever(), name="wecom-mass-poller")
-        self.mass.schedule_flush()  # batches claimed or queued before a restart
-        if self.corp_tags:
-            self._tag_sync = asyncio.create_task(
-                self.tags.run_forever(), name="wecom-corp-tag-sync"
-            )
+        if self.batch_work:  # a worker process: never in web processes
+            self._poller = asyncio.create_task(self.mass.run_forever(), name="wecom-mass-poller")
+            self.mass.schedule_flush()  # batches claimed or queued before a restart
+            if self.corp_tags:
+                self._tag_sync = asyncio.create_task(
+                    self.tags.run_forever(), name="wecom-corp-tag-sync"
+                )
         self._sweeper = asyncio.create_task(
             self.journal.run_sweeper(self._route_fields), name="wecom-callback-sweeper"
         )
@@ -218,8 +239,7 @@ class WecomAdapter:
     async def send(self, message: OutboundMessage) -> SendReceipt:
         if not message.text.strip():
             raise PermanentError("empty message")
-        if wait := await self.quota.take(message.purpose):
-            raise RetryAfter(wait, "WeCom API call quota is used for now")
+        CALL_PURPOSE.set(message.purpose)  # this send's own task: its API calls count so
         try:
             if message.chat_id.startswith(APP_PREFIX):
                 result = await asyncio.to_thread(
@@ -234,6 +254,8 @@ class WecomAdapter:
             if message.chat_id == message.user_id:
                 return await self._send_to_contact(message)
             return await self._send_to_group(message)
+        except QuotaExceeded as exc:
+            raise RetryAfter(exc.wait, f"WeCom {exc.endpoint}: call quota used for now") from exc
         except WeChatClientException as exc:
             code = errcode_of(exc)
             detail = f"WeCom errcode {code}: {exc.errmsg}"

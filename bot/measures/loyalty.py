@@ -19,6 +19,12 @@ dates and an optional segment:
   acquired) → revenue (ordered) → referral (invited someone who arrived). Each step counts
   the customers of the step before it who also did this; the step losing the most
   customers is named.
+
+Each report is computed in two steps: its **counts** — sums over customers, each
+customer adding a share that depends only on their own rows — and the report built from
+them. The counts take an optional ``cutoff`` (only rows before it count) and a restriction
+to some customers, which is what lets bot/measures/rollup.py keep a period's finished days
+counted and add the delta of the customers active today.
 """
 
 from __future__ import annotations
@@ -52,11 +58,21 @@ from storage.scores import STAGE_CHANGED, CustomerEvent, CustomerScore
 __all__ = [
     "AarrrReport",
     "CohortReport",
+    "Counts",
     "LoyaltyReport",
     "aarrr",
+    "aarrr_counts",
+    "aarrr_report",
+    "cohort_counts",
+    "cohort_report",
     "cohorts",
     "loyalty",
+    "loyalty_counts",
+    "loyalty_report",
 ]
+
+#: A report's additive counts: each a sum over customers of their own share.
+Counts = dict[str, int]
 
 #: Interactions that show a customer engaging (not merely joining or following).
 ACTIVE_KINDS = ("message", "command", "button")
@@ -75,8 +91,18 @@ def _segment_ids(session: Session, config: Config, segment: str | None, now: dat
     return compile_segment(segment, config=config, now=now, session=session).select_ids()
 
 
-def _in_segment(column, ids) -> list:
-    return [] if ids is None else [column.in_(ids)]
+def _in_segment(column, *restrictions) -> list:
+    """``column IN (…)`` for each customer-id subquery given (None: no restriction)."""
+    return [column.in_(ids) for ids in restrictions if ids is not None]
+
+
+def _until(end: datetime, cutoff: datetime | None) -> datetime:
+    """The upper bound of a range ending at ``end``, cut at ``cutoff`` if given."""
+    return end if cutoff is None else min(end, cutoff)
+
+
+def _before(column, cutoff: datetime | None) -> list:
+    return [] if cutoff is None else [column < cutoff]
 
 
 @dataclass
@@ -103,12 +129,12 @@ class LoyaltyReport:
         return asdict(self)
 
 
-def loyalty(
-    session: Session, period: Period, *, config: Config, now: datetime, segment: str | None = None
-) -> LoyaltyReport:
-    """The loyalty figures of ``period`` (see the module docstring for each definition)."""
-    ids = _segment_ids(session, config, segment, now)
-    lo, hi = period.start_utc, period.end_utc
+def loyalty_counts(
+    session: Session, period: Period, *, ids=None, only=None, cutoff: datetime | None = None
+) -> Counts:
+    """The purchase and acquisition counts of ``period``, from rows before ``cutoff``, of the
+    customers in ``ids`` (a segment) and ``only`` (customer-id subqueries; None: everyone)."""
+    lo, hi = period.start_utc, _until(period.end_utc, cutoff)
     prev = period.previous()
 
     # One pass over both periods' orders, per customer: orders in this period, and whether
@@ -121,7 +147,7 @@ def loyalty(
         .where(
             Order.ordered_at >= prev.start_utc,
             Order.ordered_at < hi,
-            *_in_segment(Order.customer_id, ids),
+            *_in_segment(Order.customer_id, ids, only),
         )
         .group_by(Order.customer_id)
         .subquery()
@@ -139,17 +165,35 @@ def loyalty(
             count_if(and_(c.before == 1, c.now > 0)),
         )
     ).one()
-
+    came_by_invite = exists().where(
+        Referral.referred_id == Customer.id, *_before(Referral.created_at, cutoff)
+    )
     new_customers, referred = session.execute(
         select(
             func.count(),
-            func.coalesce(
-                func.sum(case((exists().where(Referral.referred_id == Customer.id), 1), else_=0)),
-                0,
-            ),
-        ).where(Customer.created_at >= lo, Customer.created_at < hi, *_in_segment(Customer.id, ids))
+            func.coalesce(func.sum(case((came_by_invite, 1), else_=0)), 0),
+        ).where(
+            Customer.created_at >= lo,
+            Customer.created_at < hi,
+            *_in_segment(Customer.id, ids, only),
+        )
     ).one()
+    return {
+        "buyers": int(buyers),
+        "repeat_buyers": int(repeat),
+        "previous_buyers": int(previous_buyers),
+        "retained_buyers": int(retained),
+        "new_customers": int(new_customers),
+        "referred_customers": int(referred),
+    }
 
+
+def loyalty_report(
+    session: Session, period: Period, counts: Counts, *, ids=None, segment: str | None = None
+) -> LoyaltyReport:
+    """The loyalty figures from ``counts``, with the churn figures read now (the stages of
+    the nightly scores and the period's stage changes: small, indexed reads)."""
+    lo, hi = period.start_utc, period.end_utc
     stage_rows = session.execute(
         select(CustomerScore.lifecycle, func.count())
         .where(*_in_segment(CustomerScore.customer_id, ids))
@@ -170,23 +214,35 @@ def loyalty(
             .group_by(CustomerEvent.new_value)
         ).all()
     )
+    buyers, repeat = counts["buyers"], counts["repeat_buyers"]
+    previous, retained = counts["previous_buyers"], counts["retained_buyers"]
+    new, referred = counts["new_customers"], counts["referred_customers"]
     return LoyaltyReport(
         period=period.as_dict(),
         segment=segment,
-        buyers=int(buyers),
-        repeat_buyers=int(repeat),
-        repeat_rate=_rate(int(repeat), int(buyers)),
-        previous_buyers=int(previous_buyers),
-        retained_buyers=int(retained),
-        retention_rate=_rate(int(retained), int(previous_buyers)),
-        new_customers=int(new_customers),
-        referred_customers=int(referred),
-        referral_rate=_rate(int(referred), int(new_customers)),
+        buyers=buyers,
+        repeat_buyers=repeat,
+        repeat_rate=_rate(repeat, buyers),
+        previous_buyers=previous,
+        retained_buyers=retained,
+        retention_rate=_rate(retained, previous),
+        new_customers=new,
+        referred_customers=referred,
+        referral_rate=_rate(referred, new),
         stages=stages,
         churn_rate=_rate(stages.get("churned", 0), with_orders),
         became_dormant=int(changes.get("dormant", 0)),
         became_churned=int(changes.get("churned", 0)),
     )
+
+
+def loyalty(
+    session: Session, period: Period, *, config: Config, now: datetime, segment: str | None = None
+) -> LoyaltyReport:
+    """The loyalty figures of ``period`` (see the module docstring for each definition)."""
+    ids = _segment_ids(session, config, segment, now)
+    counts = loyalty_counts(session, period, ids=ids)
+    return loyalty_report(session, period, counts, ids=ids, segment=segment)
 
 
 @dataclass
@@ -202,18 +258,17 @@ class CohortReport:
         return asdict(self)
 
 
-def cohorts(
+def cohort_counts(
     session: Session,
     period: Period,
     *,
-    config: Config,
-    now: datetime,
-    segment: str | None = None,
-    months: int = 12,
-) -> CohortReport:
-    """Cohorts of customers whose first order falls in ``period``, ``months`` months out."""
-    months = max(1, min(months, 36))
-    ids = _segment_ids(session, config, segment, now)
+    months: int,
+    ids=None,
+    only=None,
+    cutoff: datetime | None = None,
+) -> Counts:
+    """``"<cohort>:<months after>"`` → customers who ordered then (``"<cohort>:-1"``: the
+    cohort's size), from rows before ``cutoff``, of the customers in ``ids`` and ``only``."""
     # Customers whose first order falls in the period, from their scores (the recompute keeps
     # first_order_at, indexed): no pass over every order to find first orders.
     members = (
@@ -223,8 +278,8 @@ def cohorts(
         )
         .where(
             CustomerScore.first_order_at >= period.start_utc,
-            CustomerScore.first_order_at < period.end_utc,
-            *_in_segment(CustomerScore.customer_id, ids),
+            CustomerScore.first_order_at < _until(period.end_utc, cutoff),
+            *_in_segment(CustomerScore.customer_id, ids, only),
         )
         .cte("members")
     )
@@ -240,7 +295,7 @@ def cohorts(
         .join(Order, Order.customer_id == members.c.customer_id)
         .where(
             Order.ordered_at >= period.start_utc,
-            Order.ordered_at < period.end_utc + timedelta(days=31 * months),
+            Order.ordered_at < _until(period.end_utc + timedelta(days=31 * months), cutoff),
         )
         .group_by(members.c.cohort, "offset", Order.customer_id)
         .subquery()
@@ -249,30 +304,54 @@ def cohorts(
         per_month.c.cohort, per_month.c.offset
     )
     sizes_q = select(members.c.cohort, literal(-1), func.count()).group_by(members.c.cohort)
+    return {
+        f"{int(cohort)}:{int(offset)}": int(n)
+        for cohort, offset, n in session.execute(union_all(sizes_q, activity))
+    }
+
+
+def cohort_report(
+    period: Period, counts: Counts, *, months: int, segment: str | None = None
+) -> CohortReport:
+    """The cohort table from :func:`cohort_counts`."""
     sizes: dict[int, int] = {}
-    counted: list[tuple[int, int, int]] = []
-    for cohort, offset, n in session.execute(union_all(sizes_q, activity)):
-        if int(offset) == -1:
-            sizes[int(cohort)] = int(n)
-        else:
-            counted.append((int(cohort), int(offset), int(n)))
-    table: dict[int, dict[int, int]] = {c: {} for c in sizes}
-    for cohort, offset, n in counted:
-        if 0 <= offset <= months and cohort in table:
-            table[cohort][offset] = n
+    table: dict[int, dict[int, int]] = {}
+    for key, n in counts.items():
+        cohort, offset = (int(part) for part in key.split(":"))
+        if offset == -1:
+            sizes[cohort] = n
+        elif 0 <= offset <= months:
+            table.setdefault(cohort, {})[offset] = n
     rows = []
-    for cohort in sorted(sizes):
-        size = int(sizes[cohort])
-        counts = [table[cohort].get(k, 0) for k in range(months + 1)]
+    for cohort in sorted(c for c, size in sizes.items() if size):
+        size = sizes[cohort]
+        counted = table.get(cohort, {})
+        active = [counted.get(k, 0) for k in range(months + 1)]
         rows.append(
             {
                 "cohort": month_label(cohort),
                 "size": size,
-                "active": counts,
-                "retention": [_rate(n, size) for n in counts],
+                "active": active,
+                "retention": [_rate(n, size) for n in active],
             }
         )
     return CohortReport(period=period.as_dict(), segment=segment, months=months, cohorts=rows)
+
+
+def cohorts(
+    session: Session,
+    period: Period,
+    *,
+    config: Config,
+    now: datetime,
+    segment: str | None = None,
+    months: int = 12,
+) -> CohortReport:
+    """Cohorts of customers whose first order falls in ``period``, ``months`` months out."""
+    months = max(1, min(months, 36))
+    ids = _segment_ids(session, config, segment, now)
+    counts = cohort_counts(session, period, months=months, ids=ids)
+    return cohort_report(period, counts, months=months, segment=segment)
 
 
 @dataclass
@@ -299,9 +378,9 @@ def _after_acquisition(session: Session):
     return Customer.created_at + literal(RETAINED_AFTER, type_=Interval())
 
 
-def _chain(session: Session, period: Period, ids) -> Select:
+def _chain(session: Session, period: Period, restrictions, cutoff: datetime | None) -> Select:
     """One row of five counts, each step a subset of the one before."""
-    hi = period.end_utc
+    hi = _until(period.end_utc, cutoff)
     returned_from = _after_acquisition(session)
     activated = exists().where(
         Interaction.customer_id == Customer.id,
@@ -336,7 +415,7 @@ def _chain(session: Session, period: Period, ids) -> Select:
         .where(
             Customer.created_at >= period.start_utc,
             Customer.created_at < hi,
-            *_in_segment(Customer.id, ids),
+            *_in_segment(Customer.id, *restrictions),
         )
         .subquery()
     )
@@ -351,26 +430,40 @@ def _chain(session: Session, period: Period, ids) -> Select:
     return select(func.count(), n(f.activated == 1), n(retained), n(revenue), n(referral))
 
 
-def aarrr(
-    session: Session, period: Period, *, config: Config, now: datetime, segment: str | None = None
-) -> AarrrReport:
-    """The AARRR chain of ``period`` with the step where most customers are lost."""
-    ids = _segment_ids(session, config, segment, now)
-    counts = [int(x) for x in session.execute(_chain(session, period, ids)).one()]
+def aarrr_counts(
+    session: Session, period: Period, *, ids=None, only=None, cutoff: datetime | None = None
+) -> Counts:
+    """Customers at each step of the chain, from rows before ``cutoff``, of the customers in
+    ``ids`` and ``only``."""
+    row = session.execute(_chain(session, period, (ids, only), cutoff)).one()
+    return {name: int(n) for name, n in zip(STEPS, row, strict=True)}
+
+
+def aarrr_report(period: Period, counts: Counts, *, segment: str | None = None) -> AarrrReport:
+    """The chain from :func:`aarrr_counts`, with the step where most customers are lost."""
     steps = []
     worst, worst_loss = None, 0
-    for i, (name, count) in enumerate(zip(STEPS, counts, strict=True)):
-        before = counts[i - 1] if i else count
+    for i, name in enumerate(STEPS):
+        count = counts[name]
+        before = counts[STEPS[i - 1]] if i else count
         lost = before - count
         steps.append(
             {
                 "step": name,
                 "customers": count,
                 "of_previous": _rate(count, before) if i else None,
-                "of_acquired": _rate(count, counts[0]),
+                "of_acquired": _rate(count, counts[STEPS[0]]),
                 "lost": lost,
             }
         )
         if i and lost > worst_loss:
             worst, worst_loss = name, lost
     return AarrrReport(period=period.as_dict(), segment=segment, steps=steps, biggest_loss=worst)
+
+
+def aarrr(
+    session: Session, period: Period, *, config: Config, now: datetime, segment: str | None = None
+) -> AarrrReport:
+    """The AARRR chain of ``period`` with the step where most customers are lost."""
+    ids = _segment_ids(session, config, segment, now)
+    return aarrr_report(period, aarrr_counts(session, period, ids=ids), segment=segment)

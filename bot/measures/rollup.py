@@ -1,0 +1,140 @@
+"""The measures of a period ending today: its finished days counted once, plus today's delta.
+
+The console's Measures page shows the last 7/30/90/365 days including today. Counting them
+from every order and interaction on each visit takes seconds at a million customers, so
+each report's counts (bot/measures/loyalty.py: sums over customers, each customer adding a
+share that depends only on their own rows) are split in two:
+
+- the counts from the rows before the start of today (the brand's day), stored once in
+  ``measures_rollup`` — by the nightly job, or by the first reader of the day if it has
+  not run;
+- the delta of the customers with a row from today (an order, an interaction, a referral,
+  or who became customers today): their share counted now, minus their share before today.
+
+Every other customer's share is the same with or without today, so the sum equals the
+direct count (tests/test_measures_rollup.py checks both paths against each other). A late
+order import or a forgotten customer drops the stored counts they make stale
+(:func:`storage.measures.forget_rollups`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, time
+from functools import partial
+
+from sqlalchemy import CompoundSelect, delete, select, union
+from sqlalchemy.orm import Session
+
+from bot.measures import loyalty as figures
+from bot.measures.periods import Period, parse_period
+from storage.db import insert_ignore
+from storage.measures import MeasuresRollup, Referral
+from storage.models import Customer, Interaction
+from storage.orders import Order
+from storage.scores import CustomerScore
+
+__all__ = ["aarrr", "cohorts", "day_start", "loyalty", "roll_up", "today_customers"]
+
+Count = Callable[..., figures.Counts]
+_KEY = ("report", "zone", "start", "end", "cutoff_at")
+
+
+def day_start(now: datetime, period: Period) -> datetime:
+    """The start of the brand's day of ``now``, in UTC."""
+    local = now.astimezone(period.tz).date()
+    return datetime.combine(local, time(0), period.tz).astimezone(UTC)
+
+
+def today_customers(since: datetime) -> CompoundSelect:
+    """The ids of the customers with a row at or after ``since`` that a report reads."""
+    return union(
+        select(Order.customer_id).where(Order.ordered_at >= since),
+        select(Interaction.customer_id).where(
+            Interaction.occurred_at >= since, Interaction.customer_id.is_not(None)
+        ),
+        select(Customer.id).where(Customer.created_at >= since),
+        select(CustomerScore.customer_id).where(CustomerScore.first_order_at >= since),
+        select(Referral.referrer_id).where(Referral.created_at >= since),
+        select(Referral.referred_id).where(Referral.created_at >= since),
+    )
+
+
+def _finished(
+    session: Session, report: str, count: Count, period: Period, since: datetime, now: datetime
+) -> tuple[figures.Counts, bool]:
+    """The stored counts of ``period`` before ``since`` (counted and stored if missing);
+    (counts, whether they were counted now)."""
+    key = {
+        "report": report,
+        "zone": period.zone,
+        "start": period.start.isoformat(),
+        "end": period.end.isoformat(),
+        "cutoff_at": since,
+    }
+    stored = session.scalar(
+        select(MeasuresRollup.counts).where(
+            *(getattr(MeasuresRollup, name) == value for name, value in key.items())
+        )
+    )
+    if stored is not None:
+        return {k: int(v) for k, v in stored.items()}, False
+    counts = count(session, period, cutoff=since)
+    insert_ignore(session, MeasuresRollup, {**key, "counts": counts, "computed_at": now}, [*_KEY])
+    return counts, True
+
+
+def _rolled(session: Session, report: str, count: Count, period: Period, now: datetime):
+    since = day_start(now, period)
+    base, _ = _finished(session, report, count, period, since, now)
+    active = today_customers(since)
+    after = count(session, period, only=active)
+    before = count(session, period, only=active, cutoff=since)
+    return {
+        k: base.get(k, 0) + after.get(k, 0) - before.get(k, 0)
+        for k in sorted(base.keys() | after.keys() | before.keys())
+    }
+
+
+def loyalty(session: Session, period: Period, *, now: datetime) -> figures.LoyaltyReport:
+    """:func:`bot.measures.loyalty.loyalty` of the whole community, from the rollup."""
+    counts = _rolled(session, "loyalty", figures.loyalty_counts, period, now)
+    return figures.loyalty_report(session, period, counts)
+
+
+def cohorts(session: Session, period: Period, *, now: datetime, months: int = 12):
+    """:func:`bot.measures.loyalty.cohorts` of the whole community, from the rollup."""
+    months = max(1, min(months, 36))
+    count = partial(figures.cohort_counts, months=months)
+    counts = _rolled(session, f"cohorts:{months}", count, period, now)
+    return figures.cohort_report(period, counts, months=months)
+
+
+def aarrr(session: Session, period: Period, *, now: datetime) -> figures.AarrrReport:
+    """:func:`bot.measures.loyalty.aarrr` of the whole community, from the rollup."""
+    return figures.aarrr_report(
+        period, _rolled(session, "aarrr", figures.aarrr_counts, period, now)
+    )
+
+
+def roll_up(
+    session: Session, *, zone: str, now: datetime, days: Iterable[int], months: int = 12
+) -> int:
+    """The nightly share: count the finished days of each period of ``days`` ending today
+    that are not stored yet, and drop the counts of earlier days. Returns the reports
+    counted."""
+    counted = 0
+    reports: dict[str, Count] = {
+        "loyalty": figures.loyalty_counts,
+        f"cohorts:{months}": partial(figures.cohort_counts, months=months),
+        "aarrr": figures.aarrr_counts,
+    }
+    since = None
+    for n in days:
+        period = parse_period(None, None, zone=zone, now=now, default_days=n)
+        since = day_start(now, period)
+        for report, count in reports.items():
+            counted += _finished(session, report, count, period, since, now)[1]
+    if since is not None:
+        session.execute(delete(MeasuresRollup).where(MeasuresRollup.cutoff_at < since))
+    return counted

@@ -262,6 +262,8 @@ ROUTES: tuple[RouteRule, ...] = (
     ),
     _route("/console/measures", "GET", _INBOX_MANAGER, "loyalty, cohorts, AARRR, surveys"),
     _route("/console/groups", "GET", _INBOX_MANAGER, "SOP plans, FAQ entries, moderation log"),
+    _route("/console/groups/sop", "POST", _INBOX_MANAGER, "create or edit an SOP plan"),
+    _route("/console/groups/faq", "POST", _INBOX_MANAGER, "add or edit an FAQ entry"),
     _route(
         "/console/groups/sop/{name}/{action}",
         "POST",

@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import func, select
 
 from bot.core.clock import SystemClock
+from bot.customers.rule_syntax import parse_rule, rule_line
 from bot.marketing.coupons import definition, issue_one, sync_definitions
 from storage import repos
 from storage.campaigns import Campaign, Scenario, ScenarioRun
@@ -344,6 +345,56 @@ def test_tag_rules_added_and_deleted_from_the_console(served):
     manager.post(f"/console/tags/rules/{rule.id}/delete", data={"csrf": manager.csrf})
     with db.sessions() as s:
         assert s.get(TagRule, rule.id).active is False
+
+
+def test_a_tag_rule_is_edited_in_place(served):
+    server, db, _ = served
+    manager = login(server.url, MANAGER)
+    manager.post("/console/tags/rules", data={"rule": "keyword 咖啡 拿铁 ttl=30",
+                                              "csrf": manager.csrf})  # fmt: skip
+    with db.sessions() as s:
+        rule = s.scalars(select(TagRule)).one()
+    # the edit form starts from the rule's own text
+    page = manager.get("/console/tags").text
+    assert 'value="keyword 咖啡 拿铁 ttl=30"' in page
+    answer = manager.post(
+        f"/console/tags/rules/{rule.id}/edit",
+        data={"rule": "keyword 咖啡 拿铁,美式 exclude=奶茶 weight=2", "csrf": manager.csrf},
+    )
+    assert answer.status_code == 303
+    with db.sessions() as s:
+        rules = list(s.scalars(select(TagRule)))
+        assert [r.id for r in rules] == [rule.id]  # the same row: no delete and re-add
+        edited = rules[0]
+        assert edited.active and edited.created_by == "staff:maria"
+        assert edited.spec == {"keywords": ["拿铁", "美式"], "exclude": ["奶茶"]}
+        assert (edited.weight, edited.ttl_days) == (2.0, 0)
+        assert edited.updated_at > rule.updated_at  # running processes reload their rules
+    page = manager.get("/console/tags").text
+    assert 'value="keyword 咖啡 拿铁,美式 exclude=奶茶 weight=2"' in page
+    # bad text or a deleted rule: a clear refusal, the rule unchanged
+    bad = manager.post(f"/console/tags/rules/{rule.id}/edit",
+                       data={"rule": "keyword 咖啡", "csrf": manager.csrf}, follow_redirects=True)  # fmt: skip
+    assert 'class="flash error"' in bad.text
+    gone = manager.post("/console/tags/rules/999/edit", data={"rule": "keyword a b",
+                        "csrf": manager.csrf}, follow_redirects=True)  # fmt: skip
+    assert 'class="flash error"' in gone.text and "999" in gone.text
+    assert manager.post(f"/console/tags/rules/{rule.id}/edit",
+                        data={"rule": "keyword a b"}).status_code == 403  # fmt: skip
+    with db.sessions() as s:
+        assert s.get(TagRule, rule.id).spec["keywords"] == ["拿铁", "美式"]
+        assert s.scalar(select(func.count()).select_from(TagRule)) == 1
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["keyword 早餐 包子,豆浆 exclude=外卖 ttl=30 weight=2.5", "event 周末 button=weekend ttl=7",
+     "activity 活跃 5/7d group=-100 silent=14", "keyword 'a b' 'x y'"],
+)  # fmt: skip
+def test_a_rules_text_reads_back_as_the_same_rule(text):
+    fields = parse_rule(text)
+    row = TagRule(**fields, active=True)
+    assert parse_rule(rule_line(row)) == fields
 
 
 def test_language_switch_is_remembered_for_the_staff_member(served):

@@ -249,6 +249,7 @@ ROUTES: tuple[RouteRule, ...] = (
     ),
     _route("/console/tags", "GET", _INBOX_MANAGER, "tags and rules"),
     _route("/console/tags/rules", "POST", _INBOX_MANAGER, "add a tagging rule"),
+    _route("/console/tags/rules/{rule_id}/edit", "POST", _INBOX_MANAGER, "change a tagging rule"),
     _route("/console/tags/rules/{rule_id}/delete", "POST", _INBOX_MANAGER, "delete a rule"),
     _route("/console/coupons", "GET", _INBOX_MANAGER, "coupons and redemptions"),
     _route("/console/coupons/redeem", "POST", _INBOX_MANAGER, "redeem a code"),

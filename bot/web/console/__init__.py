@@ -61,6 +61,7 @@ def console_routes() -> list[BaseRoute]:
         Route("/console/customers/{customer_id}/{action}", customers.act, methods=post),
         Route("/console/tags", tags.tag_page, methods=get),
         Route("/console/tags/rules", tags.add_rule_form, methods=post),
+        Route("/console/tags/rules/{rule_id}/edit", tags.edit_rule_form, methods=post),
         Route("/console/tags/rules/{rule_id}/delete", tags.delete_rule, methods=post),
         Route("/console/coupons", coupons.coupon_page, methods=get),
         Route("/console/coupons/redeem", coupons.redeem, methods=post),

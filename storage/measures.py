@@ -14,6 +14,7 @@ from storage.models import Base, BigId, Customer
 from storage.orders import Order
 
 __all__ = [
+    "CHURN_REPORT",
     "InviteCode",
     "MeasuresRollup",
     "Referral",
@@ -122,10 +123,20 @@ class MeasuresRollup(Base):
     computed_at: Mapped[datetime]
 
 
-def forget_rollups(session: Session, since: datetime | None = None) -> int:
+#: the stored report of the churn figures (lifecycle stages now and stage changes), read
+#: from the scores: it goes stale when scores are recomputed, not as days pass
+CHURN_REPORT = "churn"
+
+
+def forget_rollups(
+    session: Session, since: datetime | None = None, *, report: str | None = None
+) -> int:
     """Drop the rolled-up counts that data at or after ``since`` (everything without it)
-    makes stale: a late order import or a forgotten customer. Returns the rows dropped."""
+    makes stale — a late order import — or those of ``report`` (the churn figures when
+    scores change). Returns the rows dropped."""
     stmt = delete(MeasuresRollup)
     if since is not None:
         stmt = stmt.where(MeasuresRollup.cutoff_at > since)
+    if report is not None:
+        stmt = stmt.where(MeasuresRollup.report == report)
     return rowcount(session.execute(stmt))

@@ -33,9 +33,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import (
+    BigInteger,
     Interval,
     Select,
     and_,
+    any_,
+    bindparam,
     case,
     distinct,
     exists,
@@ -45,6 +48,7 @@ from sqlalchemy import (
     select,
     union_all,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from bot.app.config import Config
@@ -63,6 +67,7 @@ __all__ = [
     "aarrr",
     "aarrr_counts",
     "aarrr_report",
+    "churn_counts",
     "cohort_counts",
     "cohort_report",
     "cohorts",
@@ -92,8 +97,24 @@ def _segment_ids(session: Session, config: Config, segment: str | None, now: dat
 
 
 def _in_segment(column, *restrictions) -> list:
-    """``column IN (…)`` for each customer-id subquery given (None: no restriction)."""
-    return [column.in_(ids) for ids in restrictions if ids is not None]
+    """``column IN (…)`` for each customer-id subquery or list of ids given (None: no
+    restriction). A list is one array parameter on PostgreSQL (``= ANY``), so the planner
+    knows how few customers it is about."""
+    out = []
+    for ids in restrictions:
+        if isinstance(ids, list):
+            out.append(column.in_(ids) if len(ids) <= _IN_LIST else _any(column, ids))
+        elif ids is not None:
+            out.append(column.in_(ids))
+    return out
+
+
+#: up to this many ids a list is an IN list (every backend); beyond, an array (PostgreSQL)
+_IN_LIST = 500
+
+
+def _any(column, ids: list[int]):
+    return column == any_(bindparam(None, value=ids, type_=ARRAY(BigInteger)))
 
 
 def _until(end: datetime, cutoff: datetime | None) -> datetime:
@@ -188,32 +209,39 @@ def loyalty_counts(
     }
 
 
-def loyalty_report(
-    session: Session, period: Period, counts: Counts, *, ids=None, segment: str | None = None
-) -> LoyaltyReport:
-    """The loyalty figures from ``counts``, with the churn figures read now (the stages of
-    the nightly scores and the period's stage changes: small, indexed reads)."""
+def churn_counts(session: Session, period: Period, *, ids=None) -> Counts:
+    """``stage:<name>`` → customers in each lifecycle stage now (the nightly scores), and
+    ``became:dormant|churned`` → customers whose stage changed to it in the period."""
     lo, hi = period.start_utc, period.end_utc
-    stage_rows = session.execute(
-        select(CustomerScore.lifecycle, func.count())
-        .where(*_in_segment(CustomerScore.customer_id, ids))
-        .group_by(CustomerScore.lifecycle)
-    ).all()
-    stages = {stage: int(n) for stage, n in stage_rows}
+    counts = {
+        f"stage:{stage}": int(n)
+        for stage, n in session.execute(
+            select(CustomerScore.lifecycle, func.count())
+            .where(*_in_segment(CustomerScore.customer_id, ids))
+            .group_by(CustomerScore.lifecycle)
+        )
+    }
+    for stage, n in session.execute(
+        select(CustomerEvent.new_value, func.count(distinct(CustomerEvent.customer_id)))
+        .where(
+            CustomerEvent.kind == STAGE_CHANGED,
+            CustomerEvent.new_value.in_(("dormant", "churned")),
+            CustomerEvent.occurred_at >= lo,
+            CustomerEvent.occurred_at < hi,
+            *_in_segment(CustomerEvent.customer_id, ids),
+        )
+        .group_by(CustomerEvent.new_value)
+    ):
+        counts[f"became:{stage}"] = int(n)
+    return counts
+
+
+def loyalty_report(
+    period: Period, counts: Counts, churn: Counts, *, segment: str | None = None
+) -> LoyaltyReport:
+    """The loyalty figures from :func:`loyalty_counts` and :func:`churn_counts`."""
+    stages = {k.split(":", 1)[1]: n for k, n in sorted(churn.items()) if k.startswith("stage:")}
     with_orders = sum(stages.values())
-    changes = dict(
-        session.execute(
-            select(CustomerEvent.new_value, func.count(distinct(CustomerEvent.customer_id)))
-            .where(
-                CustomerEvent.kind == STAGE_CHANGED,
-                CustomerEvent.new_value.in_(("dormant", "churned")),
-                CustomerEvent.occurred_at >= lo,
-                CustomerEvent.occurred_at < hi,
-                *_in_segment(CustomerEvent.customer_id, ids),
-            )
-            .group_by(CustomerEvent.new_value)
-        ).all()
-    )
     buyers, repeat = counts["buyers"], counts["repeat_buyers"]
     previous, retained = counts["previous_buyers"], counts["retained_buyers"]
     new, referred = counts["new_customers"], counts["referred_customers"]
@@ -231,8 +259,8 @@ def loyalty_report(
         referral_rate=_rate(referred, new),
         stages=stages,
         churn_rate=_rate(stages.get("churned", 0), with_orders),
-        became_dormant=int(changes.get("dormant", 0)),
-        became_churned=int(changes.get("churned", 0)),
+        became_dormant=churn.get("became:dormant", 0),
+        became_churned=churn.get("became:churned", 0),
     )
 
 
@@ -242,7 +270,8 @@ def loyalty(
     """The loyalty figures of ``period`` (see the module docstring for each definition)."""
     ids = _segment_ids(session, config, segment, now)
     counts = loyalty_counts(session, period, ids=ids)
-    return loyalty_report(session, period, counts, ids=ids, segment=segment)
+    churn = churn_counts(session, period, ids=ids)
+    return loyalty_report(period, counts, churn, segment=segment)
 
 
 @dataclass

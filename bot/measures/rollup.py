@@ -23,13 +23,13 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, time
 from functools import partial
 
-from sqlalchemy import CompoundSelect, delete, select, union
+from sqlalchemy import CompoundSelect, Select, delete, select, union
 from sqlalchemy.orm import Session
 
 from bot.measures import loyalty as figures
 from bot.measures.periods import Period, parse_period
 from storage.db import insert_ignore
-from storage.measures import MeasuresRollup, Referral
+from storage.measures import CHURN_REPORT, MeasuresRollup, Referral
 from storage.models import Customer, Interaction
 from storage.orders import Order
 from storage.scores import CustomerScore
@@ -46,18 +46,46 @@ def day_start(now: datetime, period: Period) -> datetime:
     return datetime.combine(local, time(0), period.tz).astimezone(UTC)
 
 
-def today_customers(since: datetime) -> CompoundSelect:
-    """The ids of the customers with a row at or after ``since`` that a report reads."""
-    return union(
-        select(Order.customer_id).where(Order.ordered_at >= since),
-        select(Interaction.customer_id).where(
+#: the rows from today that can change a customer's share of each report
+TOUCHES = {
+    "loyalty": ("orders", "customers", "referred"),
+    "cohorts": ("orders", "first_orders"),
+    "aarrr": ("orders", "interactions", "customers", "referrers"),
+}
+
+
+def today_customers(since: datetime, touches: tuple[str, ...] | None = None) -> CompoundSelect:
+    """The ids of the customers with a row at or after ``since`` of the kinds ``touches``
+    (every kind a report reads when None)."""
+    parts = {
+        "orders": select(Order.customer_id).where(Order.ordered_at >= since),
+        "interactions": select(Interaction.customer_id).where(
             Interaction.occurred_at >= since, Interaction.customer_id.is_not(None)
         ),
-        select(Customer.id).where(Customer.created_at >= since),
-        select(CustomerScore.customer_id).where(CustomerScore.first_order_at >= since),
-        select(Referral.referrer_id).where(Referral.created_at >= since),
-        select(Referral.referred_id).where(Referral.created_at >= since),
-    )
+        "customers": select(Customer.id).where(Customer.created_at >= since),
+        "first_orders": select(CustomerScore.customer_id).where(
+            CustomerScore.first_order_at >= since
+        ),
+        "referrers": select(Referral.referrer_id).where(Referral.created_at >= since),
+        "referred": select(Referral.referred_id).where(Referral.created_at >= since),
+    }
+    return union(*(q for name, q in parts.items() if touches is None or name in touches))
+
+
+def _active(session: Session, since: datetime, touches: tuple[str, ...], period: Period | None):
+    """Today's customers of a report (with ``period``: only those acquired in it, the only
+    ones the AARRR chain follows): on PostgreSQL fetched once as a list (one array
+    parameter, so the planner reads their rows by index), elsewhere a subquery."""
+    query: CompoundSelect | Select = today_customers(since, touches)
+    if period is not None:
+        query = select(Customer.id).where(
+            Customer.id.in_(query),
+            Customer.created_at >= period.start_utc,
+            Customer.created_at < period.end_utc,
+        )
+    if session.get_bind().dialect.name == "postgresql":
+        return list(session.scalars(query))
+    return query
 
 
 def _finished(
@@ -84,10 +112,21 @@ def _finished(
     return counts, True
 
 
-def _rolled(session: Session, report: str, count: Count, period: Period, now: datetime):
+def _rolled(
+    session: Session,
+    report: str,
+    count: Count,
+    period: Period,
+    now: datetime,
+    touches: tuple[str, ...],
+    *,
+    acquired: bool = False,
+) -> figures.Counts:
     since = day_start(now, period)
     base, _ = _finished(session, report, count, period, since, now)
-    active = today_customers(since)
+    active = _active(session, since, touches, period if acquired else None)
+    if isinstance(active, list) and not active:
+        return base
     after = count(session, period, only=active)
     before = count(session, period, only=active, cutoff=since)
     return {
@@ -98,23 +137,30 @@ def _rolled(session: Session, report: str, count: Count, period: Period, now: da
 
 def loyalty(session: Session, period: Period, *, now: datetime) -> figures.LoyaltyReport:
     """:func:`bot.measures.loyalty.loyalty` of the whole community, from the rollup."""
-    counts = _rolled(session, "loyalty", figures.loyalty_counts, period, now)
-    return figures.loyalty_report(session, period, counts)
+    counts = _rolled(session, "loyalty", figures.loyalty_counts, period, now, TOUCHES["loyalty"])
+    churn, _ = _finished(session, CHURN_REPORT, _churn, period, day_start(now, period), now)
+    return figures.loyalty_report(period, counts, churn)
+
+
+def _churn(session: Session, period: Period, *, cutoff: datetime | None = None):
+    """The churn figures as the scores have them now (stored until scores change)."""
+    return figures.churn_counts(session, period)
 
 
 def cohorts(session: Session, period: Period, *, now: datetime, months: int = 12):
     """:func:`bot.measures.loyalty.cohorts` of the whole community, from the rollup."""
     months = max(1, min(months, 36))
     count = partial(figures.cohort_counts, months=months)
-    counts = _rolled(session, f"cohorts:{months}", count, period, now)
+    counts = _rolled(session, f"cohorts:{months}", count, period, now, TOUCHES["cohorts"])
     return figures.cohort_report(period, counts, months=months)
 
 
 def aarrr(session: Session, period: Period, *, now: datetime) -> figures.AarrrReport:
     """:func:`bot.measures.loyalty.aarrr` of the whole community, from the rollup."""
-    return figures.aarrr_report(
-        period, _rolled(session, "aarrr", figures.aarrr_counts, period, now)
+    counts = _rolled(
+        session, "aarrr", figures.aarrr_counts, period, now, TOUCHES["aarrr"], acquired=True
     )
+    return figures.aarrr_report(period, counts)
 
 
 def roll_up(
@@ -125,6 +171,7 @@ def roll_up(
     counted."""
     counted = 0
     reports: dict[str, Count] = {
+        CHURN_REPORT: _churn,
         "loyalty": figures.loyalty_counts,
         f"cohorts:{months}": partial(figures.cohort_counts, months=months),
         "aarrr": figures.aarrr_counts,

@@ -1,9 +1,12 @@
-"""measures_rollup: the console's measures figures over finished days, counted nightly
+"""measures_rollup: the console's measures figures over finished days, counted nightly;
+campaigns.version for the console's optimistic check
 
 The Measures page reads, for each of its periods, the additive counts of the loyalty
 figures, the cohorts and the AARRR chain over the days already finished (counted once by
 the nightly job), and adds the delta of the customers active today. Referrals get an index
-on their time, so today's newcomers are found without a scan.
+on their time, so today's newcomers are found without a scan. A campaign's version moves on
+every edit and status change, so a manager acting on what they saw is refused if another
+changed it meanwhile.
 
 Revision ID: 0820
 Revises: 0791
@@ -37,8 +40,14 @@ def upgrade() -> None:
         ),
     )
     op.create_index("ix_referrals_created_at", "referrals", ["created_at"])
+    with op.batch_alter_table("campaigns") as batch_op:
+        batch_op.add_column(
+            sa.Column("version", sa.Integer(), server_default=sa.text("1"), nullable=False)
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("campaigns") as batch_op:
+        batch_op.drop_column("version")
     op.drop_index("ix_referrals_created_at", table_name="referrals")
     op.drop_table("measures_rollup")

@@ -66,13 +66,16 @@ __all__ = [
     "LoyaltyReport",
     "aarrr",
     "aarrr_counts",
+    "aarrr_delta",
     "aarrr_report",
     "churn_counts",
     "cohort_counts",
+    "cohort_delta",
     "cohort_report",
     "cohorts",
     "loyalty",
     "loyalty_counts",
+    "loyalty_delta",
     "loyalty_report",
 ]
 
@@ -155,19 +158,35 @@ def loyalty_counts(
 ) -> Counts:
     """The purchase and acquisition counts of ``period``, from rows before ``cutoff``, of the
     customers in ``ids`` (a segment) and ``only`` (customer-id subqueries; None: everyone)."""
-    lo, hi = period.start_utc, _until(period.end_utc, cutoff)
-    prev = period.previous()
+    return _loyalty_counts(session, period, ids, only, [cutoff])[0]
+
+
+def _loyalty_counts(session: Session, period: Period, ids, only, cutoffs) -> list[Counts]:
+    """:func:`loyalty_counts` for several cutoffs in one pass over the rows."""
+    lo, prev = period.start_utc, period.previous()
+    his = [_until(period.end_utc, c) for c in cutoffs]
+    top = max(his)
 
     # One pass over both periods' orders, per customer: orders in this period, and whether
     # they ordered in the one before. Every purchase figure is a sum over those rows.
     per_customer = (
         select(
-            func.sum(case((Order.ordered_at >= lo, 1), else_=0)).label("now"),
-            func.max(case((Order.ordered_at < lo, 1), else_=0)).label("before"),
+            *(
+                column
+                for i, hi in enumerate(his)
+                for column in (
+                    func.sum(
+                        case((and_(Order.ordered_at >= lo, Order.ordered_at < hi), 1), else_=0)
+                    ).label(f"now{i}"),
+                    func.max(
+                        case((and_(Order.ordered_at < lo, Order.ordered_at < hi), 1), else_=0)
+                    ).label(f"before{i}"),
+                )
+            )
         )
         .where(
             Order.ordered_at >= prev.start_utc,
-            Order.ordered_at < hi,
+            Order.ordered_at < top,
             *_in_segment(Order.customer_id, ids, only),
         )
         .group_by(Order.customer_id)
@@ -178,35 +197,67 @@ def loyalty_counts(
     def count_if(condition):
         return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
 
-    buyers, repeat, previous_buyers, retained = session.execute(
+    purchases = session.execute(
         select(
-            count_if(c.now > 0),
-            count_if(c.now >= 2),
-            count_if(c.before == 1),
-            count_if(and_(c.before == 1, c.now > 0)),
+            *(
+                column
+                for i in range(len(his))
+                for now, before in [(c[f"now{i}"], c[f"before{i}"])]
+                for column in (
+                    count_if(now > 0),
+                    count_if(now >= 2),
+                    count_if(before == 1),
+                    count_if(and_(before == 1, now > 0)),
+                )
+            )
         )
     ).one()
-    came_by_invite = exists().where(
-        Referral.referred_id == Customer.id, *_before(Referral.created_at, cutoff)
-    )
-    new_customers, referred = session.execute(
+    acquisitions = session.execute(
         select(
-            func.count(),
-            func.coalesce(func.sum(case((came_by_invite, 1), else_=0)), 0),
+            *(
+                column
+                for hi, cutoff in zip(his, cutoffs, strict=True)
+                for column in (
+                    count_if(Customer.created_at < hi),
+                    count_if(
+                        and_(
+                            Customer.created_at < hi,
+                            exists().where(
+                                Referral.referred_id == Customer.id,
+                                *_before(Referral.created_at, cutoff),
+                            ),
+                        )
+                    ),
+                )
+            )
         ).where(
             Customer.created_at >= lo,
-            Customer.created_at < hi,
+            Customer.created_at < top,
             *_in_segment(Customer.id, ids, only),
         )
     ).one()
-    return {
-        "buyers": int(buyers),
-        "repeat_buyers": int(repeat),
-        "previous_buyers": int(previous_buyers),
-        "retained_buyers": int(retained),
-        "new_customers": int(new_customers),
-        "referred_customers": int(referred),
-    }
+    return [
+        {
+            "buyers": int(purchases[4 * i]),
+            "repeat_buyers": int(purchases[4 * i + 1]),
+            "previous_buyers": int(purchases[4 * i + 2]),
+            "retained_buyers": int(purchases[4 * i + 3]),
+            "new_customers": int(acquisitions[2 * i]),
+            "referred_customers": int(acquisitions[2 * i + 1]),
+        }
+        for i in range(len(his))
+    ]
+
+
+def loyalty_delta(session: Session, period: Period, *, only, since: datetime) -> Counts:
+    """What the rows from ``since`` on add to :func:`loyalty_counts` for the customers in
+    ``only``: the counts without a cutoff minus those before ``since``, in one pass."""
+    after, before = _loyalty_counts(session, period, None, only, [None, since])
+    return _minus(after, before)
+
+
+def _minus(after: Counts, before: Counts) -> Counts:
+    return {k: after.get(k, 0) - before.get(k, 0) for k in sorted(after.keys() | before.keys())}
 
 
 def churn_counts(session: Session, period: Period, *, ids=None) -> Counts:
@@ -407,56 +458,65 @@ def _after_acquisition(session: Session):
     return Customer.created_at + literal(RETAINED_AFTER, type_=Interval())
 
 
-def _chain(session: Session, period: Period, restrictions, cutoff: datetime | None) -> Select:
-    """One row of five counts, each step a subset of the one before."""
-    hi = _until(period.end_utc, cutoff)
+def _chain(session: Session, period: Period, restrictions, cutoffs) -> Select:
+    """One row of five counts per cutoff, each step a subset of the one before.
+
+    Each customer's tests are read once as the first time they held (first activity, first
+    return, first order, first invite), so any number of cutoffs costs one pass."""
+    his = [_until(period.end_utc, c) for c in cutoffs]
+    top = max(his)
     returned_from = _after_acquisition(session)
-    activated = exists().where(
-        Interaction.customer_id == Customer.id,
-        Interaction.kind.in_(ACTIVE_KINDS),
-        Interaction.occurred_at < hi,
-    )
-    came_back = exists().where(
-        Interaction.customer_id == Customer.id,
-        Interaction.kind.in_(ACTIVE_KINDS),
-        Interaction.occurred_at >= returned_from,
-        Interaction.occurred_at < hi,
-    )
-    ordered_again = exists().where(
-        Order.customer_id == Customer.id,
-        Order.ordered_at >= returned_from,
-        Order.ordered_at < hi,
-    )
-    ordered = exists().where(Order.customer_id == Customer.id, Order.ordered_at < hi)
-    invited = exists().where(Referral.referrer_id == Customer.id, Referral.created_at < hi)
 
-    def flag(condition, name: str):
-        return case((condition, 1), else_=0).label(name)
+    def first(column, *conditions):
+        return select(func.min(column)).where(*conditions).scalar_subquery()
 
-    # Each test once per acquired customer (a 0/1 flag), then the chain from the flags.
-    flags = (
+    active = (Interaction.customer_id == Customer.id, Interaction.kind.in_(ACTIVE_KINDS))
+    firsts = (
         select(
-            flag(activated, "activated"),
-            flag(or_(came_back, ordered_again), "returned"),
-            flag(ordered, "ordered"),
-            flag(invited, "invited"),
+            Customer.created_at.label("acquired"),
+            first(Interaction.occurred_at, *active, Interaction.occurred_at < top).label(
+                "activated"
+            ),
+            first(
+                Interaction.occurred_at,
+                *active,
+                Interaction.occurred_at >= returned_from,
+                Interaction.occurred_at < top,
+            ).label("came_back"),
+            first(
+                Order.ordered_at,
+                Order.customer_id == Customer.id,
+                Order.ordered_at >= returned_from,
+                Order.ordered_at < top,
+            ).label("ordered_again"),
+            first(Order.ordered_at, Order.customer_id == Customer.id, Order.ordered_at < top).label(
+                "ordered"
+            ),
+            first(
+                Referral.created_at, Referral.referrer_id == Customer.id, Referral.created_at < top
+            ).label("invited"),
         )
         .where(
             Customer.created_at >= period.start_utc,
-            Customer.created_at < hi,
+            Customer.created_at < top,
             *_in_segment(Customer.id, *restrictions),
         )
         .subquery()
     )
-    f = flags.c
-    retained = and_(f.activated == 1, f.returned == 1)
-    revenue = and_(retained, f.ordered == 1)
-    referral = and_(revenue, f.invited == 1)
+    f = firsts.c
 
     def n(cond):
         return func.coalesce(func.sum(case((cond, 1), else_=0)), 0)
 
-    return select(func.count(), n(f.activated == 1), n(retained), n(revenue), n(referral))
+    columns = []
+    for hi in his:
+        acquired = f.acquired < hi
+        activated = and_(acquired, f.activated < hi)
+        retained = and_(activated, or_(f.came_back < hi, f.ordered_again < hi))
+        revenue = and_(retained, f.ordered < hi)
+        referral = and_(revenue, f.invited < hi)
+        columns += [n(acquired), n(activated), n(retained), n(revenue), n(referral)]
+    return select(*columns)
 
 
 def aarrr_counts(
@@ -464,8 +524,25 @@ def aarrr_counts(
 ) -> Counts:
     """Customers at each step of the chain, from rows before ``cutoff``, of the customers in
     ``ids`` and ``only``."""
-    row = session.execute(_chain(session, period, (ids, only), cutoff)).one()
+    row = session.execute(_chain(session, period, (ids, only), [cutoff])).one()
     return {name: int(n) for name, n in zip(STEPS, row, strict=True)}
+
+
+def aarrr_delta(session: Session, period: Period, *, only, since: datetime) -> Counts:
+    """What the rows from ``since`` on add to :func:`aarrr_counts` for the customers in
+    ``only``, in one pass."""
+    row = session.execute(_chain(session, period, (None, only), [None, since])).one()
+    k = len(STEPS)
+    after = {name: int(n) for name, n in zip(STEPS, row[:k], strict=True)}
+    before = {name: int(n) for name, n in zip(STEPS, row[k:], strict=True)}
+    return _minus(after, before)
+
+
+def cohort_delta(session: Session, period: Period, *, only, since: datetime, months: int) -> Counts:
+    """What the rows from ``since`` on add to :func:`cohort_counts` for the customers in
+    ``only``."""
+    after = cohort_counts(session, period, months=months, only=only)
+    return _minus(after, cohort_counts(session, period, months=months, only=only, cutoff=since))
 
 
 def aarrr_report(period: Period, counts: Counts, *, segment: str | None = None) -> AarrrReport:

@@ -116,28 +116,35 @@ def _rolled(
     session: Session,
     report: str,
     count: Count,
+    delta: Count,
     period: Period,
     now: datetime,
     touches: tuple[str, ...],
     *,
     acquired: bool = False,
 ) -> figures.Counts:
+    """The stored counts before today plus ``delta``: what today's rows add for the
+    customers they touch (their share with today minus their share before it)."""
     since = day_start(now, period)
     base, _ = _finished(session, report, count, period, since, now)
     active = _active(session, since, touches, period if acquired else None)
     if isinstance(active, list) and not active:
         return base
-    after = count(session, period, only=active)
-    before = count(session, period, only=active, cutoff=since)
-    return {
-        k: base.get(k, 0) + after.get(k, 0) - before.get(k, 0)
-        for k in sorted(base.keys() | after.keys() | before.keys())
-    }
+    added = delta(session, period, only=active, since=since)
+    return {k: base.get(k, 0) + added.get(k, 0) for k in sorted(base.keys() | added.keys())}
 
 
 def loyalty(session: Session, period: Period, *, now: datetime) -> figures.LoyaltyReport:
     """:func:`bot.measures.loyalty.loyalty` of the whole community, from the rollup."""
-    counts = _rolled(session, "loyalty", figures.loyalty_counts, period, now, TOUCHES["loyalty"])
+    counts = _rolled(
+        session,
+        "loyalty",
+        figures.loyalty_counts,
+        figures.loyalty_delta,
+        period,
+        now,
+        TOUCHES["loyalty"],
+    )
     churn, _ = _finished(session, CHURN_REPORT, _churn, period, day_start(now, period), now)
     return figures.loyalty_report(period, counts, churn)
 
@@ -151,14 +158,22 @@ def cohorts(session: Session, period: Period, *, now: datetime, months: int = 12
     """:func:`bot.measures.loyalty.cohorts` of the whole community, from the rollup."""
     months = max(1, min(months, 36))
     count = partial(figures.cohort_counts, months=months)
-    counts = _rolled(session, f"cohorts:{months}", count, period, now, TOUCHES["cohorts"])
+    delta = partial(figures.cohort_delta, months=months)
+    counts = _rolled(session, f"cohorts:{months}", count, delta, period, now, TOUCHES["cohorts"])
     return figures.cohort_report(period, counts, months=months)
 
 
 def aarrr(session: Session, period: Period, *, now: datetime) -> figures.AarrrReport:
     """:func:`bot.measures.loyalty.aarrr` of the whole community, from the rollup."""
     counts = _rolled(
-        session, "aarrr", figures.aarrr_counts, period, now, TOUCHES["aarrr"], acquired=True
+        session,
+        "aarrr",
+        figures.aarrr_counts,
+        figures.aarrr_delta,
+        period,
+        now,
+        TOUCHES["aarrr"],
+        acquired=True,
     )
     return figures.aarrr_report(period, counts)
 

@@ -12,7 +12,8 @@ outbox rows per customer over 90 days, one launched campaign over a fifth of the
 page, the same loader the page runs (median of --repeat runs, after one warm-up) and prints
 the figures. Target: every page under 1 s at 1,000,000 customers.
 
-A throwaway database is created next to --pg-url's and dropped afterwards (``--keep`` keeps it).
+A throwaway database is created next to --pg-url's and dropped afterwards (``--keep`` keeps it;
+``--reuse URL`` times the pages again on a kept one, migrating it first).
 """
 
 from __future__ import annotations
@@ -43,14 +44,14 @@ from bot.core.templating import Renderer
 from bot.customers.rfm import recompute_scores
 from bot.customers.segments import save_segment
 from bot.marketing.coupons import sync_definitions
-from bot.measures import loyalty
+from bot.measures import rollup, surveys
 from bot.measures.periods import parse_period
 from bot.web.console import queries
 from bot.web.console.campaigns import load_campaign
 from bot.web.console.customers import load_profile
 from bot.web.console.flows import flow_rows
 from bot.web.console.groups import load_groups
-from bot.web.console.measures import load_measures, summary
+from bot.web.console.measures import COHORT_MONTHS, PERIODS, load_measures, summary
 from bot.web.console.segments import load_segments
 from bot.web.console.tags import load_tags
 from storage.campaigns import Campaign
@@ -283,16 +284,25 @@ def _period(config, days: int):
     return parse_period(None, None, zone=config.general.timezone, now=NOW, default_days=days)
 
 
-def run(url: str, n: int, m: int, seed: int, repeat: int) -> list[tuple[str, float]]:
+def run(
+    url: str, n: int, m: int, seed: int, repeat: int, *, reuse: bool = False
+) -> list[tuple[str, float]]:
     config = load_config(None, environ={})
     db = Database(url)
     db.migrate()
-    print(f"[{db.dialect}] generating {n:,} customers, {m:,} orders ...", flush=True)
-    print(f"  customers, tags, orders: {load(db, n, m, seed):.1f} s", flush=True)
-    seconds, campaign_id = load_console(db, n, seed)
-    print(f"  console tables: {seconds:.1f} s", flush=True)
-    with db.transaction() as session:
-        recompute_scores(session, config, NOW)
+    if reuse:
+        print(f"[{db.dialect}] reusing the loaded database {url}", flush=True)
+        with db.sessions() as session:
+            campaign_id = session.scalar(
+                select(Campaign.id).where(Campaign.name == "bench_breakfast")
+            )
+    else:
+        print(f"[{db.dialect}] generating {n:,} customers, {m:,} orders ...", flush=True)
+        print(f"  customers, tags, orders: {load(db, n, m, seed):.1f} s", flush=True)
+        seconds, campaign_id = load_console(db, n, seed)
+        print(f"  console tables: {seconds:.1f} s", flush=True)
+        with db.transaction() as session:
+            recompute_scores(session, config, NOW)
     with db.engine.connect() as conn:
         conn.execute(text("ANALYZE"))
         conn.commit()
@@ -335,6 +345,11 @@ def run(url: str, n: int, m: int, seed: int, repeat: int) -> list[tuple[str, flo
         ),
         "flows": with_session(lambda s: flow_rows(library, queries.flow_positions(s), "zh-CN")),
         "staff": with_session(list_staff),
+        "measures nightly rollup (scheduler job)": with_session(
+            lambda s: rollup.roll_up(
+                s, zone=config.general.timezone, now=NOW, days=PERIODS, months=COHORT_MONTHS
+            )
+        ),
         "measures (30 days)": with_session(
             lambda s: load_measures(s, config, _period(config, 30), NOW, None)
         ),
@@ -342,13 +357,19 @@ def run(url: str, n: int, m: int, seed: int, repeat: int) -> list[tuple[str, flo
             lambda s: load_measures(s, config, _period(config, 365), NOW, None)
         ),
         "  of which loyalty (365 days)": with_session(
-            lambda s: loyalty.loyalty(s, _period(config, 365), config=config, now=NOW)
+            lambda s: rollup.loyalty(s, _period(config, 365), now=NOW)
         ),
         "  of which cohorts (365 days)": with_session(
-            lambda s: loyalty.cohorts(s, _period(config, 365), config=config, now=NOW)
+            lambda s: rollup.cohorts(s, _period(config, 365), now=NOW, months=COHORT_MONTHS)
         ),
         "  of which AARRR (365 days)": with_session(
-            lambda s: loyalty.aarrr(s, _period(config, 365), config=config, now=NOW)
+            lambda s: rollup.aarrr(s, _period(config, 365), now=NOW)
+        ),
+        "  of which surveys (365 days)": with_session(
+            lambda s: [
+                surveys.results(s, d.name, _period(config, 365), config=config, now=NOW)
+                for d in config.surveys.definitions
+            ]
         ),
         "measures (30 days, saved segment)": with_session(
             lambda s: load_measures(s, config, _period(config, 30), NOW, "segment:hz_baby")
@@ -383,9 +404,14 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--keep", action="store_true", help="keep the generated database")
     parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--reuse", metavar="URL", help="time the pages on a kept database")
     args = parser.parse_args()
     if args.customers < 100 or args.orders < 0 or args.repeat < 1:
         parser.error("--customers must be ≥ 100, --orders ≥ 0, --repeat ≥ 1")
+    if args.reuse:
+        run(args.reuse, 0, 0, args.seed, args.repeat, reuse=True)
+        print(f"peak RSS of this process: {peak_rss_mb():.0f} MB")
+        return 0
     with throwaway_database(args.pg_url, keep=args.keep) as url:
         run(url, args.customers, args.orders, args.seed, args.repeat)
     print(f"peak RSS of this process: {peak_rss_mb():.0f} MB")

@@ -15,6 +15,9 @@ from bot.conversations.followups import run_conversation_jobs
 from bot.customers.rfm import recompute_scores
 from bot.marketing.campaigns.manage import run_due
 from bot.marketing.scenarios import tick
+from bot.measures import rollup as measures_rollup
+from bot.web.console.measures import COHORT_MONTHS
+from bot.web.console.measures import PERIODS as MEASURES_PERIODS
 from bot.web.console.queries import roll_up
 from scheduler.customer_jobs import purge_expired_tags
 
@@ -80,6 +83,16 @@ def nightly_customers() -> None:
     with services.db.transaction() as session:
         days = roll_up(session, zone, services.clock.now())
     log.info("nightly: %d finished days counted into the console's rollup", days)
+    # The Measures page's periods, their finished days counted once (the page adds today).
+    with services.db.transaction() as session:
+        reports = measures_rollup.roll_up(
+            session,
+            zone=services.config.general.timezone,
+            now=services.clock.now(),
+            days=MEASURES_PERIODS,
+            months=COHORT_MONTHS,
+        )
+    log.info("nightly: %d measures reports counted into their rollup", reports)
 
 
 def measures_due() -> None:

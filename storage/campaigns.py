@@ -14,7 +14,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.clock import utcnow
@@ -91,6 +101,9 @@ class Campaign(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     pilot_started_at: Mapped[datetime | None]
     launched_at: Mapped[datetime | None]
+    #: Moves on every edit and status change: a manager's action carries the version they
+    #: saw, and is refused if someone changed the campaign meanwhile (optimistic check).
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
 
 
 class CampaignTarget(Base):

@@ -1,16 +1,27 @@
-"""Tables of the effect measures: invites and referrals, their rewards, survey answers."""
+"""Tables of the effect measures: invites and referrals, their rewards, survey answers, and
+the nightly rollup of the console's measures figures."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint, delete
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from storage.db import rowcount
 from storage.models import Base, BigId, Customer
 from storage.orders import Order
 
-__all__ = ["InviteCode", "Referral", "ReferralReward", "SurveyResponse"]
+__all__ = [
+    "CHURN_REPORT",
+    "InviteCode",
+    "MeasuresRollup",
+    "Referral",
+    "ReferralReward",
+    "SurveyResponse",
+    "forget_rollups",
+]
 
 #: The figures read orders and customers by time (a period), not only by customer.
 Index("ix_orders_time", Order.ordered_at, Order.customer_id)
@@ -31,7 +42,10 @@ class Referral(Base):
     """A newcomer attributed to the customer who invited them (once: first touch wins)."""
 
     __tablename__ = "referrals"
-    __table_args__ = (Index("ix_referrals_referrer", "referrer_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_referrals_referrer", "referrer_id", "created_at"),
+        Index("ix_referrals_created_at", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     referrer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"))
@@ -91,3 +105,38 @@ class SurveyResponse(Base):
     comment: Mapped[str | None] = mapped_column(Text)
     answered_at: Mapped[datetime]
     flagged: Mapped[bool] = mapped_column(default=False)
+
+
+class MeasuresRollup(Base):
+    """The additive counts of one measures report (``loyalty``, ``aarrr``, ``cohorts:12``)
+    over one period, from the data before ``cutoff_at`` (the start of the brand's day it was
+    counted for): the finished days, counted once (nightly); a reader adds today's delta."""
+
+    __tablename__ = "measures_rollup"
+
+    report: Mapped[str] = mapped_column(String(32), primary_key=True)
+    zone: Mapped[str] = mapped_column(String(64), primary_key=True)
+    start: Mapped[str] = mapped_column(String(10), primary_key=True)
+    end: Mapped[str] = mapped_column(String(10), primary_key=True)
+    cutoff_at: Mapped[datetime] = mapped_column(primary_key=True)
+    counts: Mapped[dict[str, Any]]
+    computed_at: Mapped[datetime]
+
+
+#: the stored report of the churn figures (lifecycle stages now and stage changes), read
+#: from the scores: it goes stale when scores are recomputed, not as days pass
+CHURN_REPORT = "churn"
+
+
+def forget_rollups(
+    session: Session, since: datetime | None = None, *, report: str | None = None
+) -> int:
+    """Drop the rolled-up counts that data at or after ``since`` (everything without it)
+    makes stale — a late order import — or those of ``report`` (the churn figures when
+    scores change). Returns the rows dropped."""
+    stmt = delete(MeasuresRollup)
+    if since is not None:
+        stmt = stmt.where(MeasuresRollup.cutoff_at > since)
+    if report is not None:
+        stmt = stmt.where(MeasuresRollup.report == report)
+    return rowcount(session.execute(stmt))

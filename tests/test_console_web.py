@@ -6,9 +6,11 @@ numbers matching the database."""
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 import re
+import time
 from datetime import timedelta
 
 import httpx
@@ -16,6 +18,7 @@ import pytest
 from sqlalchemy import func, select
 
 from bot.core.clock import SystemClock
+from bot.customers.rule_syntax import parse_rule, rule_line
 from bot.marketing.coupons import definition, issue_one, sync_definitions
 from storage import repos
 from storage.campaigns import Campaign, Scenario, ScenarioRun
@@ -344,6 +347,168 @@ def test_tag_rules_added_and_deleted_from_the_console(served):
     manager.post(f"/console/tags/rules/{rule.id}/delete", data={"csrf": manager.csrf})
     with db.sessions() as s:
         assert s.get(TagRule, rule.id).active is False
+
+
+def _version(db, campaign_id: int) -> int:
+    with db.sessions() as s:
+        return s.get(Campaign, campaign_id).version
+
+
+def test_two_managers_on_one_campaign_the_second_is_told_and_nothing_is_lost(served):
+    server, db, _ = served
+    first, second = login(server.url, MANAGER), login(server.url, MANAGER)
+    first.post("/console/campaigns/new",
+               data={"name": "winter", "segment": "tag:早餐", "text": "hi", "csrf": first.csrf})  # fmt: skip
+    with db.sessions() as s:
+        campaign_id = s.scalars(select(Campaign.id).where(Campaign.name == "winter")).one()
+    seen = _version(db, campaign_id)
+    # both open the edit form: it carries the version they saw
+    for client in (first, second):
+        form = client.get(f"/console/campaigns/{campaign_id}/edit").text
+        assert f'name="version" value="{seen}"' in form
+    saved = first.post(f"/console/campaigns/{campaign_id}/edit", data={
+        "segment": "tag:周末出游", "text": "first", "version": str(seen), "csrf": first.csrf})  # fmt: skip
+    assert saved.status_code == 303
+    second.post("/console/locale", data={"locale": "en", "next": "/console", "csrf": second.csrf})
+    late = second.post(f"/console/campaigns/{campaign_id}/edit", data={
+        "segment": "tag:早餐", "text": "second", "version": str(seen), "csrf": second.csrf})  # fmt: skip
+    assert late.status_code == 400
+    assert "was changed by someone else" in late.text and "Reload the page" in late.text
+    assert 'value="tag:早餐"' in late.text or "tag:早餐</textarea>" in late.text  # kept
+    with db.sessions() as s:
+        campaign = s.get(Campaign, campaign_id)
+        assert campaign.segment == "tag:周末出游"
+        assert campaign.variants["items"][0]["text"] == "first"
+    # both look at the campaign page; the first launches, the second's pilot is refused
+    seen = _version(db, campaign_id)
+    for client in (first, second):
+        page = client.get(f"/console/campaigns/{campaign_id}").text
+        assert f'name="version" value="{seen}"' in page
+    first.post(f"/console/campaigns/{campaign_id}/launch",
+               data={"version": str(seen), "csrf": first.csrf})  # fmt: skip
+    refused = second.post(f"/console/campaigns/{campaign_id}/pilot",
+                          data={"version": str(seen), "csrf": second.csrf}, follow_redirects=True)  # fmt: skip
+    assert 'class="flash error"' in refused.text and "was changed by someone else" in refused.text
+    with db.sessions() as s:
+        assert s.get(Campaign, campaign_id).status == "launch_pending"
+    second.post("/console/locale", data={"locale": "zh-CN", "next": "/console",
+                                         "csrf": second.csrf})  # fmt: skip
+    again = second.post(f"/console/campaigns/{campaign_id}/launch",
+                        data={"version": str(seen), "csrf": second.csrf}, follow_redirects=True)  # fmt: skip
+    assert "已被他人修改" in again.text
+
+
+def test_of_two_launches_at_once_exactly_one_goes_ahead(db):
+    import threading
+
+    from bot.marketing.campaigns import manage
+
+    with db.transaction() as s:
+        campaign = Campaign(name="race", segment="tag:x", variants={"items": []}, buttons={},
+                            status="draft", verdict={}, created_by="t")  # fmt: skip
+        s.add(campaign)
+        s.flush()
+        campaign_id, seen = campaign.id, campaign.version
+    outcomes: list[str] = []
+    barrier = threading.Barrier(2)
+
+    def act() -> None:
+        barrier.wait()
+        try:
+            with db.transaction() as s:
+                manage.check_version(s, campaign_id, seen)
+                time.sleep(0.3)  # hold the claim while the other one tries
+                manage.request(s, s.get(Campaign, campaign_id), "launch")
+            outcomes.append("done")
+        except manage.CampaignError as exc:
+            assert exc.key == "campaign.changed_meanwhile"
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=act) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["done", "refused"]
+    with db.sessions() as s:
+        campaign = s.get(Campaign, campaign_id)
+        assert campaign.status == "launch_pending" and campaign.version > seen + 1
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "zh", "en"),
+    [("hours", "abc", "不是数字", "is not a number"),
+     ("variants", "a:morning_offer:0", "权重须为正数", "the weight must be a positive number"),
+     ("at", "soon", "应为本地时刻", "must be a local time"),
+     ("buttons", "领券", "应写成 文字=动作", "must be '<label>=<action>'"),
+     ("pilot", "abc", "不是比例", "is not a share")],
+)  # fmt: skip
+def test_a_bad_definition_is_explained_in_the_managers_language(served, field, value, zh, en):
+    server, db, _ = served
+    manager = login(server.url, MANAGER)
+    form = {"name": "spring", "segment": "tag:早餐", "text": "hi", field: value,
+            "csrf": manager.csrf}  # fmt: skip
+    if field == "variants":
+        form.pop("text")
+    for locale, words in (("zh-CN", zh), ("en", en)):
+        manager.post("/console/locale",
+                     data={"locale": locale, "next": "/console", "csrf": manager.csrf})  # fmt: skip
+        bad = manager.post("/console/campaigns/new", data=form)
+        assert bad.status_code == 400
+        error = re.search(r'id="form-error">(.*?)</div>', bad.text, re.S).group(1)
+        assert html.unescape(words) in html.unescape(error), (locale, error)
+    with db.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(Campaign)) == 0
+
+
+def test_a_tag_rule_is_edited_in_place(served):
+    server, db, _ = served
+    manager = login(server.url, MANAGER)
+    manager.post("/console/tags/rules", data={"rule": "keyword 咖啡 拿铁 ttl=30",
+                                              "csrf": manager.csrf})  # fmt: skip
+    with db.sessions() as s:
+        rule = s.scalars(select(TagRule)).one()
+    # the edit form starts from the rule's own text
+    page = manager.get("/console/tags").text
+    assert 'value="keyword 咖啡 拿铁 ttl=30"' in page
+    answer = manager.post(
+        f"/console/tags/rules/{rule.id}/edit",
+        data={"rule": "keyword 咖啡 拿铁,美式 exclude=奶茶 weight=2", "csrf": manager.csrf},
+    )
+    assert answer.status_code == 303
+    with db.sessions() as s:
+        rules = list(s.scalars(select(TagRule)))
+        assert [r.id for r in rules] == [rule.id]  # the same row: no delete and re-add
+        edited = rules[0]
+        assert edited.active and edited.created_by == "staff:maria"
+        assert edited.spec == {"keywords": ["拿铁", "美式"], "exclude": ["奶茶"]}
+        assert (edited.weight, edited.ttl_days) == (2.0, 0)
+        assert edited.updated_at > rule.updated_at  # running processes reload their rules
+    page = manager.get("/console/tags").text
+    assert 'value="keyword 咖啡 拿铁,美式 exclude=奶茶 weight=2"' in page
+    # bad text or a deleted rule: a clear refusal, the rule unchanged
+    bad = manager.post(f"/console/tags/rules/{rule.id}/edit",
+                       data={"rule": "keyword 咖啡", "csrf": manager.csrf}, follow_redirects=True)  # fmt: skip
+    assert 'class="flash error"' in bad.text
+    gone = manager.post("/console/tags/rules/999/edit", data={"rule": "keyword a b",
+                        "csrf": manager.csrf}, follow_redirects=True)  # fmt: skip
+    assert 'class="flash error"' in gone.text and "999" in gone.text
+    assert manager.post(f"/console/tags/rules/{rule.id}/edit",
+                        data={"rule": "keyword a b"}).status_code == 403  # fmt: skip
+    with db.sessions() as s:
+        assert s.get(TagRule, rule.id).spec["keywords"] == ["拿铁", "美式"]
+        assert s.scalar(select(func.count()).select_from(TagRule)) == 1
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["keyword 早餐 包子,豆浆 exclude=外卖 ttl=30 weight=2.5", "event 周末 button=weekend ttl=7",
+     "activity 活跃 5/7d group=-100 silent=14", "keyword 'a b' 'x y'"],
+)  # fmt: skip
+def test_a_rules_text_reads_back_as_the_same_rule(text):
+    fields = parse_rule(text)
+    row = TagRule(**fields, active=True)
+    assert parse_rule(rule_line(row)) == fields
 
 
 def test_language_switch_is_remembered_for_the_staff_member(served):

@@ -249,6 +249,7 @@ ROUTES: tuple[RouteRule, ...] = (
     ),
     _route("/console/tags", "GET", _INBOX_MANAGER, "tags and rules"),
     _route("/console/tags/rules", "POST", _INBOX_MANAGER, "add a tagging rule"),
+    _route("/console/tags/rules/{rule_id}/edit", "POST", _INBOX_MANAGER, "change a tagging rule"),
     _route("/console/tags/rules/{rule_id}/delete", "POST", _INBOX_MANAGER, "delete a rule"),
     _route("/console/coupons", "GET", _INBOX_MANAGER, "coupons and redemptions"),
     _route("/console/coupons/redeem", "POST", _INBOX_MANAGER, "redeem a code"),
@@ -262,6 +263,8 @@ ROUTES: tuple[RouteRule, ...] = (
     ),
     _route("/console/measures", "GET", _INBOX_MANAGER, "loyalty, cohorts, AARRR, surveys"),
     _route("/console/groups", "GET", _INBOX_MANAGER, "SOP plans, FAQ entries, moderation log"),
+    _route("/console/groups/sop", "POST", _INBOX_MANAGER, "create or edit an SOP plan"),
+    _route("/console/groups/faq", "POST", _INBOX_MANAGER, "add or edit an FAQ entry"),
     _route(
         "/console/groups/sop/{name}/{action}",
         "POST",

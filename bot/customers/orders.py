@@ -42,6 +42,7 @@ from bot.customers.intake import (
     json_items,
 )
 from storage.db import insert_ignore
+from storage.measures import forget_rollups
 from storage.models import Customer, Identity
 from storage.orders import Order
 
@@ -312,6 +313,9 @@ def store_orders(
         report.customers.add(cid)
     for chunk in _chunks(new_rows, 1000):
         insert_ignore(session, Order, chunk, ["order_id"])
+    inserted = {row["order_id"] for row in new_rows}
+    if inserted:  # a late order makes the measures counted over earlier days stale
+        forget_rollups(session, min(o.ordered_at for _, o in orders if o.order_id in inserted))
     report.inserted = len(new_rows)
     report.errors.sort(key=lambda e: e.where)
     return report

@@ -46,6 +46,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from bot.app.config import Config
+from storage.measures import CHURN_REPORT, forget_rollups
 from storage.models import UTCDateTime
 from storage.orders import Order
 from storage.scores import STAGE_CHANGED, TIER_CHANGED, CustomerEvent, CustomerScore
@@ -225,6 +226,7 @@ def _recompute(
 ) -> RecomputeResult:
     started = time.perf_counter()
     steps: dict[str, float] = {}
+    forget_rollups(session, report=CHURN_REPORT)  # stages change: the stored churn figures go
 
     def lap(name: str) -> None:
         steps[name] = time.perf_counter() - started - sum(steps.values())

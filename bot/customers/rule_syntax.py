@@ -18,7 +18,15 @@ from sqlalchemy.orm import Session
 from bot.app.config import EVENT_TRIGGERS
 from storage.tag_rules import TagRule
 
-__all__ = ["RuleSyntaxError", "add_rule", "describe_rule", "parse_rule", "remove_rule"]
+__all__ = [
+    "RuleSyntaxError",
+    "add_rule",
+    "describe_rule",
+    "edit_rule",
+    "parse_rule",
+    "remove_rule",
+    "rule_line",
+]
 
 MAX_KEYWORDS = 200
 
@@ -123,6 +131,50 @@ def describe_rule(rule: TagRule) -> str:
     ttl = f" ttl={rule.ttl_days}" if rule.ttl_days else ""
     weight = f" weight={rule.weight:g}" if rule.kind != "activity" and rule.weight != 1 else ""
     return f"#{rule.id} {rule.kind} {rule.tag}: {what}{ttl}{weight}"
+
+
+def rule_line(rule: TagRule) -> str:
+    """The rule as the text :func:`parse_rule` reads (what ``/rule add`` takes): the
+    console's edit form starts from it."""
+    spec = rule.spec or {}
+    if rule.kind == "keyword":
+        words = [",".join(spec.get("keywords", []))]
+        if spec.get("exclude"):
+            words.append("exclude=" + ",".join(spec["exclude"]))
+    elif rule.kind == "event":
+        words = [f"{spec.get('trigger')}={spec.get('value')}"]
+    else:
+        words = [f"{spec.get('min_messages')}/{spec.get('days')}d",
+                 f"group={spec.get('group')}", f"silent={spec.get('silent_days')}"]  # fmt: skip
+    if rule.ttl_days:
+        words.append(f"ttl={rule.ttl_days}")
+    if rule.kind != "activity" and rule.weight != 1:
+        words.append(f"weight={rule.weight:g}")
+    return " ".join(_quoted(w) for w in [rule.kind, rule.tag, *words])
+
+
+def _quoted(word: str) -> str:
+    """``word`` as one shell-like word (quoted only when it has to be, so 早餐 stays 早餐)."""
+    needs = not word or any(c.isspace() or c in "'\"\\" for c in word)
+    return shlex.quote(word) if needs else word
+
+
+def edit_rule(
+    session: Session, rule_id: int, fields: dict[str, Any], now: datetime
+) -> TagRule | None:
+    """Change active rule ``rule_id`` in place to ``fields`` (parsed by :func:`parse_rule`):
+    it keeps its id, author and the source of the tags it gave; ``updated_at`` moves, so
+    running processes reload their rules. None if there is no such active rule."""
+    row = session.scalars(
+        select(TagRule).where(TagRule.id == rule_id, TagRule.active.is_(True))
+    ).one_or_none()
+    if row is None:
+        return None
+    for name, value in fields.items():
+        setattr(row, name, value)
+    row.updated_at = now
+    session.flush()
+    return row
 
 
 def add_rule(

@@ -74,13 +74,19 @@ class SegmentError(ValueError):
         self.key, self.values = key, values
         super().__init__(f"{message} (at position {position})")
 
+    def line(self, locale: str | None) -> str:
+        """The problem in the reader's locale on one line (no expression, no caret)."""
+        if self.key is None:
+            return self.message
+        from bot.core.i18n import t
+
+        return t(self.key, locale, position=self.position, **self.values)
+
     def text(self, locale: str | None) -> str:
         """The problem in the reader's locale (with the caret), English without a key."""
         if self.key is None:
             return self.pretty()
-        from bot.core.i18n import t
-
-        line = t(self.key, locale, position=self.position, **self.values)
+        line = self.line(locale)
         if not self.expression:
             return line
         return f"{line}\n  {self.expression}\n  {' ' * self.position}^"

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from bot.app.config import Config
 from bot.core.i18n import normalize_locale
 from bot.core.templating import Renderer, TemplateRenderError
-from bot.groups.errors import GroupsError
+from bot.groups.errors import GroupsError, about
 from bot.groups.spec import split_definition
 from storage.db import insert_ignore
 from storage.groups import FaqCooldown, FaqEntry
@@ -37,10 +37,12 @@ __all__ = [
     "add_entry",
     "answer_text",
     "delete_entry",
+    "faq_spec",
     "find_match",
     "list_entries",
     "parse_faq",
     "record_answer",
+    "update_entry",
 ]
 
 KEYS = frozenset({"keywords", "where", "groups", "cooldown", "template", "en"})
@@ -77,50 +79,81 @@ def parse_faq(
     d = split_definition(line, KEYS)
     if not d.words:
         raise GroupsError("groups.faq.usage")
-    question = " ".join(d.words).strip()
-    if len(question) > MAX_QUESTION:
-        raise GroupsError("groups.error.field_too_long", field="question", limit=MAX_QUESTION)
-    o = d.options
+    zh, _, en = d.text.partition("||")
+    return faq_spec(" ".join(d.words), d.options, zh, en, renderer, config, here)
+
+
+def faq_spec(
+    question: str,
+    options: dict[str, str],
+    answer_zh: str,
+    answer_en: str,
+    renderer: Renderer,
+    config: Config,
+    here: tuple[str, str] | None = None,
+) -> FaqSpec:
+    """Check an entry given as its parts (the console's form; :func:`parse_faq` for a
+    line): ``options`` are the ``key=value`` pairs of :data:`KEYS`. A :class:`GroupsError`
+    names the field it is about (``question``, ``keywords``, ``answer_zh``, ...)."""
+    unknown = sorted(set(options) - KEYS)
+    if unknown:
+        raise GroupsError("groups.error.unknown_key", key=unknown[0], keys=", ".join(sorted(KEYS)))
+    question = question.strip()
+    with about("question"):
+        if not question:
+            raise GroupsError("groups.faq.usage")
+        if len(question) > MAX_QUESTION:
+            raise GroupsError("groups.error.field_too_long", field="question", limit=MAX_QUESTION)
+    o = options
     raw_keywords = o.get("keywords") or question
     keywords = tuple(
         dict.fromkeys(
             k.strip().lower() for k in raw_keywords.replace("，", ",").split(",") if k.strip()
         )
     )
-    if len(keywords) > MAX_KEYWORDS or any(len(k) > MAX_KEYWORD for k in keywords):
-        raise GroupsError("groups.faq.error.keywords", count=MAX_KEYWORDS, limit=MAX_KEYWORD)
-    zh, _, en = d.text.partition("||")
-    answer_zh, answer_en = zh.strip() or None, (en.strip() or o.get("en") or None)
+    with about("keywords"):
+        if len(keywords) > MAX_KEYWORDS or any(len(k) > MAX_KEYWORD for k in keywords):
+            raise GroupsError("groups.faq.error.keywords", count=MAX_KEYWORDS, limit=MAX_KEYWORD)
+    zh, en = answer_zh.strip() or None, (answer_en.strip() or o.get("en") or None)
     template = o.get("template") or None
-    if template is None and not answer_zh and not answer_en:
-        raise GroupsError("groups.faq.error.answer")
-    if template is not None and (answer_zh or answer_en):
-        raise GroupsError("groups.faq.error.answer")
-    for answer in (answer_zh, answer_en):
-        if answer and len(answer) > MAX_ANSWER:
-            raise GroupsError("groups.error.field_too_long", field="answer", limit=MAX_ANSWER)
-    try:
-        if template is not None:
-            renderer.template_name(template, "zh-CN")
-            renderer.render(template, "zh-CN", name="…")
-        for answer in (answer_zh, answer_en):
-            if answer:
-                renderer.render_string(answer, name="…")
-    except TemplateRenderError as exc:
-        raise GroupsError("groups.faq.error.render", problem=exc.problem) from None
-    scope, chats = _where(o.get("where", "everywhere"), here)
+    with about("answer_zh"):
+        if template is None and not zh and not en:
+            raise GroupsError("groups.faq.error.answer")
+    with about("template"):
+        if template is not None and (zh or en):
+            raise GroupsError("groups.faq.error.answer")
+    for field_name, answer in (("answer_zh", zh), ("answer_en", en)):
+        with about(field_name):
+            if answer and len(answer) > MAX_ANSWER:
+                raise GroupsError("groups.error.field_too_long", field="answer", limit=MAX_ANSWER)
+            try:
+                if answer:
+                    renderer.render_string(answer, name="…")
+            except TemplateRenderError as exc:
+                raise GroupsError("groups.faq.error.render", problem=exc.problem) from None
+    with about("template"):
+        try:
+            if template is not None:
+                renderer.template_name(template, "zh-CN")
+                renderer.render(template, "zh-CN", name="…")
+        except TemplateRenderError as exc:
+            raise GroupsError("groups.faq.error.render", problem=exc.problem) from None
+    with about("where"):
+        scope, chats = _where(o.get("where", "everywhere"), here)
     mode = (o.get("groups") or "mention").lower()
-    if mode not in GROUP_MODES:
-        raise GroupsError("groups.faq.error.mode", value=mode, modes=", ".join(GROUP_MODES))
+    with about("groups"):
+        if mode not in GROUP_MODES:
+            raise GroupsError("groups.faq.error.mode", value=mode, modes=", ".join(GROUP_MODES))
     cooldown = config.groups.faq_cooldown_seconds
     if "cooldown" in o:
         try:
             cooldown = int(o["cooldown"])
         except ValueError:
             cooldown = -1
-        if not 0 <= cooldown <= MAX_COOLDOWN:
-            raise GroupsError("groups.faq.error.cooldown", limit=MAX_COOLDOWN)
-    return FaqSpec(question, keywords, answer_zh, answer_en, template, scope, chats, mode, cooldown)
+        with about("cooldown"):
+            if not 0 <= cooldown <= MAX_COOLDOWN:
+                raise GroupsError("groups.faq.error.cooldown", limit=MAX_COOLDOWN)
+    return FaqSpec(question, keywords, zh, en, template, scope, chats, mode, cooldown)
 
 
 def _where(value: str, here: tuple[str, str] | None) -> tuple[str, tuple[str, ...]]:
@@ -145,22 +178,33 @@ def add_entry(
     count = session.scalar(select(func.count()).select_from(FaqEntry))
     if (count or 0) >= config.groups.max_faq_entries:
         raise GroupsError("groups.faq.error.too_many", limit=config.groups.max_faq_entries)
-    entry = FaqEntry(
-        question=spec.question,
-        keywords=list(spec.keywords),
-        answer_zh=spec.answer_zh,
-        answer_en=spec.answer_en,
-        template=spec.template,
-        scope=spec.scope,
-        chats=list(spec.chats),
-        group_mode=spec.group_mode,
-        cooldown_seconds=spec.cooldown_seconds,
-        hits=0,
-        enabled=True,
-        created_by=created_by[:128],
-        created_at=now,
-    )
+    entry = FaqEntry(hits=0, enabled=True, created_by=created_by[:128], created_at=now)
+    _define(entry, spec)
     session.add(entry)
+    session.flush()
+    _changed()
+    return entry
+
+
+def _define(entry: FaqEntry, spec: FaqSpec) -> None:
+    """Copy a checked definition onto an entry row."""
+    entry.question = spec.question
+    entry.keywords = list(spec.keywords)
+    entry.answer_zh = spec.answer_zh
+    entry.answer_en = spec.answer_en
+    entry.template = spec.template
+    entry.scope = spec.scope
+    entry.chats = list(spec.chats)
+    entry.group_mode = spec.group_mode
+    entry.cooldown_seconds = spec.cooldown_seconds
+
+
+def update_entry(session: Session, entry_id: int, spec: FaqSpec) -> FaqEntry:
+    """Change entry ``entry_id`` to ``spec``, keeping its hits."""
+    entry = session.get(FaqEntry, entry_id)
+    if entry is None:
+        raise GroupsError("groups.faq.error.no_entry", id=entry_id)
+    _define(entry, spec)
     session.flush()
     _changed()
     return entry

@@ -40,7 +40,7 @@ from bot.app.config import Config
 from bot.core.events import ConversationRef
 from bot.core.i18n import t
 from bot.core.templating import Renderer, TemplateRenderError
-from bot.groups.errors import GroupsError
+from bot.groups.errors import GroupsError, about
 from bot.groups.schedule import Schedule, parse_schedule
 from bot.groups.spec import split_definition
 from bot.outbox import queue as outbox
@@ -58,12 +58,14 @@ __all__ = [
     "list_plans",
     "parse_plan",
     "plan_report",
+    "plan_spec",
     "post_clicked",
     "resolve_groups",
     "run_due",
     "runs_of",
     "set_status",
     "tag_group",
+    "update_plan",
 ]
 
 log = logging.getLogger(__name__)
@@ -108,48 +110,70 @@ def parse_plan(line: str, renderer: Renderer) -> PlanSpec:
     d = split_definition(line, KEYS)
     if len(d.words) < 2:
         raise GroupsError("groups.sop.usage")
-    name, when = d.words[0], " ".join(d.words[1:])
-    if len(name) > MAX_NAME or not _NAME.match(name):
-        raise GroupsError("groups.sop.error.name", limit=MAX_NAME)
-    schedule = parse_schedule(when)
-    o = d.options
+    return plan_spec(d.words[0], " ".join(d.words[1:]), d.options, d.text, renderer)
+
+
+def plan_spec(
+    name: str, when: str, options: dict[str, str], text: str, renderer: Renderer
+) -> PlanSpec:
+    """Check a plan given as its parts (the console's form; :func:`parse_plan` for a line):
+    ``options`` are the ``key=value`` pairs of :data:`KEYS`. A :class:`GroupsError` names
+    the field it is about (``name``, ``when``, ``to``, ``text``, ...)."""
+    unknown = sorted(set(options) - KEYS)
+    if unknown:
+        raise GroupsError("groups.error.unknown_key", key=unknown[0], keys=", ".join(sorted(KEYS)))
+    with about("name"):
+        if len(name) > MAX_NAME or not _NAME.match(name):
+            raise GroupsError("groups.sop.error.name", limit=MAX_NAME)
+    with about("when"):
+        schedule = parse_schedule(when)
+    o = options
     channel = o.get("channel", "").lower()
-    if channel == "wechat":
-        raise GroupsError("groups.sop.error.official_account")
-    if channel and channel not in GROUP_CHANNELS:
-        raise GroupsError("groups.sop.error.channel", channel=channel)
-    targets = _targets(o.get("to", ""), channel)
-    text = d.text or o.get("text") or None
+    with about("channel"):
+        if channel == "wechat":
+            raise GroupsError("groups.sop.error.official_account")
+        if channel and channel not in GROUP_CHANNELS:
+            raise GroupsError("groups.sop.error.channel", channel=channel)
+    with about("to"):
+        targets = _targets(o.get("to", ""), channel)
+    text = text or o.get("text") or ""
     template = o.get("template") or None
-    if bool(text) == bool(template):
-        raise GroupsError("groups.sop.error.content")
-    if text is not None:
-        if len(text) > MAX_TEXT:
-            raise GroupsError("groups.sop.error.too_long", field="text", limit=MAX_TEXT)
-        _check_render(renderer, lambda v: renderer.render_string(text, **v))
-    if template is not None:
-        try:
-            renderer.template_name(template, "zh-CN")
-        except TemplateRenderError:
-            raise GroupsError("groups.sop.error.template", name=template) from None
-        _check_render(renderer, lambda v: renderer.render(template, "zh-CN", **v))
+    with about("text"):
+        if bool(text) == bool(template):
+            raise GroupsError("groups.sop.error.content")
+        if text:
+            if len(text) > MAX_TEXT:
+                raise GroupsError("groups.sop.error.too_long", field="text", limit=MAX_TEXT)
+            _check_render(renderer, lambda v: renderer.render_string(text, **v))
+    with about("template"):
+        if template is not None:
+            try:
+                renderer.template_name(template, "zh-CN")
+            except TemplateRenderError:
+                raise GroupsError("groups.sop.error.template", name=template) from None
+            _check_render(renderer, lambda v: renderer.render(template, "zh-CN", **v))
     link = o.get("link") or None
-    if link is not None and (
-        not link.startswith(("https://", "http://")) or len(link) > MAX_URL or " " in link
-    ):
-        raise GroupsError("groups.sop.error.link")
+    with about("link"):
+        if link is not None and (
+            not link.startswith(("https://", "http://")) or len(link) > MAX_URL or " " in link
+        ):
+            raise GroupsError("groups.sop.error.link")
     button = o.get("button") or None
-    if button is not None and len(button) > MAX_LABEL:
-        raise GroupsError("groups.sop.error.too_long", field="button", limit=MAX_LABEL)
-    starts_on, ends_on = _date(o.get("from")), _date(o.get("until"))
-    if starts_on and ends_on and ends_on < starts_on:
-        raise GroupsError("groups.sop.error.dates")
+    with about("button"):
+        if button is not None and len(button) > MAX_LABEL:
+            raise GroupsError("groups.sop.error.too_long", field="button", limit=MAX_LABEL)
+    with about("from"):
+        starts_on = _date(o.get("from"))
+    with about("until"):
+        ends_on = _date(o.get("until"))
+        if starts_on and ends_on and ends_on < starts_on:
+            raise GroupsError("groups.sop.error.dates")
     return PlanSpec(
         name=name,
         schedule=schedule,
         targets=targets,
         channel=channel,
-        text=text,
+        text=text or None,
         template=template,
         coupon=o.get("coupon") or None,
         button=button,
@@ -206,35 +230,62 @@ def create_plan(
     session: Session, spec: PlanSpec, *, config: Config, now: datetime, created_by: str
 ) -> SopPlan:
     """Store a new active plan; its first slot is the first one after ``now``."""
-    if spec.coupon is not None:
-        from bot.marketing.coupons import definition
-
-        if definition(session, spec.coupon) is None:
-            raise GroupsError("groups.sop.error.coupon", name=spec.coupon)
-    if find_plan(session, spec.name) is not None:
-        raise GroupsError("groups.sop.error.exists", name=spec.name)
+    _check_coupon(session, spec)
+    with about("name"):
+        if find_plan(session, spec.name) is not None:
+            raise GroupsError("groups.sop.error.exists", name=spec.name)
     count = session.scalar(select(func.count()).select_from(SopPlan))
     if (count or 0) >= config.groups.max_plans:
         raise GroupsError("groups.sop.error.too_many_plans", limit=config.groups.max_plans)
     plan = SopPlan(
-        name=spec.name,
-        channel=spec.channel,
-        targets=list(spec.targets),
-        schedule=spec.schedule.text,
-        text=spec.text,
-        template=spec.template,
-        coupon=spec.coupon,
-        button=spec.button,
-        link=spec.link,
-        starts_on=spec.starts_on,
-        ends_on=spec.ends_on,
         status="active",
         created_by=created_by[:128],
         created_at=now,
         updated_at=now,
         checked_until=now,
     )
+    _define(plan, spec)
     session.add(plan)
+    session.flush()
+    return plan
+
+
+def _check_coupon(session: Session, spec: PlanSpec) -> None:
+    if spec.coupon is not None:
+        from bot.marketing.coupons import definition
+
+        with about("coupon"):
+            if definition(session, spec.coupon) is None:
+                raise GroupsError("groups.sop.error.coupon", name=spec.coupon)
+
+
+def _define(plan: SopPlan, spec: PlanSpec) -> None:
+    """Copy a checked definition onto a plan row."""
+    plan.name = spec.name
+    plan.channel = spec.channel
+    plan.targets = list(spec.targets)
+    plan.schedule = spec.schedule.text
+    plan.text = spec.text
+    plan.template = spec.template
+    plan.coupon = spec.coupon
+    plan.button = spec.button
+    plan.link = spec.link
+    plan.starts_on = spec.starts_on
+    plan.ends_on = spec.ends_on
+
+
+def update_plan(session: Session, name: str, spec: PlanSpec, *, now: datetime) -> SopPlan:
+    """Change plan ``name`` to ``spec`` (it may be renamed), keeping its status and posts. A
+    new schedule starts after ``now``: slots of the old one not yet posted are not caught up."""
+    plan = _plan(session, name)
+    _check_coupon(session, spec)
+    with about("name"):
+        if spec.name != plan.name and find_plan(session, spec.name) is not None:
+            raise GroupsError("groups.sop.error.exists", name=spec.name)
+    if spec.schedule.text != plan.schedule:
+        plan.checked_until = now
+    _define(plan, spec)
+    plan.updated_at = now
     session.flush()
     return plan
 

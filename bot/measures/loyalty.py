@@ -19,6 +19,12 @@ dates and an optional segment:
   acquired) → revenue (ordered) → referral (invited someone who arrived). Each step counts
   the customers of the step before it who also did this; the step losing the most
   customers is named.
+
+Each report is computed in two steps: its **counts** — sums over customers, each
+customer adding a share that depends only on their own rows — and the report built from
+them. The counts take an optional ``cutoff`` (only rows before it count) and a restriction
+to some customers, which is what lets bot/measures/rollup.py keep a period's finished days
+counted and add the delta of the customers active today.
 """
 
 from __future__ import annotations
@@ -27,9 +33,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import (
+    BigInteger,
     Interval,
     Select,
     and_,
+    any_,
+    bindparam,
     case,
     distinct,
     exists,
@@ -39,6 +48,7 @@ from sqlalchemy import (
     select,
     union_all,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from bot.app.config import Config
@@ -52,11 +62,25 @@ from storage.scores import STAGE_CHANGED, CustomerEvent, CustomerScore
 __all__ = [
     "AarrrReport",
     "CohortReport",
+    "Counts",
     "LoyaltyReport",
     "aarrr",
+    "aarrr_counts",
+    "aarrr_delta",
+    "aarrr_report",
+    "churn_counts",
+    "cohort_counts",
+    "cohort_delta",
+    "cohort_report",
     "cohorts",
     "loyalty",
+    "loyalty_counts",
+    "loyalty_delta",
+    "loyalty_report",
 ]
+
+#: A report's additive counts: each a sum over customers of their own share.
+Counts = dict[str, int]
 
 #: Interactions that show a customer engaging (not merely joining or following).
 ACTIVE_KINDS = ("message", "command", "button")
@@ -75,8 +99,34 @@ def _segment_ids(session: Session, config: Config, segment: str | None, now: dat
     return compile_segment(segment, config=config, now=now, session=session).select_ids()
 
 
-def _in_segment(column, ids) -> list:
-    return [] if ids is None else [column.in_(ids)]
+def _in_segment(column, *restrictions) -> list:
+    """``column IN (…)`` for each customer-id subquery or list of ids given (None: no
+    restriction). A list is one array parameter on PostgreSQL (``= ANY``), so the planner
+    knows how few customers it is about."""
+    out = []
+    for ids in restrictions:
+        if isinstance(ids, list):
+            out.append(column.in_(ids) if len(ids) <= _IN_LIST else _any(column, ids))
+        elif ids is not None:
+            out.append(column.in_(ids))
+    return out
+
+
+#: up to this many ids a list is an IN list (every backend); beyond, an array (PostgreSQL)
+_IN_LIST = 500
+
+
+def _any(column, ids: list[int]):
+    return column == any_(bindparam(None, value=ids, type_=ARRAY(BigInteger)))
+
+
+def _until(end: datetime, cutoff: datetime | None) -> datetime:
+    """The upper bound of a range ending at ``end``, cut at ``cutoff`` if given."""
+    return end if cutoff is None else min(end, cutoff)
+
+
+def _before(column, cutoff: datetime | None) -> list:
+    return [] if cutoff is None else [column < cutoff]
 
 
 @dataclass
@@ -103,25 +153,41 @@ class LoyaltyReport:
         return asdict(self)
 
 
-def loyalty(
-    session: Session, period: Period, *, config: Config, now: datetime, segment: str | None = None
-) -> LoyaltyReport:
-    """The loyalty figures of ``period`` (see the module docstring for each definition)."""
-    ids = _segment_ids(session, config, segment, now)
-    lo, hi = period.start_utc, period.end_utc
-    prev = period.previous()
+def loyalty_counts(
+    session: Session, period: Period, *, ids=None, only=None, cutoff: datetime | None = None
+) -> Counts:
+    """The purchase and acquisition counts of ``period``, from rows before ``cutoff``, of the
+    customers in ``ids`` (a segment) and ``only`` (customer-id subqueries; None: everyone)."""
+    return _loyalty_counts(session, period, ids, only, [cutoff])[0]
+
+
+def _loyalty_counts(session: Session, period: Period, ids, only, cutoffs) -> list[Counts]:
+    """:func:`loyalty_counts` for several cutoffs in one pass over the rows."""
+    lo, prev = period.start_utc, period.previous()
+    his = [_until(period.end_utc, c) for c in cutoffs]
+    top = max(his)
 
     # One pass over both periods' orders, per customer: orders in this period, and whether
     # they ordered in the one before. Every purchase figure is a sum over those rows.
     per_customer = (
         select(
-            func.sum(case((Order.ordered_at >= lo, 1), else_=0)).label("now"),
-            func.max(case((Order.ordered_at < lo, 1), else_=0)).label("before"),
+            *(
+                column
+                for i, hi in enumerate(his)
+                for column in (
+                    func.sum(
+                        case((and_(Order.ordered_at >= lo, Order.ordered_at < hi), 1), else_=0)
+                    ).label(f"now{i}"),
+                    func.max(
+                        case((and_(Order.ordered_at < lo, Order.ordered_at < hi), 1), else_=0)
+                    ).label(f"before{i}"),
+                )
+            )
         )
         .where(
             Order.ordered_at >= prev.start_utc,
-            Order.ordered_at < hi,
-            *_in_segment(Order.customer_id, ids),
+            Order.ordered_at < top,
+            *_in_segment(Order.customer_id, ids, only),
         )
         .group_by(Order.customer_id)
         .subquery()
@@ -131,62 +197,132 @@ def loyalty(
     def count_if(condition):
         return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
 
-    buyers, repeat, previous_buyers, retained = session.execute(
+    purchases = session.execute(
         select(
-            count_if(c.now > 0),
-            count_if(c.now >= 2),
-            count_if(c.before == 1),
-            count_if(and_(c.before == 1, c.now > 0)),
+            *(
+                column
+                for i in range(len(his))
+                for now, before in [(c[f"now{i}"], c[f"before{i}"])]
+                for column in (
+                    count_if(now > 0),
+                    count_if(now >= 2),
+                    count_if(before == 1),
+                    count_if(and_(before == 1, now > 0)),
+                )
+            )
         )
     ).one()
-
-    new_customers, referred = session.execute(
+    acquisitions = session.execute(
         select(
-            func.count(),
-            func.coalesce(
-                func.sum(case((exists().where(Referral.referred_id == Customer.id), 1), else_=0)),
-                0,
-            ),
-        ).where(Customer.created_at >= lo, Customer.created_at < hi, *_in_segment(Customer.id, ids))
-    ).one()
-
-    stage_rows = session.execute(
-        select(CustomerScore.lifecycle, func.count())
-        .where(*_in_segment(CustomerScore.customer_id, ids))
-        .group_by(CustomerScore.lifecycle)
-    ).all()
-    stages = {stage: int(n) for stage, n in stage_rows}
-    with_orders = sum(stages.values())
-    changes = dict(
-        session.execute(
-            select(CustomerEvent.new_value, func.count(distinct(CustomerEvent.customer_id)))
-            .where(
-                CustomerEvent.kind == STAGE_CHANGED,
-                CustomerEvent.new_value.in_(("dormant", "churned")),
-                CustomerEvent.occurred_at >= lo,
-                CustomerEvent.occurred_at < hi,
-                *_in_segment(CustomerEvent.customer_id, ids),
+            *(
+                column
+                for hi, cutoff in zip(his, cutoffs, strict=True)
+                for column in (
+                    count_if(Customer.created_at < hi),
+                    count_if(
+                        and_(
+                            Customer.created_at < hi,
+                            exists().where(
+                                Referral.referred_id == Customer.id,
+                                *_before(Referral.created_at, cutoff),
+                            ),
+                        )
+                    ),
+                )
             )
-            .group_by(CustomerEvent.new_value)
-        ).all()
-    )
+        ).where(
+            Customer.created_at >= lo,
+            Customer.created_at < top,
+            *_in_segment(Customer.id, ids, only),
+        )
+    ).one()
+    return [
+        {
+            "buyers": int(purchases[4 * i]),
+            "repeat_buyers": int(purchases[4 * i + 1]),
+            "previous_buyers": int(purchases[4 * i + 2]),
+            "retained_buyers": int(purchases[4 * i + 3]),
+            "new_customers": int(acquisitions[2 * i]),
+            "referred_customers": int(acquisitions[2 * i + 1]),
+        }
+        for i in range(len(his))
+    ]
+
+
+def loyalty_delta(session: Session, period: Period, *, only, since: datetime) -> Counts:
+    """What the rows from ``since`` on add to :func:`loyalty_counts` for the customers in
+    ``only``: the counts without a cutoff minus those before ``since``, in one pass."""
+    after, before = _loyalty_counts(session, period, None, only, [None, since])
+    return _minus(after, before)
+
+
+def _minus(after: Counts, before: Counts) -> Counts:
+    return {k: after.get(k, 0) - before.get(k, 0) for k in sorted(after.keys() | before.keys())}
+
+
+def churn_counts(session: Session, period: Period, *, ids=None) -> Counts:
+    """``stage:<name>`` → customers in each lifecycle stage now (the nightly scores), and
+    ``became:dormant|churned`` → customers whose stage changed to it in the period."""
+    lo, hi = period.start_utc, period.end_utc
+    counts = {
+        f"stage:{stage}": int(n)
+        for stage, n in session.execute(
+            select(CustomerScore.lifecycle, func.count())
+            .where(*_in_segment(CustomerScore.customer_id, ids))
+            .group_by(CustomerScore.lifecycle)
+        )
+    }
+    for stage, n in session.execute(
+        select(CustomerEvent.new_value, func.count(distinct(CustomerEvent.customer_id)))
+        .where(
+            CustomerEvent.kind == STAGE_CHANGED,
+            CustomerEvent.new_value.in_(("dormant", "churned")),
+            CustomerEvent.occurred_at >= lo,
+            CustomerEvent.occurred_at < hi,
+            *_in_segment(CustomerEvent.customer_id, ids),
+        )
+        .group_by(CustomerEvent.new_value)
+    ):
+        counts[f"became:{stage}"] = int(n)
+    return counts
+
+
+def loyalty_report(
+    period: Period, counts: Counts, churn: Counts, *, segment: str | None = None
+) -> LoyaltyReport:
+    """The loyalty figures from :func:`loyalty_counts` and :func:`churn_counts`."""
+    stages = {k.split(":", 1)[1]: n for k, n in sorted(churn.items()) if k.startswith("stage:")}
+    with_orders = sum(stages.values())
+    buyers, repeat = counts["buyers"], counts["repeat_buyers"]
+    previous, retained = counts["previous_buyers"], counts["retained_buyers"]
+    new, referred = counts["new_customers"], counts["referred_customers"]
     return LoyaltyReport(
         period=period.as_dict(),
         segment=segment,
-        buyers=int(buyers),
-        repeat_buyers=int(repeat),
-        repeat_rate=_rate(int(repeat), int(buyers)),
-        previous_buyers=int(previous_buyers),
-        retained_buyers=int(retained),
-        retention_rate=_rate(int(retained), int(previous_buyers)),
-        new_customers=int(new_customers),
-        referred_customers=int(referred),
-        referral_rate=_rate(int(referred), int(new_customers)),
+        buyers=buyers,
+        repeat_buyers=repeat,
+        repeat_rate=_rate(repeat, buyers),
+        previous_buyers=previous,
+        retained_buyers=retained,
+        retention_rate=_rate(retained, previous),
+        new_customers=new,
+        referred_customers=referred,
+        referral_rate=_rate(referred, new),
         stages=stages,
         churn_rate=_rate(stages.get("churned", 0), with_orders),
-        became_dormant=int(changes.get("dormant", 0)),
-        became_churned=int(changes.get("churned", 0)),
+        became_dormant=churn.get("became:dormant", 0),
+        became_churned=churn.get("became:churned", 0),
     )
+
+
+def loyalty(
+    session: Session, period: Period, *, config: Config, now: datetime, segment: str | None = None
+) -> LoyaltyReport:
+    """The loyalty figures of ``period`` (see the module docstring for each definition)."""
+    ids = _segment_ids(session, config, segment, now)
+    counts = loyalty_counts(session, period, ids=ids)
+    churn = churn_counts(session, period, ids=ids)
+    return loyalty_report(period, counts, churn, segment=segment)
 
 
 @dataclass
@@ -202,18 +338,17 @@ class CohortReport:
         return asdict(self)
 
 
-def cohorts(
+def cohort_counts(
     session: Session,
     period: Period,
     *,
-    config: Config,
-    now: datetime,
-    segment: str | None = None,
-    months: int = 12,
-) -> CohortReport:
-    """Cohorts of customers whose first order falls in ``period``, ``months`` months out."""
-    months = max(1, min(months, 36))
-    ids = _segment_ids(session, config, segment, now)
+    months: int,
+    ids=None,
+    only=None,
+    cutoff: datetime | None = None,
+) -> Counts:
+    """``"<cohort>:<months after>"`` → customers who ordered then (``"<cohort>:-1"``: the
+    cohort's size), from rows before ``cutoff``, of the customers in ``ids`` and ``only``."""
     # Customers whose first order falls in the period, from their scores (the recompute keeps
     # first_order_at, indexed): no pass over every order to find first orders.
     members = (
@@ -223,8 +358,8 @@ def cohorts(
         )
         .where(
             CustomerScore.first_order_at >= period.start_utc,
-            CustomerScore.first_order_at < period.end_utc,
-            *_in_segment(CustomerScore.customer_id, ids),
+            CustomerScore.first_order_at < _until(period.end_utc, cutoff),
+            *_in_segment(CustomerScore.customer_id, ids, only),
         )
         .cte("members")
     )
@@ -240,7 +375,7 @@ def cohorts(
         .join(Order, Order.customer_id == members.c.customer_id)
         .where(
             Order.ordered_at >= period.start_utc,
-            Order.ordered_at < period.end_utc + timedelta(days=31 * months),
+            Order.ordered_at < _until(period.end_utc + timedelta(days=31 * months), cutoff),
         )
         .group_by(members.c.cohort, "offset", Order.customer_id)
         .subquery()
@@ -249,30 +384,54 @@ def cohorts(
         per_month.c.cohort, per_month.c.offset
     )
     sizes_q = select(members.c.cohort, literal(-1), func.count()).group_by(members.c.cohort)
+    return {
+        f"{int(cohort)}:{int(offset)}": int(n)
+        for cohort, offset, n in session.execute(union_all(sizes_q, activity))
+    }
+
+
+def cohort_report(
+    period: Period, counts: Counts, *, months: int, segment: str | None = None
+) -> CohortReport:
+    """The cohort table from :func:`cohort_counts`."""
     sizes: dict[int, int] = {}
-    counted: list[tuple[int, int, int]] = []
-    for cohort, offset, n in session.execute(union_all(sizes_q, activity)):
-        if int(offset) == -1:
-            sizes[int(cohort)] = int(n)
-        else:
-            counted.append((int(cohort), int(offset), int(n)))
-    table: dict[int, dict[int, int]] = {c: {} for c in sizes}
-    for cohort, offset, n in counted:
-        if 0 <= offset <= months and cohort in table:
-            table[cohort][offset] = n
+    table: dict[int, dict[int, int]] = {}
+    for key, n in counts.items():
+        cohort, offset = (int(part) for part in key.split(":"))
+        if offset == -1:
+            sizes[cohort] = n
+        elif 0 <= offset <= months:
+            table.setdefault(cohort, {})[offset] = n
     rows = []
-    for cohort in sorted(sizes):
-        size = int(sizes[cohort])
-        counts = [table[cohort].get(k, 0) for k in range(months + 1)]
+    for cohort in sorted(c for c, size in sizes.items() if size):
+        size = sizes[cohort]
+        counted = table.get(cohort, {})
+        active = [counted.get(k, 0) for k in range(months + 1)]
         rows.append(
             {
                 "cohort": month_label(cohort),
                 "size": size,
-                "active": counts,
-                "retention": [_rate(n, size) for n in counts],
+                "active": active,
+                "retention": [_rate(n, size) for n in active],
             }
         )
     return CohortReport(period=period.as_dict(), segment=segment, months=months, cohorts=rows)
+
+
+def cohorts(
+    session: Session,
+    period: Period,
+    *,
+    config: Config,
+    now: datetime,
+    segment: str | None = None,
+    months: int = 12,
+) -> CohortReport:
+    """Cohorts of customers whose first order falls in ``period``, ``months`` months out."""
+    months = max(1, min(months, 36))
+    ids = _segment_ids(session, config, segment, now)
+    counts = cohort_counts(session, period, months=months, ids=ids)
+    return cohort_report(period, counts, months=months, segment=segment)
 
 
 @dataclass
@@ -299,56 +458,113 @@ def _after_acquisition(session: Session):
     return Customer.created_at + literal(RETAINED_AFTER, type_=Interval())
 
 
-def _chain(session: Session, period: Period, ids) -> Select:
-    """One row of five counts, each step a subset of the one before."""
-    hi = period.end_utc
+def _chain(session: Session, period: Period, restrictions, cutoffs) -> Select:
+    """One row of five counts per cutoff, each step a subset of the one before.
+
+    Each customer's tests are read once as the first time they held (first activity, first
+    return, first order, first invite), so any number of cutoffs costs one pass."""
+    his = [_until(period.end_utc, c) for c in cutoffs]
+    top = max(his)
     returned_from = _after_acquisition(session)
-    activated = exists().where(
-        Interaction.customer_id == Customer.id,
-        Interaction.kind.in_(ACTIVE_KINDS),
-        Interaction.occurred_at < hi,
-    )
-    came_back = exists().where(
-        Interaction.customer_id == Customer.id,
-        Interaction.kind.in_(ACTIVE_KINDS),
-        Interaction.occurred_at >= returned_from,
-        Interaction.occurred_at < hi,
-    )
-    ordered_again = exists().where(
-        Order.customer_id == Customer.id,
-        Order.ordered_at >= returned_from,
-        Order.ordered_at < hi,
-    )
-    ordered = exists().where(Order.customer_id == Customer.id, Order.ordered_at < hi)
-    invited = exists().where(Referral.referrer_id == Customer.id, Referral.created_at < hi)
 
-    def flag(condition, name: str):
-        return case((condition, 1), else_=0).label(name)
+    def first(column, *conditions):
+        return select(func.min(column)).where(*conditions).scalar_subquery()
 
-    # Each test once per acquired customer (a 0/1 flag), then the chain from the flags.
-    flags = (
+    active = (Interaction.customer_id == Customer.id, Interaction.kind.in_(ACTIVE_KINDS))
+    firsts = (
         select(
-            flag(activated, "activated"),
-            flag(or_(came_back, ordered_again), "returned"),
-            flag(ordered, "ordered"),
-            flag(invited, "invited"),
+            Customer.created_at.label("acquired"),
+            first(Interaction.occurred_at, *active, Interaction.occurred_at < top).label(
+                "activated"
+            ),
+            first(
+                Interaction.occurred_at,
+                *active,
+                Interaction.occurred_at >= returned_from,
+                Interaction.occurred_at < top,
+            ).label("came_back"),
+            first(
+                Order.ordered_at,
+                Order.customer_id == Customer.id,
+                Order.ordered_at >= returned_from,
+                Order.ordered_at < top,
+            ).label("ordered_again"),
+            first(Order.ordered_at, Order.customer_id == Customer.id, Order.ordered_at < top).label(
+                "ordered"
+            ),
+            first(
+                Referral.created_at, Referral.referrer_id == Customer.id, Referral.created_at < top
+            ).label("invited"),
         )
         .where(
             Customer.created_at >= period.start_utc,
-            Customer.created_at < hi,
-            *_in_segment(Customer.id, ids),
+            Customer.created_at < top,
+            *_in_segment(Customer.id, *restrictions),
         )
         .subquery()
     )
-    f = flags.c
-    retained = and_(f.activated == 1, f.returned == 1)
-    revenue = and_(retained, f.ordered == 1)
-    referral = and_(revenue, f.invited == 1)
+    f = firsts.c
 
     def n(cond):
         return func.coalesce(func.sum(case((cond, 1), else_=0)), 0)
 
-    return select(func.count(), n(f.activated == 1), n(retained), n(revenue), n(referral))
+    columns = []
+    for hi in his:
+        acquired = f.acquired < hi
+        activated = and_(acquired, f.activated < hi)
+        retained = and_(activated, or_(f.came_back < hi, f.ordered_again < hi))
+        revenue = and_(retained, f.ordered < hi)
+        referral = and_(revenue, f.invited < hi)
+        columns += [n(acquired), n(activated), n(retained), n(revenue), n(referral)]
+    return select(*columns)
+
+
+def aarrr_counts(
+    session: Session, period: Period, *, ids=None, only=None, cutoff: datetime | None = None
+) -> Counts:
+    """Customers at each step of the chain, from rows before ``cutoff``, of the customers in
+    ``ids`` and ``only``."""
+    row = session.execute(_chain(session, period, (ids, only), [cutoff])).one()
+    return {name: int(n) for name, n in zip(STEPS, row, strict=True)}
+
+
+def aarrr_delta(session: Session, period: Period, *, only, since: datetime) -> Counts:
+    """What the rows from ``since`` on add to :func:`aarrr_counts` for the customers in
+    ``only``, in one pass."""
+    row = session.execute(_chain(session, period, (None, only), [None, since])).one()
+    k = len(STEPS)
+    after = {name: int(n) for name, n in zip(STEPS, row[:k], strict=True)}
+    before = {name: int(n) for name, n in zip(STEPS, row[k:], strict=True)}
+    return _minus(after, before)
+
+
+def cohort_delta(session: Session, period: Period, *, only, since: datetime, months: int) -> Counts:
+    """What the rows from ``since`` on add to :func:`cohort_counts` for the customers in
+    ``only``."""
+    after = cohort_counts(session, period, months=months, only=only)
+    return _minus(after, cohort_counts(session, period, months=months, only=only, cutoff=since))
+
+
+def aarrr_report(period: Period, counts: Counts, *, segment: str | None = None) -> AarrrReport:
+    """The chain from :func:`aarrr_counts`, with the step where most customers are lost."""
+    steps = []
+    worst, worst_loss = None, 0
+    for i, name in enumerate(STEPS):
+        count = counts[name]
+        before = counts[STEPS[i - 1]] if i else count
+        lost = before - count
+        steps.append(
+            {
+                "step": name,
+                "customers": count,
+                "of_previous": _rate(count, before) if i else None,
+                "of_acquired": _rate(count, counts[STEPS[0]]),
+                "lost": lost,
+            }
+        )
+        if i and lost > worst_loss:
+            worst, worst_loss = name, lost
+    return AarrrReport(period=period.as_dict(), segment=segment, steps=steps, biggest_loss=worst)
 
 
 def aarrr(
@@ -356,21 +572,4 @@ def aarrr(
 ) -> AarrrReport:
     """The AARRR chain of ``period`` with the step where most customers are lost."""
     ids = _segment_ids(session, config, segment, now)
-    counts = [int(x) for x in session.execute(_chain(session, period, ids)).one()]
-    steps = []
-    worst, worst_loss = None, 0
-    for i, (name, count) in enumerate(zip(STEPS, counts, strict=True)):
-        before = counts[i - 1] if i else count
-        lost = before - count
-        steps.append(
-            {
-                "step": name,
-                "customers": count,
-                "of_previous": _rate(count, before) if i else None,
-                "of_acquired": _rate(count, counts[0]),
-                "lost": lost,
-            }
-        )
-        if i and lost > worst_loss:
-            worst, worst_loss = name, lost
-    return AarrrReport(period=period.as_dict(), segment=segment, steps=steps, biggest_loss=worst)
+    return aarrr_report(period, aarrr_counts(session, period, ids=ids), segment=segment)

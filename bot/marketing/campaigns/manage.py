@@ -52,6 +52,7 @@ __all__ = [
     "Preview",
     "attribute_opt_out",
     "check_known_tags",
+    "check_version",
     "count_link_click",
     "create_campaign",
     "draft_from_spec",
@@ -169,7 +170,34 @@ def update_draft(
     fresh = draft_from_spec(spec, config=config, now=now, created_by=campaign.created_by)
     for column in EDITABLE:
         setattr(campaign, column, getattr(fresh, column))
+    campaign.version = (campaign.version or 0) + 1
     return campaign
+
+
+def check_version(session: Session, campaign_id: int, seen: int) -> None:
+    """Claim campaign ``campaign_id`` at the version its reader saw, before acting on it:
+    one atomic UPDATE moves the version on if it is still ``seen`` — of two managers acting
+    on the same version, one goes ahead and the other gets a :class:`CampaignError`
+    (``campaign.changed_meanwhile``) and nothing is done for them."""
+    claimed = rowcount(
+        session.execute(
+            update(Campaign)
+            .where(Campaign.id == campaign_id, Campaign.version == seen)
+            .values(version=Campaign.version + 1)
+        )
+    )
+    if not claimed:
+        current = session.execute(
+            select(Campaign.name, Campaign.version, Campaign.status).where(
+                Campaign.id == campaign_id
+            )
+        ).one_or_none()
+        if current is None:
+            raise CampaignError(f"no campaign #{campaign_id}")
+        name, version, status = current
+        raise CampaignError(
+            key="campaign.changed_meanwhile", name=name, seen=seen, version=version, status=status
+        )
 
 
 def draft_from_spec(
@@ -388,8 +416,10 @@ def _set_status(services: Services, campaign_id: int, status: str, **values) -> 
 
 
 def _move(campaign: Campaign, status: str) -> None:
-    """The one place a campaign's status changes (checked by its transition table)."""
+    """The one place a campaign's status changes (checked by its transition table); the
+    version moves on with it."""
     campaign.status = transition(campaign.status, status, name=campaign.name).value
+    campaign.version = (campaign.version or 0) + 1
 
 
 def start_pilot(

@@ -40,8 +40,8 @@ KEYS = (
 class SpecError(ValueError):
     """A campaign definition that cannot be taken, and why.
 
-    ``str()`` is the English text (CLI, logs); with ``key`` (templates/i18n/campaign.toml)
-    :meth:`text` says it in a chat reader's locale."""
+    ``str()`` is the English text (CLI, logs); ``key`` (templates/i18n/campaign.toml) and
+    its values let :meth:`text` say it in the reader's locale (chat, console)."""
 
     def __init__(self, message: str, key: str | None = None, **values: object) -> None:
         super().__init__(message)
@@ -97,7 +97,9 @@ def parse_spec(text: str, config: Config) -> CampaignSpec:
     try:
         words = shlex.split(text)
     except ValueError as exc:
-        raise SpecError(f"cannot read the definition: {exc}") from None
+        raise SpecError(
+            f"cannot read the definition: {exc}", "campaign.spec.quotes", problem=str(exc)
+        ) from None
     if not words:
         raise SpecError(
             'give a campaign name first, e.g. spring_sale segment="tag:早餐"',
@@ -149,14 +151,22 @@ def parse_spec(text: str, config: Config) -> CampaignSpec:
         try:
             extra["pilot_hours"] = float(values["hours"])
         except ValueError:
-            raise SpecError(f"hours={values['hours']!r} is not a number") from None
+            raise SpecError(
+                f"hours={values['hours']!r} is not a number",
+                "campaign.spec.hours",
+                raw=values["hours"][:20],
+            ) from None
         if extra["pilot_hours"] <= 0:
-            raise SpecError("hours must be more than 0")
+            raise SpecError("hours must be more than 0", "campaign.spec.hours_positive")
     if "priority" in values:
         try:
             extra["priority"] = int(values["priority"])
         except ValueError:
-            raise SpecError(f"priority={values['priority']!r} is not a whole number") from None
+            raise SpecError(
+                f"priority={values['priority']!r} is not a whole number",
+                "campaign.spec.priority",
+                raw=values["priority"][:20],
+            ) from None
     if "at" in values:
         extra.update(_timing(values["at"], config))
     if "buttons" in values:
@@ -167,22 +177,32 @@ def parse_spec(text: str, config: Config) -> CampaignSpec:
 def _variants(values: dict[str, str]) -> list[Variant]:
     if "variants" in values:
         if "template" in values or "text" in values:
-            raise SpecError("give variants= or template=/text=, not both")
+            raise SpecError(
+                "give variants= or template=/text=, not both", "campaign.spec.variants_and_content"
+            )
         variants = []
         for item in values["variants"].split(","):
             vname, sep, rest = item.strip().partition(":")
             template, _, weight_text = rest.partition(":")
             if not sep or not NAME.match(vname) or len(vname) > 32 or not template.strip():
-                raise SpecError(f"variant {item!r} must be '<name>:<template>[:<weight>]'")
+                raise SpecError(
+                    f"variant {item!r} must be '<name>:<template>[:<weight>]'",
+                    "campaign.spec.variant",
+                    item=item[:60],
+                )
             try:
                 weight = float(weight_text) if weight_text.strip() else 1.0
             except ValueError:
                 weight = -1.0
             if not 0 < weight < float("inf"):
-                raise SpecError(f"variant {item!r}: the weight must be a positive number")
+                raise SpecError(
+                    f"variant {item!r}: the weight must be a positive number",
+                    "campaign.spec.variant_weight",
+                    item=item[:60],
+                )
             variants.append(Variant(vname, template=template.strip(), weight=weight))
         if len({v.name for v in variants}) != len(variants):
-            raise SpecError("variant names must differ")
+            raise SpecError("variant names must differ", "campaign.spec.variant_names")
         return variants
     if values.get("template") and values.get("text"):
         raise SpecError("give template= or text=, not both", "campaign.spec.template_and_text")
@@ -200,12 +220,16 @@ def _timing(raw: str, config: Config) -> dict:
         try:
             return {"local_time": time.fromisoformat(raw.zfill(5))}
         except ValueError:
-            raise SpecError(f"at={raw!r} is not a time of day") from None
+            raise SpecError(
+                f"at={raw!r} is not a time of day", "campaign.spec.at_time", raw=raw[:40]
+            ) from None
     try:
         moment = datetime.fromisoformat(raw)
     except ValueError:
         raise SpecError(
-            f"at={raw!r} must be a local time (09:00) or a moment (2026-03-07T09:00+08:00)"
+            f"at={raw!r} must be a local time (09:00) or a moment (2026-03-07T09:00+08:00)",
+            "campaign.spec.at",
+            raw=raw[:40],
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=ZoneInfo(config.general.timezone))
@@ -217,6 +241,10 @@ def _buttons(raw: str) -> list[tuple[str, str]]:
     for item in raw.split(";"):
         label, sep, action = item.partition("=")
         if not sep or not label.strip() or not re.fullmatch(r"[\w\-]{1,24}", action.strip()):
-            raise SpecError(f"button {item!r} must be '<label>=<action>' (action: a short word)")
+            raise SpecError(
+                f"button {item!r} must be '<label>=<action>' (action: a short word)",
+                "campaign.spec.button",
+                item=item[:60],
+            )
         buttons.append((label.strip(), action.strip()))
     return buttons

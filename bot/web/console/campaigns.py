@@ -164,9 +164,18 @@ async def new_form(request: Request) -> Response:
 
 
 def _problem(exc: Exception, locale: str) -> str:
+    """A refused definition's problem in the manager's language."""
     if isinstance(exc, SegmentError):
-        return t("console.segment_error", locale, error=str(exc), position=exc.position + 1)
+        return t("console.segment_error", locale, error=exc.line(locale), position=exc.position + 1)
+    if isinstance(exc, (SpecError, manage.CampaignError)):
+        return exc.text(locale)
     return str(exc)
+
+
+def _seen_version(data: dict[str, str]) -> int | None:
+    """The campaign version the form was made from (the console's forms carry it)."""
+    raw = data.get("version", "")
+    return int(raw) if raw.isdigit() and len(raw) < 10 else None
 
 
 @endpoint
@@ -217,6 +226,7 @@ def form_of_campaign(campaign: Campaign) -> dict[str, str]:
     data["holdout"] = f"{campaign.holdout_share * 100:g}%"
     data["hours"] = f"{campaign.pilot_hours:g}"
     data["priority"] = str(campaign.priority)
+    data["version"] = str(campaign.version)
     return data
 
 
@@ -252,6 +262,9 @@ async def update(request: Request) -> Response:
             if campaign is None:
                 raise manage.CampaignError(t("console.camp.none", locale))
             spec = parse_spec(spec_text(data | {"name": campaign.name}), runtime.config)
+            seen = _seen_version(data)
+            if seen is not None:
+                manage.check_version(session, campaign_id, seen)
             manage.update_draft(
                 session, campaign_id, spec, config=runtime.config, renderer=runtime.renderer,
                 now=runtime.clock.now(),
@@ -486,7 +499,7 @@ async def act(request: Request) -> Response:
     user = await manager_of(request)
     campaign_id = int_param(request, "campaign_id")
     action = request.path_params["action"]
-    await form_of(request, user)
+    data = await form_of(request, user)
     if action not in ACTIONS:
         raise Refused(Response(status_code=404))
     runtime = runtime_of(request)
@@ -495,6 +508,9 @@ async def act(request: Request) -> Response:
 
     def requested() -> None:
         with runtime.db.transaction() as session:
+            seen = _seen_version(data)
+            if seen is not None:  # another manager's pilot, launch or edit wins; not both
+                manage.check_version(session, campaign_id, seen)
             campaign = session.get(Campaign, campaign_id)
             if campaign is None:
                 raise manage.CampaignError(t("console.camp.none", locale))
@@ -506,5 +522,5 @@ async def act(request: Request) -> Response:
             return back(request, here, t("console.camp.paused", locale, held=held))
         await run(request, requested)
     except manage.CampaignError as exc:
-        return back(request, here, str(exc), error=True)
+        return back(request, here, exc.text(locale), error=True)
     return back(request, here, t(f"console.camp.requested.{action}", locale))

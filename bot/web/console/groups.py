@@ -19,6 +19,7 @@ from bot.groups import faq, sop
 from bot.groups.errors import GroupsError
 from bot.groups.moderation import recent_actions
 from bot.groups.schedule import parse_schedule
+from bot.web.console.campaigns import content_templates
 from bot.web.console.common import (
     back,
     endpoint,
@@ -30,10 +31,27 @@ from bot.web.console.common import (
     run,
     runtime_of,
 )
+from storage.groups import FaqEntry, SopPlan
 
-__all__ = ["faq_delete", "groups_page", "load_groups", "sop_action"]
+__all__ = [
+    "FAQ_FIELDS",
+    "PLAN_FIELDS",
+    "entry_form",
+    "faq_delete",
+    "groups_page",
+    "load_groups",
+    "plan_form",
+    "render_groups",
+    "sop_action",
+]
 
 HERE = "/console/groups"
+#: the plan form's fields (bot/groups/sop.py's keys besides name, when and text)
+PLAN_FIELDS = ("name", "when", "to", "channel", "text", "template", "coupon", "button", "link",
+               "from", "until")  # fmt: skip
+#: the FAQ form's fields (bot/groups/faq.py's keys and the two answers)
+FAQ_FIELDS = ("question", "keywords", "answer_zh", "answer_en", "template", "where", "groups",
+              "cooldown")  # fmt: skip
 #: the moderation actions the page lists (newest first)
 LOG_LIMIT = 50
 #: plan action → the status it sets (``delete`` removes the plan)
@@ -50,6 +68,40 @@ def _next_post(plan, zone: ZoneInfo, now) -> str:
     except GroupsError:
         return "-"
     return nxt.astimezone(zone).strftime("%Y-%m-%d %H:%M") if nxt else "-"
+
+
+def plan_form(plan: SopPlan) -> dict[str, str]:
+    """A stored plan as the form's values (for editing)."""
+    return {
+        "editing": plan.name,
+        "name": plan.name,
+        "when": plan.schedule,
+        "to": ",".join(plan.targets),
+        "channel": plan.channel or "",
+        "text": plan.text or "",
+        "template": plan.template or "",
+        "coupon": plan.coupon or "",
+        "button": plan.button or "",
+        "link": plan.link or "",
+        "from": plan.starts_on.isoformat() if plan.starts_on else "",
+        "until": plan.ends_on.isoformat() if plan.ends_on else "",
+    }
+
+
+def entry_form(entry: FaqEntry) -> dict[str, str]:
+    """A stored FAQ entry as the form's values (for editing)."""
+    where = ",".join(entry.chats) if entry.scope == "chats" else entry.scope
+    return {
+        "editing": str(entry.id),
+        "question": entry.question,
+        "keywords": ",".join(entry.keywords),
+        "answer_zh": entry.answer_zh or "",
+        "answer_en": entry.answer_en or "",
+        "template": entry.template or "",
+        "where": where,
+        "groups": entry.group_mode,
+        "cooldown": str(entry.cooldown_seconds),
+    }
 
 
 def load_groups(session, zone: ZoneInfo, now) -> dict:
@@ -100,8 +152,25 @@ def load_groups(session, zone: ZoneInfo, now) -> dict:
     return {"plans": plans, "entries": entries, "log": log}
 
 
-@endpoint
-async def groups_page(request: Request) -> Response:
+def _editing(session, request: Request) -> dict:
+    """The forms filled in with the plan of ``?plan=NAME`` or the entry of ``?faq=ID``."""
+    forms: dict = {}
+    name = request.query_params.get("plan", "")
+    if name and len(name) <= MAX_PLAN_NAME:
+        plan = sop.find_plan(session, name)
+        if plan is not None:
+            forms["plan"] = {"values": plan_form(plan), "error": None}
+    raw = request.query_params.get("faq", "")
+    if raw.isdigit() and len(raw) < 12:
+        entry = session.get(FaqEntry, int(raw))
+        if entry is not None:
+            forms["faq"] = {"values": entry_form(entry), "error": None}
+    return forms
+
+
+async def render_groups(request: Request, *, status: int = 200, forms: dict | None = None):
+    """The Groups page; ``forms`` (``plan``/``faq`` → values and error) fill in its forms,
+    otherwise ``?plan=NAME`` / ``?faq=ID`` open one for editing."""
     user = await manager_of(request)
     runtime = runtime_of(request)
     zone = ZoneInfo(runtime.config.general.timezone)
@@ -109,10 +178,21 @@ async def groups_page(request: Request) -> Response:
 
     def load() -> dict:
         with runtime.db.sessions() as session:
-            return load_groups(session, zone, now)
+            data = load_groups(session, zone, now)
+            data["forms"] = forms if forms is not None else _editing(session, request)
+            return data
 
     data = await run(request, load)
-    return page(request, "console/groups.html", user, section="groups", **data)
+    blank: dict = {"values": {}, "error": None}
+    data["plan"] = data["forms"].get("plan", blank)
+    data["faq_form"] = data["forms"].get("faq", blank)
+    data["template_options"] = [("", "-"), *((n, n) for n in content_templates(request))]
+    return page(request, "console/groups.html", user, status=status, section="groups", **data)
+
+
+@endpoint
+async def groups_page(request: Request) -> Response:
+    return await render_groups(request)
 
 
 @endpoint

@@ -3,7 +3,9 @@ satisfaction surveys, for a chosen period and an optional segment.
 
 Every number comes from bot/measures/loyalty.py and bot/measures/surveys.py — the
 functions ``siyu measures loyalty|cohorts|aarrr|survey`` print — so the page and the CLI
-always agree.
+always agree. For the whole community the page reads the loyalty figures, cohorts and
+AARRR chain through bot/measures/rollup.py: the period's finished days counted once
+(nightly), plus today's delta.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from starlette.responses import Response
 
 from bot.core.i18n import t
 from bot.customers.segment_language import SegmentError
-from bot.measures import loyalty, surveys
+from bot.measures import loyalty, rollup, surveys
 from bot.measures.periods import Period, parse_period
 from bot.web.console import charts, queries
 from bot.web.console.common import endpoint, locale_of, manager_of, page, run, runtime_of
@@ -112,7 +114,7 @@ def summary(session, config, now: datetime) -> dict:
     period = parse_period(None, None, zone=config.general.timezone, now=now, default_days=30)
 
     def compute() -> dict:
-        report = loyalty.loyalty(session, period, config=config, now=now)
+        report = rollup.loyalty(session, period, now=now)
         nps = None
         names = [d.name for d in config.surveys.definitions if d.kind == "nps"]
         if names:
@@ -124,13 +126,25 @@ def summary(session, config, now: datetime) -> dict:
 
 
 def load_measures(session, config, period: Period, now: datetime, segment: str | None) -> dict:
-    """Every report the page shows, from bot/measures (what the bench times)."""
+    """Every report the page shows, from bot/measures (what the bench times): for the whole
+    community from the rollup (finished days counted once, plus today), for a segment
+    directly."""
+    if segment:
+        reports = {
+            "loyalty": loyalty.loyalty(session, period, config=config, now=now, segment=segment),
+            "cohorts": loyalty.cohorts(
+                session, period, config=config, now=now, segment=segment, months=COHORT_MONTHS
+            ),
+            "aarrr": loyalty.aarrr(session, period, config=config, now=now, segment=segment),
+        }
+    else:
+        reports = {
+            "loyalty": rollup.loyalty(session, period, now=now),
+            "cohorts": rollup.cohorts(session, period, now=now, months=COHORT_MONTHS),
+            "aarrr": rollup.aarrr(session, period, now=now),
+        }
     return {
-        "loyalty": loyalty.loyalty(session, period, config=config, now=now, segment=segment),
-        "cohorts": loyalty.cohorts(
-            session, period, config=config, now=now, segment=segment, months=COHORT_MONTHS
-        ),
-        "aarrr": loyalty.aarrr(session, period, config=config, now=now, segment=segment),
+        **reports,
         "surveys": [
             surveys.results(session, d.name, period, config=config, now=now, segment=segment)
             for d in config.surveys.definitions
@@ -155,7 +169,8 @@ async def measures_page(request: Request) -> Response:
             return [s.name for s in list_segments(session)]
 
     def load() -> tuple[datetime, dict]:
-        with runtime.db.sessions() as session:
+        # a transaction: the first visit of a day without the nightly count stores it
+        with runtime.db.transaction() as session:
             if segment:
                 return now, load_measures(session, config, period, now, segment)
             # The whole community's reports scan every order: counted once per few minutes.

@@ -14,8 +14,10 @@ from bot.customers.rule_syntax import (
     RuleSyntaxError,
     add_rule,
     describe_rule,
+    edit_rule,
     parse_rule,
     remove_rule,
+    rule_line,
 )
 from bot.web.console import charts, queries
 from bot.web.console.common import (
@@ -75,7 +77,7 @@ def load_tags(runtime: Services) -> dict:
             lambda: (queries.tag_rule_hits(session), queries.tag_counts(session, now)),
         )
         db_rules = [
-            {"id": r.id, "kind": r.kind, "tag": r.tag, "text": describe_rule(r),
+            {"id": r.id, "kind": r.kind, "tag": r.tag, "text": describe_rule(r), "line": rule_line(r),
              "created_by": r.created_by, "hits": hits.get(f"db:{r.id}", 0)}
             for r in active_rules(session)
         ]  # fmt: skip
@@ -138,3 +140,29 @@ async def delete_rule(request: Request) -> Response:
     if not (raw.isdigit() and len(raw) < 19) or not await run(request, remove):
         return back(request, HERE, t("console.tags.no_rule", locale, id=raw[:20]), error=True)
     return back(request, HERE, t("console.tags.deleted", locale, id=raw))
+
+
+@endpoint
+async def edit_rule_form(request: Request) -> Response:
+    """Change a database rule in place (the same text as ``/rule add``)."""
+    user = await manager_of(request)
+    data = await form_of(request, user)
+    locale = locale_of(request, user)
+    raw = request.path_params["rule_id"]
+    runtime = runtime_of(request)
+    if not (raw.isdigit() and len(raw) < 19):
+        return back(request, HERE, t("console.tags.no_rule", locale, id=raw[:20]), error=True)
+
+    def store() -> str | None:
+        fields = parse_rule(data.get("rule", ""))
+        with runtime.db.transaction() as session:
+            row = edit_rule(session, int(raw), fields, runtime.clock.now())
+            return describe_rule(row) if row is not None else None
+
+    try:
+        text = await run(request, store)
+    except RuleSyntaxError as exc:
+        return back(request, HERE, str(exc), error=True)
+    if text is None:
+        return back(request, HERE, t("console.tags.no_rule", locale, id=raw), error=True)
+    return back(request, HERE, t("console.tags.edited", locale, rule=text))

@@ -1,0 +1,126 @@
+"""The Groups page's forms: create or edit an SOP plan and an FAQ entry.
+
+The forms call bot/groups/sop.py and bot/groups/faq.py — :func:`~bot.groups.sop.plan_spec`
+and :func:`~bot.groups.faq.faq_spec` check the fields (the same checks as ``/sop add`` and
+``/faq add``, which read a line into the same parts), then ``create_plan``/``update_plan``
+and ``add_entry``/``update_entry`` store them. A refused form is shown again with what was
+typed and the error next to its field (the schedule parser's next to "when").
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from bot.conversations import handoff
+from bot.core.i18n import t
+from bot.groups import faq, sop
+from bot.groups.errors import GroupsError
+from bot.web.console.common import (
+    back,
+    endpoint,
+    form_of,
+    locale_of,
+    manager_of,
+    run,
+    runtime_of,
+)
+from bot.web.console.groups import FAQ_FIELDS, HERE, PLAN_FIELDS, render_groups
+
+__all__ = ["faq_save", "sop_save"]
+
+#: the plan form's fields that are ``key=value`` options of a ``/sop add`` line
+PLAN_OPTIONS = tuple(f for f in PLAN_FIELDS if f not in ("name", "when", "text"))
+#: the FAQ form's fields that are ``key=value`` options of a ``/faq add`` line
+FAQ_OPTIONS = tuple(f for f in FAQ_FIELDS if f not in ("question", "answer_zh", "answer_en"))
+
+
+def _options(form: dict[str, str], keys) -> dict[str, str]:
+    """The filled-in fields among ``keys``, as ``key=value`` options (an empty field is a
+    field not given, as a key left out of a chat command)."""
+    return {k: form[k].strip() for k in keys if form.get(k, "").strip()}
+
+
+def _save_plan(runtime, form: dict[str, str], username: str, locale: str) -> str:
+    """Create the plan of the form, or save the plan named in ``editing``."""
+    now = runtime.clock.now()
+    editing = form.get("editing", "").strip()
+    spec = sop.plan_spec(
+        form.get("name", "").strip(),
+        form.get("when", ""),
+        _options(form, PLAN_OPTIONS),
+        form.get("text", "").strip(),
+        runtime.renderer,
+    )
+    with runtime.db.transaction() as session:
+        if editing:
+            plan = sop.update_plan(session, editing, spec, now=now)
+            action, done = "sop_edit", t("console.groups.plan_saved", locale, name=plan.name)
+        else:
+            plan = sop.create_plan(
+                session, spec, config=runtime.config, now=now, created_by=username
+            )
+            groups = len(sop.resolve_groups(session, plan))
+            action = "sop_add"
+            done = t("groups.sop.created", locale, name=plan.name, when=plan.schedule,
+                     groups=groups)  # fmt: skip
+        handoff.audit(session, username, action, now, plan=plan.name)
+        return done
+
+
+def _save_entry(runtime, form: dict[str, str], username: str, locale: str) -> str:
+    """Add the FAQ entry of the form, or save the entry whose id is in ``editing``."""
+    now = runtime.clock.now()
+    raw_id = form.get("editing", "").strip()
+    spec = faq.faq_spec(
+        form.get("question", ""),
+        _options(form, FAQ_OPTIONS),
+        form.get("answer_zh", ""),
+        form.get("answer_en", ""),
+        runtime.renderer,
+        runtime.config,
+    )
+    with runtime.db.transaction() as session:
+        if raw_id:
+            if not raw_id.isdigit() or len(raw_id) > 12:
+                raise GroupsError("groups.faq.error.no_entry", id=raw_id[:12])
+            entry = faq.update_entry(session, int(raw_id), spec)
+            action = "faq_edit"
+            done = t("console.groups.faq_saved", locale, id=entry.id, question=entry.question)
+        else:
+            entry = faq.add_entry(
+                session, spec, config=runtime.config, now=now, created_by=username
+            )
+            action = "faq_add"
+            done = t("groups.faq.added", locale, id=entry.id, question=entry.question)
+        handoff.audit(session, username, action, now, entry=entry.id)
+        return done
+
+
+async def _submit(request: Request, which: str, fields: tuple[str, ...], save) -> Response:
+    """Run ``save`` on the POSTed form; a refusal shows the Groups page again with the form
+    as typed and the error at its field."""
+    user = await manager_of(request)
+    form = await form_of(request, user)
+    locale = locale_of(request, user)
+    runtime = runtime_of(request)
+    try:
+        done = await run(request, save, runtime, form, user.username, locale)
+    except GroupsError as exc:
+        error = {"field": exc.field, "text": exc.text(locale)}
+        typed = {k: form.get(k, "") for k in (*fields, "editing")}
+        forms = {which: {"values": typed, "error": error}}
+        return await render_groups(request, status=400, forms=forms)
+    return back(request, HERE, done)
+
+
+@endpoint
+async def sop_save(request: Request) -> Response:
+    """Create an SOP plan, or save the one being edited."""
+    return await _submit(request, "plan", PLAN_FIELDS, _save_plan)
+
+
+@endpoint
+async def faq_save(request: Request) -> Response:
+    """Add an FAQ entry, or save the one being edited."""
+    return await _submit(request, "faq", FAQ_FIELDS, _save_entry)

@@ -4,8 +4,10 @@ The inbound pipeline tells the session which customers its batch serves
 (:func:`expect_customers`). The first :func:`get_row` for one of them loads that kind of row
 for *all* of them in one query; after that, ``get_row`` answers from the session alone: the
 row, or ``None`` when the customer has none (rows loaded, added since and deleted since are
-all in the session). A customer created in the transaction has no rows to load
-(:func:`mark_new`). For any other customer ``get_row`` is ``Session.get``.
+all in the session, and held for the transaction: :func:`hold`). A customer created in the
+transaction has no rows to load (:func:`mark_new`). For any other customer ``get_row`` is
+``Session.get``. A row written with a Core statement is not in the session: its writer must
+expect a conflict (``bump_interest`` does).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
 
-__all__ = ["expect_customers", "get_row", "mark_new"]
+__all__ = ["expect_customers", "get_row", "hold", "mark_new"]
 
 T = TypeVar("T")
 _EXPECTED = "siyu.batch_customers"
@@ -37,6 +39,16 @@ def mark_new(session: Session, customer_id: int) -> None:
     session.info.setdefault(_NEW, set()).add(customer_id)
 
 
+def hold(session: Session, model: type[Any], key: tuple[int, int]) -> None:
+    """Keep a row added to the session (or found in it) for the transaction: the session
+    holds unchanged rows weakly, and a row it dropped would look missing to :func:`get_row`."""
+    found = session.identity_map.get(identity_key(model, key))
+    for row in [found] if found is not None else session.new:
+        if isinstance(row, model) and identity_key(instance=row)[1] == key:
+            session.info.setdefault(_HELD, []).append(row)
+            return
+
+
 def get_row(session: Session, model: type[T], key: tuple[int, int]) -> T | None:
     """``session.get(model, (customer_id, ...))``; see the module docstring."""
     customer_id = key[0]
@@ -51,12 +63,14 @@ def get_row(session: Session, model: type[T], key: tuple[int, int]) -> T | None:
             todo = sorted(expected - done)
             column = model.customer_id  # type: ignore[attr-defined]
             rows = session.scalars(select(model).where(column.in_(todo))).all()
-            # The session holds loaded rows weakly: keep them for the transaction.
-            info.setdefault(_HELD, []).extend(rows)
+            session.info.setdefault(_HELD, []).extend(rows)
             done.update(todo)
     found = session.identity_map.get(identity_key(model, key))
     if found is not None:
-        return None if found in session.deleted else found
+        if found in session.deleted:
+            return None
+        session.info.setdefault(_HELD, []).append(found)
+        return found
     for pending in session.new:  # added in this transaction, not flushed yet
         if isinstance(pending, model) and identity_key(instance=pending)[1] == key:
             return pending

@@ -15,7 +15,7 @@ from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session, joinedload
 
 from storage import inbound_batch
-from storage.batch_rows import get_row, mark_new
+from storage.batch_rows import get_row, hold, mark_new
 from storage.birthdays import format_birthday
 from storage.coupons import CouponCode, CouponDefinition
 from storage.db import insert_ignore
@@ -239,6 +239,7 @@ def add_tag(
                 expires_at=expires,
             )
         )
+        hold(session, CustomerTag, (customer_id, found_id))
         return True
     row.last_seen_at = now
     if row.expires_at is not None or expires is None:

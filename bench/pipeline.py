@@ -291,7 +291,7 @@ async def profile(args: argparse.Namespace, msgs: list, rules: list[KeywordRule]
         f"load average {os.getloadavg()[0]:.1f}"
     )
     out = io.StringIO()
-    pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(40)
+    pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(120)
     print(out.getvalue())
 
 

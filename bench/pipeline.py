@@ -13,6 +13,10 @@ Siyu runs three ways per backend: one event in flight at a time (no batching pos
 ``--concurrency`` events in flight (a burst: the pipeline fills batches), and open-loop
 arrivals at ``--rate`` events/s (the latency of a single event when not saturated).
 
+``--profile`` instead runs the burst once on ``--backend`` (sqlite or postgresql) with the
+batch routing (the database thread) under cProfile and prints the top lines by cumulative
+time and the SQL statements per event.
+
 Prints figures; asserts nothing.
 """
 
@@ -20,7 +24,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
+import io
 import os
+import pstats
 import random
 import statistics
 import sys
@@ -31,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, text
 
 from bot.app.config import KeywordRule, TaggingConfig, load_config
 from bot.core.clock import SystemClock
@@ -75,7 +82,11 @@ def messages(n: int, rng: random.Random) -> list[tuple[str, str]]:
 
 
 async def run_siyu(
-    url: str, msgs: list[tuple[str, str]], rules: list[KeywordRule], concurrency: int = 1
+    url: str,
+    msgs: list[tuple[str, str]],
+    rules: list[KeywordRule],
+    concurrency: int = 1,
+    profiler: cProfile.Profile | None = None,
 ) -> dict:
     db = Database(url)
     db.migrate()
@@ -83,6 +94,13 @@ async def run_siyu(
     harness = SandboxHarness(config, db, SystemClock())
     for user, body in msgs[:50]:  # warm-up (not measured)
         await harness.say("warm" + user, body)
+    statements = [0]
+    event.listen(
+        db.engine, "before_cursor_execute", lambda *a: statements.__setitem__(0, statements[0] + 1)
+    )
+    if profiler is not None:
+        route = harness.runtime.pipeline._route_batch
+        harness.runtime.pipeline._route_batch = lambda events: profiler.runcall(route, events)
     latencies: list[float] = []
     pending = iter(msgs)
 
@@ -99,6 +117,7 @@ async def run_siyu(
     db.close()
     return summary(len(msgs), elapsed, latencies) | {
         "cpu_ms": cpu * 1000 / len(msgs),
+        "statements": statements[0] / len(msgs),
         "batches": pipeline.batches,
         "largest": pipeline.largest_batch,
     }
@@ -211,10 +230,16 @@ async def main() -> None:
     )
     parser.add_argument("--rate", type=float, default=100.0, help="paced arrivals per second")
     parser.add_argument("--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    parser.add_argument(
+        "--profile", action="store_true", help="cProfile the burst's batch routing instead"
+    )
     args = parser.parse_args()
     rng = random.Random(7)
     rules = make_rules(args.rules, rng)
     msgs = messages(args.n, rng)
+    if args.profile:
+        await profile(args, msgs, rules)
+        return
 
     bare = await run_bare_ptb(msgs)
     print(
@@ -251,6 +276,23 @@ async def main() -> None:
             f"{backend + f', paced {args.rate:g}/s':<28}{paced['events_per_s']:>10.0f}"
             f"{paced['p50_ms']:>9.2f}{paced['p99_ms']:>9.2f}"
         )
+
+
+async def profile(args: argparse.Namespace, msgs: list, rules: list[KeywordRule]) -> None:
+    backend = "sqlite" if args.backend == "both" else args.backend
+    profiler = cProfile.Profile()
+    result = await on_backend(
+        backend, args.pg, lambda url: run_siyu(url, msgs, rules, args.concurrency, profiler)
+    )
+    print(
+        f"{backend}, {args.concurrency} in flight, {args.n} events: "
+        f"{result['events_per_s']:.0f} events/s, {result['statements']:.1f} SQL statements/event, "
+        f"batches={result['batches']} largest={result['largest']}, "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(120)
+    print(out.getvalue())
 
 
 async def on_backend(backend: str, pg_admin: str, work) -> dict:

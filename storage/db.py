@@ -24,7 +24,7 @@ from sqlalchemy.sql import Executable
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig  # imported when migrating
 
-__all__ = ["Database", "insert_ignore", "normalize_url", "rowcount"]
+__all__ = ["Database", "insert_ignore", "insert_ignore_returning", "normalize_url", "rowcount"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -163,18 +163,31 @@ def insert_ignore(
     conflict: list[str],
 ) -> int:
     """INSERT ... ON CONFLICT DO NOTHING on SQLite and PostgreSQL; returns rows inserted."""
+    return len(insert_ignore_returning(session, table, rows, conflict))
+
+
+def insert_ignore_returning(
+    session: Session,
+    table: Any,
+    rows: list[dict[str, Any]] | dict[str, Any],
+    conflict: list[str],
+    returning: str = "",
+) -> list[Any]:
+    """INSERT ... ON CONFLICT DO NOTHING for one row or many (one statement); returns the
+    ``returning`` column's value (default: the first conflict column's) of each row inserted."""
     if not rows:
-        return 0
+        return []
     dialect = session.get_bind().dialect.name
     target = getattr(table, "__table__", table)
-    key = (dialect, target, tuple(conflict))
-    returning = _INSERT_IGNORE.get(key)
-    if returning is None:  # statements are immutable: build each one once (hot path)
+    column = returning or conflict[0]
+    key = (dialect, target, tuple(conflict), column)
+    stmt = _INSERT_IGNORE.get(key)
+    if stmt is None:  # statements are immutable: build each one once (hot path)
         make = postgresql.insert if dialect == "postgresql" else sqlite.insert
         stmt = make(target).on_conflict_do_nothing(index_elements=conflict)
-        # rowcount is not reliable for INSERT .. ON CONFLICT on every driver: count RETURNING.
-        returning = _INSERT_IGNORE[key] = stmt.returning(target.c[conflict[0]])
-    return len(session.connection().execute(returning, rows).all())
+        # rowcount is not reliable for INSERT .. ON CONFLICT on every driver: use RETURNING.
+        stmt = _INSERT_IGNORE[key] = stmt.returning(target.c[column])
+    return list(session.connection().execute(stmt, rows).scalars())
 
 
 def rowcount(result: Result[Any]) -> int:
@@ -183,4 +196,4 @@ def rowcount(result: Result[Any]) -> int:
     return cast("CursorResult[Any]", result).rowcount or 0
 
 
-_INSERT_IGNORE: dict[tuple[str, Any, tuple[str, ...]], Executable] = {}
+_INSERT_IGNORE: dict[tuple[str, Any, tuple[str, ...], str], Executable] = {}

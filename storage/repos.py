@@ -11,9 +11,11 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import bindparam, delete, func, select, update
-from sqlalchemy.engine import CursorResult, Engine
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session, joinedload
 
+from storage import inbound_batch
+from storage.batch_rows import get_row, hold, mark_new
 from storage.birthdays import format_birthday
 from storage.coupons import CouponCode, CouponDefinition
 from storage.db import insert_ignore
@@ -31,6 +33,7 @@ from storage.models import (
 )
 from storage.orders import Order
 from storage.scores import CustomerScore
+from storage.tag_ids import forget_cached_ids, tag_id
 from storage.tag_scores import Interest, interests_of
 
 __all__ = [
@@ -41,6 +44,7 @@ __all__ = [
     "ensure_group",
     "ensure_membership",
     "find_identity",
+    "forget_cached_ids",
     "load_conversation",
     "mask_phone",
     "previous_interaction_id",
@@ -102,7 +106,11 @@ def upsert_customer(
     ``reachable``: the customer just wrote to us 1:1, so a block recorded earlier (403,
     unfollow) is over; the identity is marked reachable again.
     """
-    identity = find_identity(session, channel, external_id)
+    batch = inbound_batch.current(session)
+    if batch is not None and (channel, external_id) in batch.identities:
+        identity: Identity | None = batch.identities[(channel, external_id)]
+    else:
+        identity = find_identity(session, channel, external_id)
     if identity is None:
         with session.begin_nested() as savepoint:
             customer = Customer(
@@ -125,8 +133,12 @@ def upsert_customer(
             )
             if not inserted:  # another process created it meanwhile
                 savepoint.rollback()
+            else:
+                mark_new(session, customer.id)  # a new customer has no tags yet
         identity = find_identity(session, channel, external_id)
         assert identity is not None
+    if batch is not None:
+        batch.identities[(channel, external_id)] = identity
     customer = identity.customer
     if reachable and identity.unreachable:
         identity.unreachable, identity.unreachable_reason = False, None
@@ -203,29 +215,6 @@ def ensure_membership(
     return membership
 
 
-def _tag_id(session: Session, name: str) -> int:
-    """The id of a tag by name, created if new. Tags are never renamed or deleted, so ids
-    found are cached per database (a tag created in a transaction that rolls back is not)."""
-    cache = _TAG_IDS.setdefault(str(session.get_bind().engine.url), {})
-    if (tag_id := cache.get(name)) is not None:
-        return tag_id
-    tag_id = session.scalar(select(Tag.id).where(Tag.name == name))
-    if tag_id is None:
-        insert_ignore(session, Tag, {"name": name}, ["name"])
-        return session.execute(select(Tag.id).where(Tag.name == name)).scalar_one()
-    cache[name] = tag_id
-    return tag_id
-
-
-_TAG_IDS: dict[str, dict[str, int]] = {}
-
-
-def forget_cached_ids(engine: Engine) -> None:
-    """Drop the ids cached for a database after a rollback: a tag found inside a transaction
-    that did not commit (created earlier in the same batch) must be looked up again."""
-    _TAG_IDS.pop(str(engine.url), None)
-
-
 def add_tag(
     session: Session,
     customer_id: int,
@@ -236,20 +225,21 @@ def add_tag(
     ttl: timedelta | None = None,
 ) -> bool:
     """Tag a customer (or refresh the tag's last-seen and expiry); True if it is new."""
-    tag_id = _tag_id(session, tag)
+    found_id = tag_id(session, tag)
     expires = now + ttl if ttl else None
-    row = session.get(CustomerTag, (customer_id, tag_id))
+    row = get_row(session, CustomerTag, (customer_id, found_id))
     if row is None:
         session.add(
             CustomerTag(
                 customer_id=customer_id,
-                tag_id=tag_id,
+                tag_id=found_id,
                 source=source,
                 first_seen_at=now,
                 last_seen_at=now,
                 expires_at=expires,
             )
         )
+        hold(session, CustomerTag, (customer_id, found_id))
         return True
     row.last_seen_at = now
     if row.expires_at is not None or expires is None:
@@ -289,6 +279,9 @@ def load_conversation(
     session: Session, channel: str, chat_id: str, user_id: str, customer_id: int, now: datetime
 ) -> Conversation:
     """The conversation row for a ConversationRef, locked for this transaction."""
+    batch = inbound_batch.current(session)
+    if batch is not None and (found := batch.conversations.get((channel, chat_id, user_id))):
+        return found
     params = {"channel": channel, "chat_id": chat_id, "user_id": user_id}
     conversation = session.scalars(_LOAD_CONVERSATION, params).one_or_none()
     if conversation is None:
@@ -308,6 +301,8 @@ def load_conversation(
             ["channel", "chat_id", "user_id"],
         )
         conversation = session.scalars(_LOAD_CONVERSATION, params).one()
+    if batch is not None:
+        batch.conversations[(channel, chat_id, user_id)] = conversation
     return conversation
 
 

@@ -23,8 +23,10 @@ from sqlalchemy import Float, ForeignKey, Index, Integer, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 from sqlalchemy.sql import ColumnElement
 
+from storage.batch_rows import get_row
 from storage.db import insert_ignore
 from storage.models import Base, Tag
+from storage.tag_ids import find_tag_id
 
 __all__ = [
     "EPOCH",
@@ -89,11 +91,11 @@ def bump_interest(
     score. The tag must exist (the caller has just tagged the customer)."""
     if weight <= 0:
         return 0.0
-    tag_id = session.scalar(select(Tag.id).where(Tag.name == tag))
+    tag_id = find_tag_id(session, tag)
     if tag_id is None:
         return 0.0
     rate = rate_for(half_life_days)
-    row = session.get(TagInterest, (customer_id, tag_id))
+    row = get_row(session, TagInterest, (customer_id, tag_id))
     if row is None:
         values = {
             "customer_id": customer_id,

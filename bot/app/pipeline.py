@@ -141,6 +141,7 @@ class Pipeline:
             return [self._route_alone(events[0])]
         try:
             with self.db.transaction() as session:
+                self.router.prefetch(session, events)
                 return [self._dispatch(session, event) for event in events]
         except Exception as exc:
             repos.forget_cached_ids(self.db.engine)
@@ -162,6 +163,7 @@ class Pipeline:
     def _route_alone(self, event: Event) -> DispatchResult | BaseException:
         try:
             with self.db.transaction() as session:
+                self.router.prefetch(session, [event])
                 return self._dispatch(session, event)
         except Exception as exc:
             repos.forget_cached_ids(self.db.engine)

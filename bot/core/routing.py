@@ -29,7 +29,7 @@ from bot.core.events import ChatType, Event, EventKind
 from bot.core.filters import Filter
 from bot.core.redaction import redact
 from bot.core.templating import Renderer
-from storage import repos
+from storage import inbound_batch, repos
 
 if TYPE_CHECKING:
     from bot.app.config import Config
@@ -115,11 +115,38 @@ class Router:
 
     # -- dispatch ----------------------------------------------------------------------
 
+    def prefetch(self, session: Session, events: list[Event]) -> None:
+        """Claim a batch's platform ids and load its identities and conversations in a few
+        queries (storage/inbound_batch.py); :meth:`dispatch` of each event then reads them
+        from the session's batch."""
+        inbound_batch.prefetch(
+            session,
+            [
+                inbound_batch.Claim(
+                    e.dedupe_key,
+                    e.id,
+                    e.ref.channel,
+                    e.actor.user_id,
+                    e.ref.chat_id,
+                    e.ref.user_id,
+                    display_name=e.actor.display_name,
+                    locale=e.actor.locale or self.config.general.locale,
+                    timezone=self.config.general.timezone,
+                )
+                for e in events
+            ],
+            self.clock.now(),
+        )
+
     def dispatch(self, session: Session, event: Event) -> DispatchResult:
         """Process one event inside the caller's transaction."""
         result = DispatchResult(event_id=event.id)
         now = self.clock.now()
-        if not repos.claim_inbound(session, event.dedupe_key, event.id, now):
+        batch = inbound_batch.current(session)
+        claimed = batch.claim(event.id) if batch is not None else None
+        if claimed is None:
+            claimed = repos.claim_inbound(session, event.dedupe_key, event.id, now)
+        if not claimed:
             result.duplicate = True
             return result
         ctx = Context(event, session, self.config, self.renderer, now, enqueue=self.enqueue)
@@ -223,6 +250,7 @@ class Router:
                 log.exception("handler %s failed on event %s", handler.name, ctx.event.id)
                 result.errors.append(redact(f"{handler.name}: {type(exc).__name__}: {exc}"))
                 del ctx.queued[queued_before:]
+                repos.forget_cached_ids(ctx.session.get_bind().engine)  # tags it created
                 if ctx.interaction is not None:
                     ctx.interaction.error = "; ".join(result.errors)
             else:

@@ -9,7 +9,7 @@ every edit and status change, so a manager acting on what they saw is refused if
 changed it meanwhile.
 
 Revision ID: 0820
-Revises: 0791
+Revises: 0810
 """
 
 from collections.abc import Sequence
@@ -20,7 +20,7 @@ from alembic import op
 UTC = sa.DateTime(timezone=True)
 
 revision: str = "0820"
-down_revision: str | Sequence[str] | None = "0791"
+down_revision: str | Sequence[str] | None = "0810"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

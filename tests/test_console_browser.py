@@ -261,7 +261,9 @@ def test_every_page_fits_1440_and_375_pixels(served):
         # The language switch on the page.
         page.goto(server.url + "/console")
         page.select_option("#locale", "en")
-        page.wait_for_load_state("networkidle")
+        # The switch posts the choice and reloads: wait for the reloaded page, not for
+        # network quiet (which can come before the post on a busy machine).
+        page.locator("nav a[data-nav='campaigns']", has_text="Campaigns").wait_for()
         assert page.locator("nav a[data-nav='campaigns']").inner_text() == "Campaigns"
         page.set_viewport_size({"width": 1440, "height": 900})
         page.screenshot(path=str(ARTIFACTS / "dashboard-en-1440.png"), full_page=True)

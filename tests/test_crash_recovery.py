@@ -25,7 +25,7 @@ from tests.support import SandboxHarness, free_port
 
 pytestmark = pytest.mark.slow
 
-N = 1500
+N = 600  # far more than go out before the SIGKILL and the SIGTERM (some 50 after each start)
 SIYU = [sys.executable, "-m", "bot.app.cli"]
 
 

@@ -43,7 +43,7 @@ def test_two_processes_post_a_slot_once(pg_url, config):
         plan = sop.create_plan(s, spec, config=config, now=now, created_by="test")
         plan.checked_until = slot.astimezone(UTC) - timedelta(minutes=2)  # due, not late
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    wait = 4.0
+    wait = 8.0  # ticks every 0.3 s: three or more between the two even on a busy machine
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "tests.groups_proc", pg_url, str(wait)],

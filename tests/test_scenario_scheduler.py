@@ -39,7 +39,9 @@ def test_two_processes_fire_a_scenario_once(pg_url):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "tests.scheduler_proc", pg_url, "4"],
+            # 8 s of ticks every 0.3 s: at least three scenario ticks between the two even
+            # on a machine busy with parallel tests
+            [sys.executable, "-m", "tests.scheduler_proc", pg_url, "8"],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,

@@ -116,6 +116,8 @@ async def test_outside_the_window_the_template_goes_or_window_closed_is_recorded
     cfg = make_config(config, sqlite_db, fake_api)
     async with RunningSiyu(cfg, sqlite_db, clock, free_port()) as siyu:
         await say(siyu, cfg, clock, "hello", 1)
+        # the answer to "hello" goes inside the window (else it would be queued after it)
+        await wait_until(lambda: len(fake_api.calls_to("message/custom/send")) == 1)
         clock.advance(timedelta(hours=49))
         queue(sqlite_db, clock, "late")
         await siyu.runtime.worker.drain_once()

@@ -108,7 +108,7 @@ def worker_for(db: Database, clock, channel: PacedChannel, batch: int = 40) -> D
 
 async def test_a_reply_goes_out_before_a_queued_campaign_backlog(db, clock):
     queue_campaign(db, clock, 1, 400)
-    channel = PacedChannel(rate=200)
+    channel = PacedChannel(rate=100)
     worker = worker_for(db, clock, channel)
     worker.start()
     try:
@@ -122,8 +122,9 @@ async def test_a_reply_goes_out_before_a_queued_campaign_backlog(db, clock):
     finally:
         await worker.stop()
     # The worker held 40 campaign claims when the reply came; the reply still took one of
-    # the next free slots of the channel instead of waiting for them.
-    assert position - queued_at <= 5, (queued_at, position)
+    # the next free slots of the channel instead of waiting for half of them (20) to go.
+    # (At 100/s, 10 sends are the 0.1 s a loaded machine may take to claim the reply.)
+    assert position - queued_at <= 10, (queued_at, position)
     assert len(channel.sent) - position - 1 >= 300  # most of the campaign went after it
     assert Counter(channel.sent_keys()).most_common(1)[0][1] == 1  # each message once
     assert pending(db) == 0
@@ -145,9 +146,9 @@ async def test_two_campaigns_launched_together_share_the_channel(db, clock):
     # within the first 2 × 100 sends both progress about equally (FIFO would be 200 : 0)
     assert first["c2"] >= 80 and first["c1"] >= 80, first
     for campaign in ("c1", "c2"):  # each campaign goes out in its queue order, give or
-        # take the claims in flight (different chats are served concurrently)
+        # take two batches of claims in flight (different chats are served concurrently)
         numbers = [int(k.split(":")[1]) for k in keys if k.startswith(campaign + ":")]
-        assert max(abs(at - n) for at, n in enumerate(numbers)) <= 40, campaign
+        assert max(abs(at - n) for at, n in enumerate(numbers)) <= 2 * 40, campaign
 
 
 async def test_two_workers_on_postgresql_keep_the_shares_fair(pg_url, clock):

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import BindParameter, Select, bindparam, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
 
@@ -49,6 +49,17 @@ def hold(session: Session, model: type[Any], key: tuple[int, int]) -> None:
             return
 
 
+_ROWS_OF: dict[Any, Select[Any]] = {}
+
+
+def _rows_of(model: Any) -> Select[Any]:
+    """The statement loading a model's rows of some customers (built once per model)."""
+    if (stmt := _ROWS_OF.get(model)) is None:
+        ids: BindParameter[Any] = bindparam("ids", expanding=True)
+        stmt = _ROWS_OF[model] = select(model).where(model.customer_id.in_(ids))
+    return stmt
+
+
 def get_row(session: Session, model: type[T], key: tuple[int, int]) -> T | None:
     """``session.get(model, (customer_id, ...))``; see the module docstring."""
     customer_id = key[0]
@@ -61,8 +72,7 @@ def get_row(session: Session, model: type[T], key: tuple[int, int]) -> T | None:
             if customer_id not in expected:
                 return session.get(model, key)
             todo = sorted(expected - done)
-            column = model.customer_id  # type: ignore[attr-defined]
-            rows = session.scalars(select(model).where(column.in_(todo))).all()
+            rows = session.scalars(_rows_of(model), {"ids": todo}).all()
             session.info.setdefault(_HELD, []).extend(rows)
             done.update(todo)
     found = session.identity_map.get(identity_key(model, key))

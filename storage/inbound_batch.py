@@ -67,8 +67,14 @@ class InboundBatch:
 
     def claim(self, event_id: str) -> bool | None:
         """Whether this event (not an earlier delivery of the same platform id) holds its
-        claim; None if the event is not one of the batch's."""
-        return event_id in self.claimed if event_id in self.events else None
+        claim; None if the event is not one of the batch's. A claim is handed out once:
+        the same event routed twice in a batch is a duplicate the second time."""
+        if event_id not in self.events:
+            return None
+        if event_id in self.claimed:
+            self.claimed.discard(event_id)
+            return True
+        return False
 
 
 def current(session: Session) -> InboundBatch | None:

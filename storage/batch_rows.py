@@ -19,7 +19,7 @@ from sqlalchemy import BindParameter, Select, bindparam, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
 
-__all__ = ["expect_customers", "get_row", "hold", "mark_new"]
+__all__ = ["expect_customers", "forget_customers", "get_row", "hold", "mark_new"]
 
 T = TypeVar("T")
 _EXPECTED = "siyu.batch_customers"
@@ -37,6 +37,18 @@ def mark_new(session: Session, customer_id: int) -> None:
     """A customer created in this transaction: every per-customer row of theirs is in the
     session (there is none yet)."""
     session.info.setdefault(_NEW, set()).add(customer_id)
+
+
+def forget_customers(session: Session, customer_ids: Iterable[int]) -> None:
+    """Stop answering for these customers from the session (their rows were moved by a
+    bulk statement, as a merge does): ``get_row`` queries for them again."""
+    gone = set(customer_ids)
+    for key in (_EXPECTED, _NEW):
+        info_set = session.info.get(key)
+        if info_set:
+            info_set.difference_update(gone)
+    for done in session.info.get(_LOADED, {}).values():
+        done.difference_update(gone)
 
 
 def hold(session: Session, model: type[Any], key: tuple[int, int]) -> None:

@@ -15,11 +15,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import BindParameter, Select, bindparam, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
 
-__all__ = ["expect_customers", "get_row", "hold", "mark_new"]
+__all__ = ["expect_customers", "forget_customers", "get_row", "hold", "mark_new"]
 
 T = TypeVar("T")
 _EXPECTED = "siyu.batch_customers"
@@ -39,6 +39,18 @@ def mark_new(session: Session, customer_id: int) -> None:
     session.info.setdefault(_NEW, set()).add(customer_id)
 
 
+def forget_customers(session: Session, customer_ids: Iterable[int]) -> None:
+    """Stop answering for these customers from the session (their rows were moved by a
+    bulk statement, as a merge does): ``get_row`` queries for them again."""
+    gone = set(customer_ids)
+    for key in (_EXPECTED, _NEW):
+        info_set = session.info.get(key)
+        if info_set:
+            info_set.difference_update(gone)
+    for done in session.info.get(_LOADED, {}).values():
+        done.difference_update(gone)
+
+
 def hold(session: Session, model: type[Any], key: tuple[int, int]) -> None:
     """Keep a row added to the session (or found in it) for the transaction: the session
     holds unchanged rows weakly, and a row it dropped would look missing to :func:`get_row`."""
@@ -47,6 +59,17 @@ def hold(session: Session, model: type[Any], key: tuple[int, int]) -> None:
         if isinstance(row, model) and identity_key(instance=row)[1] == key:
             session.info.setdefault(_HELD, []).append(row)
             return
+
+
+_ROWS_OF: dict[Any, Select[Any]] = {}
+
+
+def _rows_of(model: Any) -> Select[Any]:
+    """The statement loading a model's rows of some customers (built once per model)."""
+    if (stmt := _ROWS_OF.get(model)) is None:
+        ids: BindParameter[Any] = bindparam("ids", expanding=True)
+        stmt = _ROWS_OF[model] = select(model).where(model.customer_id.in_(ids))
+    return stmt
 
 
 def get_row(session: Session, model: type[T], key: tuple[int, int]) -> T | None:
@@ -61,8 +84,7 @@ def get_row(session: Session, model: type[T], key: tuple[int, int]) -> T | None:
             if customer_id not in expected:
                 return session.get(model, key)
             todo = sorted(expected - done)
-            column = model.customer_id  # type: ignore[attr-defined]
-            rows = session.scalars(select(model).where(column.in_(todo))).all()
+            rows = session.scalars(_rows_of(model), {"ids": todo}).all()
             session.info.setdefault(_HELD, []).extend(rows)
             done.update(todo)
     found = session.identity_map.get(identity_key(model, key))

@@ -18,6 +18,7 @@ from sqlalchemy import Column, Table, delete, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from storage.batch_rows import forget_customers
 from storage.db import insert_ignore
 from storage.models import Base, Customer, CustomerTag, Identity, Membership
 from storage.tag_scores import TagInterest, days_since_epoch
@@ -147,6 +148,7 @@ def merge_customers(
     if into is None or source is None:
         missing = into_id if into is None else from_id
         raise MergeError(f"no customer #{missing}")
+    forget_customers(session, (into_id, from_id))  # their tag rows move under other keys
     _fold_shared_tags(session, into_id, from_id)
     _fold_shared_interest(session, into_id, from_id)
     kept_groups = select(Membership.group_id).where(Membership.customer_id == into_id)

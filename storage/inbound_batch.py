@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy.orm import Session, joinedload
 
 from storage.batch_rows import expect_customers, mark_new
@@ -67,8 +67,14 @@ class InboundBatch:
 
     def claim(self, event_id: str) -> bool | None:
         """Whether this event (not an earlier delivery of the same platform id) holds its
-        claim; None if the event is not one of the batch's."""
-        return event_id in self.claimed if event_id in self.events else None
+        claim; None if the event is not one of the batch's. A claim is handed out once:
+        the same event routed twice in a batch is a duplicate the second time."""
+        if event_id not in self.events:
+            return None
+        if event_id in self.claimed:
+            self.claimed.discard(event_id)
+            return True
+        return False
 
 
 def current(session: Session) -> InboundBatch | None:
@@ -105,11 +111,7 @@ def prefetch(session: Session, claims: list[Claim], now: datetime) -> InboundBat
 def _load_identities(session: Session, batch: InboundBatch, keys: set[tuple[str, str]]) -> None:
     for channel in sorted({channel for channel, _ in keys}):
         externals = sorted(ext for ch, ext in keys if ch == channel)
-        for identity in session.scalars(
-            select(Identity)
-            .options(joinedload(Identity.customer))
-            .where(Identity.channel == channel, Identity.external_id.in_(externals))
-        ):
+        for identity in session.scalars(_IDENTITIES, {"channel": channel, "externals": externals}):
             batch.identities[(channel, identity.external_id)] = identity
 
 
@@ -174,14 +176,12 @@ def _load_conversations(
     for channel in sorted({channel for channel, _, _ in keys}):
         pairs = {(chat, user) for ch, chat, user in keys if ch == channel}
         for conversation in session.scalars(
-            select(Conversation)
-            .where(
-                Conversation.channel == channel,
-                Conversation.chat_id.in_(sorted({chat for chat, _ in pairs})),
-                Conversation.user_id.in_(sorted({user for _, user in pairs})),
-            )
-            .order_by(Conversation.id)
-            .with_for_update()
+            _CONVERSATIONS,
+            {
+                "channel": channel,
+                "chats": sorted({chat for chat, _ in pairs}),
+                "users": sorted({user for _, user in pairs}),
+            },
         ):
             if (conversation.chat_id, conversation.user_id) in pairs:
                 batch.conversations[(channel, conversation.chat_id, conversation.user_id)] = (
@@ -214,4 +214,23 @@ def _create_conversations(
         _load_conversations(session, batch, set(new))
 
 
+#: Built once (every batch runs them): the lists are bound per call.
+_IDENTITIES = (
+    select(Identity)
+    .options(joinedload(Identity.customer))
+    .where(
+        Identity.channel == bindparam("channel"),
+        Identity.external_id.in_(bindparam("externals", expanding=True)),
+    )
+)
+_CONVERSATIONS = (
+    select(Conversation)
+    .where(
+        Conversation.channel == bindparam("channel"),
+        Conversation.chat_id.in_(bindparam("chats", expanding=True)),
+        Conversation.user_id.in_(bindparam("users", expanding=True)),
+    )
+    .order_by(Conversation.id)
+    .with_for_update()
+)
 _INSERT_CUSTOMERS = insert(Customer).returning(Customer.id, sort_by_parameter_order=True)

@@ -134,9 +134,10 @@ async def test_a_retry_in_the_same_batch_is_a_duplicate_of_its_first_delivery(co
         )
         for i in range(9)
     ]
+    events.append(events[1])  # the very same event handed over twice, in the same batch
     results = await asyncio.gather(*(h.runtime.handle(e) for e in events))
     assert h.runtime.pipeline.largest_batch > 3
-    assert [r.duplicate for r in results] == [False] * 3 + [True] * 6
+    assert [r.duplicate for r in results] == [False] * 3 + [True] * 7
     with db.sessions() as s:
         assert s.scalars(select(Interaction.text).order_by(Interaction.id)).all() == [
             "周末去哪 0",

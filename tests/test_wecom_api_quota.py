@@ -5,6 +5,7 @@ processes that deliver, never in web processes."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import pytest
@@ -19,18 +20,24 @@ from tests.fakes.wechat import wecom_config
 REDIS_URL = "redis://127.0.0.1:6379/10"
 
 
-def _client(db, clock, fake_api, name: str, per_minute: int) -> WecomApi:
+def _minute_from_now() -> float:
+    """A window offset that makes the current minute-long window start now, so a test's
+    calls never straddle two windows (the windows are fixed, on the wall clock)."""
+    return (-time.time()) % 60.0
+
+
+def _client(db, clock, fake_api, name: str, per_minute: int, offset: float) -> WecomApi:
     """One process's WeCom client: its own quota object, one Redis for all."""
-    quota = SharedQuota(
-        name, [QuotaWindow("minute", per_minute, 60.0)], redis_url=REDIS_URL, reply_reserve=0.25
-    )
+    window = QuotaWindow("minute", per_minute, 60.0, offset)
+    quota = SharedQuota(name, [window], redis_url=REDIS_URL, reply_reserve=0.25)
     store = TokenStore(db, clock, 300)
     return WecomApi("ww-corp", "corp-secret", store, fake_api.base_url, 5.0, quota=quota)
 
 
 def test_each_api_has_its_own_count_shared_by_two_clients(db, clock, fake_api):
     name = f"wecom-test-{uuid.uuid4().hex[:8]}"
-    first, second = (_client(db, clock, fake_api, name, per_minute=4) for _ in range(2))
+    offset = _minute_from_now()
+    first, second = (_client(db, clock, fake_api, name, 4, offset) for _ in range(2))
     CALL_PURPOSE.set("reply")
     for client in (first, second, first, second):  # 4 of message/send, between them
         client.call(client.message.send_text, 1000002, "zhangsan", "您好")
@@ -52,7 +59,7 @@ def test_each_api_has_its_own_count_shared_by_two_clients(db, clock, fake_api):
 
 def test_background_calls_leave_the_reserve_to_replies(db, clock, fake_api):
     name = f"wecom-test-{uuid.uuid4().hex[:8]}"
-    client = _client(db, clock, fake_api, name, per_minute=4)
+    client = _client(db, clock, fake_api, name, 4, _minute_from_now())
     CALL_PURPOSE.set("marketing")  # what mass-send polling and tag sync count as
     for i in range(3):  # 3 of 4: a quarter is kept for replies
         client.call(client.external_contact.get, f"wmEXT{i}")

@@ -150,8 +150,14 @@ class PgDatabases:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
     def _reset(self, url: str) -> str:
-        """Bring a used copy back to the template's state; a fresh copy if that fails."""
+        """Bring a used copy back to the template's state; a fresh copy if that fails.
+
+        The copy is renamed first, right after its sessions are ended, and cleaned under
+        its new name: a pool or thread the finished test left behind can only reconnect to
+        the old name, which no longer exists, so it cannot write into the next test's copy.
+        """
         name = url.rsplit("/", 1)[1]
+        fresh = f"siyu_test_{uuid.uuid4().hex[:10]}"
         try:
             with self._admin.connect() as conn:
                 conn.execute(
@@ -161,7 +167,9 @@ class PgDatabases:
                     ),
                     {"name": name},
                 )
-            engine = create_engine(url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+                conn.execute(text(f'ALTER DATABASE "{name}" RENAME TO "{fresh}"'))
+            fresh_url = _pg_database_url(fresh)
+            engine = create_engine(fresh_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
             try:
                 with engine.connect() as conn:
                     present = inspect(conn).get_table_names()
@@ -176,12 +184,10 @@ class PgDatabases:
                     )
             finally:
                 engine.dispose()
-            fresh = f"siyu_test_{uuid.uuid4().hex[:10]}"
-            with self._admin.connect() as conn:
-                conn.execute(text(f'ALTER DATABASE "{name}" RENAME TO "{fresh}"'))
-            return _pg_database_url(fresh)
-        except Exception:  # e.g. a server role without superuser rights: a new copy then
+            return fresh_url
+        except Exception:  # e.g. a session reconnected before the rename: a new copy then
             self._drop(url)
+            self._drop(_pg_database_url(fresh))
             assert self.template is not None
             return self._create(self.template)
 

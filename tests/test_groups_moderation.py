@@ -230,7 +230,7 @@ async def test_mod_settings_are_checked_and_shown(tg):
     await admin(tg, "/mod links 3")
     await tg.deliver()
     bad, usage, shown = tg.api.texts(GROUP)
-    assert bad == "条数 需是 2 到 100 之间的整数。"
+    assert bad == "条数 需是 2 到 100 之间的整数，或 0（关闭）。"
     assert usage.startswith("用法：/mod（查看）")
     assert "新成员链接：入群 3 天内发的链接和邀请会被删除" in shown
     assert "刷屏：关" in shown

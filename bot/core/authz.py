@@ -262,7 +262,18 @@ ROUTES: tuple[RouteRule, ...] = (
         "reset password, deactivate, change role",
     ),
     _route("/console/measures", "GET", _INBOX_MANAGER, "loyalty, cohorts, AARRR, surveys"),
-    _route("/console/groups", "GET", _INBOX_MANAGER, "SOP plans, FAQ entries, moderation log"),
+    _route(
+        "/console/groups",
+        "GET",
+        _INBOX_MANAGER,
+        "SOP plans, FAQ entries, groups and their moderation rules, moderation log",
+    ),
+    _route(
+        "/console/groups/{group_id}/moderation",
+        "POST",
+        _INBOX_MANAGER,
+        "change a group's moderation rules",
+    ),
     _route("/console/groups/sop", "POST", _INBOX_MANAGER, "create or edit an SOP plan"),
     _route("/console/groups/faq", "POST", _INBOX_MANAGER, "add or edit an FAQ entry"),
     _route(

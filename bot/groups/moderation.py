@@ -34,7 +34,7 @@ from bot.app.config import Config
 from bot.core.events import ConversationRef
 from bot.core.i18n import t
 from bot.core.templating import Renderer
-from bot.groups.errors import GroupsError, Label
+from bot.groups.errors import GroupsError, Label, about
 from bot.outbox import queue as outbox
 from storage.db import insert_ignore
 from storage.groups import GroupModeration, GroupWarning, ModerationAction, NewcomerCheck
@@ -44,15 +44,20 @@ from storage.models import Group, Interaction
 __all__ = [
     "ACTS_ON",
     "CONFIRM_PREFIX",
+    "NUMBERS",
     "Settings",
     "act",
     "check_message",
     "configure",
     "confirm_newcomer",
     "expire_newcomers",
+    "group_rules",
     "newcomer_joined",
     "recent_actions",
+    "revised",
+    "save_settings",
     "settings_of",
+    "split_words",
     "warn",
 ]
 
@@ -98,35 +103,141 @@ _cache: dict[tuple[str, int], tuple[int, float, Settings]] = {}
 _generation = 0
 
 
+def _stored(raw: Mapping[str, Any] | None) -> Settings:
+    """The settings as stored (a JSON object; unknown keys ignored, missing ones default)."""
+    if not raw:
+        return Settings()
+    known = {f.name for f in dataclasses.fields(Settings)}
+    values = {k: v for k, v in raw.items() if k in known}
+    values["banned_words"] = tuple(values.get("banned_words") or ())
+    return Settings(**values)
+
+
 def settings_of(session: Session, group_id: int) -> Settings:
+    """A group's rules (the defaults, every rule off, if none were set)."""
     key = (str(session.get_bind().engine.url), group_id)
     cached = _cache.get(key)
     now = time.monotonic()
     if cached is not None and cached[0] == _generation and now - cached[1] < CACHE_SECONDS:
         return cached[2]
     row = session.get(GroupModeration, group_id)
-    settings = Settings()
-    if row is not None and row.settings:
-        known = {f.name for f in dataclasses.fields(Settings)}
-        values = {k: v for k, v in row.settings.items() if k in known}
-        values["banned_words"] = tuple(values.get("banned_words") or ())
-        settings = Settings(**values)
+    settings = _stored(row.settings if row is not None else None)
     if len(_cache) > 10_000:
         _cache.clear()
     _cache[key] = (_generation, now, settings)
     return settings
 
 
-def _int(value: str, low: int, high: int, what: str) -> int:
+#: The number rules: field → (lowest, highest, what it counts, whether 0 turns it off).
+NUMBERS: dict[str, tuple[int, int, str, bool]] = {
+    "links_days": (1, 365, "days", True),
+    "flood_count": (2, 100, "messages", True),
+    "flood_seconds": (1, 3600, "seconds", False),
+    "flood_mute_minutes": (1, MAX_MINUTES, "minutes", False),
+    "captcha_minutes": (1, 1440, "minutes", True),
+    "warn_limit": (1, 10, "warnings", False),
+    "warn_mute_minutes": (1, MAX_MINUTES, "minutes", False),
+}
+#: what turns a rule off in a chat command or a form field
+OFF = ("off", "关闭", "关", "0")
+#: how a list of banned words typed in one text is split (lines, commas, the 、 of Chinese)
+WORD_SEPARATORS = re.compile(r"[\n\r,，、;；]+")
+
+
+def _number(name: str, value: object) -> int:
+    low, high, what, may_be_off = NUMBERS[name]
+    text = str(value).strip().lower()
+    if may_be_off and text in OFF:
+        return 0
     try:
-        number = int(value)
+        number = int(text) if len(text) <= 12 else low - 1
     except ValueError:
         number = low - 1
     if not low <= number <= high:
-        raise GroupsError(
-            "groups.mod.error.number", what=Label(f"groups.mod.what.{what}"), low=low, high=high
-        )
+        key = "groups.mod.error.number_or_off" if may_be_off else "groups.mod.error.number"
+        raise GroupsError(key, what=Label(f"groups.mod.what.{what}"), low=low, high=high)
     return number
+
+
+def split_words(text: str) -> list[str]:
+    """The banned words of one text: one per line or between commas (、，;)."""
+    return [w for w in (part.strip() for part in WORD_SEPARATORS.split(text)) if w]
+
+
+def _words(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        words = split_words(value)
+    elif isinstance(value, list | tuple):
+        words = [str(w) for w in value]
+    else:
+        raise GroupsError("groups.mod.usage")
+    kept: list[str] = []
+    for word in (w.strip().lower() for w in words):
+        if len(word) > MAX_WORD:
+            raise GroupsError("groups.mod.error.word", limit=MAX_WORD)
+        if word and word not in kept:
+            kept.append(word)
+    if len(kept) > MAX_WORDS:
+        raise GroupsError("groups.mod.error.words", limit=MAX_WORDS)
+    return tuple(kept)
+
+
+def revised(current: Settings, changes: Mapping[str, object]) -> Settings:
+    """``current`` with ``changes`` — a field of :class:`Settings` → its new value (a number
+    or its text; ``off`` or 0 turns a rule off; ``banned_words`` a list, or one text of
+    words) — each checked against its bounds. The one check of ``/mod`` and the console's
+    form: a :class:`GroupsError` names the field it is about (``exc.field``)."""
+    values: dict[str, Any] = {}
+    for name, value in changes.items():
+        with about(name):
+            if name == "banned_words":
+                values[name] = _words(value)
+            elif name in NUMBERS:
+                values[name] = _number(name, value)
+            else:
+                raise GroupsError("groups.mod.usage")
+    return dataclasses.replace(current, **values)
+
+
+def save_settings(
+    session: Session, group: Group, settings: Settings, actor: str, now: datetime
+) -> Settings:
+    """Store a group's rules (checked by :func:`revised`); this process reads them at once,
+    others within :data:`CACHE_SECONDS`."""
+    row = session.get(GroupModeration, group.id)
+    if row is None:
+        row = GroupModeration(group_id=group.id)
+        session.add(row)
+    row.settings = settings.as_dict()
+    row.updated_by = actor[:128]
+    row.updated_at = now
+    global _generation
+    _generation += 1
+    return settings
+
+
+def _chat_changes(current: Settings, rule: str, rest: list[str]) -> dict[str, object]:
+    """The changes of one ``/mod`` rule's arguments (see the module docstring)."""
+    off = bool(rest) and rest[0].lower() in OFF
+    if rule == "links" and rest:
+        return {"links_days": rest[0]}
+    if rule == "flood" and off:
+        return {"flood_count": 0}
+    if rule == "flood" and len(rest) == 3:
+        return dict(zip(("flood_count", "flood_seconds", "flood_mute_minutes"), rest, strict=True))
+    if rule == "captcha" and rest:
+        return {"captcha_minutes": rest[0]}
+    if rule == "warns" and len(rest) == 2:
+        return {"warn_limit": rest[0], "warn_mute_minutes": rest[1]}
+    if rule == "words" and len(rest) >= 2 and rest[0].lower() in ("add", "del"):
+        words = [w.strip().lower() for w in rest[1:] if w.strip()]
+        kept = list(current.banned_words)
+        if rest[0].lower() == "add":
+            kept += [w for w in words if w not in kept]
+        else:
+            kept = [w for w in kept if w not in words]
+        return {"banned_words": kept}
+    raise GroupsError("groups.mod.usage")
 
 
 def configure(
@@ -136,54 +247,8 @@ def configure(
     current = settings_of(session, group.id)
     if not args:
         return current
-    rule, rest = args[0].lower(), args[1:]
-    off = bool(rest) and rest[0].lower() in ("off", "关闭", "0")
-    if rule == "links" and rest:
-        new = dataclasses.replace(current, links_days=0 if off else _int(rest[0], 1, 365, "days"))
-    elif rule == "flood" and (off or len(rest) == 3):
-        new = (
-            dataclasses.replace(current, flood_count=0)
-            if off
-            else dataclasses.replace(
-                current,
-                flood_count=_int(rest[0], 2, 100, "messages"),
-                flood_seconds=_int(rest[1], 1, 3600, "seconds"),
-                flood_mute_minutes=_int(rest[2], 1, MAX_MINUTES, "minutes"),
-            )
-        )
-    elif rule == "captcha" and rest:
-        minutes = 0 if off else _int(rest[0], 1, 1440, "minutes")
-        new = dataclasses.replace(current, captcha_minutes=minutes)
-    elif rule == "warns" and len(rest) == 2:
-        new = dataclasses.replace(
-            current,
-            warn_limit=_int(rest[0], 1, 10, "warnings"),
-            warn_mute_minutes=_int(rest[1], 1, MAX_MINUTES, "minutes"),
-        )
-    elif rule == "words" and len(rest) >= 2 and rest[0].lower() in ("add", "del"):
-        words = [w.strip().lower() for w in rest[1:] if w.strip()]
-        if any(len(w) > MAX_WORD for w in words):
-            raise GroupsError("groups.mod.error.word", limit=MAX_WORD)
-        kept = list(current.banned_words)
-        if rest[0].lower() == "add":
-            kept += [w for w in words if w not in kept]
-        else:
-            kept = [w for w in kept if w not in words]
-        if len(kept) > MAX_WORDS:
-            raise GroupsError("groups.mod.error.words", limit=MAX_WORDS)
-        new = dataclasses.replace(current, banned_words=tuple(kept))
-    else:
-        raise GroupsError("groups.mod.usage")
-    row = session.get(GroupModeration, group.id)
-    if row is None:
-        row = GroupModeration(group_id=group.id)
-        session.add(row)
-    row.settings = new.as_dict()
-    row.updated_by = actor[:128]
-    row.updated_at = now
-    global _generation
-    _generation += 1
-    return new
+    changes = _chat_changes(current, args[0].lower(), args[1:])
+    return save_settings(session, group, revised(current, changes), actor, now)
 
 
 # -- the one path of every action ------------------------------------------------------
@@ -570,6 +635,26 @@ def expire_newcomers(services) -> int:
                 notice=True,
             )
         return len(due)
+
+
+def group_rules(
+    session: Session, *, search: str = "", limit: int = 200
+) -> tuple[list[tuple[Group, Settings, GroupModeration | None]], int]:
+    """The groups (by title; those whose title or platform id contains ``search``) with
+    their rules and who last changed them, at most ``limit``; and how many match."""
+    query = select(Group, GroupModeration).join(
+        GroupModeration, GroupModeration.group_id == Group.id, isouter=True
+    )
+    count = select(func.count()).select_from(Group)
+    if search:
+        matches = Group.title.icontains(search, autoescape=True) | Group.external_id.icontains(
+            search, autoescape=True
+        )
+        query, count = query.where(matches), count.where(matches)
+    rows = session.execute(query.order_by(Group.title, Group.id).limit(limit)).all()
+    return [(g, _stored(m.settings if m else None), m) for g, m in rows], int(
+        session.scalar(count) or 0
+    )
 
 
 def recent_actions(

@@ -70,6 +70,7 @@ def console_routes() -> list[BaseRoute]:
         Route("/console/groups", groups.groups_page, methods=get),
         Route("/console/groups/sop", group_forms.sop_save, methods=post),
         Route("/console/groups/faq", group_forms.faq_save, methods=post),
+        Route("/console/groups/{group_id}/moderation", group_forms.moderation_save, methods=post),
         Route("/console/groups/sop/{name}/{action}", groups.sop_action, methods=post),
         Route("/console/groups/faq/{entry_id}/delete", groups.faq_delete, methods=post),
         Route("/console/staff", staff.staff_page, methods=get),

@@ -1,10 +1,14 @@
-"""The Groups page's forms: create or edit an SOP plan and an FAQ entry.
+"""The Groups page's forms: create or edit an SOP plan and an FAQ entry, and change a
+group's moderation rules.
 
 The forms call bot/groups/sop.py and bot/groups/faq.py — :func:`~bot.groups.sop.plan_spec`
 and :func:`~bot.groups.faq.faq_spec` check the fields (the same checks as ``/sop add`` and
 ``/faq add``, which read a line into the same parts), then ``create_plan``/``update_plan``
 and ``add_entry``/``update_entry`` store them. A refused form is shown again with what was
 typed and the error next to its field (the schedule parser's next to "when").
+
+A group's rules go through :func:`bot.groups.moderation.revised` (the bounds ``/mod``
+checks) and :func:`~bot.groups.moderation.save_settings`, the functions of ``/mod``.
 """
 
 from __future__ import annotations
@@ -14,20 +18,29 @@ from starlette.responses import Response
 
 from bot.conversations import handoff
 from bot.core.i18n import t
-from bot.groups import faq, sop
+from bot.groups import faq, moderation, sop
 from bot.groups.errors import GroupsError
 from bot.web.console.common import (
     back,
     endpoint,
     form_of,
+    int_param,
     locale_of,
     manager_of,
     run,
     runtime_of,
 )
-from bot.web.console.groups import FAQ_FIELDS, HERE, PLAN_FIELDS, render_groups
+from bot.web.console.groups import (
+    FAQ_FIELDS,
+    HERE,
+    MOD_FIELDS,
+    PLAN_FIELDS,
+    group_view,
+    render_groups,
+)
+from storage.models import Group
 
-__all__ = ["faq_save", "sop_save"]
+__all__ = ["faq_save", "moderation_save", "sop_save"]
 
 #: the plan form's fields that are ``key=value`` options of a ``/sop add`` line
 PLAN_OPTIONS = tuple(f for f in PLAN_FIELDS if f not in ("name", "when", "text"))
@@ -124,3 +137,53 @@ async def sop_save(request: Request) -> Response:
 async def faq_save(request: Request) -> Response:
     """Add an FAQ entry, or save the one being edited."""
     return await _submit(request, "faq", FAQ_FIELDS, _save_entry)
+
+
+def _save_rules(runtime, group_id: int, form: dict[str, str], username: str) -> str:
+    """Store the rules of the form for the group (every field checked as ``/mod`` checks
+    it); the group's name for the confirmation."""
+    now = runtime.clock.now()
+    with runtime.db.transaction() as session:
+        group = session.get(Group, group_id)
+        if group is None:
+            raise GroupsError("groups.mod.error.no_group", id=group_id)
+        current = moderation.settings_of(session, group.id)
+        changes = {k: form.get(k, "") for k in MOD_FIELDS}
+        settings = moderation.revised(current, changes)
+        moderation.save_settings(session, group, settings, f"console:{username}", now)
+        handoff.audit(
+            session,
+            username,
+            "mod_settings",
+            now,
+            group=f"{group.channel}:{group.external_id}",
+            settings=settings.as_dict(),
+        )
+        return group.title or group.external_id
+
+
+@endpoint
+async def moderation_save(request: Request) -> Response:
+    """Change one group's moderation rules; a refused field is shown at its place with the
+    form as typed."""
+    user = await manager_of(request)
+    form = await form_of(request, user)
+    locale = locale_of(request, user)
+    runtime = runtime_of(request)
+    group_id = int_param(request, "group_id")
+    try:
+        name = await run(request, _save_rules, runtime, group_id, form, user.username)
+    except GroupsError as exc:
+        if exc.field is None:  # no such group
+            return back(request, HERE, exc.text(locale), error=True)
+
+        def load() -> dict | None:
+            with runtime.db.sessions() as session:
+                group = session.get(Group, group_id)
+                return group_view(group) if group is not None else None
+
+        typed = {k: form.get(k, "") for k in MOD_FIELDS}
+        error = {"field": exc.field, "text": exc.text(locale)}
+        box = {"values": typed, "error": error, "group": await run(request, load)}
+        return await render_groups(request, status=400, forms={"mod": box})
+    return back(request, HERE, t("console.groups.rules_saved", locale, name=name))

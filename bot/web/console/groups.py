@@ -1,9 +1,11 @@
 """The console's Groups page: scheduled group posts (SOP plans) with their posts and clicks
-per group, FAQ entries with their hits, and the latest moderation actions.
+per group, FAQ entries with their hits, the groups with their moderation rules, and the
+latest moderation actions.
 
 Pause, resume and delete call bot/groups/sop.py and bot/groups/faq.py — the functions of
-the ``/sop`` and ``/faq`` chat commands and of ``siyu sop|faq`` — and the log is
-bot/groups/moderation.py's :func:`recent_actions`, as ``/mod log`` and ``siyu mod log``.
+the ``/sop`` and ``/faq`` chat commands and of ``siyu sop|faq``; a group's rules are
+bot/groups/moderation.py's, as ``/mod`` shows and sets them; and the log is
+:func:`~bot.groups.moderation.recent_actions`, as ``/mod log`` and ``siyu mod log``.
 """
 
 from __future__ import annotations
@@ -15,9 +17,8 @@ from starlette.responses import Response
 
 from bot.conversations import handoff
 from bot.core.i18n import t
-from bot.groups import faq, sop
+from bot.groups import faq, moderation, sop
 from bot.groups.errors import GroupsError
-from bot.groups.moderation import recent_actions
 from bot.groups.schedule import parse_schedule
 from bot.web.console.campaigns import content_templates
 from bot.web.console.common import (
@@ -32,9 +33,11 @@ from bot.web.console.common import (
     runtime_of,
 )
 from storage.groups import FaqEntry, SopPlan
+from storage.models import Group
 
 __all__ = [
     "FAQ_FIELDS",
+    "MOD_FIELDS",
     "PLAN_FIELDS",
     "entry_form",
     "faq_delete",
@@ -42,6 +45,7 @@ __all__ = [
     "load_groups",
     "plan_form",
     "render_groups",
+    "rules_form",
     "sop_action",
 ]
 
@@ -52,8 +56,15 @@ PLAN_FIELDS = ("name", "when", "to", "channel", "text", "template", "coupon", "b
 #: the FAQ form's fields (bot/groups/faq.py's keys and the two answers)
 FAQ_FIELDS = ("question", "keywords", "answer_zh", "answer_en", "template", "where", "groups",
               "cooldown")  # fmt: skip
+#: a group's moderation form: the fields of bot/groups/moderation.py's ``Settings``
+MOD_FIELDS = ("links_days", "flood_count", "flood_seconds", "flood_mute_minutes",
+              "captcha_minutes", "banned_words", "warn_limit", "warn_mute_minutes")  # fmt: skip
 #: the moderation actions the page lists (newest first)
 LOG_LIMIT = 50
+#: the groups the page lists with their rules (by title; a search narrows them)
+GROUP_LIMIT = 200
+#: the longest group search the page takes (as a group's title)
+MAX_GROUP_SEARCH = 200
 #: plan action → the status it sets (``delete`` removes the plan)
 SOP_ACTIONS = {"pause": "paused", "resume": "active", "delete": None}
 #: a plan name is at most this long (as the ``sop_plans.name`` column)
@@ -104,8 +115,28 @@ def entry_form(entry: FaqEntry) -> dict[str, str]:
     }
 
 
-def load_groups(session, zone: ZoneInfo, now) -> dict:
-    """The plans with their report per group, the FAQ entries and the moderation log."""
+def rules_form(settings: moderation.Settings) -> dict[str, str]:
+    """A group's rules as the moderation form's values (banned words one per line)."""
+    values = settings.as_dict()
+    form = {k: str(values[k]) for k in MOD_FIELDS if k != "banned_words"}
+    return form | {"banned_words": "\n".join(settings.banned_words)}
+
+
+def group_view(group: Group) -> dict:
+    """What the page shows of a group besides its rules."""
+    return {
+        "id": group.id,
+        "channel": group.channel,
+        "external_id": group.external_id,
+        "title": group.title or "",
+        "active": group.active,
+        "acts": group.channel in moderation.ACTS_ON,
+    }
+
+
+def load_groups(session, zone: ZoneInfo, now, search: str = "") -> dict:
+    """The plans with their report per group, the FAQ entries, the groups (those matching
+    ``search``) with their moderation rules, and the moderation log."""
     plans = []
     for plan in sop.list_plans(session):
         report = sop.plan_report(session, plan)
@@ -147,9 +178,20 @@ def load_groups(session, zone: ZoneInfo, now) -> dict:
             "actor": a.actor,
             "status": status or "-",
         }
-        for a, g, status in recent_actions(session, None, limit=LOG_LIMIT)
+        for a, g, status in moderation.recent_actions(session, None, limit=LOG_LIMIT)
     ]
-    return {"plans": plans, "entries": entries, "log": log}
+    rules, matching = moderation.group_rules(session, search=search, limit=GROUP_LIMIT)
+    groups = [
+        group_view(g)
+        | {
+            "rules": settings.as_dict(),
+            "updated_by": row.updated_by if row else "",
+            "updated_at": row.updated_at if row else None,
+        }
+        for g, settings, row in rules
+    ]
+    return {"plans": plans, "entries": entries, "log": log, "groups": groups,
+            "group_count": matching, "group_search": search}  # fmt: skip
 
 
 def _editing(session, request: Request) -> dict:
@@ -165,20 +207,29 @@ def _editing(session, request: Request) -> dict:
         entry = session.get(FaqEntry, int(raw))
         if entry is not None:
             forms["faq"] = {"values": entry_form(entry), "error": None}
+    raw = request.query_params.get("mod", "")
+    if raw.isdigit() and len(raw) < 18:
+        group = session.get(Group, int(raw))
+        if group is not None:
+            settings = moderation.settings_of(session, group.id)
+            forms["mod"] = {"values": rules_form(settings), "error": None,
+                            "group": group_view(group)}  # fmt: skip
     return forms
 
 
 async def render_groups(request: Request, *, status: int = 200, forms: dict | None = None):
-    """The Groups page; ``forms`` (``plan``/``faq`` → values and error) fill in its forms,
-    otherwise ``?plan=NAME`` / ``?faq=ID`` open one for editing."""
+    """The Groups page; ``forms`` (``plan``/``faq``/``mod`` → values and error) fill in its
+    forms, otherwise ``?plan=NAME`` / ``?faq=ID`` / ``?mod=GROUP_ID`` open one for editing
+    (``?q=`` narrows the groups listed)."""
     user = await manager_of(request)
     runtime = runtime_of(request)
     zone = ZoneInfo(runtime.config.general.timezone)
     now = runtime.clock.now()
+    search = request.query_params.get("q", "").strip()[:MAX_GROUP_SEARCH]
 
     def load() -> dict:
         with runtime.db.sessions() as session:
-            data = load_groups(session, zone, now)
+            data = load_groups(session, zone, now, search)
             data["forms"] = forms if forms is not None else _editing(session, request)
             return data
 
@@ -186,6 +237,7 @@ async def render_groups(request: Request, *, status: int = 200, forms: dict | No
     blank: dict = {"values": {}, "error": None}
     data["plan"] = data["forms"].get("plan", blank)
     data["faq_form"] = data["forms"].get("faq", blank)
+    data["mod_form"] = data["forms"].get("mod")
     data["template_options"] = [("", "-"), *((n, n) for n in content_templates(request))]
     return page(request, "console/groups.html", user, status=status, section="groups", **data)
 

@@ -14,6 +14,7 @@ from storage.models import Base, BigId, Customer
 from storage.orders import Order
 
 __all__ = [
+    "AARRR_REPORT",
     "CHURN_REPORT",
     "InviteCode",
     "MeasuresRollup",
@@ -123,6 +124,10 @@ class MeasuresRollup(Base):
     computed_at: Mapped[datetime]
 
 
+#: the stored report of the AARRR chain, the one that reads interactions (the retention
+#: purge deletes old ones)
+AARRR_REPORT = "aarrr"
+
 #: the stored report of the churn figures (lifecycle stages now and stage changes), read
 #: from the scores: it goes stale when scores are recomputed, not as days pass
 CHURN_REPORT = "churn"
@@ -133,7 +138,8 @@ def forget_rollups(
 ) -> int:
     """Drop the rolled-up counts that data at or after ``since`` (everything without it)
     makes stale — a late order import — or those of ``report`` (the churn figures when
-    scores change). Returns the rows dropped."""
+    scores change, the AARRR chain when the retention purge deletes interactions). Returns
+    the rows dropped."""
     stmt = delete(MeasuresRollup)
     if since is not None:
         stmt = stmt.where(MeasuresRollup.cutoff_at > since)

@@ -1,21 +1,25 @@
 """The Measures page's rollup (bot/measures/rollup.py) gives the same figures as the direct
 reports of bot/measures/loyalty.py (what ``siyu report`` prints), on SQLite and PostgreSQL:
 with activity today, after more activity once the finished days are stored, after a late
-order import, and after the nightly count of the next day."""
+order import, after the retention purge, after forgetting a customer, and after the
+nightly count of the next day."""
 
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
+from bot.app.purge import purge
+from bot.customers.forget import forget_customer
 from bot.customers.orders import OrderInput, store_orders
 from bot.customers.rfm import recompute_scores
 from bot.measures import loyalty, rollup
 from bot.measures.periods import parse_period
 from storage.measures import MeasuresRollup, Referral
-from storage.models import Customer, Interaction
+from storage.models import Customer, Identity, Interaction
 from storage.orders import Order
 
 ZONE = "Asia/Shanghai"
@@ -190,4 +194,38 @@ def test_the_churn_figures_are_kept_until_scores_change(db, config):
     with db.transaction() as s:  # the nightly recompute moves stages: the stored ones go
         recompute_scores(s, config, NOW)
     assert "churn" not in {report for report, _, _, _ in stored(db)}
+    assert_paths_agree(db, config)
+
+
+def test_the_retention_purge_drops_the_aarrr_counts_it_makes_stale(db, config):
+    """Purging old interactions changes the AARRR chain (it reads a customer's interactions
+    of any time): its stored counts go with the purge, the other reports' stay, and the
+    page equals the direct count again."""
+    with db.transaction() as s:
+        populate(s, random.Random(13), 60, tag="g")
+    with db.transaction() as s:
+        recompute_scores(s, config, NOW)
+    assert_paths_agree(db, config)
+    before = stored(db)
+    retention = replace(config.retention, interactions_days=100)
+    (done,) = purge(db, config.replace(retention=retention), NOW)
+    assert done.deleted > 0
+    gone = set(before) - set(stored(db))
+    assert {report for report, _, _, _ in gone} == {"aarrr"} and len(gone) == len(PERIODS)
+    assert_paths_agree(db, config)
+
+
+def test_forgetting_a_customer_keeps_the_figures_exact(db, config):
+    """A forgotten customer keeps the rows the figures count (anonymously): the stored
+    counts stay and still equal the direct count."""
+    with db.transaction() as s:
+        ids = populate(s, random.Random(14), 40, tag="h")
+        s.add(Identity(customer_id=ids[0], channel="sandbox", external_id="h0", display_name="H"))
+    with db.transaction() as s:
+        recompute_scores(s, config, NOW)
+    assert_paths_agree(db, config)
+    before = stored(db)
+    with db.transaction() as s:
+        forget_customer(s, "sandbox", "h0", by="test", now=NOW)
+    assert stored(db) == before
     assert_paths_agree(db, config)

@@ -2,7 +2,10 @@
 
 One implementation for every caller (the CLI verb, the systemd timer, a cron job).
 Delivered outbox rows inside the marketing frequency window (``[marketing]
-window_hours``) are kept whatever the period says: the frequency cap counts them.
+window_hours``) are kept whatever the period says: the frequency cap counts them. Deleting
+interactions drops the Measures page's stored AARRR counts (in the same transaction: the
+chain reads a customer's interactions of any time), so they are counted again — by the
+nightly job, or the next visit — and the page stays equal to the direct report.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from datetime import datetime, timedelta
 
 from bot.app.config import Config
 from storage.db import Database
+from storage.measures import AARRR_REPORT, forget_rollups
 from storage.retention import Kind, count_older, delete_older_batch
 
 __all__ = ["PurgeResult", "purge"]
@@ -59,6 +63,8 @@ def purge(
         while True:
             with db.transaction() as session:
                 n = delete_older_batch(session, kind, cutoff, batch)
+                if n and kind is Kind.INTERACTIONS:
+                    forget_rollups(session, report=AARRR_REPORT)
             if n:
                 deleted += n
                 batches += 1

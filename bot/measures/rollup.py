@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from bot.measures import loyalty as figures
 from bot.measures.periods import Period, parse_period
 from storage.db import insert_ignore
-from storage.measures import CHURN_REPORT, MeasuresRollup, Referral
+from storage.measures import AARRR_REPORT, CHURN_REPORT, MeasuresRollup, Referral
 from storage.models import Customer, Interaction
 from storage.orders import Order
 from storage.scores import CustomerScore
@@ -167,7 +167,7 @@ def aarrr(session: Session, period: Period, *, now: datetime) -> figures.AarrrRe
     """:func:`bot.measures.loyalty.aarrr` of the whole community, from the rollup."""
     counts = _rolled(
         session,
-        "aarrr",
+        AARRR_REPORT,
         figures.aarrr_counts,
         figures.aarrr_delta,
         period,
@@ -189,7 +189,7 @@ def roll_up(
         CHURN_REPORT: _churn,
         "loyalty": figures.loyalty_counts,
         f"cohorts:{months}": partial(figures.cohort_counts, months=months),
-        "aarrr": figures.aarrr_counts,
+        AARRR_REPORT: figures.aarrr_counts,
     }
     since = None
     for n in days:

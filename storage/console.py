@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Index, String
+from sqlalchemy import BigInteger, ForeignKey, Index, String, and_
 from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.campaigns import CampaignTarget
 from storage.coupons import CouponCode
 from storage.models import Base, BigId, Membership, OutboxMessage
 
-__all__ = ["DailyCount", "SegmentCount"]
+__all__ = ["CAPPED_PURPOSES", "DailyCount", "SegmentCount"]
 
 
 class SegmentCount(Base):
@@ -54,4 +54,21 @@ CONSOLE_INDEXES = (
         OutboxMessage.idempotency_key,
         postgresql_ops={"idempotency_key": "text_pattern_ops"},
     ),
+)
+
+#: the outbox purposes the marketing frequency cap counts (bot/marketing/policy.py's
+#: ``MARKETING_PURPOSES``; a test keeps the two equal)
+CAPPED_PURPOSES = ("followup", "campaign", "scenario", "marketing", "survey")
+_capped_rows = and_(
+    OutboxMessage.purpose.in_(CAPPED_PURPOSES), OutboxMessage.customer_id.is_not(None)
+)
+#: the frequency cap's window (a campaign preview's "who is capped now"): the marketing
+#: rows by time with their customer and status, read from the index alone once vacuumed
+CAP_WINDOW_INDEX = Index(
+    "ix_outbox_marketing_window",
+    OutboxMessage.created_at,
+    OutboxMessage.customer_id,
+    OutboxMessage.status,
+    postgresql_where=_capped_rows,
+    sqlite_where=_capped_rows,
 )

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from bot.customers.rfm import recompute_scores
-from bot.measures.loyalty import aarrr, cohorts, loyalty
+from bot.measures import loyalty as loyalty_module
+from bot.measures.loyalty import aarrr, cohorts, loyalty, segment_members, segment_reports
 from bot.measures.periods import PeriodError, parse_period
 from storage.measures import Referral
 from storage.models import Customer, Interaction
@@ -106,6 +107,34 @@ def test_loyalty_in_a_segment(db, config):
             s, period("2026-03-01", "2026-05-01"), config=config, now=NOW, segment="city:杭州"
         )
     assert (r.buyers, r.repeat_buyers, r.previous_buyers, r.retained_buyers) == (2, 0, 2, 2)
+
+
+@pytest.mark.parametrize("in_list", [500, 0])
+def test_the_pages_segment_reports_match_hand_computed(db, config, monkeypatch, in_list):
+    """The Measures page's segment path (members looked up once; with in_list 0 as one
+    array parameter on PostgreSQL) gives the hand-computed figures and the same reports as
+    each direct function."""
+    monkeypatch.setattr(loyalty_module, "_IN_LIST", in_list)
+    with db.transaction() as s:
+        build(s)
+    with db.transaction() as s:
+        recompute_scores(s, config, NOW)
+    p = period("2026-01-01", "2026-05-01")
+    with db.sessions() as s:
+        members = segment_members(s, config, "city:杭州", NOW)
+        got = segment_reports(s, p, segment="city:杭州", members=members, months=3)
+        direct = {
+            "loyalty": loyalty(s, p, config=config, now=NOW, segment="city:杭州"),
+            "cohorts": cohorts(s, p, config=config, now=NOW, segment="city:杭州", months=3),
+            "aarrr": aarrr(s, p, config=config, now=NOW, segment="city:杭州"),
+        }
+    # A and C (杭州): acquired 01-10 and 02-03, both active, returned, ordered; A invited F.
+    assert [step["customers"] for step in got["aarrr"].steps] == [2, 2, 2, 2, 1]
+    # buyers Jan-Apr: A (3 orders), C (3 orders); first orders Jan (A) and Feb (C).
+    assert (got["loyalty"].buyers, got["loyalty"].repeat_buyers) == (2, 2)
+    table = {row["cohort"]: row["active"] for row in got["cohorts"].cohorts}
+    assert table == {"2026-01": [1, 1, 0, 1], "2026-02": [1, 1, 0, 0]}
+    assert {k: r.as_dict() for k, r in got.items()} == {k: r.as_dict() for k, r in direct.items()}
 
 
 def test_cohorts_use_the_brands_local_month(db, config):

@@ -73,10 +73,13 @@ __all__ = [
     "cohort_delta",
     "cohort_report",
     "cohorts",
+    "in_members",
     "loyalty",
     "loyalty_counts",
     "loyalty_delta",
     "loyalty_report",
+    "segment_members",
+    "segment_reports",
 ]
 
 #: A report's additive counts: each a sum over customers of their own share.
@@ -92,14 +95,19 @@ def _rate(part: int, whole: int) -> float | None:
     return round(part / whole, 4) if whole else None
 
 
-def _segment_ids(session: Session, config: Config, segment: str | None, now: datetime):
-    """A subquery of the segment's customer ids, or None for everyone."""
+def segment_members(session: Session, config: Config, segment: str | None, now: datetime):
+    """The segment's customer ids, or None for everyone: on PostgreSQL fetched once as a
+    list, so each report's query reads them as one array parameter (by index, and without
+    evaluating the segment again); elsewhere a subquery."""
     if not segment:
         return None
-    return compile_segment(segment, config=config, now=now, session=session).select_ids()
+    query = compile_segment(segment, config=config, now=now, session=session).select_ids()
+    if session.get_bind().dialect.name == "postgresql":
+        return list(session.scalars(query))
+    return query
 
 
-def _in_segment(column, *restrictions) -> list:
+def in_members(column, *restrictions) -> list:
     """``column IN (…)`` for each customer-id subquery or list of ids given (None: no
     restriction). A list is one array parameter on PostgreSQL (``= ANY``), so the planner
     knows how few customers it is about."""
@@ -187,7 +195,7 @@ def _loyalty_counts(session: Session, period: Period, ids, only, cutoffs) -> lis
         .where(
             Order.ordered_at >= prev.start_utc,
             Order.ordered_at < top,
-            *_in_segment(Order.customer_id, ids, only),
+            *in_members(Order.customer_id, ids, only),
         )
         .group_by(Order.customer_id)
         .subquery()
@@ -233,7 +241,7 @@ def _loyalty_counts(session: Session, period: Period, ids, only, cutoffs) -> lis
         ).where(
             Customer.created_at >= lo,
             Customer.created_at < top,
-            *_in_segment(Customer.id, ids, only),
+            *in_members(Customer.id, ids, only),
         )
     ).one()
     return [
@@ -268,7 +276,7 @@ def churn_counts(session: Session, period: Period, *, ids=None) -> Counts:
         f"stage:{stage}": int(n)
         for stage, n in session.execute(
             select(CustomerScore.lifecycle, func.count())
-            .where(*_in_segment(CustomerScore.customer_id, ids))
+            .where(*in_members(CustomerScore.customer_id, ids))
             .group_by(CustomerScore.lifecycle)
         )
     }
@@ -279,7 +287,7 @@ def churn_counts(session: Session, period: Period, *, ids=None) -> Counts:
             CustomerEvent.new_value.in_(("dormant", "churned")),
             CustomerEvent.occurred_at >= lo,
             CustomerEvent.occurred_at < hi,
-            *_in_segment(CustomerEvent.customer_id, ids),
+            *in_members(CustomerEvent.customer_id, ids),
         )
         .group_by(CustomerEvent.new_value)
     ):
@@ -319,7 +327,7 @@ def loyalty(
     session: Session, period: Period, *, config: Config, now: datetime, segment: str | None = None
 ) -> LoyaltyReport:
     """The loyalty figures of ``period`` (see the module docstring for each definition)."""
-    ids = _segment_ids(session, config, segment, now)
+    ids = segment_members(session, config, segment, now)
     counts = loyalty_counts(session, period, ids=ids)
     churn = churn_counts(session, period, ids=ids)
     return loyalty_report(period, counts, churn, segment=segment)
@@ -359,7 +367,7 @@ def cohort_counts(
         .where(
             CustomerScore.first_order_at >= period.start_utc,
             CustomerScore.first_order_at < _until(period.end_utc, cutoff),
-            *_in_segment(CustomerScore.customer_id, ids, only),
+            *in_members(CustomerScore.customer_id, ids, only),
         )
         .cte("members")
     )
@@ -429,7 +437,7 @@ def cohorts(
 ) -> CohortReport:
     """Cohorts of customers whose first order falls in ``period``, ``months`` months out."""
     months = max(1, min(months, 36))
-    ids = _segment_ids(session, config, segment, now)
+    ids = segment_members(session, config, segment, now)
     counts = cohort_counts(session, period, months=months, ids=ids)
     return cohort_report(period, counts, months=months, segment=segment)
 
@@ -499,7 +507,7 @@ def _chain(session: Session, period: Period, restrictions, cutoffs) -> Select:
         .where(
             Customer.created_at >= period.start_utc,
             Customer.created_at < top,
-            *_in_segment(Customer.id, *restrictions),
+            *in_members(Customer.id, *restrictions),
         )
         .subquery()
     )
@@ -571,5 +579,26 @@ def aarrr(
     session: Session, period: Period, *, config: Config, now: datetime, segment: str | None = None
 ) -> AarrrReport:
     """The AARRR chain of ``period`` with the step where most customers are lost."""
-    ids = _segment_ids(session, config, segment, now)
+    ids = segment_members(session, config, segment, now)
     return aarrr_report(period, aarrr_counts(session, period, ids=ids), segment=segment)
+
+
+def segment_reports(
+    session: Session, period: Period, *, segment: str, members, months: int = 12
+) -> dict:
+    """The loyalty figures, cohorts and AARRR chain of ``period`` for one segment, counted
+    directly over its ``members`` (:func:`segment_members`, looked up once for every
+    report: what the Measures page shows for a segment)."""
+    months = max(1, min(months, 36))
+    counts = loyalty_counts(session, period, ids=members)
+    churn = churn_counts(session, period, ids=members)
+    return {
+        "loyalty": loyalty_report(period, counts, churn, segment=segment),
+        "cohorts": cohort_report(
+            period,
+            cohort_counts(session, period, months=months, ids=members),
+            months=months,
+            segment=segment,
+        ),
+        "aarrr": aarrr_report(period, aarrr_counts(session, period, ids=members), segment=segment),
+    }

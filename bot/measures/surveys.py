@@ -25,8 +25,8 @@ from bot.app.config import Config, SurveyDef
 from bot.core.events import ConversationRef
 from bot.core.i18n import t
 from bot.core.templating import Renderer
-from bot.customers.segments import compile_segment
 from bot.marketing import policy
+from bot.measures.loyalty import in_members, segment_members
 from bot.measures.periods import Period, month_index, month_label
 from bot.outbox import queue as outbox
 from storage.measures import SurveyResponse
@@ -309,8 +309,10 @@ def results(
     config: Config,
     now: datetime,
     segment: str | None = None,
+    members=None,
 ) -> SurveyResults:
-    """Aggregate a survey's answers of ``period`` in SQL, overall and by group."""
+    """Aggregate a survey's answers of ``period`` in SQL, overall and by group (of the
+    customers in ``segment``; ``members`` are its ids if already looked up)."""
     survey = survey_def(config, name)
     if survey.kind == "nps":
         high = case((SurveyResponse.score >= 9, 1), else_=0)
@@ -324,8 +326,9 @@ def results(
         SurveyResponse.answered_at < period.end_utc,
     ]
     if segment:
-        ids = compile_segment(segment, config=config, now=now, session=session).select_ids()
-        where.append(SurveyResponse.customer_id.in_(ids))
+        if members is None:
+            members = segment_members(session, config, segment, now)
+        where.extend(in_members(SurveyResponse.customer_id, members))
     measures = (
         func.count(),
         func.coalesce(func.sum(SurveyResponse.score), 0),

@@ -16,7 +16,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, and_, func, select, update
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Select,
+    all_,
+    and_,
+    bindparam,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from bot.app.config import Config
@@ -285,25 +296,53 @@ class Preview:
     localized: list[tuple[str, str, str, str]] = field(default_factory=list)
 
 
-def eligible_condition(config: Config, now: datetime):
-    """SQL: not opted out and the frequency cap not full (what policy.check decides)."""
+def _cap_full(config: Config, now: datetime) -> Select | None:
+    """The customers whose frequency cap is full (None without a cap): one grouped pass over
+    the window's marketing rows (a range on the outbox's created_at index), not one count
+    per customer."""
     marketing = config.marketing
-    conditions: list[ColumnElement[bool]] = [Customer.marketing_opt_out.is_(False)]
-    if marketing.max_per_window:
-        # customers whose cap is full: one grouped pass over the window's rows (a range on
-        # the outbox's created_at index), not one count per customer
-        full = (
-            select(OutboxMessage.customer_id)
-            .where(
-                OutboxMessage.customer_id.is_not(None),
-                OutboxMessage.purpose.in_(policy.MARKETING_PURPOSES),
-                OutboxMessage.created_at > now - timedelta(hours=marketing.window_hours),
-                OutboxMessage.status.not_in(policy.NOT_COUNTED),
-            )
-            .group_by(OutboxMessage.customer_id)
-            .having(func.count() >= marketing.max_per_window)
+    if not marketing.max_per_window:
+        return None
+    return (
+        select(OutboxMessage.customer_id)
+        .where(
+            OutboxMessage.customer_id.is_not(None),
+            OutboxMessage.purpose.in_(policy.MARKETING_PURPOSES),
+            OutboxMessage.created_at > now - timedelta(hours=marketing.window_hours),
+            OutboxMessage.status.not_in(policy.NOT_COUNTED),
         )
-        conditions.append(Customer.id.not_in(full))
+        .group_by(OutboxMessage.customer_id)
+        .having(func.count() >= marketing.max_per_window)
+    )
+
+
+def capped_customers(session: Session, config: Config, now: datetime) -> list[int] | Select | None:
+    """:func:`_cap_full` looked up once for several queries: on PostgreSQL a list of ids (the
+    grouping gets the memory to stay off disk, as the RFM recompute's), elsewhere the
+    subquery; None without a cap."""
+    full = _cap_full(config, now)
+    if full is None or session.get_bind().dialect.name != "postgresql":
+        return full
+    session.connection().exec_driver_sql("SET LOCAL work_mem = '64MB'")
+    return list(session.scalars(full))
+
+
+#: up to this many ids a list is a NOT IN list; beyond, one array parameter (<> ALL)
+_IN_LIST = 500
+
+
+def eligible_condition(config: Config, now: datetime, capped: Any = _cap_full):
+    """SQL: not opted out and the frequency cap not full (what policy.check decides);
+    ``capped`` is :func:`capped_customers` if already looked up."""
+    conditions: list[ColumnElement[bool]] = [Customer.marketing_opt_out.is_(False)]
+    if capped is _cap_full:
+        capped = _cap_full(config, now)
+    if isinstance(capped, list) and len(capped) > _IN_LIST:
+        conditions.append(
+            Customer.id != all_(bindparam(None, value=capped, type_=ARRAY(BigInteger)))
+        )
+    elif capped is not None:
+        conditions.append(Customer.id.not_in(capped))
     return and_(*conditions)
 
 
@@ -322,10 +361,10 @@ def preview(
     A template error raises :class:`TemplateRenderError` here, before anything is sent.
     """
     compiled = compile_segment(campaign.segment, config=config, now=now, session=session)
+    capped = capped_customers(session, config, now)  # once, for the counts and the samples
+    eligible = eligible_condition(config, now, capped)
     audience, reachable = session.execute(  # both counts in one pass over the segment
-        compiled.select_count().with_only_columns(
-            func.count(), func.count().filter(eligible_condition(config, now))
-        )
+        compiled.select_count().with_only_columns(func.count(), func.count().filter(eligible))
     ).one()
     push = build_push(campaign, session, config, renderer)
     result = Preview(
@@ -337,10 +376,7 @@ def preview(
     # samples among the customers who would really get it (not opted out, not capped)
     ids = list(
         session.scalars(
-            compiled.select_ids()
-            .where(eligible_condition(config, now))
-            .order_by(Customer.id)
-            .limit(PREVIEW_SAMPLES)
+            compiled.select_ids().where(eligible).order_by(Customer.id).limit(PREVIEW_SAMPLES)
         )
     )
     customers = session.scalars(select(Customer).where(Customer.id.in_(ids))).all()

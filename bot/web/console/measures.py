@@ -128,15 +128,12 @@ def summary(session, config, now: datetime) -> dict:
 def load_measures(session, config, period: Period, now: datetime, segment: str | None) -> dict:
     """Every report the page shows, from bot/measures (what the bench times): for the whole
     community from the rollup (finished days counted once, plus today), for a segment
-    directly."""
+    directly, its members looked up once."""
+    members = loyalty.segment_members(session, config, segment, now)  # None: everyone
     if segment:
-        reports = {
-            "loyalty": loyalty.loyalty(session, period, config=config, now=now, segment=segment),
-            "cohorts": loyalty.cohorts(
-                session, period, config=config, now=now, segment=segment, months=COHORT_MONTHS
-            ),
-            "aarrr": loyalty.aarrr(session, period, config=config, now=now, segment=segment),
-        }
+        reports = loyalty.segment_reports(
+            session, period, segment=segment, members=members, months=COHORT_MONTHS
+        )
     else:
         reports = {
             "loyalty": rollup.loyalty(session, period, now=now),
@@ -146,7 +143,9 @@ def load_measures(session, config, period: Period, now: datetime, segment: str |
     return {
         **reports,
         "surveys": [
-            surveys.results(session, d.name, period, config=config, now=now, segment=segment)
+            surveys.results(
+                session, d.name, period, config=config, now=now, segment=segment, members=members
+            )
             for d in config.surveys.definitions
         ],
     }

@@ -509,8 +509,12 @@ def _chain(session: Session, period: Period, restrictions, cutoffs) -> Select:
             Customer.created_at < top,
             *in_members(Customer.id, *restrictions),
         )
-        .subquery()
+        .cte("firsts")
     )
+    if session.get_bind().dialect.name == "postgresql":
+        # computed once per customer: as a plain subquery PostgreSQL would pull it up and
+        # run each first-time probe again for every count that reads it
+        firsts = firsts.prefix_with("MATERIALIZED")
     f = firsts.c
 
     def n(cond):

@@ -75,16 +75,20 @@ def today_customers(since: datetime, touches: tuple[str, ...] | None = None) -> 
 def _active(session: Session, since: datetime, touches: tuple[str, ...], period: Period | None):
     """Today's customers of a report (with ``period``: only those acquired in it, the only
     ones the AARRR chain follows): on PostgreSQL fetched once as a list (one array
-    parameter, so the planner reads their rows by index), elsewhere a subquery."""
+    parameter, so the planner reads their rows by index), elsewhere a subquery.
+
+    On PostgreSQL the list is not narrowed to the period's customers here: the chain's own
+    query reads each listed customer by id and tests when they arrived, while narrowing
+    them first would join today's few thousand ids with every customer of the period."""
     query: CompoundSelect | Select = today_customers(since, touches)
+    if session.get_bind().dialect.name == "postgresql":
+        return list(session.scalars(query))
     if period is not None:
         query = select(Customer.id).where(
             Customer.id.in_(query),
             Customer.created_at >= period.start_utc,
             Customer.created_at < period.end_utc,
         )
-    if session.get_bind().dialect.name == "postgresql":
-        return list(session.scalars(query))
     return query
 
 

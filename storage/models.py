@@ -137,7 +137,8 @@ class Interaction(Base):
 
     __tablename__ = "interactions"
     __table_args__ = (
-        Index("ix_interactions_customer_time", "customer_id", "occurred_at"),
+        # with the kind: "a customer's first message" is read from the index alone
+        Index("ix_interactions_customer_time", "customer_id", "occurred_at", "kind"),
         Index("ix_interactions_occurred_at", "occurred_at"),  # retention purge
     )
 
@@ -167,7 +168,8 @@ class CustomerTag(Base):
     """A tag on a customer, with where it came from and until when it holds."""
 
     __tablename__ = "customer_tags"
-    __table_args__ = (Index("ix_customer_tags_tag", "tag_id"),)
+    #: a tag's customers (and whether each has expired) from the index alone
+    __table_args__ = (Index("ix_customer_tags_tag", "tag_id", "customer_id", "expires_at"),)
 
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), primary_key=True)
     tag_id: Mapped[int] = mapped_column(ForeignKey("tags.id"), primary_key=True)

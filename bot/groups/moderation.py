@@ -6,7 +6,8 @@ N days ago (``/mod links 3``); a flood limit, N messages in M seconds → mute f
 and may rejoin (``/mod captcha 5``); banned words, deleted with a warning (``/mod words add
 代购``); warnings before a mute (``/mod warns 3 60``). Admins and managers are never
 checked. ``/warn`` (the limit's warning mutes), ``/mute [minutes]``, ``/ban`` and
-``/unban`` act on the member whose message they answer.
+``/unban`` act on the member whose message they answer. The console's Groups page edits the
+same settings through the same check (:func:`revised`) and store (:func:`save_settings`).
 
 Every action is a :class:`~storage.groups.ModerationAction` (who, whom, what, why; also in
 the staff audit log) made by :func:`act`, the one path. Where the bot can act (Telegram,

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Index, String, and_
+from sqlalchemy import BigInteger, ForeignKey, Index, String, and_, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.campaigns import CampaignTarget
 from storage.coupons import CouponCode
-from storage.models import Base, BigId, Membership, OutboxMessage
+from storage.models import Base, BigId, CustomerTag, Identity, Membership, OutboxMessage
 
-__all__ = ["CAPPED_PURPOSES", "DailyCount", "SegmentCount"]
+__all__ = ["CAPPED_PURPOSES", "DASHBOARD_INDEXES", "DailyCount", "SegmentCount"]
 
 
 class SegmentCount(Base):
@@ -54,6 +54,20 @@ CONSOLE_INDEXES = (
         OutboxMessage.idempotency_key,
         postgresql_ops={"idempotency_key": "text_pattern_ops"},
     ),
+)
+
+#: the dashboard's whole-table counts (customers per channel, per group, per tag), each
+#: read from a small index alone instead of the table (a million rows, once vacuumed)
+_active = text("active")
+DASHBOARD_INDEXES = (
+    Index("ix_identities_channel", Identity.channel),
+    Index(
+        "ix_memberships_active_group",
+        Membership.group_id,
+        postgresql_where=_active,
+        sqlite_where=_active,
+    ),
+    Index("ix_customer_tags_tag_expiry", CustomerTag.tag_id, CustomerTag.expires_at),
 )
 
 #: the outbox purposes the marketing frequency cap counts (bot/marketing/policy.py's

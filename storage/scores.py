@@ -27,7 +27,8 @@ class CustomerScore(Base):
     __tablename__ = "customer_scores"
     __table_args__ = (
         Index("ix_customer_scores_rfm_group", "rfm_group"),
-        Index("ix_customer_scores_lifecycle", "lifecycle"),
+        # with the tier and RFM group: the dashboard's counts by each, read from the index
+        Index("ix_customer_scores_lifecycle", "lifecycle", "tier", "rfm_group"),
         Index("ix_customer_scores_tier", "tier"),
         Index("ix_customer_scores_last_order_at", "last_order_at"),
         Index("ix_customer_scores_first_order_at", "first_order_at"),

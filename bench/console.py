@@ -320,8 +320,12 @@ def _period(config, days: int):
     return parse_period(None, None, zone=config.general.timezone, now=NOW, default_days=days)
 
 
+#: always timed first when ``--only`` picks pages: the dashboard's nightly job
+ROLLUP = "nightly rollup (scheduler job)"
+
+
 def run(
-    url: str, n: int, m: int, seed: int, repeat: int, *, reuse: bool = False
+    url: str, n: int, m: int, seed: int, repeat: int, *, reuse: bool = False, only: str = ""
 ) -> list[tuple[str, float]]:
     config = load_config(None, environ={})
     db = Database(url)
@@ -359,7 +363,7 @@ def run(
 
     pages: dict[str, Callable[[], object]] = {
         # the scheduler's nightly job: the dashboard's first visit then has nothing to catch up
-        "nightly rollup (scheduler job)": with_session(lambda s: queries.roll_up(s, zone, NOW)),
+        ROLLUP: with_session(lambda s: queries.roll_up(s, zone, NOW)),
         "dashboard (90 days)": with_session(
             lambda s: queries.dashboard(s, config, queries.Period.last(90, NOW, zone))
         ),
@@ -425,6 +429,8 @@ def run(
     results = []
     print(f"[{db.dialect}]  first call   median of {repeat}  page  (load average {_load()})")
     for name, fn in pages.items():
+        if only and only not in name and name != ROLLUP:
+            continue
         statements.taken.clear()
         first, seconds = timed(fn, repeat)
         results.append((name, seconds))
@@ -449,15 +455,18 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the generated database")
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--reuse", metavar="URL", help="time the pages on a kept database")
+    parser.add_argument(
+        "--only", default="", metavar="TEXT", help="time only the pages whose name holds TEXT"
+    )
     args = parser.parse_args()
     if args.customers < 100 or args.orders < 0 or args.repeat < 1:
         parser.error("--customers must be ≥ 100, --orders ≥ 0, --repeat ≥ 1")
     if args.reuse:
-        run(args.reuse, 0, 0, args.seed, args.repeat, reuse=True)
+        run(args.reuse, 0, 0, args.seed, args.repeat, reuse=True, only=args.only)
         print(f"peak RSS of this process: {peak_rss_mb():.0f} MB")
         return 0
     with throwaway_database(args.pg_url, keep=args.keep) as url:
-        run(url, args.customers, args.orders, args.seed, args.repeat)
+        run(url, args.customers, args.orders, args.seed, args.repeat, only=args.only)
     print(f"peak RSS of this process: {peak_rss_mb():.0f} MB")
     return 0
 

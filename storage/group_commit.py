@@ -7,6 +7,11 @@ committed together; the call returns only once its unit is committed. If the tra
 itself fails (a lost connection, a locked database), each unit of the batch is run again
 alone in its own transaction, so one caller's trouble is never another's loss.
 
+With ``savepoints=False`` (for units that only fail when the database does, such as an
+``INSERT .. ON CONFLICT DO NOTHING``) the units run without savepoints, and a unit that
+raises has every unit of its batch run again alone, as above: the same outcome, two
+statements fewer per unit.
+
 A lone unit is committed at once; under load, units arriving while a batch is written
 form the next batch (up to ``max_batch``), so commits grow with the load, not per unit.
 """
@@ -31,9 +36,10 @@ _Unit = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]"]
 class GroupCommit:
     """Batches callers' write units into shared transactions (see the module docstring)."""
 
-    def __init__(self, db: Database, *, max_batch: int = 200) -> None:
+    def __init__(self, db: Database, *, max_batch: int = 200, savepoints: bool = True) -> None:
         self.db = db
         self.max_batch = max_batch
+        self.savepoints = savepoints
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: list[_Unit] = []
         self._writer: asyncio.Task[None] | None = None
@@ -76,6 +82,8 @@ class GroupCommit:
             return [self._alone(*units[0])]
         try:
             with self.db.transaction() as session:
+                if not self.savepoints:
+                    return [fn(session, *args) for fn, args in units]
                 return [self._in_savepoint(session, fn, args) for fn, args in units]
         except Exception:
             return [self._alone(fn, args) for fn, args in units]

@@ -1,8 +1,9 @@
 """Tag ids by name, cached per database (the hot path tags on most messages).
 
 Tags are never renamed or deleted, so an id found in a committed row holds for the life of
-the process. A tag created by the current transaction is not cached (the transaction may
-roll back); :func:`forget_cached_ids` drops a database's cache after a rollback.
+the process. A tag created by the current transaction is kept in that session only (the
+transaction may roll back, and other transactions, in other threads, share the process
+cache); :func:`forget_cached_ids` drops a database's cache after a rollback.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from storage.models import Tag
 __all__ = ["find_tag_id", "forget_cached_ids", "tag_id"]
 
 _TAG_IDS: dict[str, dict[str, int]] = {}
+#: ``session.info`` key: ids of the tags the session's transaction created (not committed).
+_CREATED = "siyu_created_tag_ids"
 
 
 def _cache(session: Session) -> dict[str, int]:
@@ -28,8 +31,11 @@ def find_tag_id(session: Session, name: str) -> int | None:
     cache = _cache(session)
     if (found := cache.get(name)) is not None:
         return found
+    created: dict[str, int] = session.info.get(_CREATED, {})
+    if (found := created.get(name)) is not None:
+        return found
     found = session.scalar(select(Tag.id).where(Tag.name == name))
-    if found is not None:
+    if found is not None:  # a committed row (this transaction's own are in ``created``)
         cache[name] = found
     return found
 
@@ -39,11 +45,18 @@ def tag_id(session: Session, name: str) -> int:
     found = find_tag_id(session, name)
     if found is not None:
         return found
-    insert_ignore(session, Tag, {"name": name}, ["name"])
-    return session.execute(select(Tag.id).where(Tag.name == name)).scalar_one()
+    inserted = insert_ignore(session, Tag, {"name": name}, ["name"])
+    found = session.execute(select(Tag.id).where(Tag.name == name)).scalar_one()
+    if inserted:
+        session.info.setdefault(_CREATED, {})[name] = found
+    else:  # another transaction committed it meanwhile
+        _cache(session)[name] = found
+    return found
 
 
-def forget_cached_ids(engine: Engine) -> None:
-    """Drop the ids cached for a database after a rollback: a tag found inside a transaction
-    that did not commit (created earlier in the same batch) must be looked up again."""
+def forget_cached_ids(engine: Engine, session: Session | None = None) -> None:
+    """Drop the ids cached for a database after a rollback (and, after a savepoint's
+    rollback, the tags ``session``'s transaction created): they must be looked up again."""
     _TAG_IDS.pop(str(engine.url), None)
+    if session is not None:
+        session.info.pop(_CREATED, None)

@@ -10,8 +10,10 @@ Behind that call:
 - a lane takes what is waiting when it becomes free (adaptive batching): a lone event is
   routed at once, and a burst fills batches up to ``[pipeline] batch_size``;
 - a batch is one database transaction (group commit): the router runs each event in turn
-  inside it — each handler in its own savepoint, as before — and the whole batch is
-  committed once;
+  inside it and the whole batch is committed once;
+- handlers run first without savepoints (optimistic); if one raises, the transaction is
+  rolled back and the same batch is routed again with each handler in its own savepoint,
+  so the failing handler is rolled back alone and every other piece of work is kept;
 - if anything outside a handler fails (a middleware error, a conflicting writer, a lost
   connection), the batch is rolled back and its events are routed again one by one, each in
   its own transaction, so one bad event costs its neighbours a retry, never their work; the
@@ -32,7 +34,7 @@ from sqlalchemy.orm import Session
 from bot.core.events import Event
 from bot.core.logcontext import EVENT_ID
 from bot.core.redaction import redact
-from bot.core.routing import DispatchResult, Router
+from bot.core.routing import DispatchResult, HandlerFailed, Router
 from storage import repos
 from storage.db import Database
 
@@ -73,6 +75,8 @@ class Pipeline:
         self.batches = 0
         self.largest_batch = 0
         self.retried_batches = 0
+        #: Batches (or lone events) whose optimistic pass was rolled back and redone.
+        self.optimistic_retries = 0
         self.peak_lanes_busy = 0
         self._lanes_busy = 0
 
@@ -137,26 +141,39 @@ class Pipeline:
     def _route_batch(self, events: list[Event]) -> list[DispatchResult | BaseException]:
         self.batches += 1
         self.largest_batch = max(self.largest_batch, len(events))
-        if len(events) == 1:
-            return [self._route_alone(events[0])]
-        try:
-            with self.db.transaction() as session:
-                self.router.prefetch(session, events)
-                return [self._dispatch(session, event) for event in events]
+        try:  # optimistic: no savepoints; nearly every batch ends here
+            return self._route_together(events, isolate=False)
         except Exception as exc:
             repos.forget_cached_ids(self.db.engine)
-            self.retried_batches += 1
-            log.warning(
-                "a batch of %d events was rolled back (%s); routing them one by one",
-                len(events),
-                redact(f"{type(exc).__name__}: {exc}"),
-            )
-            return [self._route_alone(event) for event in events]
+            self.optimistic_retries += 1
+            failure = exc
+        if len(events) == 1:
+            return [self._route_alone(events[0])]
+        if isinstance(failure, HandlerFailed):  # again, each handler in its own savepoint
+            try:
+                return self._route_together(events, isolate=True)
+            except Exception as exc:
+                repos.forget_cached_ids(self.db.engine)
+                failure = exc
+        self.retried_batches += 1
+        log.warning(
+            "a batch of %d events was rolled back (%s); routing them one by one",
+            len(events),
+            redact(f"{type(failure).__name__}: {failure}"),
+        )
+        return [self._route_alone(event) for event in events]
 
-    def _dispatch(self, session: Session, event: Event) -> DispatchResult:
+    def _route_together(
+        self, events: list[Event], *, isolate: bool
+    ) -> list[DispatchResult | BaseException]:
+        with self.db.transaction() as session:
+            self.router.prefetch(session, events)
+            return [self._dispatch(session, event, isolate=isolate) for event in events]
+
+    def _dispatch(self, session: Session, event: Event, *, isolate: bool) -> DispatchResult:
         token = EVENT_ID.set(event.id)  # carried by JSON log records
         try:
-            return self.router.dispatch(session, event)
+            return self.router.dispatch(session, event, isolate=isolate)
         finally:
             EVENT_ID.reset(token)
 
@@ -164,7 +181,7 @@ class Pipeline:
         try:
             with self.db.transaction() as session:
                 self.router.prefetch(session, [event])
-                return self._dispatch(session, event)
+                return self._dispatch(session, event, isolate=True)
         except Exception as exc:
             repos.forget_cached_ids(self.db.engine)
             return exc

@@ -51,6 +51,9 @@ class AdapterHost(Protocol):
     def wake_delivery(self) -> None:
         """Tell the delivery worker that rows are due (e.g. a passive reply given back)."""
 
+    def routing_wait(self) -> float:
+        """Seconds an event handed in now is expected to wait before it is routed."""
+
 
 @dataclass(frozen=True, slots=True)
 class OutboundMessage:

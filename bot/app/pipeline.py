@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import zlib
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +43,9 @@ from storage.db import Database
 __all__ = ["Pipeline"]
 
 log = logging.getLogger(__name__)
+
+#: Seconds of settled batches :meth:`Pipeline.expected_wait` measures the rate over.
+_RATE_WINDOW = 10.0
 
 
 @dataclass
@@ -79,6 +84,10 @@ class Pipeline:
         self.optimistic_retries = 0
         self.peak_lanes_busy = 0
         self._lanes_busy = 0
+        #: Events handed in and not yet settled; events settled lately (monotonic time,
+        #: count), for :meth:`expected_wait`.
+        self._unsettled = 0
+        self._settled: deque[tuple[float, int]] = deque()
 
     async def submit(self, event: Event) -> DispatchResult:
         """Route one event; returns once it is committed (or raises what routing raised)."""
@@ -87,15 +96,35 @@ class Pipeline:
             self._loop = loop
             self._queues = [asyncio.Queue() for _ in range(self.lane_count)]
             self._workers = [None] * self.lane_count
+            self._unsettled = 0
+            self._settled.clear()
         lane = zlib.crc32(str(event.ref).encode()) % self.lane_count
         pending = _Pending(event, loop.create_future(), lane)
         pending.future.add_done_callback(_retrieved)  # a caller that gave up must not warn
         self._queues[lane].put_nowait(pending)
+        self._unsettled += 1
         worker = self._workers[lane]
         if worker is None or worker.done():  # a lane runs only while it has work
             self._workers[lane] = loop.create_task(self._drain(lane), name=f"siyu-lane-{lane}")
         # The caller may give up waiting (a closed connection); the event is still routed.
         return await asyncio.shield(pending.future)
+
+    def expected_wait(self) -> float:
+        """Seconds an event handed in now is expected to wait: the events before it divided
+        by the rate at which events were settled over the last few seconds (0 when there
+        is no queue to speak of)."""
+        if self._unsettled <= self.batch_size:
+            return 0.0
+        now = time.monotonic()
+        self._forget_settled_before(now - _RATE_WINDOW)
+        if not self._settled:
+            return float("inf")  # a deep queue and nothing settled lately
+        span = max(now - self._settled[0][0], 1.0)
+        return self._unsettled / (sum(n for _, n in self._settled) / span)
+
+    def _forget_settled_before(self, since: float) -> None:
+        while self._settled and self._settled[0][0] < since:
+            self._settled.popleft()
 
     async def close(self) -> None:
         """Wait until the events already taken are routed."""
@@ -125,6 +154,10 @@ class Pipeline:
     def _settle(
         self, batch: list[_Pending], outcomes: list[DispatchResult | BaseException]
     ) -> None:
+        self._unsettled = max(0, self._unsettled - len(batch))
+        now = time.monotonic()
+        self._settled.append((now, len(batch)))
+        self._forget_settled_before(now - _RATE_WINDOW)
         queued = False
         for pending, outcome in zip(batch, outcomes, strict=True):
             if not pending.future.done():

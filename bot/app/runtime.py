@@ -67,6 +67,10 @@ class Runtime(Services):
         )
         self.started = False
 
+    def routing_wait(self) -> float:
+        """Seconds an event handed in now is expected to wait before it is routed."""
+        return self.pipeline.expected_wait()
+
     def wake_delivery(self) -> None:
         """Wake the delivery worker: rows are due now."""
         self.worker.wake()

@@ -32,6 +32,7 @@ from storage.models import (
     Tag,
 )
 from storage.orders import Order
+from storage.row_writes import insert_interaction, write_columns
 from storage.scores import CustomerScore
 from storage.tag_ids import forget_cached_ids, tag_id
 from storage.tag_scores import Interest, interests_of
@@ -52,6 +53,7 @@ __all__ = [
     "remove_tag",
     "tags_of",
     "upsert_customer",
+    "write_columns",
 ]
 
 
@@ -148,7 +150,7 @@ def upsert_customer(
             customer.display_name = display_name
     if not customer.display_name and display_name:
         customer.display_name = display_name
-    customer.last_active_at = now
+    write_columns(session, customer, last_active_at=now)
     return customer, identity
 
 
@@ -164,7 +166,9 @@ def record_interaction(
     payload: dict[str, Any],
     now: datetime,
 ) -> Interaction:
-    row = Interaction(
+    """Record one inbound event of a customer (written at once: storage/row_writes.py)."""
+    return insert_interaction(
+        session,
         customer_id=customer_id,
         event_id=event_id,
         channel=channel,
@@ -172,10 +176,8 @@ def record_interaction(
         kind=kind,
         text=text,
         payload=payload,
-        occurred_at=now,
+        now=now,
     )
-    session.add(row)
-    return row
 
 
 def ensure_group(session: Session, channel: str, external_id: str, title: str) -> Group:

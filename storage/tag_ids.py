@@ -3,12 +3,13 @@
 Tags are never renamed or deleted, so an id found in a committed row holds for the life of
 the process. A tag created by the current transaction is kept in that session only (the
 transaction may roll back, and other transactions, in other threads, share the process
-cache); :func:`forget_cached_ids` drops a database's cache after a rollback.
+cache) and joins the process cache once that transaction commits; :func:`forget_cached_ids`
+drops a database's cache after a rollback.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -48,10 +49,21 @@ def tag_id(session: Session, name: str) -> int:
     inserted = insert_ignore(session, Tag, {"name": name}, ["name"])
     found = session.execute(select(Tag.id).where(Tag.name == name)).scalar_one()
     if inserted:
-        session.info.setdefault(_CREATED, {})[name] = found
+        created = session.info.get(_CREATED)
+        if created is None:  # the first tag this transaction creates
+            created = session.info[_CREATED] = {}
+            event.listen(session, "after_commit", _publish_created, once=True)
+        created[name] = found
     else:  # another transaction committed it meanwhile
         _cache(session)[name] = found
     return found
+
+
+def _publish_created(session: Session) -> None:
+    """After the commit, the tags the transaction created are ids for everyone."""
+    created = session.info.pop(_CREATED, None)
+    if created:
+        _cache(session).update(created)
 
 
 def forget_cached_ids(engine: Engine, session: Session | None = None) -> None:

@@ -84,10 +84,13 @@ class Pipeline:
         self.optimistic_retries = 0
         self.peak_lanes_busy = 0
         self._lanes_busy = 0
-        #: Events handed in and not yet settled; events settled lately (monotonic time,
-        #: count), for :meth:`expected_wait`.
+        #: For :meth:`expected_wait`: events handed in and not yet settled; the seconds
+        #: during which some were (a clock that runs only while there is work); and the
+        #: batches settled lately (monotonic time, events, that clock).
         self._unsettled = 0
-        self._settled: deque[tuple[float, int]] = deque()
+        self._active_since: float | None = None
+        self._active_total = 0.0
+        self._settled: deque[tuple[float, int, float]] = deque()
 
     async def submit(self, event: Event) -> DispatchResult:
         """Route one event; returns once it is committed (or raises what routing raised)."""
@@ -96,12 +99,14 @@ class Pipeline:
             self._loop = loop
             self._queues = [asyncio.Queue() for _ in range(self.lane_count)]
             self._workers = [None] * self.lane_count
-            self._unsettled = 0
+            self._unsettled, self._active_since, self._active_total = 0, None, 0.0
             self._settled.clear()
         lane = zlib.crc32(str(event.ref).encode()) % self.lane_count
         pending = _Pending(event, loop.create_future(), lane)
         pending.future.add_done_callback(_retrieved)  # a caller that gave up must not warn
         self._queues[lane].put_nowait(pending)
+        if self._unsettled == 0:
+            self._active_since = time.monotonic()
         self._unsettled += 1
         worker = self._workers[lane]
         if worker is None or worker.done():  # a lane runs only while it has work
@@ -109,18 +114,28 @@ class Pipeline:
         # The caller may give up waiting (a closed connection); the event is still routed.
         return await asyncio.shield(pending.future)
 
-    def expected_wait(self) -> float:
-        """Seconds an event handed in now is expected to wait: the events before it divided
-        by the rate at which events were settled over the last few seconds (0 when there
-        is no queue to speak of)."""
-        if self._unsettled <= self.batch_size:
+    def expected_wait(self, ahead: int = 0) -> float:
+        """Seconds an event handed in now is expected to wait before it is settled.
+
+        The events before it — those handed in and not settled, or the ``ahead`` the caller
+        knows of (handed in or on their way) if more — times the seconds per event the
+        pipeline took over the last few seconds *while it had work* (idle time does not
+        count, so a quiet pipeline is not mistaken for a slow one). With no such history,
+        0 for at most one batch and infinity for more (a deep queue, nothing settled)."""
+        waiting = max(self._unsettled, ahead)
+        if waiting == 0:
             return 0.0
         now = time.monotonic()
         self._forget_settled_before(now - _RATE_WINDOW)
-        if not self._settled:
-            return float("inf")  # a deep queue and nothing settled lately
-        span = max(now - self._settled[0][0], 1.0)
-        return self._unsettled / (sum(n for _, n in self._settled) / span)
+        events = sum(n for _, n, _ in self._settled) - (self._settled[0][1] if self._settled else 0)
+        if events <= 0:
+            return 0.0 if waiting <= self.batch_size else float("inf")
+        active = self._active_clock(now) - self._settled[0][2]
+        return waiting * active / events
+
+    def _active_clock(self, now: float) -> float:
+        running = now - self._active_since if self._active_since is not None else 0.0
+        return self._active_total + running
 
     def _forget_settled_before(self, since: float) -> None:
         while self._settled and self._settled[0][0] < since:
@@ -154,9 +169,12 @@ class Pipeline:
     def _settle(
         self, batch: list[_Pending], outcomes: list[DispatchResult | BaseException]
     ) -> None:
-        self._unsettled = max(0, self._unsettled - len(batch))
         now = time.monotonic()
-        self._settled.append((now, len(batch)))
+        self._unsettled = max(0, self._unsettled - len(batch))
+        self._settled.append((now, len(batch), self._active_clock(now)))
+        if self._unsettled == 0 and self._active_since is not None:
+            self._active_total += now - self._active_since
+            self._active_since = None
         self._forget_settled_before(now - _RATE_WINDOW)
         queued = False
         for pending, outcome in zip(batch, outcomes, strict=True):

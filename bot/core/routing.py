@@ -173,7 +173,7 @@ class Router:
         ctx = Context(event, session, self.config, self.renderer, now, enqueue=self.enqueue)
         for step in self.MIDDLEWARE:
             getattr(self, f"_mw_{step}")(ctx)
-        session.flush()
+        session.flush()  # what the middleware left pending (a new group, a name change)
         if isolate:
             self._run_handlers(ctx, result)
         else:
@@ -237,8 +237,14 @@ class Router:
             ctx.session, ref.channel, ref.chat_id, ref.user_id, ctx.customer.id, ctx.now
         )
         if ctx.event.text:
-            ctx.conversation.last_customer_message = ctx.event.text
-        ctx.conversation.updated_at = ctx.now
+            repos.write_columns(
+                ctx.session,
+                ctx.conversation,
+                last_customer_message=ctx.event.text,
+                updated_at=ctx.now,
+            )
+        else:
+            repos.write_columns(ctx.session, ctx.conversation, updated_at=ctx.now)
 
     def _mw_handoff(self, ctx: Context) -> None:
         assert ctx.conversation is not None

@@ -178,6 +178,11 @@ class CallbackJournal:
 
     # -- routing (after the answer, or before it when quick) --------------------------------
 
+    @property
+    def in_flight(self) -> int:
+        """Recorded callbacks being routed now (handed to :meth:`route`, not finished)."""
+        return len(self._inflight)
+
     async def route(self, key: str | None, work: Callable[[], Awaitable[object]]) -> object:
         """Run ``work`` for the recorded row ``key`` and mark it done; on failure leave it
         pending for the sweeper (the error is recorded, redacted) and return None."""

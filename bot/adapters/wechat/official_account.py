@@ -225,7 +225,7 @@ class WechatAdapter:
             lambda: self.journal.route(key, lambda: self._process(event, fields, waiting)),
             max(0.1, budget - (time.monotonic() - started)),
             f"wechat:{event.dedupe_key}",
-            queue_wait=self.runtime.routing_wait(),
+            queue_wait=self.runtime.routing_wait(self.journal.in_flight),
         )
         if outcome is None:
             waiting["open"] = False  # too late: a reply claimed from now on is given back

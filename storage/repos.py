@@ -32,7 +32,8 @@ from storage.models import (
     Tag,
 )
 from storage.orders import Order
-from storage.row_writes import insert_interaction, write_columns
+from storage.row_writes import insert_interaction as record_interaction
+from storage.row_writes import write_columns
 from storage.scores import CustomerScore
 from storage.tag_ids import forget_cached_ids, tag_id
 from storage.tag_scores import Interest, interests_of
@@ -152,32 +153,6 @@ def upsert_customer(
         customer.display_name = display_name
     write_columns(session, customer, last_active_at=now)
     return customer, identity
-
-
-def record_interaction(
-    session: Session,
-    customer_id: int,
-    *,
-    event_id: str,
-    channel: str,
-    chat_id: str,
-    kind: str,
-    text: str,
-    payload: dict[str, Any],
-    now: datetime,
-) -> Interaction:
-    """Record one inbound event of a customer (written at once: storage/row_writes.py)."""
-    return insert_interaction(
-        session,
-        customer_id=customer_id,
-        event_id=event_id,
-        channel=channel,
-        chat_id=chat_id,
-        kind=kind,
-        text=text,
-        payload=payload,
-        now=now,
-    )
 
 
 def ensure_group(session: Session, channel: str, external_id: str, title: str) -> Group:

@@ -55,8 +55,8 @@ def write_columns(session: Session, obj: Any, **values: Any) -> None:
 
 def insert_interaction(
     session: Session,
-    *,
     customer_id: int,
+    *,
     event_id: str,
     channel: str,
     chat_id: str,
@@ -65,7 +65,8 @@ def insert_interaction(
     payload: dict[str, Any],
     now: datetime,
 ) -> Interaction:
-    """Insert an interaction row now; returns it as a persistent object of ``session``."""
+    """Record one inbound event of a customer: its interaction row is inserted now and
+    returned as a persistent object of ``session`` (``repos.record_interaction``)."""
     values = {
         "customer_id": customer_id,
         "event_id": event_id,

@@ -1,10 +1,10 @@
 """Tag ids by name, cached per database (the hot path tags on most messages).
 
 Tags are never renamed or deleted, so an id found in a committed row holds for the life of
-the process. A tag created by the current transaction is kept in that session only (the
-transaction may roll back, and other transactions, in other threads, share the process
-cache) and joins the process cache once that transaction commits; :func:`forget_cached_ids`
-drops a database's cache after a rollback.
+the process. An id a transaction looks up or creates is kept in that session until the
+transaction commits, and only then joins the process cache: the row may be the
+transaction's own and roll back with it, and other transactions, in other threads, share
+the process cache. :func:`forget_cached_ids` drops a database's cache after a rollback.
 """
 
 from __future__ import annotations
@@ -19,25 +19,36 @@ from storage.models import Tag
 __all__ = ["find_tag_id", "forget_cached_ids", "tag_id"]
 
 _TAG_IDS: dict[str, dict[str, int]] = {}
-#: ``session.info`` key: ids of the tags the session's transaction created (not committed).
-_CREATED = "siyu_created_tag_ids"
+#: ``session.info`` key: the tag ids the session's transaction looked up or created; they
+#: join the process cache when it commits.
+_SEEN = "siyu_seen_tag_ids"
 
 
 def _cache(session: Session) -> dict[str, int]:
     return _TAG_IDS.setdefault(str(session.get_bind().engine.url), {})
 
 
+def _seen(session: Session) -> dict[str, int]:
+    seen = session.info.get(_SEEN)
+    if seen is None:
+        seen = session.info[_SEEN] = {}
+        if not event.contains(session, "after_commit", _publish_seen):
+            event.listen(session, "after_commit", _publish_seen)
+    return seen
+
+
 def find_tag_id(session: Session, name: str) -> int | None:
     """The id of an existing tag, or None."""
-    cache = _cache(session)
-    if (found := cache.get(name)) is not None:
+    if (found := _cache(session).get(name)) is not None:
         return found
-    created: dict[str, int] = session.info.get(_CREATED, {})
-    if (found := created.get(name)) is not None:
+    seen = _seen(session)
+    if (found := seen.get(name)) is not None:
         return found
+    # The row may be this transaction's own, not committed yet (created by another path,
+    # or before a savepoint that failed): shared only once the transaction commits.
     found = session.scalar(select(Tag.id).where(Tag.name == name))
-    if found is not None:  # a committed row (this transaction's own are in ``created``)
-        cache[name] = found
+    if found is not None:
+        seen[name] = found
     return found
 
 
@@ -46,29 +57,25 @@ def tag_id(session: Session, name: str) -> int:
     found = find_tag_id(session, name)
     if found is not None:
         return found
-    inserted = insert_ignore(session, Tag, {"name": name}, ["name"])
+    insert_ignore(session, Tag, {"name": name}, ["name"])
     found = session.execute(select(Tag.id).where(Tag.name == name)).scalar_one()
-    if inserted:
-        created = session.info.get(_CREATED)
-        if created is None:  # the first tag this transaction creates
-            created = session.info[_CREATED] = {}
-            event.listen(session, "after_commit", _publish_created, once=True)
-        created[name] = found
-    else:  # another transaction committed it meanwhile
-        _cache(session)[name] = found
+    _seen(session)[name] = found
     return found
 
 
-def _publish_created(session: Session) -> None:
-    """After the commit, the tags the transaction created are ids for everyone."""
-    created = session.info.pop(_CREATED, None)
-    if created:
-        _cache(session).update(created)
+def _publish_seen(session: Session) -> None:
+    """After the transaction's commit, what it saw is committed: ids for everyone. (Fired
+    for a savepoint's release too, when nothing is committed yet: that one waits.)"""
+    if session.in_nested_transaction():
+        return
+    seen = session.info.pop(_SEEN, None)
+    if seen:
+        _cache(session).update(seen)
 
 
 def forget_cached_ids(engine: Engine, session: Session | None = None) -> None:
     """Drop the ids cached for a database after a rollback (and, after a savepoint's
-    rollback, the tags ``session``'s transaction created): they must be looked up again."""
+    rollback, those ``session``'s transaction saw): they must be looked up again."""
     _TAG_IDS.pop(str(engine.url), None)
     if session is not None:
-        session.info.pop(_CREATED, None)
+        session.info.pop(_SEEN, None)

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from sqlalchemy import func, select
 
 from bot.core import filters as f
 from bot.core.routing import Handler
 from bot.customers.forget import forget_customer
-from storage import repos
+from storage import repos, tag_ids
 from storage.models import Conversation, Interaction, OutboxMessage
 from tests.test_pipeline_batches import harness
+from tests.test_pipeline_prefetch import count_statements
 
 
 def conversation_of(db, user: str) -> Conversation:
@@ -118,3 +120,27 @@ async def test_forgetting_a_customer_wins_over_the_same_batch_s_earlier_writes(c
         ).all()
         assert set(texts) == {""}  # every earlier text cleared, this batch's too
         assert s.scalar(select(func.count()).select_from(Interaction)) == 1 + 3 + 30
+
+
+def test_a_tag_id_is_shared_with_other_transactions_only_once_committed(db):
+    db.migrate()
+    with db.transaction() as writer:
+        with writer.begin_nested():  # a handler's savepoint, released
+            created = tag_ids.tag_id(writer, "新标签")
+        assert tag_ids.find_tag_id(writer, "新标签") == created
+        with db.sessions() as other:  # another lane, meanwhile: the row is not there
+            assert tag_ids.find_tag_id(other, "新标签") is None
+    seen = count_statements(db)
+    with db.sessions() as other:
+        assert tag_ids.find_tag_id(other, "新标签") == created
+    assert seen["SELECT tags"] == 0  # known to the process once committed
+
+
+def test_a_tag_id_seen_by_a_rolled_back_transaction_is_not_shared(db):
+    db.migrate()
+    with pytest.raises(RuntimeError), db.transaction() as writer:
+        created = tag_ids.tag_id(writer, "短命")
+        assert tag_ids.find_tag_id(writer, "短命") == created
+        raise RuntimeError("rolled back")
+    with db.sessions() as other:
+        assert tag_ids.find_tag_id(other, "短命") is None

@@ -10,11 +10,13 @@ before any work queued by :meth:`Database.run`, so routing a burst never starves
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import itertools
 import logging
 import queue
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
@@ -156,6 +158,11 @@ class Database:
 _FIRST, _LATER = 0, 1
 
 
+def _finish_at_exit(pool: weakref.ref[_PriorityPool]) -> None:
+    if (alive := pool()) is not None:
+        alive.shutdown(wait=True)
+
+
 class _PriorityPool:
     """A fixed pool of threads taking work by priority, then in arrival order."""
 
@@ -170,6 +177,8 @@ class _PriorityPool:
         ]
         for thread in self._threads:
             thread.start()
+        # Like the standard thread pool: work queued when the interpreter exits is finished.
+        atexit.register(_finish_at_exit, weakref.ref(self))
 
     def submit(self, priority: int, fn: Callable[..., T], *args: Any) -> Future[T]:
         future: Future[T] = Future()

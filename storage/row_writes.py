@@ -11,6 +11,10 @@ the written values as their loaded state, so they stay clean:
   clears the conversation's last messages) lands after them and wins;
 - the objects read the same values, so handlers see them without a reload;
 - a savepoint's rollback leaves them alone (they were not changed inside it).
+
+Called inside a savepoint that is later rolled back (a handler's), the row write is undone
+but the object keeps the value for the rest of the transaction: the router calls these
+outside handlers' savepoints.
 """
 
 from __future__ import annotations

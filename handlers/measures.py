@@ -52,6 +52,10 @@ def _typed_answer(ctx: Context) -> tuple[str, int, str] | None:
         or not ctx.event.is_private
         or ctx.customer is None
         or len(ctx.event.text) > 20
+        # only text that reads as a score on some survey's scale is looked up
+        or all(
+            surveys.parse_score(ctx.event.text, s) is None for s in ctx.config.surveys.definitions
+        )
     ):
         return None
     pending = surveys.pending_question(ctx.session, ctx.config, ctx.customer.id, ctx.now)

@@ -2,16 +2,23 @@
 
 Storage code is synchronous SQLAlchemy; async callers use :meth:`Database.run`, which runs a
 function in the database's own thread pool (one thread for SQLite, so writers never fight
-over its lock inside one process).
+over its lock inside one process). Work that answers a platform against a deadline (the
+journal of WeChat / WeCom callbacks) goes through :meth:`Database.run_first`: it is taken
+before any work queued by :meth:`Database.run`, so routing a burst never starves it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
+import itertools
 import logging
+import queue
+import threading
+import weakref
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -101,7 +108,7 @@ class Database:
             self.engine = create_engine(self.url, echo=echo, pool_size=10, pool_pre_ping=True)
             workers = 8
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="siyu-db")
+        self._executor = _PriorityPool(workers, "siyu-db")
         self._heads: frozenset[str] | None = None
 
     @property
@@ -118,8 +125,12 @@ class Database:
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking database work off the event loop, in the database's thread pool."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn, *args)
+        return await asyncio.wrap_future(self._executor.submit(_LATER, fn, *args))
+
+    async def run_first(self, fn: Callable[..., T], *args: Any) -> T:
+        """Like :meth:`run`, but taken before everything :meth:`run` queued (work that
+        answers against a deadline)."""
+        return await asyncio.wrap_future(self._executor.submit(_FIRST, fn, *args))
 
     def migrate(self) -> None:
         """Bring the schema up to the newest Alembic revision."""
@@ -142,6 +153,67 @@ class Database:
     def close(self) -> None:
         self._executor.shutdown(wait=True)
         self.engine.dispose()
+
+
+_FIRST, _LATER = 0, 1
+
+
+def _finish_at_exit(pool: weakref.ref[_PriorityPool]) -> None:
+    if (alive := pool()) is not None:
+        alive.shutdown(wait=True)
+
+
+class _PriorityPool:
+    """A fixed pool of threads taking work by priority, then in arrival order."""
+
+    def __init__(self, workers: int, name: str) -> None:
+        self._queue: queue.PriorityQueue[tuple[int, int, Any]] = queue.PriorityQueue()
+        self._order = itertools.count()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._threads = [
+            threading.Thread(target=self._work, name=f"{name}_{i}", daemon=True)
+            for i in range(workers)
+        ]
+        for thread in self._threads:
+            thread.start()
+        # Like the standard thread pool: work queued when the interpreter exits is finished.
+        atexit.register(_finish_at_exit, weakref.ref(self))
+
+    def submit(self, priority: int, fn: Callable[..., T], *args: Any) -> Future[T]:
+        future: Future[T] = Future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            self._queue.put((priority, next(self._order), (future, fn, args)))
+        return future
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Finish the queued work, then stop the threads."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for _ in self._threads:  # after everything queued: the highest number
+                self._queue.put((_LATER + 1, next(self._order), None))
+        if wait:
+            for thread in self._threads:
+                thread.join()
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()[2]
+            if item is None:
+                return
+            future, fn, args = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = fn(*args)
+            except BaseException as exc:
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
 
 
 def alembic_config(url: str, engine: Engine | None = None) -> AlembicConfig:

@@ -7,6 +7,14 @@ committed together; the call returns only once its unit is committed. If the tra
 itself fails (a lost connection, a locked database), each unit of the batch is run again
 alone in its own transaction, so one caller's trouble is never another's loss.
 
+With ``savepoints=False`` (for units that only fail when the database does, such as an
+``INSERT .. ON CONFLICT DO NOTHING``) the units run without savepoints, and a unit that
+raises has every unit of its batch run again alone, as above: the same outcome, two
+statements fewer per unit.
+
+With ``first=True`` the batches go ahead of the database's other queued work
+(:meth:`Database.run_first`): for writes a platform waits on against a deadline.
+
 A lone unit is committed at once; under load, units arriving while a batch is written
 form the next batch (up to ``max_batch``), so commits grow with the load, not per unit.
 """
@@ -31,9 +39,18 @@ _Unit = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]"]
 class GroupCommit:
     """Batches callers' write units into shared transactions (see the module docstring)."""
 
-    def __init__(self, db: Database, *, max_batch: int = 200) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        max_batch: int = 200,
+        savepoints: bool = True,
+        first: bool = False,
+    ) -> None:
         self.db = db
         self.max_batch = max_batch
+        self.savepoints = savepoints
+        self._run = db.run_first if first else db.run
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: list[_Unit] = []
         self._writer: asyncio.Task[None] | None = None
@@ -58,7 +75,7 @@ class GroupCommit:
             batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
             units = [(fn, args) for fn, args, _ in batch]
             try:
-                outcomes = await self.db.run(self._write, units)
+                outcomes = await self._run(self._write, units)
             except Exception as exc:  # the database's thread pool is shut down
                 outcomes = [exc] * len(batch)
             for (_, _, future), outcome in zip(batch, outcomes, strict=True):
@@ -76,6 +93,8 @@ class GroupCommit:
             return [self._alone(*units[0])]
         try:
             with self.db.transaction() as session:
+                if not self.savepoints:
+                    return [fn(session, *args) for fn, args in units]
                 return [self._in_savepoint(session, fn, args) for fn, args in units]
         except Exception:
             return [self._alone(fn, args) for fn, args in units]

@@ -32,6 +32,8 @@ from storage.models import (
     Tag,
 )
 from storage.orders import Order
+from storage.row_writes import insert_interaction as record_interaction
+from storage.row_writes import write_columns
 from storage.scores import CustomerScore
 from storage.tag_ids import forget_cached_ids, tag_id
 from storage.tag_scores import Interest, interests_of
@@ -52,6 +54,7 @@ __all__ = [
     "remove_tag",
     "tags_of",
     "upsert_customer",
+    "write_columns",
 ]
 
 
@@ -148,34 +151,8 @@ def upsert_customer(
             customer.display_name = display_name
     if not customer.display_name and display_name:
         customer.display_name = display_name
-    customer.last_active_at = now
+    write_columns(session, customer, last_active_at=now)
     return customer, identity
-
-
-def record_interaction(
-    session: Session,
-    customer_id: int,
-    *,
-    event_id: str,
-    channel: str,
-    chat_id: str,
-    kind: str,
-    text: str,
-    payload: dict[str, Any],
-    now: datetime,
-) -> Interaction:
-    row = Interaction(
-        customer_id=customer_id,
-        event_id=event_id,
-        channel=channel,
-        chat_id=chat_id,
-        kind=kind,
-        text=text,
-        payload=payload,
-        occurred_at=now,
-    )
-    session.add(row)
-    return row
 
 
 def ensure_group(session: Session, channel: str, external_id: str, title: str) -> Group:

@@ -51,6 +51,10 @@ class AdapterHost(Protocol):
     def wake_delivery(self) -> None:
         """Tell the delivery worker that rows are due (e.g. a passive reply given back)."""
 
+    def routing_wait(self, ahead: int = 0) -> float:
+        """Seconds an event handed in now is expected to wait before it is routed, with
+        ``ahead`` events the caller knows are before it (handed in or on their way)."""
+
 
 @dataclass(frozen=True, slots=True)
 class OutboundMessage:

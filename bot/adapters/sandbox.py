@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
 from sqlalchemy.sql import Executable
 
 from bot.adapters.base import AdapterHost, OutboundMessage, PermanentError, SendReceipt
@@ -25,6 +26,7 @@ from bot.app.config import SandboxConfig
 from bot.core.events import Actor, ChatType, ConversationRef, Event, EventKind, parse_command
 from bot.core.routing import DispatchResult
 from storage.db import Database
+from storage.group_commit import GroupCommit
 from storage.models import SandboxMessage
 
 __all__ = ["SandboxAdapter", "SandboxGroup", "SandboxInput"]
@@ -97,6 +99,8 @@ class SandboxAdapter:
         # No lock is shared with the streams, so a stream cancelled at any point (a dropped
         # connection) can never leave anything held for the others.
         self._changed = asyncio.Event()
+        # Transcript rows of messages arriving together share a transaction.
+        self._inbound_writes = GroupCommit(self.db, savepoints=False)
 
     async def start(self) -> None:
         log.info("sandbox channel ready (%d group(s))", len(self.groups))
@@ -185,8 +189,8 @@ class SandboxAdapter:
         item = self.parse(data)
         event = self.to_event(item)
         shown = item.text if item.text else f"[{event.kind.value}: {item.button_data or ''}]"
-        await self.db.run(
-            self._write, item.chat_id, item.user_id, "in", shown, {}, f"in:{item.message_id}"
+        await self._inbound_writes.run(
+            self._write_in, item.chat_id, item.user_id, "in", shown, {}, f"in:{item.message_id}"
         )
         await self._notify()
         return await self._handle(event)
@@ -212,6 +216,20 @@ class SandboxAdapter:
     def _write(
         self, chat_id: str, user_id: str, direction: str, text: str, buttons: dict, key: str
     ) -> int | None:
+        with self.db.transaction() as session:
+            return self._write_in(session, chat_id, user_id, direction, text, buttons, key)
+
+    def _write_in(
+        self,
+        session: Session,
+        chat_id: str,
+        user_id: str,
+        direction: str,
+        text: str,
+        buttons: dict,
+        key: str,
+    ) -> int | None:
+        """Record one transcript row in ``session``; returns its id."""
         row = {
             "chat_id": chat_id,
             "user_id": user_id,
@@ -221,13 +239,12 @@ class SandboxAdapter:
             "outbox_key": key,
             "created_at": self.clock.now(),
         }
-        with self.db.transaction() as session:
-            # One statement in the common case: the new row's id comes back by RETURNING;
-            # only a repeated key (a redelivery) looks the existing row up.
-            inserted = session.connection().execute(_insert_returning_id(self.db), row).first()
-            if inserted is not None:
-                return inserted[0]
-            return session.scalar(select(SandboxMessage.id).where(SandboxMessage.outbox_key == key))
+        # One statement in the common case: the new row's id comes back by RETURNING; only a
+        # repeated key (a redelivery) looks the existing row up.
+        inserted = session.connection().execute(_insert_returning_id(self.db), row).first()
+        if inserted is not None:
+            return inserted[0]
+        return session.scalar(select(SandboxMessage.id).where(SandboxMessage.outbox_key == key))
 
     def _wake(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()

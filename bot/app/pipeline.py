@@ -10,8 +10,10 @@ Behind that call:
 - a lane takes what is waiting when it becomes free (adaptive batching): a lone event is
   routed at once, and a burst fills batches up to ``[pipeline] batch_size``;
 - a batch is one database transaction (group commit): the router runs each event in turn
-  inside it — each handler in its own savepoint, as before — and the whole batch is
-  committed once;
+  inside it and the whole batch is committed once;
+- handlers run first without savepoints (optimistic); if one raises, the transaction is
+  rolled back and the same batch is routed again with each handler in its own savepoint,
+  so the failing handler is rolled back alone and every other piece of work is kept;
 - if anything outside a handler fails (a middleware error, a conflicting writer, a lost
   connection), the batch is rolled back and its events are routed again one by one, each in
   its own transaction, so one bad event costs its neighbours a retry, never their work; the
@@ -22,7 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import zlib
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -32,13 +36,16 @@ from sqlalchemy.orm import Session
 from bot.core.events import Event
 from bot.core.logcontext import EVENT_ID
 from bot.core.redaction import redact
-from bot.core.routing import DispatchResult, Router
+from bot.core.routing import DispatchResult, HandlerFailed, Router
 from storage import repos
 from storage.db import Database
 
 __all__ = ["Pipeline"]
 
 log = logging.getLogger(__name__)
+
+#: Seconds of settled batches :meth:`Pipeline.expected_wait` measures the rate over.
+_RATE_WINDOW = 10.0
 
 
 @dataclass
@@ -73,8 +80,17 @@ class Pipeline:
         self.batches = 0
         self.largest_batch = 0
         self.retried_batches = 0
+        #: Batches (or lone events) whose optimistic pass was rolled back and redone.
+        self.optimistic_retries = 0
         self.peak_lanes_busy = 0
         self._lanes_busy = 0
+        #: For :meth:`expected_wait`: events handed in and not yet settled; the seconds
+        #: during which some were (a clock that runs only while there is work); and the
+        #: batches settled lately (monotonic time, events, that clock).
+        self._unsettled = 0
+        self._active_since: float | None = None
+        self._active_total = 0.0
+        self._settled: deque[tuple[float, int, float]] = deque()
 
     async def submit(self, event: Event) -> DispatchResult:
         """Route one event; returns once it is committed (or raises what routing raised)."""
@@ -83,15 +99,47 @@ class Pipeline:
             self._loop = loop
             self._queues = [asyncio.Queue() for _ in range(self.lane_count)]
             self._workers = [None] * self.lane_count
+            self._unsettled, self._active_since, self._active_total = 0, None, 0.0
+            self._settled.clear()
         lane = zlib.crc32(str(event.ref).encode()) % self.lane_count
         pending = _Pending(event, loop.create_future(), lane)
         pending.future.add_done_callback(_retrieved)  # a caller that gave up must not warn
         self._queues[lane].put_nowait(pending)
+        if self._unsettled == 0:
+            self._active_since = time.monotonic()
+        self._unsettled += 1
         worker = self._workers[lane]
         if worker is None or worker.done():  # a lane runs only while it has work
             self._workers[lane] = loop.create_task(self._drain(lane), name=f"siyu-lane-{lane}")
         # The caller may give up waiting (a closed connection); the event is still routed.
         return await asyncio.shield(pending.future)
+
+    def expected_wait(self, ahead: int = 0) -> float:
+        """Seconds an event handed in now is expected to wait before it is settled.
+
+        The events before it — those handed in and not settled, or the ``ahead`` the caller
+        knows of (handed in or on their way) if more — times the seconds per event the
+        pipeline took over the last few seconds *while it had work* (idle time does not
+        count, so a quiet pipeline is not mistaken for a slow one). With no such history,
+        0 for at most one batch and infinity for more (a deep queue, nothing settled)."""
+        waiting = max(self._unsettled, ahead)
+        if waiting == 0:
+            return 0.0
+        now = time.monotonic()
+        self._forget_settled_before(now - _RATE_WINDOW)
+        events = sum(n for _, n, _ in self._settled) - (self._settled[0][1] if self._settled else 0)
+        if events <= 0:
+            return 0.0 if waiting <= self.batch_size else float("inf")
+        active = self._active_clock(now) - self._settled[0][2]
+        return waiting * active / events
+
+    def _active_clock(self, now: float) -> float:
+        running = now - self._active_since if self._active_since is not None else 0.0
+        return self._active_total + running
+
+    def _forget_settled_before(self, since: float) -> None:
+        while self._settled and self._settled[0][0] < since:
+            self._settled.popleft()
 
     async def close(self) -> None:
         """Wait until the events already taken are routed."""
@@ -121,6 +169,13 @@ class Pipeline:
     def _settle(
         self, batch: list[_Pending], outcomes: list[DispatchResult | BaseException]
     ) -> None:
+        now = time.monotonic()
+        self._unsettled = max(0, self._unsettled - len(batch))
+        self._settled.append((now, len(batch), self._active_clock(now)))
+        if self._unsettled == 0 and self._active_since is not None:
+            self._active_total += now - self._active_since
+            self._active_since = None
+        self._forget_settled_before(now - _RATE_WINDOW)
         queued = False
         for pending, outcome in zip(batch, outcomes, strict=True):
             if not pending.future.done():
@@ -137,26 +192,39 @@ class Pipeline:
     def _route_batch(self, events: list[Event]) -> list[DispatchResult | BaseException]:
         self.batches += 1
         self.largest_batch = max(self.largest_batch, len(events))
-        if len(events) == 1:
-            return [self._route_alone(events[0])]
-        try:
-            with self.db.transaction() as session:
-                self.router.prefetch(session, events)
-                return [self._dispatch(session, event) for event in events]
+        try:  # optimistic: no savepoints; nearly every batch ends here
+            return self._route_together(events, isolate=False)
         except Exception as exc:
             repos.forget_cached_ids(self.db.engine)
-            self.retried_batches += 1
-            log.warning(
-                "a batch of %d events was rolled back (%s); routing them one by one",
-                len(events),
-                redact(f"{type(exc).__name__}: {exc}"),
-            )
-            return [self._route_alone(event) for event in events]
+            self.optimistic_retries += 1
+            failure = exc
+        if len(events) == 1:
+            return [self._route_alone(events[0])]
+        if isinstance(failure, HandlerFailed):  # again, each handler in its own savepoint
+            try:
+                return self._route_together(events, isolate=True)
+            except Exception as exc:
+                repos.forget_cached_ids(self.db.engine)
+                failure = exc
+        self.retried_batches += 1
+        log.warning(
+            "a batch of %d events was rolled back (%s); routing them one by one",
+            len(events),
+            redact(f"{type(failure).__name__}: {failure}"),
+        )
+        return [self._route_alone(event) for event in events]
 
-    def _dispatch(self, session: Session, event: Event) -> DispatchResult:
+    def _route_together(
+        self, events: list[Event], *, isolate: bool
+    ) -> list[DispatchResult | BaseException]:
+        with self.db.transaction() as session:
+            self.router.prefetch(session, events)
+            return [self._dispatch(session, event, isolate=isolate) for event in events]
+
+    def _dispatch(self, session: Session, event: Event, *, isolate: bool) -> DispatchResult:
         token = EVENT_ID.set(event.id)  # carried by JSON log records
         try:
-            return self.router.dispatch(session, event)
+            return self.router.dispatch(session, event, isolate=isolate)
         finally:
             EVENT_ID.reset(token)
 
@@ -164,7 +232,7 @@ class Pipeline:
         try:
             with self.db.transaction() as session:
                 self.router.prefetch(session, [event])
-                return self._dispatch(session, event)
+                return self._dispatch(session, event, isolate=True)
         except Exception as exc:
             repos.forget_cached_ids(self.db.engine)
             return exc

@@ -67,6 +67,11 @@ class Runtime(Services):
         )
         self.started = False
 
+    def routing_wait(self, ahead: int = 0) -> float:
+        """Seconds an event handed in now is expected to wait before it is routed, with
+        ``ahead`` events the caller knows are before it (handed in or on their way)."""
+        return self.pipeline.expected_wait(ahead)
+
     def wake_delivery(self) -> None:
         """Wake the delivery worker: rows are due now."""
         self.worker.wake()

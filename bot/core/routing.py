@@ -8,15 +8,23 @@ One inbound event is one database transaction:
 4. ``conversation`` — lock the conversation row, load its breakpoint state;
 5. ``handoff`` — a conversation owned by staff silences bot handlers (tagging still runs);
 6. handlers — groups in ascending order; in each group the first matching handler (by
-   priority, highest first) runs inside a savepoint. A handler that raises is logged with
-   the event id and rolled back alone; the event and the other handlers' work are kept.
-   A handler with ``block=True`` (or raising :class:`StopPropagation`) ends the dispatch.
+   priority, highest first) runs. A handler that raises is logged with the event id and
+   rolled back alone; the event and the other handlers' work are kept. A handler with
+   ``block=True`` (or raising :class:`StopPropagation`) ends the dispatch.
+
+Handler isolation comes in two modes. *Isolated* (``isolate=True``): each handler runs in
+its own savepoint, so a failing one is rolled back alone, recorded on the interaction and
+the dispatch goes on. *Optimistic* (``isolate=False``, what the pipeline tries first): no
+savepoints; a handler that raises aborts the dispatch with :class:`HandlerFailed`, the
+caller rolls the whole transaction back and routes the same events again isolated. The
+outcome is the same either way; the optimistic mode saves a ``SAVEPOINT``/``RELEASE`` pair
+and a flush per handler when nothing fails, which is nearly always.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +42,7 @@ from storage import inbound_batch, repos
 if TYPE_CHECKING:
     from bot.app.config import Config
 
-__all__ = ["DispatchResult", "Handler", "Router", "StopPropagation"]
+__all__ = ["DispatchResult", "Handler", "HandlerFailed", "Router", "StopPropagation"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +55,16 @@ SILENT_STATUSES = frozenset({"waiting", "staff"})
 
 class StopPropagation(Exception):
     """Raised by a handler to end the dispatch after it (its work is kept)."""
+
+
+class HandlerFailed(Exception):
+    """A handler (or its filter's flush) raised during an optimistic dispatch: the caller
+    must roll the transaction back and route its events again with ``isolate=True``."""
+
+    def __init__(self, handler: str, event_id: str) -> None:
+        super().__init__(f"handler {handler} failed on event {event_id}")
+        self.handler = handler
+        self.event_id = event_id
 
 
 @dataclass(frozen=True)
@@ -138,8 +156,11 @@ class Router:
             self.clock.now(),
         )
 
-    def dispatch(self, session: Session, event: Event) -> DispatchResult:
-        """Process one event inside the caller's transaction."""
+    def dispatch(self, session: Session, event: Event, *, isolate: bool = True) -> DispatchResult:
+        """Process one event inside the caller's transaction.
+
+        ``isolate=False`` runs the handlers without savepoints and raises
+        :class:`HandlerFailed` if one of them raises (see the module docstring)."""
         result = DispatchResult(event_id=event.id)
         now = self.clock.now()
         batch = inbound_batch.current(session)
@@ -152,8 +173,11 @@ class Router:
         ctx = Context(event, session, self.config, self.renderer, now, enqueue=self.enqueue)
         for step in self.MIDDLEWARE:
             getattr(self, f"_mw_{step}")(ctx)
-        session.flush()
-        self._run_handlers(ctx, result)
+        session.flush()  # what the middleware left pending (a new group, a name change)
+        if isolate:
+            self._run_handlers(ctx, result)
+        else:
+            self._run_handlers_optimistic(ctx, result)
         result.queued = len(ctx.queued)
         return result
 
@@ -213,14 +237,23 @@ class Router:
             ctx.session, ref.channel, ref.chat_id, ref.user_id, ctx.customer.id, ctx.now
         )
         if ctx.event.text:
-            ctx.conversation.last_customer_message = ctx.event.text
-        ctx.conversation.updated_at = ctx.now
+            repos.write_columns(
+                ctx.session,
+                ctx.conversation,
+                last_customer_message=ctx.event.text,
+                updated_at=ctx.now,
+            )
+        else:
+            repos.write_columns(ctx.session, ctx.conversation, updated_at=ctx.now)
 
     def _mw_handoff(self, ctx: Context) -> None:
         assert ctx.conversation is not None
         ctx.bot_silenced = ctx.conversation.handoff_status in SILENT_STATUSES
 
-    def _run_handlers(self, ctx: Context, result: DispatchResult) -> None:
+    def _matching(self, ctx: Context, result: DispatchResult, *, strict: bool) -> Iterator[Handler]:
+        """The handlers to run for ``ctx``, one per group, in order (the caller stops taking
+        them when the dispatch ends). A filter that raises is logged and skipped, or with
+        ``strict`` ends an optimistic dispatch with :class:`HandlerFailed`."""
         done_groups: set[int] = set()
         for handler in self._handlers:
             if handler.group in done_groups:
@@ -229,13 +262,38 @@ class Router:
                 continue
             try:
                 matched = handler.filter(ctx)
-            except Exception:
+            except Exception as exc:
+                if strict:
+                    raise HandlerFailed(handler.name, ctx.event.id) from exc
                 log.exception("filter of handler %s failed on event %s", handler.name, ctx.event.id)
                 result.errors.append(f"{handler.name}: filter error")
                 continue
             if not matched:
                 continue
             done_groups.add(handler.group)
+            yield handler
+
+    def _run_handlers_optimistic(self, ctx: Context, result: DispatchResult) -> None:
+        for handler in self._matching(ctx, result, strict=True):
+            ctx.handler = handler
+            stop = handler.block
+            try:
+                # What the earlier handlers changed reaches the database first, so a
+                # handler's own statements (Core updates, inserts) see it and come after it.
+                ctx.session.flush()
+                handler.callback(ctx)
+            except StopPropagation:  # ends the dispatch; the handler's work is kept
+                stop = True
+            except Exception as exc:
+                raise HandlerFailed(handler.name, ctx.event.id) from exc
+            finally:
+                ctx.handler = None
+            result.handlers.append(handler.name)
+            if stop:
+                break
+
+    def _run_handlers(self, ctx: Context, result: DispatchResult) -> None:
+        for handler in self._matching(ctx, result, strict=False):
             ctx.handler = handler
             stop = handler.block
             queued_before = len(ctx.queued)
@@ -250,7 +308,7 @@ class Router:
                 log.exception("handler %s failed on event %s", handler.name, ctx.event.id)
                 result.errors.append(redact(f"{handler.name}: {type(exc).__name__}: {exc}"))
                 del ctx.queued[queued_before:]
-                repos.forget_cached_ids(ctx.session.get_bind().engine)  # tags it created
+                repos.forget_cached_ids(ctx.session.get_bind().engine, ctx.session)  # tags it made
                 if ctx.interaction is not None:
                     ctx.interaction.error = "; ".join(result.errors)
             else:

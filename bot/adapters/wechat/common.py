@@ -271,10 +271,18 @@ async def handle_within(
     work: Callable[[], Awaitable[T]],
     budget: float,
     name: str,
+    *,
+    queue_wait: float = 0.0,
 ) -> T | None:
     """Run ``work``; if it takes longer than ``budget`` let it finish in the background and
-    return None (the callback is acknowledged with "success" meanwhile)."""
+    return None (the callback is acknowledged with "success" meanwhile).
+
+    ``queue_wait`` is how long routing expects the event to wait for its turn
+    (:meth:`Runtime.routing_wait`): when that alone exceeds the budget, waiting would only
+    hold the answer up, so the work goes to the background at once."""
     task = background.spawn(work(), name)
+    if queue_wait > budget:
+        return None
     try:
         return await asyncio.wait_for(asyncio.shield(task), budget)
     except TimeoutError:

@@ -3,7 +3,8 @@
 A verified callback is first written to ``wechat_inbound`` (its parsed fields, keyed by the
 event's dedupe key) together with the replay check of a plaintext-mode signature, in a
 transaction shared with the callbacks arriving at the same time (group commit,
-:mod:`storage.group_commit`; each in its own savepoint). Only once that row is committed may the platform be answered
+:mod:`storage.group_commit`; each in its own savepoint; taken by the database's threads
+before routing work, so a burst being routed never holds the answers up). Only once that row is committed may the platform be answered
 ``success`` (or a passive reply). If it cannot be written within the reply budget — the
 database is locked by a bulk import, the disk is full — the platform gets a 503 and
 retries; a retry finds the row if the write landed after all, so nothing is stored twice.
@@ -92,8 +93,9 @@ class CallbackJournal:
         self.channel = channel
         self.replay_window = timedelta(seconds=replay_window)
         self._inflight: set[str] = set()
-        # Callbacks arriving together are recorded (and marked routed) in one transaction.
-        self._intake = GroupCommit(db)
+        # Callbacks arriving together are recorded (and marked routed) in one transaction,
+        # ahead of routing work queued for the database: the platform waits on the answer.
+        self._intake = GroupCommit(db, first=True)
 
     # -- recording (before the answer) -----------------------------------------------------
 
@@ -175,6 +177,11 @@ class CallbackJournal:
             raise CallbackRejected(403, "signature already used for another body (replay)")
 
     # -- routing (after the answer, or before it when quick) --------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        """Recorded callbacks being routed now (handed to :meth:`route`, not finished)."""
+        return len(self._inflight)
 
     async def route(self, key: str | None, work: Callable[[], Awaitable[object]]) -> object:
         """Run ``work`` for the recorded row ``key`` and mark it done; on failure leave it

@@ -23,6 +23,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import requests
+from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
@@ -63,6 +64,7 @@ from bot.app.config import WechatConfig
 from bot.core.events import Actor, ConversationRef, Event, EventKind, parse_command
 from bot.core.routing import DispatchResult
 from storage import repos
+from storage.group_commit import GroupCommit
 from storage.identity_links import link_unionid, unionid_of
 
 __all__ = ["WechatAdapter", "WindowClosed"]
@@ -114,6 +116,9 @@ class WechatAdapter:
         )
         self.background = Background()
         self.journal = CallbackJournal(self.db, self.clock, CHANNEL, config.replay_window_seconds)
+        # The channel facts and passive-reply claims of callbacks routed together share a
+        # transaction (each is idempotent: a failing batch is redone unit by unit).
+        self._facts = GroupCommit(self.db, savepoints=False)
         self._sweeper: asyncio.Task | None = None
         limits = runtime.config.limits
         day = (86400.0, 8 * 3600.0)  # WeChat's day starts at midnight Beijing time
@@ -220,6 +225,7 @@ class WechatAdapter:
             lambda: self.journal.route(key, lambda: self._process(event, fields, waiting)),
             max(0.1, budget - (time.monotonic() - started)),
             f"wechat:{event.dedupe_key}",
+            queue_wait=self.runtime.routing_wait(self.journal.in_flight),
         )
         if outcome is None:
             waiting["open"] = False  # too late: a reply claimed from now on is given back
@@ -316,11 +322,11 @@ class WechatAdapter:
     ) -> tuple[DispatchResult, str | None]:
         """Record channel facts, route the event, and take its reply for the passive answer
         while the callback still waits (right after routing, before the delivery worker)."""
-        await self.db.run(self._before_dispatch, event, fields)
+        await self._facts.run(self._before_dispatch, event, fields)
         result = await self.runtime.handle(event)
         passive = None
         if not result.duplicate and self.config.passive_reply and waiting["open"]:
-            claimed = await self.db.run(self._claim_passive, event)
+            claimed = await self._facts.run(self._claim_passive, event)
             if claimed is not None and not waiting["open"]:
                 await self.db.run(self._unclaim_passive, claimed[0])
                 self.runtime.wake_delivery()
@@ -336,46 +342,45 @@ class WechatAdapter:
             )
         return result, passive
 
-    def _before_dispatch(self, event: Event, fields: dict) -> None:
+    def _before_dispatch(self, session: Session, event: Event, fields: dict) -> None:
         """Channel facts recorded before handlers run (idempotent: a retry redoes them)."""
         now = self.clock.now()
         openid = event.ref.user_id
         name = str(fields.get("Event", "")).lower()
-        with self.db.transaction() as session:
-            customer, identity = repos.upsert_customer(
-                session,
-                CHANNEL,
-                openid,
-                display_name="",
-                locale=self.runtime.config.general.locale,
-                timezone=self.runtime.config.general.timezone,
-                now=now,
-            )
-            at = min(event.occurred_at, now) if event.occurred_at.timestamp() > 0 else now
-            if event.kind in (EventKind.MESSAGE, EventKind.COMMAND) or (
-                event.kind is EventKind.BUTTON and not name
-            ):
-                open_window(session, CHANNEL, openid, by="message", at=at, now=now)
-            elif name in OPENING_ACTIONS:
-                open_window(session, CHANNEL, openid, by=name, at=at, now=now)
-            if name == "subscribe":
-                identity.unreachable, identity.unreachable_reason = False, None
-            if name in ("subscribe", "scan"):
-                scene = _scene(str(fields.get("EventKey", "") or ""))
-                if scene:
-                    record_source(
-                        session,
-                        event_key=event.dedupe_key,
-                        customer_id=customer.id,
-                        channel=CHANNEL,
-                        external_id=openid,
-                        source=scene,
-                        kind=f"qrscene:{name}",
-                        now=now,
-                    )
-            if name == "unsubscribe":
-                repos.mark_unreachable(session, CHANNEL, openid, "unsubscribed")
-                customer.marketing_opt_out = True
+        customer, identity = repos.upsert_customer(
+            session,
+            CHANNEL,
+            openid,
+            display_name="",
+            locale=self.runtime.config.general.locale,
+            timezone=self.runtime.config.general.timezone,
+            now=now,
+        )
+        at = min(event.occurred_at, now) if event.occurred_at.timestamp() > 0 else now
+        if event.kind in (EventKind.MESSAGE, EventKind.COMMAND) or (
+            event.kind is EventKind.BUTTON and not name
+        ):
+            open_window(session, CHANNEL, openid, by="message", at=at, now=now)
+        elif name in OPENING_ACTIONS:
+            open_window(session, CHANNEL, openid, by=name, at=at, now=now)
+        if name == "subscribe":
+            identity.unreachable, identity.unreachable_reason = False, None
+        if name in ("subscribe", "scan"):
+            scene = _scene(str(fields.get("EventKey", "") or ""))
+            if scene:
+                record_source(
+                    session,
+                    event_key=event.dedupe_key,
+                    customer_id=customer.id,
+                    channel=CHANNEL,
+                    external_id=openid,
+                    source=scene,
+                    kind=f"qrscene:{name}",
+                    now=now,
+                )
+        if name == "unsubscribe":
+            repos.mark_unreachable(session, CHANNEL, openid, "unsubscribed")
+            customer.marketing_opt_out = True
 
     async def _enrich(self, openid: str) -> None:
         """Look up the follower's unionid (once) and join them with their other identities."""
@@ -399,9 +404,8 @@ class WechatAdapter:
         with self.db.transaction() as session:
             link_unionid(session, CHANNEL, openid, unionid, self.clock.now())
 
-    def _claim_passive(self, event: Event) -> tuple[int, str] | None:
-        with self.db.transaction() as session:
-            return claim_passive_reply(session, event, self.clock.now())
+    def _claim_passive(self, session: Session, event: Event) -> tuple[int, str] | None:
+        return claim_passive_reply(session, event, self.clock.now())
 
     def _unclaim_passive(self, outbox_id: int) -> None:
         with self.db.transaction() as session:

@@ -206,6 +206,7 @@ class WecomAdapter:
             lambda: self.journal.route(key, lambda: self._route_fields(fields, events)),
             max(0.1, budget - (time.monotonic() - started)),
             f"wecom:{key}",
+            queue_wait=self.runtime.routing_wait(self.journal.in_flight),
         )
         return PlainTextResponse("success")
 

@@ -36,6 +36,7 @@ from bot.app.config import Config, load_config
 from bot.conversations.staff import use_password_cost
 from bot.core.clock import FakeClock
 from storage.db import Database, normalize_url
+from tests.browser import close_browser
 from tests.fakes.wechat import FakeWechatApi
 from tests.support import free_port
 
@@ -57,6 +58,10 @@ def pytest_configure(config: pytest.Config) -> None:
     use_password_cost(
         TEST_PASSWORD_COST["password_time_cost"], TEST_PASSWORD_COST["password_memory_kib"]
     )
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    close_browser()  # the test process's Chromium, shared by its browser tests
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

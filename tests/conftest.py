@@ -96,6 +96,12 @@ class PgDatabases:
     state, in ~50 ms. It is then renamed, so the next test sees a new URL (caches keyed by
     the database's URL, such as tag ids, never outlive it). Resets and new copies run on
     a helper thread; only the databases left at the end of the session are dropped.
+
+    Every database is created with ``synchronous_commit = off`` (every session on it, the
+    ``siyu`` processes' too): a commit returns without waiting for its WAL to reach the
+    disk, which took 2-6 ms of a machine whose disk other runs share, against 0.2 ms.
+    What other sessions see is the same (a commit is visible at once either way); only
+    the server's own crash could lose the last commits, and no test crashes the server.
     """
 
     def __init__(self) -> None:
@@ -147,6 +153,7 @@ class PgDatabases:
         clause = f' TEMPLATE "{template}"' if template else ""
         with self._admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"{clause}'))
+            conn.execute(text(f'ALTER DATABASE "{name}" SET synchronous_commit = off'))
         return _pg_database_url(name)
 
     def _drop(self, url: str) -> None:

@@ -16,7 +16,7 @@ from storage.bulk import insert_outbox_rows
 from storage.db import Database
 from storage.models import OutboxMessage
 from tests.fakes.wechat import random_aes_key
-from tests.processes import SiyuProcess
+from tests.processes import SiyuProcess, stop_all
 
 
 def _queue(url: str, n: int) -> None:
@@ -104,8 +104,7 @@ def test_two_worker_processes_share_the_wecom_quota(pg_url, redis_url, fake_api,
         assert len(sends) == 5, [c.body for c in sends]
         assert states == {"sent": 5, "pending": 7}  # the rest wait for the next window
     finally:
-        for w in workers:
-            w.stop()
+        stop_all(workers)
 
 
 async def test_replies_keep_their_reserve_when_marketing_fills_the_window(redis_url):

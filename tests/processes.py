@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import httpx
@@ -38,6 +39,7 @@ class SiyuProcess:
             PYTHONPATH=str(ROOT),
             LANG="en_US.UTF-8",
         )
+        self._terminated = False
         self._out = open(self.log, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bot.app.cli", "run", "--role", role],
@@ -71,10 +73,16 @@ class SiyuProcess:
         self.proc.kill()
         self.proc.wait(10)
 
+    def terminate(self) -> None:
+        """SIGTERM, once (a second one would ask the server to exit at once)."""
+        if self.proc.poll() is None and not self._terminated:
+            self.proc.send_signal(signal.SIGTERM)
+            self._terminated = True
+
     def stop(self, timeout: float = 20.0) -> int:
         """SIGTERM and wait: the clean shutdown of a rolling restart."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.terminate()
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -82,3 +90,12 @@ class SiyuProcess:
                 self.proc.wait(10)
         self._out.close()
         return self.proc.returncode
+
+
+def stop_all(processes: Iterable[SiyuProcess], timeout: float = 20.0) -> list[int]:
+    """SIGTERM to every process at once, then wait for each (a whole deployment stopping):
+    the shutdowns overlap instead of adding up. Returns the exit codes, in order."""
+    processes = list(processes)
+    for process in processes:
+        process.terminate()
+    return [process.stop(timeout) for process in processes]

@@ -7,6 +7,7 @@ third finishes. Every queued reply must reach the sandbox transcript exactly onc
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -89,8 +90,10 @@ async def test_sigkill_and_sigterm_mid_delivery_lose_and_duplicate_nothing(tmp_p
     db = Database(url)
     db.migrate()
     harness = SandboxHarness(config, db, SystemClock())
-    for i in range(N):
-        await harness.say(f"u{i}", "/start", name=f"客户{i}")
+    for first in range(0, N, 50):  # fifty customers at a time, as concurrent chats arrive
+        await asyncio.gather(
+            *(harness.say(f"u{i}", "/start", name=f"客户{i}") for i in range(first, first + 50))
+        )
     assert counts(db) == (0, {"pending": N})
 
     first = start(cfg, port, tmp_path)

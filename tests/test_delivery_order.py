@@ -177,6 +177,40 @@ async def test_two_workers_on_postgresql_keep_the_shares_fair(pg_url, clock):
     assert first["c2"] >= 70 and first["c1"] >= 70, first
 
 
+class GatedChannel(PacedChannel):
+    """A paced channel whose sends wait until the test opens the gate."""
+
+    def __init__(self, rate: int) -> None:
+        super().__init__(rate)
+        self.gate = asyncio.Event()
+        self.held: list[str] = []  # keys handed over while the gate was closed
+
+    async def send(self, message: OutboundMessage) -> SendReceipt:
+        if not self.gate.is_set():
+            self.held.append(message.idempotency_key)
+        await self.gate.wait()
+        return await super().send(message)
+
+
+async def test_a_worker_woken_while_full_claims_the_rest_once_its_sends_finish(db, clock):
+    """Woken while its claims are in flight (a reply was queued), the worker claims only
+    transactional rows; when the claims in flight finish meanwhile, it claims the waiting
+    campaign rows at once, not at its next poll (30 s here)."""
+    queue_campaign(db, clock, 1, 100)
+    channel = GatedChannel(rate=500)
+    worker = worker_for(db, clock, channel)
+    worker.start()
+    try:
+        await until(lambda: len(channel.held) == 40, what="the first claims in flight")
+        worker.wake()  # what queueing a reply does: a claim of transactional rows only
+        channel.gate.set()  # ... while the claims in flight finish
+        await until(lambda: len(channel.sent) == 100, timeout=10, what="the whole campaign")
+    finally:
+        await worker.stop()
+    assert sorted(channel.sent_keys()) == sorted(f"c1:{i}" for i in range(100))
+    assert pending(db) == 0
+
+
 @pytest.mark.parametrize("rows_first", ["reply", "campaign"])
 def test_a_claim_takes_transactional_rows_first_whatever_their_priority(db, clock, rows_first):
     from datetime import timedelta

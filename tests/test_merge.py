@@ -58,7 +58,11 @@ def test_shared_interest_scores_add_up_at_one_reference_time(db, clock):
         later = t1 + timedelta(days=HALF_LIFE)
         assert row.score_at(later) == pytest.approx(3.0)
         # The SQL form of the score agrees, so segments like tagscore:母婴 >= 3 see the sum.
-        log2_now = s.scalar(select(current_log2(later)).where(TagInterest.customer_id == into))
+        log2_now = s.scalar(
+            select(current_log2(later))
+            .where(TagInterest.customer_id == into)
+            .where(TagInterest.tag_id == row.tag_id)  # the customer has a second tag's row
+        )
         assert log2_now == pytest.approx(math.log2(3.0))
         assert row.decay_key == pytest.approx(math.log2(6.0) + days_since_epoch(t1) / HALF_LIFE)
         # The tag only the merged customer had moved over; nothing stays on the old record.

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from tests.fakes.telegram import TOKEN, FakeBotAPI, message, private_chat, user
-from tests.processes import SiyuProcess
+from tests.processes import SiyuProcess, stop_all
 
 pytestmark = pytest.mark.slow
 
@@ -108,8 +108,7 @@ async def test_exactly_one_of_two_processes_polls_and_the_other_takes_over(pg_ur
             # each update routed once, by whichever process polled it
             assert await asyncio.to_thread(_interactions, pg_url) == 2
         finally:
-            for p in procs.values():
-                p.stop()
+            await asyncio.to_thread(stop_all, procs.values())
 
 
 async def test_web_processes_in_webhook_mode_all_take_updates(pg_url, tmp_path):
@@ -142,8 +141,7 @@ async def test_web_processes_in_webhook_mode_all_take_updates(pg_url, tmp_path):
             assert await asyncio.to_thread(_interactions, pg_url) == 2
             assert api.called("getUpdates") == []
         finally:
-            for p in procs:
-                p.stop()
+            await asyncio.to_thread(stop_all, procs)
 
 
 async def test_a_worker_connects_to_send_but_never_polls_nor_serves_webhooks(pg_url, tmp_path):
@@ -244,8 +242,7 @@ async def test_two_worker_processes_stay_within_telegrams_30_per_second_together
             # a little on a busy machine; separate limits would put all 75 within 1.3 s.
             assert _busiest(at, 1.3) < 75
         finally:
-            for w in workers:
-                w.stop()
+            await asyncio.to_thread(stop_all, workers)
 
 
 def test_split_roles_need_postgresql(sqlite_url, tmp_path):

@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import func, select
 
 from bot.adapters.quotas import QuotaWindow, SharedQuota
 from storage.bulk import insert_outbox_rows
 from storage.db import Database
+from storage.models import OutboxMessage
 from tests.fakes.wechat import random_aes_key
-from tests.processes import SiyuProcess
+from tests.processes import SiyuProcess, stop_all
 
 
 def _queue(url: str, n: int) -> None:
@@ -40,9 +42,39 @@ def _queue(url: str, n: int) -> None:
     db.close()
 
 
+def _settled(url: str) -> dict[str, int] | None:
+    """The outbox's rows by status once no row is being sent or due within two seconds
+    (what is left waits for the next quota window); None while deliveries go on."""
+    db = Database(url)
+    try:
+        with db.sessions() as s:
+            busy = s.scalar(
+                select(func.count())
+                .select_from(OutboxMessage)
+                .where(
+                    (OutboxMessage.status == "sending")
+                    | (
+                        (OutboxMessage.status == "pending")
+                        & (
+                            OutboxMessage.next_attempt_at
+                            <= datetime.now(UTC) + timedelta(seconds=2)
+                        )
+                    )
+                )
+            )
+            if busy:
+                return None
+            return dict(
+                s.execute(
+                    select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status)
+                ).all()
+            )
+    finally:
+        db.close()
+
+
 @pytest.mark.slow
 def test_two_worker_processes_share_the_wecom_quota(pg_url, redis_url, fake_api, tmp_path):
-    _queue(pg_url, 12)
     env = {
         "SIYU_DATABASE_URL": pg_url,
         "SIYU_WECOM_CORP_ID": "ww-test",
@@ -54,33 +86,25 @@ def test_two_worker_processes_share_the_wecom_quota(pg_url, redis_url, fake_api,
         "SIYU_LIMITS_REDIS_URL": redis_url,
         "SIYU_LIMITS_WECOM_PER_MINUTE": "5",
         "SIYU_LIMITS_WECOM_PER_HOUR": "5",
+        # two rows a claim: both processes hold rows at once, so each would send up to
+        # its own five if the quota were counted per process
+        "SIYU_DELIVERY_BATCH_SIZE": "2",
         "SIYU_DELIVERY_POLL_INTERVAL_SECONDS": "0.2",
     }
     workers = [SiyuProcess("worker", env, tmp_path, f"worker-{i}") for i in range(2)]
     try:
         for w in workers:
             w.wait_ready()
-        deadline = time.monotonic() + 8
-        while time.monotonic() < deadline:  # both had time to send all twelve, alone
-            time.sleep(0.2)
+        _queue(pg_url, 12)  # both are woken by the new rows at once
+        deadline = time.monotonic() + 60
+        while (states := _settled(pg_url)) is None:
+            assert time.monotonic() < deadline, "deliveries never settled"
+            time.sleep(0.1)
         sends = fake_api.calls_to("message/send")
         assert len(sends) == 5, [c.body for c in sends]
-        db = Database(pg_url)
-        with db.sessions() as s:
-            from sqlalchemy import func, select
-
-            from storage.models import OutboxMessage
-
-            states = dict(
-                s.execute(
-                    select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status)
-                ).all()
-            )
-        db.close()
         assert states == {"sent": 5, "pending": 7}  # the rest wait for the next window
     finally:
-        for w in workers:
-            w.stop()
+        stop_all(workers)
 
 
 async def test_replies_keep_their_reserve_when_marketing_fills_the_window(redis_url):

@@ -169,8 +169,10 @@ class DeliveryWorker:
                         task.add_done_callback(inflight.discard)
                     claimed = len(rows)
                 full = len(inflight) > size // 2
-                if claimed and not full:
-                    continue  # more may be due right away
+                if (claimed or not room) and not full:
+                    # more may be due right away; or the claims in flight finished during a
+                    # claim of transactional rows only: claim the rest now, not at the poll
+                    continue
                 # wait for room (half the claims done), new rows (wake) or the next poll
                 waits: list[asyncio.Task[object]] = [asyncio.create_task(self._wake.wait())]
                 if full:

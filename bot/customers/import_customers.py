@@ -50,9 +50,12 @@ from bot.customers.intake import (
 
 __all__ = [
     "COLUMNS",
+    "JSON_LAYOUT",
     "LAYOUT",
     "CustomerImportError",
     "CustomerImportReport",
+    "Row",
+    "apply_customers",
     "import_customers",
     "parse_csv",
     "parse_json",
@@ -148,11 +151,14 @@ def parse_csv(text: str, *, today) -> Intake[Row]:
     )
 
 
-def parse_json(data: object, *, today) -> Intake[Row]:
-    """Validate a JSON body (one customer or ``{"customers": [...]}``); a wrong shape
-    raises :class:`IntakeError`."""
+def parse_json(data: object, *, today, max_items: int | None = None) -> Intake[Row]:
+    """Validate a JSON body (one customer or ``{"customers": [...]}``, at most ``max_items``,
+    else the API's bound); a wrong shape raises :class:`IntakeError`."""
+    layout = (
+        JSON_LAYOUT if max_items is None else dataclasses.replace(JSON_LAYOUT, max_items=max_items)
+    )
     return collect(
-        json_items(data, JSON_LAYOUT),
+        json_items(data, layout),
         lambda row: validate_row(row, today=today, empty_clears=True, json=True),
         layout=JSON_LAYOUT,
         refused=(ProfileInputError,),
@@ -170,8 +176,29 @@ def import_customers(
 ) -> CustomerImportReport:
     """Apply a customers CSV in the caller's transaction; see the module docstring."""
     found = parse_csv(text, today=today)
-    report = CustomerImportReport(errors=list(found.errors))
-    for line, (identity, attrs) in found.good:
+    report = apply_customers(
+        session,
+        found.good,
+        now=now,
+        default_locale=default_locale,
+        default_timezone=default_timezone,
+    )
+    report.errors = sorted(found.errors + report.errors, key=lambda e: e.where)
+    return report
+
+
+def apply_customers(
+    session: Session,
+    good: list[tuple[int, Row]],
+    *,
+    now: datetime,
+    default_locale: str,
+    default_timezone: str,
+) -> CustomerImportReport:
+    """Create or update the customers of validated rows (caller's transaction); a row that
+    conflicts with a stored customer becomes a :class:`RowError`."""
+    report = CustomerImportReport()
+    for line, (identity, attrs) in good:
         try:
             result = upsert_profile(
                 session,
@@ -190,5 +217,4 @@ def import_customers(
             report.updated += 1
         else:
             report.unchanged += 1
-    report.errors.sort(key=lambda e: e.where)
     return report

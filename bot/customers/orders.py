@@ -22,6 +22,7 @@ transaction, so an import is all-good-rows-or-nothing, never half written.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -231,12 +232,19 @@ def parse_csv(
 
 
 def parse_json(
-    data: object, *, tz: ZoneInfo, now: datetime, default_currency: str
+    data: object,
+    *,
+    tz: ZoneInfo,
+    now: datetime,
+    default_currency: str,
+    max_items: int | None = None,
 ) -> tuple[list[tuple[int, OrderInput]], list[RowError]]:
-    """Validate a JSON body (one order or ``{"orders": [...]}``); returns (index, order)
-    pairs and the rejected items. A wrong shape raises :class:`IntakeError`."""
+    """Validate a JSON body (one order or ``{"orders": [...]}``, at most ``max_items``, else
+    the API's bound); returns (index, order) pairs and the rejected items. A wrong shape
+    raises :class:`IntakeError`."""
+    layout = LAYOUT if max_items is None else dataclasses.replace(LAYOUT, max_items=max_items)
     found = _orders(
-        json_items(data, LAYOUT), (), tz=tz, now=now, default_currency=default_currency,
+        json_items(data, layout), (), tz=tz, now=now, default_currency=default_currency,
         first="at",
     )  # fmt: skip
     return found.good, found.errors

@@ -6,6 +6,7 @@ gives a job back without counting it, a campaign's preparation is queued once.""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -201,3 +202,28 @@ def test_a_campaign_request_queues_its_preparation_once_and_a_worker_runs_it(db,
         assert s.get_one(Campaign, cid).status == "running"
         assert s.scalar(select(func.count()).select_from(OutboxMessage)) == 3
     assert run_jobs(services) == [] and manage.run_due(services) == []
+
+
+async def test_a_stopping_worker_gives_its_running_job_back_at_the_next_chunk(db, config, clock):
+    import asyncio
+    import threading
+
+    started = threading.Event()
+
+    def endless(services, job):
+        started.set()
+        n = 0
+        while True:  # a long preparation: one chunk after another
+            n += 1
+            job.progress(n, None)
+            threading.Event().wait(0.01)
+
+    fast = replace(config.jobs, poll_interval_seconds=0.05)
+    worker = JobWorker(Services(db, config, Renderer(), clock), {"test": endless}, fast)
+    job_id = _enqueue(db, clock, "endless")
+    worker.start()
+    assert await asyncio.to_thread(started.wait, 10)
+    await worker.stop()
+    job = _job(db, job_id)
+    assert (job.status, job.attempts, job.claimed_by) == ("queued", 0, None)
+    assert job.progress["done"] >= 1

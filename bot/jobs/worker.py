@@ -139,7 +139,10 @@ class JobWorker:
                     asyncio.shield(self._task), self.config.shutdown_grace_seconds
                 )
             except TimeoutError:
+                # still in a chunk: giving the job back now would let another worker start it
+                # while this one finishes the chunk; its lease runs out instead
                 log.warning("jobs: grace period over; jobs still running are left to their lease")
+                return
         released = await self.db.run(self._release)
         if released:
             log.info("jobs: %d running job(s) returned to the queue", released)

@@ -165,12 +165,26 @@ class _Actions:
 
     @staticmethod
     def pilot(ctx: Context, campaign: Campaign) -> None:
-        manage.request(ctx.session, campaign, "pilot", config=ctx.config, now=ctx.now)
+        manage.request(
+            ctx.session,
+            campaign,
+            "pilot",
+            config=ctx.config,
+            now=ctx.now,
+            created_by=f"{ctx.event.channel}:{ctx.event.actor.user_id}",
+        )
         ctx.reply("campaign_requested", campaign=campaign, action="pilot")
 
     @staticmethod
     def launch(ctx: Context, campaign: Campaign) -> None:
-        manage.request(ctx.session, campaign, "launch", config=ctx.config, now=ctx.now)
+        manage.request(
+            ctx.session,
+            campaign,
+            "launch",
+            config=ctx.config,
+            now=ctx.now,
+            created_by=f"{ctx.event.channel}:{ctx.event.actor.user_id}",
+        )
         ctx.reply("campaign_requested", campaign=campaign, action="launch")
 
     @staticmethod

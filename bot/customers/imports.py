@@ -10,7 +10,7 @@ chunks of :data:`CHUNK` rows, one transaction each, with the job's progress afte
 Every kind is idempotent (an order id is stored once, a customer is upserted, a tag is
 refreshed), so a job resumed after a crash applies nothing twice. The result keeps the
 counts and the first :data:`MAX_ERRORS_KEPT` rejected rows with their line (CSV) or index
-(JSON) and reason.
+(JSON) and reason; the file itself is dropped from the job when it ends.
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def enqueue_import(
             "what": upload.what,
             "format": upload.format,
             "file": upload.name,
-            "text": upload.text,
+            queue.INPUT: upload.text,  # dropped when the job ends
         },
         now=now,
         created_by=created_by,
@@ -144,7 +144,7 @@ def run_import(services: Services, job: JobContext) -> dict[str, Any]:
     """Run one import job (see the module docstring); returns the counts and the first
     rejected rows."""
     what, fmt = str(job.payload["what"]), str(job.payload["format"])
-    text, name = str(job.payload["text"]), str(job.payload.get("file", ""))
+    text, name = str(job.payload[queue.INPUT]), str(job.payload.get("file", ""))
     config, now = services.config, services.clock.now()
     zone = ZoneInfo(config.general.timezone)
     source = f"console:{name}"[:128]

@@ -10,7 +10,9 @@ per lock; the claim skips a job whose lock another running job holds). On SQLite
 runs in a write transaction, so two processes are serialized.
 
 Every write after the claim names the worker: a worker that lost its lease (it stalled and
-another took the job over) changes nothing.
+another took the job over) changes nothing. A payload's :data:`INPUT` (an uploaded file)
+is the job's raw material: it is dropped when the job ends (done or failed), so personal
+data in it does not outlive the work; the result keeps what people need to see.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from storage.db import insert_ignore_returning, rowcount
 from storage.jobs import BatchJob
 
 __all__ = [
+    "INPUT",
     "MAX_ERROR",
     "MAX_PAYLOAD_BYTES",
     "Enqueued",
@@ -51,6 +54,8 @@ __all__ = [
 MAX_PAYLOAD_BYTES = 2 * 1024 * 1024
 #: The longest error text stored on a job.
 MAX_ERROR = 2000
+#: The payload key of a job's raw input (a file's text), dropped when the job ends.
+INPUT = "input"
 #: Candidates one claim looks at (jobs whose lock is busy are passed over).
 _CANDIDATES = 8
 
@@ -115,6 +120,10 @@ def has_open(session: Session, lock: str) -> bool:
     )
 
 
+def _without_input(payload: dict[str, Any] | None) -> dict[str, Any]:
+    return {k: v for k, v in (payload or {}).items() if k != INPUT}
+
+
 def _claimable(now: datetime):
     """Queued and due, or running with a lease that ran out."""
     return or_(
@@ -163,6 +172,7 @@ def claim(
             )
             job.claimed_by = job.lease_until = None
             job.finished_at = now
+            job.payload = _without_input(job.payload)
             continue
         try:
             with session.begin_nested():  # a lock another worker just took: skip this one
@@ -209,21 +219,19 @@ def record_progress(
 def finish(session: Session, job_id: int, worker: str, result: dict[str, Any], now: datetime):
     """The job is done with ``result``; False if the worker lost the job meanwhile."""
     done = transition(JobStatus.RUNNING, JobStatus.DONE).value
-    return (
-        rowcount(
-            session.execute(
-                _mine(job_id, worker).values(
-                    status=done,
-                    result=result,
-                    error=None,
-                    claimed_by=None,
-                    lease_until=None,
-                    finished_at=now,
-                )
-            )
-        )
-        == 1
-    )
+    return _end(session, job_id, worker, status=done, result=result, error=None, finished_at=now)
+
+
+def _end(session: Session, job_id: int, worker: str, **values: Any) -> bool:
+    """Move ``worker``'s running job to a final state, dropping its input."""
+    job = session.get(BatchJob, job_id, with_for_update=True)
+    if job is None or job.claimed_by != worker or job.status != JobStatus.RUNNING:
+        return False
+    for name, value in values.items():
+        setattr(job, name, value)
+    job.claimed_by = job.lease_until = None
+    job.payload = _without_input(job.payload)
+    return True
 
 
 def _error_text(error: object) -> str:
@@ -235,16 +243,10 @@ def fail(
 ) -> bool:
     """The job failed for good with ``error`` (redacted, bounded)."""
     failed = transition(JobStatus.RUNNING, JobStatus.FAILED).value
-    values: dict[str, Any] = {
-        "status": failed,
-        "error": _error_text(error),
-        "claimed_by": None,
-        "lease_until": None,
-        "finished_at": now,
-    }
+    values: dict[str, Any] = {"status": failed, "error": _error_text(error), "finished_at": now}
     if result is not None:
         values["result"] = result
-    return rowcount(session.execute(_mine(job_id, worker).values(**values))) == 1
+    return _end(session, job_id, worker, **values)
 
 
 def retry(
@@ -260,6 +262,7 @@ def retry(
     if job.attempts >= job.max_attempts:
         job.status = transition(job.status, JobStatus.FAILED).value
         job.finished_at = now
+        job.payload = _without_input(job.payload)
     else:
         job.status = transition(job.status, JobStatus.QUEUED).value
         job.not_before = now + timedelta(seconds=delay)

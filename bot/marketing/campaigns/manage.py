@@ -599,7 +599,10 @@ def pause(services: Services, campaign_id: int) -> int:
 
 def hold(session: Session, campaign: Campaign) -> int:
     """Pause a campaign (chat ``/campaign pause`` and CLI ``pause``): its messages not yet
-    sent wait (status ``paused``) until it is launched again; returns how many."""
+    sent wait (status ``paused``) until it is launched again; returns how many. Pausing a
+    paused campaign is refused (``campaign.error.already_paused``)."""
+    if campaign.status == CampaignStatus.PAUSED:
+        raise CampaignError("", "campaign.error.already_paused", name=campaign.name)
     _move(campaign, CampaignStatus.PAUSED)
     return _move_rows(session, campaign.id, OutboxStatus.PENDING, OutboxStatus.PAUSED)
 

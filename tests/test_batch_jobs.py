@@ -6,6 +6,7 @@ gives a job back without counting it, a campaign's preparation is queued once.""
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from datetime import timedelta
 
@@ -227,3 +228,47 @@ async def test_a_stopping_worker_gives_its_running_job_back_at_the_next_chunk(db
     job = _job(db, job_id)
     assert (job.status, job.attempts, job.claimed_by) == ("queued", 0, None)
     assert job.progress["done"] >= 1
+
+
+def test_a_campaign_paused_while_it_is_prepared_stops_and_queues_nothing_to_send(db, config, clock):
+    import threading
+
+    from tests.campaign_support import bulk_customers
+
+    config = config.replace(
+        marketing=replace(config.marketing, quiet_hours="00:00-00:00", max_per_window=0),
+        campaigns=replace(config.campaigns, chunk_size=1),
+    )
+    bulk_customers(db, 300, clock.now())
+    services = Services(db, config, Renderer(), clock)
+    spec = parse_spec('slow segment="opt_out:no" text="hi" pilot=0 holdout=0', config)
+    with db.transaction() as s:
+        campaign = manage.create_campaign(
+            s, spec, config=config, renderer=services.renderer, now=clock.now()
+        )
+        job = manage.request(s, campaign, "launch", config=config, now=clock.now())
+        cid = campaign.id
+    worker = threading.Thread(target=run_jobs, args=(services,))
+    worker.start()
+    deadline = time.monotonic() + 30
+    while _campaign_rows(db, cid) < 5:
+        assert time.monotonic() < deadline and worker.is_alive(), "the preparation never began"
+        time.sleep(0.01)
+    manage.pause(services, cid)
+    worker.join(30)
+    done = _job(db, job.job_id)
+    assert (done.status, done.result["status"]) == ("done", "paused")
+    with db.sessions() as s:
+        assert s.get_one(Campaign, cid).status == "paused"
+        statuses = set(
+            s.scalars(select(OutboxMessage.status).where(OutboxMessage.source_id == cid))
+        )
+    assert statuses == {"paused"}  # nothing waits to be sent
+    assert _campaign_rows(db, cid) < 300  # it stopped early
+
+
+def _campaign_rows(db, cid: int) -> int:
+    with db.sessions() as s:
+        return s.scalar(
+            select(func.count()).select_from(OutboxMessage).where(OutboxMessage.source_id == cid)
+        )

@@ -544,12 +544,17 @@ def run_due(services: Services) -> list[tuple[str, str]]:
     return queued
 
 
+class _PausedMeanwhile(Exception):
+    """The campaign was paused while it was being prepared."""
+
+
 def prepare(services: Services, job: JobContext) -> dict[str, Any]:
     """Run one preparation job (``campaign.prepare``): the requested step if the campaign
     is still where the request left it (else nothing: it was done, paused or stopped).
 
     Re-running after a crash is safe: the push's idempotency keys (one outbox row per
-    campaign and customer) queue nobody twice."""
+    campaign and customer) queue nobody twice. A campaign paused while it is prepared
+    stops after the chunk in progress, and what that chunk queued waits with the rest."""
     campaign_id, step = int(job.payload["campaign_id"]), str(job.payload["step"])
     with services.db.sessions() as session:
         campaign = session.get(Campaign, campaign_id)
@@ -569,6 +574,9 @@ def prepare(services: Services, job: JobContext) -> dict[str, Any]:
         nonlocal done
         done += rows
         job.progress(done, total)
+        with services.db.sessions() as session:  # paused meanwhile: stop queuing here
+            if session.get_one(Campaign, campaign_id).status == CampaignStatus.PAUSED:
+                raise _PausedMeanwhile
 
     try:
         if step == "pilot" and status == CampaignStatus.PILOT_PENDING:
@@ -580,6 +588,12 @@ def prepare(services: Services, job: JobContext) -> dict[str, Any]:
             outcome = {"verdict": (judged.verdict or {}).get("decision") if judged else None}
         else:
             return {"step": step, "skipped": True, "status": status}
+    except _PausedMeanwhile:
+        # rows queued by a chunk that committed after the pause wait like the others
+        with services.db.transaction() as session:
+            held = _move_rows(session, campaign_id, OutboxStatus.PENDING, OutboxStatus.PAUSED)
+        job.progress(done, total, force=True)
+        return {"step": step, "status": CampaignStatus.PAUSED.value, "held_late": held}
     except CampaignError as exc:
         raise JobRefused(exc.text("en")) from exc
     job.progress(done, total, force=True)

@@ -148,7 +148,7 @@ def _check_spec(
 
 
 #: what editing a draft replaces (its name, author and history stay)
-EDITABLE = ("segment", "variants", "buttons", "coupon", "priority", "pilot_share",
+EDITABLE = ("segment", "variants", "buttons", "coupon", "priority", "weight", "pilot_share",
             "holdout_share", "pilot_hours", "send_at")  # fmt: skip
 
 
@@ -219,6 +219,7 @@ def draft_from_spec(
         },
         coupon=spec.coupon,
         priority=spec.priority if spec.priority is not None else defaults.priority,
+        weight=spec.weight or 1,
         pilot_share=spec.pilot_share if spec.pilot_share is not None else defaults.pilot_share,
         holdout_share=(
             spec.holdout_share if spec.holdout_share is not None else defaults.holdout_share

@@ -69,7 +69,7 @@ _NOT_CONTENT = (
 ACTIONS = ("pilot", "launch", "pause")
 #: form fields that become ``key=value`` words of the campaign definition
 _FIELDS = ("segment", "template", "text", "coupon", "pilot", "holdout", "hours", "at",
-           "buttons", "variants", "priority")  # fmt: skip
+           "buttons", "variants", "priority", "weight")  # fmt: skip
 assert set(_FIELDS) <= set(KEYS)
 
 
@@ -129,6 +129,7 @@ def _form_choices(request: Request) -> dict:
             "holdout": f"{defaults.holdout_share:.0%}",
             "hours": f"{defaults.pilot_hours:g}",
             "priority": str(defaults.priority),
+            "weight": "1",
         },
     }
 
@@ -226,6 +227,7 @@ def form_of_campaign(campaign: Campaign) -> dict[str, str]:
     data["holdout"] = f"{campaign.holdout_share * 100:g}%"
     data["hours"] = f"{campaign.pilot_hours:g}"
     data["priority"] = str(campaign.priority)
+    data["weight"] = str(campaign.weight)
     data["version"] = str(campaign.version)
     return data
 

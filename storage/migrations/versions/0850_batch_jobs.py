@@ -1,9 +1,11 @@
-"""batch_jobs: campaign preparation and console imports run as jobs in worker processes
+"""batch_jobs: campaign preparation and console imports run as jobs in worker processes;
+campaigns.weight for the fair share
 
 One row per unit of batch work, unique by its idempotency key, claimed with a lease by a
 worker; a partial unique index keeps jobs of one lock (a campaign) from running at once.
 On PostgreSQL a statement trigger sends ``NOTIFY siyu_jobs`` whenever jobs are queued, so
-an idle worker wakes at once instead of at its next poll.
+an idle worker wakes at once instead of at its next poll. A campaign's weight (default 1)
+sets its part of the delivery workers' fair share among campaigns sending together.
 
 Revision ID: 0850
 Revises: 0820
@@ -65,6 +67,10 @@ def upgrade() -> None:
         postgresql_where=sa.text("status = 'running'"),
         sqlite_where=sa.text("status = 'running'"),
     )
+    with op.batch_alter_table("campaigns") as batch_op:
+        batch_op.add_column(
+            sa.Column("weight", sa.Integer(), server_default=sa.text("1"), nullable=False)
+        )
     if op.get_bind().dialect.name == "postgresql":
         op.execute(NOTIFY_FUNCTION)
         op.execute(
@@ -77,6 +83,8 @@ def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP TRIGGER IF EXISTS batch_jobs_notify ON batch_jobs")
         op.execute("DROP FUNCTION IF EXISTS siyu_jobs_notify()")
+    with op.batch_alter_table("campaigns") as batch_op:
+        batch_op.drop_column("weight")
     op.drop_index("uq_batch_jobs_running_lock", table_name="batch_jobs")
     op.drop_index("ix_batch_jobs_kind", table_name="batch_jobs")
     op.drop_index("ix_batch_jobs_due", table_name="batch_jobs")

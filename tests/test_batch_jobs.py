@@ -272,3 +272,37 @@ def _campaign_rows(db, cid: int) -> int:
         return s.scalar(
             select(func.count()).select_from(OutboxMessage).where(OutboxMessage.source_id == cid)
         )
+
+
+async def test_an_idle_worker_on_postgresql_is_woken_by_a_job_queued_elsewhere(pg_url, config):
+    """The poll is 60 s; the NOTIFY of the insert trigger wakes the worker at once."""
+    import asyncio
+    import threading
+
+    from bot.core.clock import SystemClock
+    from storage.db import Database
+
+    ran = threading.Event()
+
+    def note(services, job):
+        ran.set()
+        return {}
+
+    clock = SystemClock()
+    db, other = Database(pg_url), Database(pg_url)
+    slow = replace(config.jobs, poll_interval_seconds=60.0)
+    worker = JobWorker(Services(db, config, Renderer(), clock), {"test": note}, slow)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 20
+        while worker.notifications is None or not worker.notifications.listening.is_set():
+            assert time.monotonic() < deadline, "the worker never listened"
+            await asyncio.sleep(0.05)
+        started = time.monotonic()
+        _enqueue(other, clock, "from-another-process")
+        assert await asyncio.to_thread(ran.wait, 20)
+        assert time.monotonic() - started < 20  # far below the 60 s poll
+    finally:
+        await worker.stop()
+        db.close()
+        other.close()

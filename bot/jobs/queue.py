@@ -38,6 +38,7 @@ __all__ = [
     "MAX_PAYLOAD_BYTES",
     "Enqueued",
     "JobPayloadTooLarge",
+    "any_claimable",
     "claim",
     "enqueue",
     "expire_leases",
@@ -129,6 +130,13 @@ def _claimable(now: datetime):
     return or_(
         and_(BatchJob.status == JobStatus.QUEUED, BatchJob.not_before <= now),
         and_(BatchJob.status == JobStatus.RUNNING, BatchJob.lease_until < now),
+    )
+
+
+def any_claimable(session: Session, *, now: datetime, kinds: Sequence[str]) -> bool:
+    """Whether a job of ``kinds`` may be claimed now (a cheap read before the claim)."""
+    return bool(
+        session.scalar(select(exists().where(BatchJob.kind.in_(list(kinds)), _claimable(now))))
     )
 
 

@@ -196,13 +196,17 @@ class JobWorker:
             return queue.expire_leases(session, self.services.clock.now())
 
     def _claim(self, job_id: int | None) -> BatchJob | None:
+        kinds = list(self.runners)
+        with self.db.sessions() as session:  # a read first: no write lock while idle (SQLite)
+            if not queue.any_claimable(session, now=self.services.clock.now(), kinds=kinds):
+                return None
         with self.db.transaction() as session:
             job = queue.claim(
                 session,
                 worker=self.worker_id,
                 now=self.services.clock.now(),
                 lease=self.lease,
-                kinds=list(self.runners),
+                kinds=kinds,
                 job_id=job_id,
             )
             if job is not None:

@@ -15,8 +15,10 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from bot.conversations.staff import create_staff, set_locale
 from bot.core.clock import SystemClock
 from bot.customers.imports import MAX_ERRORS_KEPT, MAX_FILE_BYTES
+from storage.handoff import StaffUser
 from storage.jobs import BatchJob
 from storage.models import Customer, CustomerTag, Identity, Tag
 from storage.orders import Order
@@ -24,12 +26,21 @@ from tests.campaign_support import make_customer
 from tests.console_support import MANAGER, STAFF, build_console, login
 from tests.support import LiveServer
 
+EN_MANAGER = ("ella", "manager-pass-2")
+
 
 @pytest.fixture
 def served(config, sqlite_db):
     now = SystemClock().now()
     make_customer(sqlite_db, "ann", now, name="Ann")
     app = build_console(config, sqlite_db)
+    with sqlite_db.transaction() as s:  # maria reads zh-CN, ella en
+        set_locale(
+            s, s.scalar(select(StaffUser.id).where(StaffUser.username == MANAGER[0])), "zh-CN"
+        )
+        ella = create_staff(s, EN_MANAGER[0], EN_MANAGER[1], role="manager", now=now)
+        s.flush()
+        set_locale(s, ella.id, "en")
     with LiveServer(app) as server:
         yield server, sqlite_db
 
@@ -65,6 +76,15 @@ def flash(client, answer: httpx.Response) -> str:
     return html.unescape(re.search(r'id="flash">(.*?)</div>', page, re.S).group(1))
 
 
+def _reasons(page: str) -> list[str]:
+    """The reasons column of the rejected rows on a job page."""
+    table = re.search(r'id="import-errors".*?</table>', page, re.S)
+    return [
+        html.unescape(r)
+        for r in re.findall(r'<td data-label="[^"]+">([^<]*)</td></tr>', table.group(0))
+    ]
+
+
 def jobs(db) -> int:
     with db.sessions() as s:
         return s.scalar(select(func.count()).select_from(BatchJob))
@@ -91,10 +111,23 @@ def test_orders_csv_is_imported_by_a_job_with_counts_and_rejected_rows(served):
         r'<td class="num" data-label="[^"]+">(\d+)</td><td data-label="[^"]+">([^<]*)</td>', page
     )
     assert rows == [("3", "o-2"), ("4", "o-3")]  # CSV line numbers and the order ids
-    assert "no customer with identity sandbox:nobody" in html.unescape(page)
+    reasons = _reasons(page)
+    assert reasons == ["没有身份为 sandbox:nobody 的客户", "金额不能小于 0，收到的是 '-5'"]
+    # the job keeps each reason's code and parameters; an English reader sees English
+    english = _reasons(login(server.url, EN_MANAGER).get(url).text)
+    assert english == [
+        "no customer with identity sandbox:nobody",
+        "'amount' must be 0 or more, got '-5'",
+    ]
     with db.sessions() as s:
         assert s.scalars(select(Order.order_id)).all() == ["o-1"]
         job = s.scalars(select(BatchJob)).one()
+        assert job.result["errors"] == [
+            {"where": 3, "key": "o-2", "code": "intake.row.no_identity",
+             "params": {"who": "sandbox:nobody"}},
+            {"where": 4, "key": "o-3", "code": "amount.negative",
+             "params": {"raw": "'-5'", "limit": "100000000"}},
+        ]  # fmt: skip
         assert (job.kind, job.created_by, job.attempts) == ("import", "staff:maria", 1)
         assert job.progress == {"done": 2, "total": 2}
         # the file (phones, identities) is dropped once the job has ended
@@ -155,7 +188,7 @@ def test_only_the_first_rejected_rows_are_kept_with_the_whole_count(served):
     lines = ["customer,tag"] + [f"sandbox:nobody{i},VIP" for i in range(MAX_ERRORS_KEPT + 10)]
     answer = upload(manager, "tags", "many.csv", "\n".join(lines).encode())
     page = wait_done(manager, answer.headers["location"])
-    assert page.count("no customer with identity") == MAX_ERRORS_KEPT
+    assert page.count("没有身份为") == MAX_ERRORS_KEPT
     assert f'data-count="rejected"><div class="num">{MAX_ERRORS_KEPT + 10}<' in page
 
 

@@ -21,6 +21,7 @@ from bot.customers.intake import (
     IntakeError,
     Layout,
     RowError,
+    RowRefused,
     collect,
     csv_rows,
     json_items,
@@ -49,8 +50,8 @@ MAX_TAG = 64
 TagImportError = IntakeError
 
 
-class TagRowError(ValueError):
-    """One tag row that cannot be taken, and why."""
+class TagRowError(RowRefused):
+    """One tag row that cannot be taken, and why (a catalogue code and its parameters)."""
 
 
 @dataclass
@@ -90,24 +91,24 @@ def _text(row: dict, key: str) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     if not isinstance(value, str):
-        raise TagRowError(f"'{key}' must be text")
+        raise TagRowError("intake.row.not_text", field=key)
     return value.strip()
 
 
 def validate_row(row: object) -> TagRow:
     """Check one tag row (a CSV row or a JSON object); raises :class:`TagRowError`."""
     if not isinstance(row, dict):
-        raise TagRowError("a tag row must be an object")
+        raise TagRowError("intake.tag.not_object")
     tag = _text(row, "tag")
     who = _text(row, "customer")
     raw_phone = _text(row, "phone")
     raw_ttl = _text(row, "ttl_days")
     if not tag or len(tag) > MAX_TAG:
-        raise TagRowError(f"'tag' must be 1-{MAX_TAG} characters")
+        raise TagRowError("intake.tag.length", limit=MAX_TAG)
     if raw_ttl and (not raw_ttl.isdigit() or int(raw_ttl) > 3650):
-        raise TagRowError(f"'ttl_days' {raw_ttl!r} must be 0-3650")
+        raise TagRowError("intake.tag.ttl", raw=repr(raw_ttl))
     if not who and not raw_phone:
-        raise TagRowError("give 'customer' or 'phone'")
+        raise TagRowError("intake.tag.who_required")
     ttl = timedelta(days=int(raw_ttl)) if raw_ttl and int(raw_ttl) else None
     return TagRow(who, raw_phone, tag, ttl)
 
@@ -126,7 +127,7 @@ def parse_json(data: object, *, max_items: int | None = None) -> Intake[TagRow]:
     def validate(item: object) -> TagRow:
         unknown = [k for k in item if k not in LAYOUT.columns] if isinstance(item, dict) else []
         if unknown:
-            raise TagRowError(f"unknown key(s) {', '.join(map(repr, unknown))}")
+            raise TagRowError("intake.tag.unknown_keys", keys=", ".join(map(repr, unknown)))
         return validate_row(item)
 
     return collect(json_items(data, layout), validate, layout=LAYOUT, refused=(TagRowError,))
@@ -152,7 +153,9 @@ def apply_tags(
             channel, sep, user = row.who.partition(":")
             identity = find_identity(session, channel, user) if sep else None
             if identity is None:
-                report.errors.append(RowError(line, "", f"no customer with identity {row.who!r}"))
+                report.errors.append(
+                    RowError(line, "", "intake.row.no_identity", {"who": repr(row.who)})
+                )
                 continue
             customer_id = identity.customer_id
         else:
@@ -166,7 +169,7 @@ def apply_tags(
             )
             if customer_id is None:
                 report.errors.append(
-                    RowError(line, "", f"no customer with phone {row.raw_phone!r}")
+                    RowError(line, "", "intake.row.no_phone", {"phone": repr(row.raw_phone)})
                 )
                 continue
         if add_tag(session, customer_id, row.tag, source=source[:128], now=now, ttl=row.ttl):

@@ -10,7 +10,8 @@ chunks of :data:`CHUNK` rows, one transaction each, with the job's progress afte
 Every kind is idempotent (an order id is stored once, a customer is upserted, a tag is
 refreshed), so a job resumed after a crash applies nothing twice. The result keeps the
 counts and the first :data:`MAX_ERRORS_KEPT` rejected rows with their line (CSV) or index
-(JSON) and reason; the file itself is dropped from the job when it ends.
+(JSON) and reason (its catalogue code and parameters, said in each reader's locale when
+shown); the file itself is dropped from the job when it ends.
 """
 
 from __future__ import annotations
@@ -227,10 +228,7 @@ def run_import(services: Services, job: JobContext) -> dict[str, Any]:
         "file": name,
         "counts": counts,
         "rejected": len(errors),
-        "errors": [
-            {"where": e.where, "key": e.key[:64], "reason": e.reason[:300]}
-            for e in errors[:MAX_ERRORS_KEPT]
-        ],
+        "errors": [e.as_dict() for e in errors[:MAX_ERRORS_KEPT]],
     }
 
 

@@ -27,6 +27,7 @@ from bot.customers.imports import (
     check_upload,
     enqueue_import,
 )
+from bot.customers.intake import RowError
 from bot.jobs.states import OPEN
 from bot.web.console.common import (
     Refused,
@@ -50,8 +51,9 @@ RECENT = 20
 _TOKEN = re.compile(r"^[0-9a-f]{32}$")
 
 
-def _summary(job: BatchJob) -> dict:
-    """What the page shows of a job (never its payload: the file stays in the database)."""
+def _summary(job: BatchJob, locale: str) -> dict:
+    """What the page shows of a job (never its payload: the file stays in the database);
+    rejected rows say why in the reader's ``locale``."""
     payload = job.payload or {}
     result = job.result or {}
     return {
@@ -67,7 +69,10 @@ def _summary(job: BatchJob) -> dict:
         "finished_at": job.finished_at,
         "counts": result.get("counts", {}),
         "rejected": result.get("rejected"),
-        "errors": result.get("errors", []),
+        "errors": [
+            {"where": e.where, "key": e.key, "reason": e.text(locale)}
+            for e in map(RowError.load, result.get("errors", []))
+        ],
         "error": job.error,
     }
 
@@ -77,6 +82,7 @@ async def import_page(request: Request) -> Response:
     """The upload form and the recent imports."""
     user = await manager_of(request)
     runtime = runtime_of(request)
+    locale = locale_of(request, user)
 
     def load() -> list[dict]:
         with runtime.db.sessions() as session:
@@ -86,7 +92,7 @@ async def import_page(request: Request) -> Response:
                 .order_by(BatchJob.id.desc())
                 .limit(RECENT)
             ).all()
-            return [_summary(j) for j in jobs]
+            return [_summary(j, locale) for j in jobs]
 
     jobs = await run(request, load)
     return page(
@@ -150,11 +156,12 @@ async def import_job(request: Request) -> Response:
     user = await manager_of(request)
     job_id = int_param(request, "job_id")
     runtime = runtime_of(request)
+    locale = locale_of(request, user)
 
     def load() -> dict | None:
         with runtime.db.sessions() as session:
             job = session.get(BatchJob, job_id)
-            return _summary(job) if job is not None and job.kind == KIND else None
+            return _summary(job, locale) if job is not None and job.kind == KIND else None
 
     job = await run(request, load)
     if job is None:

@@ -179,17 +179,24 @@ def test_a_clean_stop_gives_the_job_back_without_counting_it(db, clock):
     assert (job.status, job.attempts, job.claimed_by) == ("queued", 0, None)
 
 
+def _requested(services: Services, text: str, step: str) -> tuple[int, queue.Enqueued]:
+    """A campaign made from ``text`` with its ``step`` requested: (its id, the job)."""
+    config, now = services.config, services.clock.now()
+    spec = parse_spec(text, config)
+    with services.db.transaction() as s:
+        campaign = manage.create_campaign(
+            s, spec, config=config, renderer=services.renderer, now=now
+        )
+        return campaign.id, manage.request(s, campaign, step, config=config, now=now)
+
+
 def test_a_campaign_request_queues_its_preparation_once_and_a_worker_runs_it(db, config, clock):
     for user in ("a", "b", "c"):
         make_customer(db, user, clock.now(), tags=("早餐",))
     services = Services(db, config, Renderer(), clock)
-    spec = parse_spec('spring segment="tag:早餐" text="hi" pilot=0 holdout=0', config)
-    with db.transaction() as s:
-        campaign = manage.create_campaign(
-            s, spec, config=config, renderer=services.renderer, now=clock.now()
-        )
-        job = manage.request(s, campaign, "launch", config=config, now=clock.now())
-        cid = campaign.id
+    cid, job = _requested(
+        services, 'spring segment="tag:早餐" text="hi" pilot=0 holdout=0', "launch"
+    )
     assert job.created
     assert manage.run_due(services) == []  # the scheduler sees the job: nothing more
     ran = run_jobs(services)
@@ -203,6 +210,40 @@ def test_a_campaign_request_queues_its_preparation_once_and_a_worker_runs_it(db,
         assert s.get_one(Campaign, cid).status == "running"
         assert s.scalar(select(func.count()).select_from(OutboxMessage)) == 3
     assert run_jobs(services) == [] and manage.run_due(services) == []
+
+
+def test_a_pilot_taken_over_after_a_crash_keeps_its_first_start(db, config, clock):
+    config = config.replace(campaigns=replace(config.campaigns, chunk_size=1))
+    for n in range(20):
+        make_customer(db, f"u{n}", clock.now(), tags=("早餐",))
+    services = Services(db, config, Renderer(), clock)
+    cid, job = _requested(
+        services, 'spring segment="tag:早餐" text="hi" pilot=50% holdout=10%', "pilot"
+    )
+    with db.transaction() as s:  # a worker claims the pilot and dies after a chunk
+        assert queue.claim(
+            s, worker="dead", now=clock.now(), lease=LEASE, kinds=["campaign.prepare"]
+        )
+
+    class Crash(Exception):
+        pass
+
+    def crash(_rows: int) -> None:
+        raise Crash
+
+    with pytest.raises(Crash):
+        manage.start_pilot(services, cid, progress=crash)
+    with db.sessions() as s:
+        first = s.get_one(Campaign, cid).pilot_started_at
+    assert first is not None
+    clock.advance(timedelta(seconds=config.jobs.lease_seconds + 1))
+    assert [j.id for j in run_jobs(services)] == [job.job_id]  # taken over
+    done = _job(db, job.job_id)
+    assert (done.status, done.attempts) == ("done", 2)
+    with db.sessions() as s:
+        campaign = s.get_one(Campaign, cid)
+        assert campaign.status == "piloting"
+        assert campaign.pilot_started_at == first  # the pilot period counts from the first start
 
 
 async def test_a_stopping_worker_gives_its_running_job_back_at_the_next_chunk(db, config, clock):
@@ -241,13 +282,9 @@ def test_a_campaign_paused_while_it_is_prepared_stops_and_queues_nothing_to_send
     )
     bulk_customers(db, 300, clock.now())
     services = Services(db, config, Renderer(), clock)
-    spec = parse_spec('slow segment="opt_out:no" text="hi" pilot=0 holdout=0', config)
-    with db.transaction() as s:
-        campaign = manage.create_campaign(
-            s, spec, config=config, renderer=services.renderer, now=clock.now()
-        )
-        job = manage.request(s, campaign, "launch", config=config, now=clock.now())
-        cid = campaign.id
+    cid, job = _requested(
+        services, 'slow segment="opt_out:no" text="hi" pilot=0 holdout=0', "launch"
+    )
     worker = threading.Thread(target=run_jobs, args=(services,))
     worker.start()
     deadline = time.monotonic() + 30

@@ -430,9 +430,16 @@ def _move(campaign: Campaign, status: str) -> None:
 def start_pilot(
     services: Services, campaign_id: int, *, progress: Callable[[int], None] | None = None
 ) -> ChunkResult:
-    """Send to the pilot arm, record the holdout; the evaluation is due after pilot_hours."""
+    """Send to the pilot arm, record the holdout; the evaluation is due after pilot_hours,
+    counted from the first start (a preparation taken over after a crash keeps it)."""
     now = services.clock.now()
-    _set_status(services, campaign_id, CampaignStatus.PILOT_PENDING, pilot_started_at=now)
+    with services.db.transaction() as session:
+        campaign = session.get(Campaign, campaign_id)
+        if campaign is None:
+            raise CampaignError(f"no campaign #{campaign_id}")
+        _move(campaign, CampaignStatus.PILOT_PENDING)
+        if campaign.pilot_started_at is None:
+            campaign.pilot_started_at = now
     result = run_push(
         services,
         campaign_id,

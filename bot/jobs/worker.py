@@ -30,6 +30,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from bot.jobs import queue
+from bot.jobs.states import JobStatus
 from bot.outbox.queue import Backoff
 from storage.jobs import NOTIFY_CHANNEL, BatchJob
 from storage.outbox_notify import OutboxNotifications
@@ -254,28 +255,39 @@ class JobWorker:
         )
         now = self.services.clock.now
         log.info("job %d (%s) started, attempt %d", job.id, job.kind, job.attempts)
+        started, outcome = time.monotonic(), "lost"
         try:
             result = runner(self.services, context)
         except JobLost:
             log.warning("job %d (%s): lease lost; another worker has it", job.id, job.kind)
         except JobStopped:
+            outcome = "stopped"
             log.info("job %d (%s): stopped with the process; queued again", job.id, job.kind)
         except JobRefused as refused:
             log.info("job %d (%s) refused: %s", job.id, job.kind, refused.message)
-            self._write(queue.fail, job.id, self.worker_id, refused.message, now(), refused.result)
+            if self._write(
+                queue.fail, job.id, self.worker_id, refused.message, now(), refused.result
+            ):
+                outcome = "refused"
         except Exception as exc:
             log.exception("job %d (%s) failed on attempt %d", job.id, job.kind, job.attempts)
             error = f"{type(exc).__name__}: {exc}"
             delay = self.backoff.delay(job.attempts)
             status = self._write(queue.retry, job.id, self.worker_id, error, now(), delay)
             log.info("job %d (%s): now %s", job.id, job.kind, status)
+            if status is not None:
+                outcome = "failed" if status == JobStatus.FAILED else "retry"
         else:
             if not self._write(queue.finish, job.id, self.worker_id, result, now()):
                 log.warning("job %d (%s) finished after its lease was lost", job.id, job.kind)
             else:
+                outcome = "done"
                 log.info("job %d (%s) done", job.id, job.kind)
         finally:
             done.set()
+            metrics = self.services.metrics
+            metrics.job_runs.labels(job.kind, outcome).inc()
+            metrics.job_duration.labels(job.kind).observe(time.monotonic() - started)
 
     def _write(self, fn: Callable[..., Any], *args: Any) -> Any:
         with self.db.transaction() as session:

@@ -173,10 +173,12 @@ def test_a_file_that_cannot_be_used_fails_the_job_with_the_reason(served):
     answer = upload(manager, "orders", "wrong.csv", b"id,amount\n1,2\n")
     page = html.unescape(wait_done(manager, answer.headers["location"]))
     assert 'data-status="failed"' in page
-    assert "missing column(s) order_id, time" in page
+    assert "缺少列 order_id, time" in page  # in the manager's locale
+    english = html.unescape(login(server.url, EN_MANAGER).get(answer.headers["location"]).text)
+    assert "missing column(s) order_id, time" in english
     answer = upload(manager, "tags", "broken.json", b'{"tags": [')
     page = html.unescape(wait_done(manager, answer.headers["location"]))
-    assert "not valid JSON" in page
+    assert "不是有效的 JSON：第 1 行" in page
     with db.sessions() as s:  # refused input is not retried, and is not kept
         failed = s.scalars(select(BatchJob).order_by(BatchJob.id)).all()
         assert [(j.attempts, "input" in j.payload) for j in failed] == [(1, False), (1, False)]

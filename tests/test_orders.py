@@ -168,7 +168,9 @@ async def test_api_is_idempotent_and_reports_bad_orders_precisely(api):
         (b'{"orders": {}}', 400, "'orders' must be a list"),
         (b'{"orders": []}', 400, "'orders' is empty"),
     ):
-        r = await client.post("/api/orders", content=payload, headers=auth)
+        r = await client.post(
+            "/api/orders", content=payload, headers=auth | {"Accept-Language": "en"}
+        )
         assert r.status_code == status and message in r.json()["error"]
     with db.sessions() as s:
         assert s.scalar(select(func.count(Order.id))) == 1

@@ -262,7 +262,9 @@ async def test_api_upserts_customers_idempotently_and_refuses_bad_payloads(api, 
         (b'{"customers": {}}', 400, "'customers' must be a list"),
         (b'{"customers": []}', 400, "'customers' is empty"),
     ):
-        r = await client.post("/api/customers", content=payload, headers=AUTH)
+        r = await client.post(
+            "/api/customers", content=payload, headers=AUTH | {"Accept-Language": "en"}
+        )
         assert r.status_code == status and message in r.json()["error"]
     with harness.db.sessions() as s:
         assert find_identity(s, "telegram", "4242").customer_id == 1

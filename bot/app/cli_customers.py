@@ -243,7 +243,7 @@ def cmd_import(config: Config, args: argparse.Namespace) -> int:
             default_currency=config.rfm.currency,
         )
     except IntakeError as exc:
-        print(f"siyu: {path}: {exc}", file=sys.stderr)
+        print(f"siyu: {path}: {_text_of(exc)}", file=sys.stderr)
         return EXIT_USAGE
     from bot.app.cli_output import Progress, emit_json, say
     from bot.customers.orders import ImportReport
@@ -313,7 +313,7 @@ def cmd_import_customers(config: Config, args: argparse.Namespace) -> int:
                 default_timezone=config.general.timezone,
             )
     except CustomerImportError as exc:
-        print(f"siyu: {path}: {exc}", file=sys.stderr)
+        print(f"siyu: {path}: {_text_of(exc)}", file=sys.stderr)
         return EXIT_USAGE
     finally:
         db.close()
@@ -423,6 +423,14 @@ def _reason(e) -> dict:
     return {"code": e.code, "params": e.params, "reason": e.text(cli_locale())}
 
 
+def _text_of(exc: Exception) -> str:
+    """A refused file's reason in the CLI reader's locale."""
+    from bot.app.cli_output import cli_locale
+
+    text = getattr(exc, "text", None)
+    return text(cli_locale()) if callable(text) else str(exc)
+
+
 def _print_rejected(path: Path, rejected, key: str) -> None:
     """Each rejected row on stderr, with its reason in the CLI reader's locale."""
     from bot.app.cli_output import cli_locale
@@ -462,7 +470,7 @@ def cmd_tags_import(config: Config, args: argparse.Namespace) -> int:
         with db.transaction() as session:
             report = import_tags(session, text, source=f"import:{path.name}", now=_now())
     except TagImportError as exc:
-        print(f"siyu: {path}: {exc}", file=sys.stderr)
+        print(f"siyu: {path}: {_text_of(exc)}", file=sys.stderr)
         return EXIT_USAGE
     finally:
         db.close()

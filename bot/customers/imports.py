@@ -45,6 +45,7 @@ __all__ = [
     "Upload",
     "check_upload",
     "enqueue_import",
+    "failure_text",
     "run_import",
 ]
 
@@ -126,15 +127,29 @@ def enqueue_import(
     )
 
 
+def _refused(refusal: IntakeError) -> JobRefused:
+    """A file that cannot be used fails the job: the error in English, and the result
+    keeps the reason's code and parameters (``failure``) to be said in a reader's locale."""
+    failure = RowError.of(0, "", refusal).as_dict()
+    return JobRefused(str(refusal), {"failure": {k: failure[k] for k in ("code", "params")}})
+
+
+def failure_text(result: dict[str, Any] | None, locale: str | None) -> str | None:
+    """Why a failed import could not use its file, for a reader of ``locale`` (None when
+    the result keeps no reason)."""
+    failure = (result or {}).get("failure")
+    return RowError.load(failure).text(locale) if isinstance(failure, dict) else None
+
+
 def _json(text: str) -> object:
     try:
         return json.loads(text.lstrip("\ufeff"))
     except json.JSONDecodeError as exc:
-        raise JobRefused(
-            f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+        raise _refused(
+            IntakeError("intake.file.json", detail=exc.msg, line=exc.lineno, column=exc.colno)
         ) from None
     except RecursionError:
-        raise JobRefused("not valid JSON: nested too deeply") from None
+        raise _refused(IntakeError("intake.file.json_deep")) from None
 
 
 def _chunks(items: list[Any]) -> list[list[Any]]:
@@ -220,7 +235,7 @@ def run_import(services: Services, job: JobContext) -> dict[str, Any]:
         else:
             raise JobRefused(f"unknown import {what!r}")
     except IntakeError as exc:
-        raise JobRefused(str(exc)) from None
+        raise _refused(exc) from None
     errors.sort(key=lambda e: e.where)
     return {
         "what": what,

@@ -41,11 +41,17 @@ T = TypeVar("T")
 
 
 class IntakeError(ValueError):
-    """The input as a whole cannot be used; ``status`` is the HTTP answer for an API."""
+    """The input as a whole cannot be used: ``code`` (a catalogue key) and ``params`` say
+    why, :meth:`text` in a reader's locale, ``str()`` in English; ``status`` is the HTTP
+    answer for an API."""
 
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
+    def __init__(self, code: str, /, status: int = 400, **params: object) -> None:
+        self.code, self.params, self.status = code, params, status
+        super().__init__(self.text("en"))
+
+    def text(self, locale: str | None) -> str:
+        """Why the input cannot be used, for a reader of ``locale``."""
+        return reason_text(self.code, self.params, locale)
 
 
 #: The longest parameter kept with a reason (a value quoted from the row is cut here).
@@ -171,19 +177,19 @@ def csv_rows(text: str, layout: Layout) -> tuple[list[tuple[int, dict[str, str]]
     reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
     header = [h.strip() for h in (reader.fieldnames or [])]
     if not header:
-        raise IntakeError("the file is empty (expected a header line)")
+        raise IntakeError("intake.file.empty")
     reader.fieldnames = header
     known = ", ".join(layout.columns)
     unknown = [h for h in header if h not in layout.columns]
     if layout.closed and unknown:
-        raise IntakeError(f"unknown column(s) {', '.join(map(repr, unknown))} (columns: {known})")
+        raise IntakeError(
+            "intake.file.unknown_columns", names=", ".join(map(repr, unknown)), known=known
+        )
     missing = [c for c in layout.required if c not in header]
     if missing:
-        raise IntakeError(f"missing column(s) {', '.join(missing)} (columns: {known})")
+        raise IntakeError("intake.file.missing_columns", names=", ".join(missing), known=known)
     if layout.one_of and not set(layout.one_of) & set(header):
-        raise IntakeError(
-            "the file needs " + " or ".join(f"a '{c}'" for c in layout.one_of) + " column"
-        )
+        raise IntakeError("intake.file.one_of", names=", ".join(map(repr, layout.one_of)))
     rows: list[tuple[int, dict[str, str]]] = []
     errors: list[RowError] = []
     for row in reader:
@@ -203,19 +209,19 @@ def json_items(data: object, layout: Layout) -> list[tuple[int, object]]:
     noun, plural = layout.noun, layout.plural
     if isinstance(data, dict) and plural in data:
         if len(data) > 1:
-            raise IntakeError(f"next to '{plural}' the body takes no other keys")
+            raise IntakeError("intake.body.other_keys", plural=plural)
         items = data[plural]
         if not isinstance(items, list):
-            raise IntakeError(f"'{plural}' must be a list of {noun} objects")
+            raise IntakeError("intake.body.not_list", plural=plural, noun=noun)
     elif isinstance(data, dict):
         items = [data]
     else:
-        raise IntakeError(f'expected {_article(noun)} {noun} object or {{"{plural}": [...]}}')
+        raise IntakeError("intake.body.shape", article=_article(noun), noun=noun, plural=plural)
     if not items:
-        raise IntakeError(f"'{plural}' is empty")
+        raise IntakeError("intake.body.empty", plural=plural)
     if len(items) > layout.max_items:
         raise IntakeError(
-            f"at most {layout.max_items} {plural} per call, got {len(items)}", status=413
+            "intake.body.too_many", status=413, limit=layout.max_items, plural=plural, n=len(items)
         )
     return list(enumerate(items))
 

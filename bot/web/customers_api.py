@@ -51,12 +51,12 @@ def customers_routes(runtime: Runtime) -> list[BaseRoute]:
             return exc.response()
         now = runtime.clock.now()
         today = now.astimezone(ZoneInfo(config.general.timezone)).date()
+        locale = request_locale(request)
         try:
             found = parse_json(data, today=today)
         except IntakeError as exc:
-            return error_response(exc.status, str(exc))
+            return error_response(exc.status, exc.text(locale), exc.code)
         checked = [(index, identity, attrs) for index, (identity, attrs) in found.good]
-        locale = request_locale(request)
         rejected = [_rejected(e, locale) for e in found.errors]
 
         def store() -> tuple[list[dict], list[dict]]:

@@ -49,7 +49,7 @@ def orders_routes(runtime: Runtime) -> list[BaseRoute]:
                 default_currency=config.rfm.currency,
             )
         except IntakeError as exc:
-            return error_response(exc.status, str(exc))
+            return error_response(exc.status, exc.text(request_locale(request)), exc.code)
 
         def store():
             with runtime.db.transaction() as session:

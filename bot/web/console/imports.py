@@ -26,6 +26,7 @@ from bot.customers.imports import (
     ImportRefused,
     check_upload,
     enqueue_import,
+    failure_text,
 )
 from bot.customers.intake import RowError
 from bot.jobs.states import OPEN
@@ -73,7 +74,7 @@ def _summary(job: BatchJob, locale: str) -> dict:
             {"where": e.where, "key": e.key, "reason": e.text(locale)}
             for e in map(RowError.load, result.get("errors", []))
         ],
-        "error": job.error,
+        "error": failure_text(result, locale) or job.error,
     }
 
 

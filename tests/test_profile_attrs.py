@@ -177,7 +177,7 @@ def test_customers_csv_keeps_good_rows_reports_bad_ones_and_reimport_is_a_no_op(
     monkeypatch.setenv("SIYU_LANG", "zh_CN")  # the reasons follow the CLI reader's locale
     assert main(["import", "customers", str(path), "--config", config]) == 1
     out, err = capsys.readouterr()
-    assert out.strip() == f"{path}: 0 created, 0 updated, 5 unchanged, 5 rejected"
+    assert out.strip() == f"{path}：新建 0 位，更新 0 位，未变 5 位，拒绝 5 行"
     assert [line for line in err.splitlines() if "已拒绝" in line][::3] == [
         f"{path}:6：已拒绝（sandbox:erin）：生日“1990-02-30”不是真实存在的日期",
         f"{path}:9：已拒绝（sandbox:carol）：与第 3 行是同一位客户（每位客户只能一行）",

@@ -284,8 +284,13 @@ def cmd_import(config: Config, args: argparse.Namespace) -> int:
         )
         return 1 if rejected else 0
     print(
-        f"{path}: {report.inserted} new order(s), {report.duplicates} already imported, "
-        f"{len(rejected)} rejected"
+        say(
+            "cli.import.orders_done",
+            path=path,
+            inserted=report.inserted,
+            duplicates=report.duplicates,
+            rejected=len(rejected),
+        )
     )
     return 1 if rejected else 0
 
@@ -330,8 +335,14 @@ def cmd_import_customers(config: Config, args: argparse.Namespace) -> int:
         )
         return 1 if report.errors else 0
     print(
-        f"{path}: {report.created} created, {report.updated} updated, "
-        f"{report.unchanged} unchanged, {len(report.errors)} rejected"
+        say(
+            "cli.import.customers_done",
+            path=path,
+            created=report.created,
+            updated=report.updated,
+            unchanged=report.unchanged,
+            rejected=len(report.errors),
+        )
     )
     return 1 if report.errors else 0
 
@@ -458,6 +469,7 @@ def _read(path: Path) -> str | None:
 
 
 def cmd_tags_import(config: Config, args: argparse.Namespace) -> int:
+    from bot.app.cli_output import say
     from bot.customers.import_tags import TagImportError, import_tags
 
     path = Path(args.file)
@@ -482,8 +494,13 @@ def cmd_tags_import(config: Config, args: argparse.Namespace) -> int:
         }, ensure_ascii=False))  # fmt: skip
         return 1 if report.errors else 0
     print(
-        f"{path}: {report.added} tag(s) added, {report.refreshed} refreshed, "
-        f"{len(report.errors)} rejected"
+        say(
+            "cli.import.tags_done",
+            path=path,
+            added=report.added,
+            refreshed=report.refreshed,
+            rejected=len(report.errors),
+        )
     )
     return 1 if report.errors else 0
 

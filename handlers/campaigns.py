@@ -151,6 +151,19 @@ def _new(ctx: Context, rest: str) -> None:
     ctx.reply("campaign_created", campaign=campaign)
 
 
+def _request(ctx: Context, campaign: Campaign, action: str) -> None:
+    """Pilot or launch: a worker prepares it (the request queues the job)."""
+    manage.request(
+        ctx.session,
+        campaign,
+        action,
+        config=ctx.config,
+        now=ctx.now,
+        created_by=f"{ctx.event.channel}:{ctx.event.actor.user_id}",
+    )
+    ctx.reply("campaign_requested", campaign=campaign, action=action)
+
+
 class _Actions:
     @staticmethod
     def preview(ctx: Context, campaign: Campaign) -> None:
@@ -165,13 +178,11 @@ class _Actions:
 
     @staticmethod
     def pilot(ctx: Context, campaign: Campaign) -> None:
-        manage.request(ctx.session, campaign, "pilot", config=ctx.config, now=ctx.now)
-        ctx.reply("campaign_requested", campaign=campaign, action="pilot")
+        _request(ctx, campaign, "pilot")
 
     @staticmethod
     def launch(ctx: Context, campaign: Campaign) -> None:
-        manage.request(ctx.session, campaign, "launch", config=ctx.config, now=ctx.now)
-        ctx.reply("campaign_requested", campaign=campaign, action="launch")
+        _request(ctx, campaign, "launch")
 
     @staticmethod
     def pause(ctx: Context, campaign: Campaign) -> None:

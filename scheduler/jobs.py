@@ -53,7 +53,8 @@ def scenario_tick(scenario_id: int) -> None:
 
 
 def campaigns_due() -> None:
-    """Run requested pilots and launches, and judge pilots whose period is over."""
+    """Queue the preparation of requested pilots and launches that have no job yet, and the
+    verdict of pilots whose period is over; worker processes run them."""
     run_due(_bound())
 
 

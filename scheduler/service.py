@@ -3,7 +3,8 @@
 A standby thread tries the lock every ``standby_seconds``; the holder checks it is still
 held and, if not, shuts its scheduler down. On taking the lock the holder syncs scenarios
 from config and (re)writes their jobs in the SQLAlchemy job store: one interval job per
-scenario (``scenario:<name>``), ``campaigns:due``, ``conversations:due`` (flow
+scenario (``scenario:<name>``), ``campaigns:due`` (queues campaign preparation and pilot
+verdicts for worker processes), ``conversations:due`` (flow
 follow-ups and handoff SLA escalation), and ``nightly`` (RFM, lifecycle and
 tier recompute plus expired-tag purge at 03:00 in the brand's default time zone), and
 ``groups:due`` (group SOP posts and newcomer checks, scheduler/groups.py). Missed runs are coalesced into one

@@ -90,6 +90,9 @@ class Campaign(Base):
     buttons: Mapped[dict[str, Any]] = mapped_column(default=dict)
     coupon: Mapped[str | None] = mapped_column(String(64))
     priority: Mapped[int] = mapped_column(Integer, default=10)
+    #: The campaign's weight in the delivery workers' fair share among the campaigns sending
+    #: at the same time (1-10; a campaign of weight 2 gets twice the share of one of 1).
+    weight: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
     pilot_share: Mapped[float] = mapped_column(Float, default=0.05)
     holdout_share: Mapped[float] = mapped_column(Float, default=0.05)
     pilot_hours: Mapped[float] = mapped_column(Float, default=24.0)

@@ -25,19 +25,28 @@ CHANNEL = "siyu_outbox"
 
 
 class OutboxNotifications:
-    """Calls ``on_notify`` whenever any process commits new outbox rows (PostgreSQL only)."""
+    """Calls ``on_notify`` whenever any process commits new outbox rows (PostgreSQL only).
+
+    ``channel`` names another notification channel with the same contract (the batch jobs'
+    ``siyu_jobs``, storage/jobs.py)."""
 
     def __init__(
-        self, url: str, on_notify: Callable[[], None], *, retry_seconds: float = 5.0
+        self,
+        url: str,
+        on_notify: Callable[[], None],
+        *,
+        retry_seconds: float = 5.0,
+        channel: str = CHANNEL,
     ) -> None:
         self.dsn = make_url(url).set(drivername="postgresql").render_as_string(False)
         self.on_notify = on_notify
+        self.channel = channel
         self.retry_seconds = retry_seconds
         self.listening = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="siyu-outbox-listen")
+        self._task = asyncio.create_task(self._run(), name=f"siyu-listen-{self.channel}")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -49,7 +58,7 @@ class OutboxNotifications:
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(self.dsn, autocommit=True) as conn:
-                    await conn.execute(f"LISTEN {CHANNEL}")
+                    await conn.execute(f"LISTEN {self.channel}")
                     self.listening.set()
                     self.on_notify()  # rows queued while nobody listened
                     async for _ in conn.notifies():
@@ -58,7 +67,8 @@ class OutboxNotifications:
                 raise
             except Exception as exc:
                 log.warning(
-                    "outbox notifications: %s; polling only, reconnecting in %gs",
+                    "%s notifications: %s; polling only, reconnecting in %gs",
+                    self.channel,
                     type(exc).__name__,
                     self.retry_seconds,
                 )

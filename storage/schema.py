@@ -15,3 +15,4 @@ from storage import measures  # noqa: F401  (invites, referrals, rewards, survey
 from storage import wechat_inbound  # noqa: F401  (callback journal and plaintext-mode nonces)
 from storage import groups  # noqa: F401  (groups: SOP posts, FAQ, moderation)
 from storage import console  # noqa: F401  (the manager console: segment counts by day)
+from storage import jobs  # noqa: F401  (batch jobs: campaign preparation, imports)

@@ -106,3 +106,17 @@ class LiveServer:
         self.server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=20)
+
+
+def run_jobs(services, limit: int = 100) -> list:
+    """Run every due batch job in this thread, as a worker process would (campaign
+    preparation, imports); returns the jobs in the order they were claimed."""
+    from bot.app.jobs import job_runners
+    from bot.jobs.worker import JobWorker
+
+    worker = JobWorker(services, job_runners(), services.config.jobs)
+    ran = []
+    while (job := worker.run_one()) is not None:
+        ran.append(job)
+        assert len(ran) <= limit, "jobs keep coming"
+    return ran

@@ -64,7 +64,7 @@ def test_hostile_amounts_get_a_400_at_once_while_healthz_keeps_answering(config,
         api=replace(config.api, key=API_KEY),
     )
     app = build(cfg, db=sqlite_db, clock=clock)
-    headers = {"Authorization": f"Bearer {API_KEY}"}
+    headers = {"Authorization": f"Bearer {API_KEY}", "Accept-Language": "en"}
     answers: list[tuple[str, int, str]] = []
     done = threading.Event()
 

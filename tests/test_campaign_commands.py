@@ -13,7 +13,7 @@ from storage import repos
 from storage.campaigns import Campaign, ConsentChange
 from storage.coupons import CouponCode
 from storage.models import Customer
-from tests.support import SandboxHarness
+from tests.support import SandboxHarness, run_jobs
 
 
 async def _harness(db, config, clock):
@@ -72,7 +72,10 @@ async def test_manager_runs_a_campaign_and_staff_redeem(db, config, clock):
         assert session.scalars(select(Campaign.name)).all() == ["spring"]
 
     services = Services(db, h.runtime.config, h.runtime.renderer, clock)
-    assert run_due(services) == [("spring", "launch")]
+    assert run_due(services) == []  # the command queued the preparation already
+    assert [(j.kind, j.payload["step"]) for j in run_jobs(services)] == [
+        ("campaign.prepare", "launch")
+    ]
     await h.deliver()
     pushed = await h.bot_messages("c1")
     assert "早上好" in pushed[-1]

@@ -17,6 +17,7 @@ from storage.campaigns import Campaign, CampaignTarget, ConsentChange
 from storage.coupons import CouponCode
 from storage.models import Customer, OutboxMessage
 from tests.campaign_support import make_customer, services
+from tests.support import run_jobs
 
 N = 200
 
@@ -79,7 +80,9 @@ def test_pilot_that_beats_the_holdout_launches_to_the_rest(db, config):
     clock.advance(timedelta(hours=23))
     assert run_due(svc) == []  # the pilot period is not over
     clock.advance(timedelta(hours=1))
-    assert run_due(svc) == [("spring", "running")]
+    assert run_due(svc) == [("spring", "evaluate")]  # the scheduler queues the verdict
+    assert run_due(svc) == []  # once
+    assert [j.payload["step"] for j in run_jobs(svc)] == ["evaluate"]
     with db.sessions() as session:
         campaign = session.get(Campaign, cid)
         assert campaign.verdict["decision"] == "launch"
@@ -120,7 +123,8 @@ def test_pilot_with_many_opt_outs_stops_with_the_reason(db, config):
                 )
             )
     clock.advance(timedelta(hours=2))
-    assert run_due(svc) == [("pushy", "stopped")]
+    assert run_due(svc) == [("pushy", "evaluate")]
+    run_jobs(svc)
     with db.sessions() as session:
         campaign = session.get(Campaign, cid)
     assert campaign.status == "stopped"
@@ -137,6 +141,7 @@ def test_pilot_without_uplift_stops(db, config):
     start_pilot(svc, cid)
     clock.advance(timedelta(hours=24))
     run_due(svc)
+    run_jobs(svc)
     with db.sessions() as session:
         campaign = session.get(Campaign, cid)
     assert campaign.status == "stopped"

@@ -60,6 +60,18 @@ def served(config, sqlite_db):
         yield server, sqlite_db, ids
 
 
+def wait_status(db, campaign_id: int, status: str, timeout: float = 30.0) -> None:
+    """Wait until the campaign reaches ``status`` (a job worker moves it on)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with db.sessions() as s:
+            current = s.get(Campaign, campaign_id).status
+        if current == status:
+            return
+        assert time.monotonic() < deadline, f"campaign is {current}, not {status}"
+        time.sleep(0.05)
+
+
 def chart_option(html: str, chart_id: str) -> dict:
     found = re.search(rf'<script type="application/json" id="{chart_id}">(.*?)</script>', html)
     assert found, chart_id
@@ -175,11 +187,11 @@ def test_create_campaign_from_the_form_and_refuse_a_bad_one_without_storing_it(s
     assert 'data-campaign="spring"' in listed
     preview = manager.get(f"/console/campaigns/{campaign.id}?preview=1").text
     assert 'data-locale="zh-CN"' in preview and 'data-locale="en"' in preview
-    # Launch asks the scheduler, as /campaign launch does.
+    # Launch queues the preparation, as /campaign launch does; the served process (role
+    # all) runs it as a worker would.
     manager.post(f"/console/campaigns/{campaign.id}/launch", data={"csrf": manager.csrf})
-    with db.sessions() as s:
-        assert s.get(Campaign, campaign.id).status == "launch_pending"
-    # A campaign waiting to launch can be held (as /campaign pause does); pausing it again is
+    wait_status(db, campaign.id, "running")
+    # A running campaign can be held (as /campaign pause does); pausing it again is
     # refused with the reason and changes nothing.
     manager.post(f"/console/campaigns/{campaign.id}/pause", data={"csrf": manager.csrf})
     with db.sessions() as s:
@@ -389,8 +401,7 @@ def test_two_managers_on_one_campaign_the_second_is_told_and_nothing_is_lost(ser
     refused = second.post(f"/console/campaigns/{campaign_id}/pilot",
                           data={"version": str(seen), "csrf": second.csrf}, follow_redirects=True)  # fmt: skip
     assert 'class="flash error"' in refused.text and "was changed by someone else" in refused.text
-    with db.sessions() as s:
-        assert s.get(Campaign, campaign_id).status == "launch_pending"
+    wait_status(db, campaign_id, "running")  # the launch went ahead, the pilot did not
     second.post("/console/locale", data={"locale": "zh-CN", "next": "/console",
                                          "csrf": second.csrf})  # fmt: skip
     again = second.post(f"/console/campaigns/{campaign_id}/launch",

@@ -11,7 +11,6 @@ from sqlalchemy import func, inspect, select, text
 from bot.app.cli import main
 from bot.app.services import Services
 from bot.marketing.campaigns.funnel import funnel
-from bot.marketing.campaigns.manage import run_due
 from bot.marketing.coupons import sync_definitions
 from storage import repos
 from storage.campaigns import Campaign
@@ -19,7 +18,7 @@ from storage.coupons import CouponCode
 from storage.handoff import AuditEntry
 from storage.models import Conversation, Customer, Identity, Interaction, OutboxMessage
 from storage.orders import Order
-from tests.support import SandboxHarness
+from tests.support import SandboxHarness, run_jobs
 
 NAME, PHONE, CITY = "林小梅", "13912345678", "苏州"
 SAID = ("我想吃早餐", "我的电话是13912345678，晚上联系我", "我要投诉，房间太脏了")
@@ -92,9 +91,10 @@ async def test_forget_erases_personal_data_keeps_counts_and_is_audited(
         'pilot=0 holdout=0 buttons="领券=claim"',
     )
     await h.say("manager", "/campaign launch spring")
-    assert run_due(Services(db, h.runtime.config, h.runtime.renderer, clock)) == [
-        ("spring", "launch")
-    ]
+    assert [
+        j.payload["step"]
+        for j in run_jobs(Services(db, h.runtime.config, h.runtime.renderer, clock))
+    ] == ["launch"]
     await h.deliver()
     await h.sandbox.receive({"user_id": "lin", "chat_id": "lin", "button_data": "c:1:main:claim"})
     await h.deliver()

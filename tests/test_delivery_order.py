@@ -156,6 +156,36 @@ async def test_two_campaigns_launched_together_share_the_channel(db, clock):
         assert max(abs(at - n) for at, n in enumerate(numbers)) <= 2 * 40, campaign
 
 
+async def test_a_campaign_of_weight_three_gets_three_times_the_share(db, clock, config):
+    from bot.marketing.campaigns.spec import SpecError, parse_spec
+    from storage.campaigns import Campaign
+
+    assert parse_spec("w segment=tag:x text=hi weight=3", config).weight == 3
+    for bad in ("0", "11", "1.5", "²", "x"):  # a whole number from 1 to 10
+        with pytest.raises(SpecError) as refused:
+            parse_spec(f"w segment=tag:x text=hi weight={bad}", config)
+        assert refused.value.key == "campaign.spec.weight"
+    with db.transaction() as session:
+        for name, weight in (("heavy", 3), ("light", 1)):
+            session.add(Campaign(name=name, segment="tag:x", status="running", weight=weight))
+        session.flush()
+        ids = dict(session.execute(select(Campaign.name, Campaign.id)).all())
+    queue_campaign(db, clock, ids["light"], 400)  # queued first: FIFO would favour it
+    queue_campaign(db, clock, ids["heavy"], 400)
+    channel = PacedChannel(rate=500)
+    worker = worker_for(db, clock, channel)
+    worker.start()
+    try:
+        await until(lambda: len(channel.sent) == 800, what="both campaigns")
+    finally:
+        await worker.stop()
+    keys = channel.sent_keys()
+    assert len(set(keys)) == 800
+    first = Counter(k.split(":")[0] for k in keys[:320])
+    heavy, light = first[f"c{ids['heavy']}"], first[f"c{ids['light']}"]
+    assert 200 <= heavy <= 280 and 40 <= light <= 120, first  # 3 : 1 is 240 : 80
+
+
 async def test_two_workers_on_postgresql_keep_the_shares_fair(pg_url, clock):
     dbs = [Database(pg_url), Database(pg_url)]
     queue_campaign(dbs[0], clock, 1, 600)

@@ -39,3 +39,32 @@ def test_a_key_without_english_is_reported(tmp_path):
 @pytest.mark.parametrize("raw,expected", [("zh", "zh-CN"), ("zh_CN", "zh-CN"), ("en-GB", "en")])
 def test_locale_names_are_normalized(raw, expected):
     assert normalize_locale(raw) == expected
+
+
+def test_every_intake_reason_in_the_code_is_in_the_catalogue_in_both_locales():
+    """Row rejection reasons (imports, APIs) are catalogue codes said in each locale."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    used = set()
+    for path in [*(root / "bot").rglob("*.py")]:
+        used |= set(re.findall(r"\"((?:intake|cli\.import)\.[a-z_.]+)\"", path.read_text()))
+    used |= {f"intake.order.duplicate_{first}" for first in ("line", "index")}
+    assert len(used) > 30, used
+    texts = catalogue().texts
+    assert sorted(k for k in used if k not in texts) == []
+    for key in used:
+        assert texts[key]["zh-CN"] != texts[key]["en"], key
+        assert set(texts[key]) == {"zh-CN", "en"}, key
+
+
+def test_a_rejected_row_is_said_in_the_readers_locale():
+    from bot.customers.intake import RowError
+    from bot.customers.orders import OrderInputError
+
+    kept = RowError.of(4, "o-1", OrderInputError("intake.order.time_future", raw="'2999-01-01'"))
+    again = RowError.load(kept.as_dict())
+    assert again == kept
+    assert again.text("en") == "'time' '2999-01-01' is in the future"
+    assert again.text("zh-CN") == "“time”的值 '2999-01-01' 在未来"

@@ -61,7 +61,7 @@ def test_every_csv_import_skips_blank_rows_and_rejects_overlong_ones_by_line(
         ("orders", "order_id,customer,amount", "missing column(s) time"),
         ("customers", "customer,brithday", "unknown column(s) 'brithday'"),
         ("tags", "customer,ttl_days", "missing column(s) tag"),
-        ("tags", "tag,ttl_days", "the file needs a 'customer' or a 'phone' column"),
+        ("tags", "tag,ttl_days", "the file needs one of the columns 'customer', 'phone'"),
     ],
 )
 def test_a_csv_without_its_columns_is_refused_whole(
@@ -85,9 +85,12 @@ def api(config, sqlite_db, clock):
 
 @pytest.mark.parametrize("kind", ["orders", "customers"])
 async def test_json_bodies_have_one_shape_and_one_bound(api, kind):
-    auth = {"Authorization": "Bearer s3cret"}
+    auth = {"Authorization": "Bearer s3cret", "Accept-Language": "en"}
     r = await api.post(f"/api/{kind}", json={kind: [{}], "extra": 1}, headers=auth)
     assert r.status_code == 400 and f"next to '{kind}'" in r.json()["error"]
+    assert r.json()["code"] == "intake.body.other_keys"
+    zh = await api.post(f"/api/{kind}", json={kind: []}, headers={"Authorization": "Bearer s3cret"})
+    assert zh.json() == {"error": f"“{kind}”是空的", "code": "intake.body.empty"}
     r = await api.post(f"/api/{kind}", json={kind: [{}] * 1001}, headers=auth)
     assert r.status_code == 413 and f"at most 1000 {kind} per call" in r.json()["error"]
     r = await api.post(f"/api/{kind}", json={kind: ["x", {}]}, headers=auth)

@@ -194,14 +194,19 @@ async def test_readyz_is_503_until_migrated_and_started(config, empty_sqlite_url
     db.close()
 
 
-async def test_metrics_port_serves_on_loopback_without_a_key(config, sqlite_url):
+def _on_metrics_port(config, sqlite_url):
+    """An app whose ``/metrics`` is on a port of its own: (port, config, database, app)."""
     port = free_port()
     cfg = config.replace(
         database=replace(config.database, url=sqlite_url),
         metrics=replace(config.metrics, port=port),
     )
     db = Database(sqlite_url)
-    app = build(cfg, db=db)
+    return port, cfg, db, build(cfg, db=db)
+
+
+async def test_metrics_port_serves_on_loopback_without_a_key(config, sqlite_url):
+    port, _, db, app = _on_metrics_port(config, sqlite_url)
     with LiveServer(app) as server:
         async with httpx.AsyncClient() as http:
             assert (await http.get(f"{server.url}/metrics")).status_code == 404  # not here
@@ -210,6 +215,46 @@ async def test_metrics_port_serves_on_loopback_without_a_key(config, sqlite_url)
             with pytest.raises(httpx.ConnectError):  # loopback only
                 await http.get(f"http://{_outside_address()}:{port}/metrics", timeout=1)
     db.close()
+
+
+def test_metrics_count_batch_jobs_by_kind_and_status_and_the_runs_of_this_process(
+    config, sqlite_url
+):
+    from bot.jobs import queue
+    from bot.jobs.worker import JobRefused, JobWorker
+    from storage.jobs import BatchJob
+
+    port, cfg, db, app = _on_metrics_port(config, sqlite_url)
+
+    def refuse(services, job):
+        raise JobRefused("the file has no header")
+
+    worker = JobWorker(app.runtime, {"demo": lambda s, j: {"ok": 1}, "bad": refuse}, cfg.jobs)
+    with LiveServer(app):
+        now = app.runtime.clock.now()
+        with db.transaction() as s:
+            for kind, key in (("demo", "d1"), ("bad", "b1"), ("idle", "i1"), ("idle", "i2")):
+                queue.enqueue(s, kind=kind, key=key, payload={}, now=now)
+        ran = []
+        while (job := worker.run_one()) is not None:
+            ran.append(job.kind)
+        assert sorted(ran) == ["bad", "demo"]
+        with db.transaction() as s:  # one idle job is being run elsewhere
+            s.execute(
+                BatchJob.__table__.update()
+                .where(BatchJob.idempotency_key == "i2")
+                .values(status="running", claimed_by="elsewhere")
+            )
+        r = httpx.get(f"http://127.0.0.1:{port}/metrics")
+    db.close()
+    m = _samples(r.text)
+    assert _value(m, "siyu_jobs", kind="idle", status="queued") == 1
+    assert _value(m, "siyu_jobs", kind="idle", status="running") == 1
+    assert _value(m, "siyu_jobs", kind="bad", status="failed") == 1
+    assert _value(m, "siyu_jobs", kind="demo", status="queued") is None  # done: not counted
+    assert _value(m, "siyu_job_runs_total", kind="demo", outcome="done") == 1
+    assert _value(m, "siyu_job_runs_total", kind="bad", outcome="refused") == 1
+    assert _value(m, "siyu_job_run_duration_seconds_count", kind="demo") == 1
 
 
 def _outside_address() -> str:

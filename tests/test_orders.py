@@ -139,17 +139,27 @@ async def test_api_is_idempotent_and_reports_bad_orders_precisely(api):
             },
         ]
     }
-    r = await client.post("/api/orders", json=body, headers=auth)
+    r = await client.post("/api/orders", json=body, headers=auth | {"Accept-Language": "en"})
     assert r.status_code == 422
     assert r.json() == {
         "inserted": 1,
         "duplicates": 0,
         "rejected": [
-            {"index": 1, "order_id": "P2", "error": "'amount' 'abc' is not a number"},
-            {"index": 2, "order_id": "", "error": "an order must be a JSON object"},
-            {"index": 3, "order_id": "P3", "error": "'items' must be text or a list of strings"},
+            {"index": 1, "order_id": "P2", "code": "amount.not_number",
+             "error": "'amount' 'abc' is not a number"},
+            {"index": 2, "order_id": "", "code": "intake.order.not_object",
+             "error": "an order must be a JSON object"},
+            {"index": 3, "order_id": "P3", "code": "intake.order.items_type",
+             "error": "'items' must be text or a list of strings"},
         ],
-    }
+    }  # fmt: skip
+    # the same codes, said in the reader's locale (zh-CN without Accept-Language)
+    r = await client.post("/api/orders", json={"orders": body["orders"][1:]}, headers=auth)
+    assert [(e["code"], e["error"]) for e in r.json()["rejected"]] == [
+        ("amount.not_number", "金额 'abc' 不是数字（请写成 35.00 这样的形式）"),
+        ("intake.order.not_object", "每个订单必须是一个 JSON 对象"),
+        ("intake.order.items_type", "“items”必须是文本或字符串列表"),
+    ]
     r = await client.post("/api/orders", json=body["orders"][0], headers=auth)
     assert (r.status_code, r.json()["duplicates"]) == (200, 1)
     for payload, status, message in (
@@ -158,7 +168,9 @@ async def test_api_is_idempotent_and_reports_bad_orders_precisely(api):
         (b'{"orders": {}}', 400, "'orders' must be a list"),
         (b'{"orders": []}', 400, "'orders' is empty"),
     ):
-        r = await client.post("/api/orders", content=payload, headers=auth)
+        r = await client.post(
+            "/api/orders", content=payload, headers=auth | {"Accept-Language": "en"}
+        )
         assert r.status_code == status and message in r.json()["error"]
     with db.sessions() as s:
         assert s.scalar(select(func.count(Order.id))) == 1

@@ -138,7 +138,7 @@ sandbox:gina,13900000002,,,,,
 
 
 def test_customers_csv_keeps_good_rows_reports_bad_ones_and_reimport_is_a_no_op(
-    cli_db, tmp_path, capsys
+    cli_db, tmp_path, capsys, monkeypatch
 ):
     db, config = cli_db
     path = tmp_path / "customers.csv"
@@ -147,10 +147,10 @@ def test_customers_csv_keeps_good_rows_reports_bad_ones_and_reimport_is_a_no_op(
     out, err = capsys.readouterr()
     assert out.strip() == f"{path}: 2 created, 3 updated, 0 unchanged, 5 rejected"
     assert [line for line in err.splitlines() if "rejected" in line] == [
-        f"{path}:6: rejected (sandbox:erin): 'birthday' '1990-02-30' is not a real date",
+        f"{path}:6: rejected (sandbox:erin): birthday '1990-02-30' is not a real date",
         f"{path}:7: rejected (telegram): 'customer' 'telegram' must be '<channel>:<user id>' "
         "(channels: sandbox, telegram, wechat, wecom)",
-        f"{path}:8: rejected (sandbox:frank): 'locale' 'fr' is not supported (one of zh-CN, en)",
+        f"{path}:8: rejected (sandbox:frank): language 'fr' is not supported (one of zh-CN, en)",
         f"{path}:9: rejected (sandbox:carol): the same customer as line 3 (one row each)",
         f"{path}:10: rejected: give 'customer' (<channel>:<user id>) or 'phone'",
     ]
@@ -174,10 +174,14 @@ def test_customers_csv_keeps_good_rows_reports_bad_ones_and_reimport_is_a_no_op(
         assert gina.customer_id == bob.id
         dan = s.scalar(select(Customer).where(Customer.phone == "13600000006"))
         assert (dan.display_name, dan.birthday) == ("Dan", date(1604, 7, 1))
+    monkeypatch.setenv("SIYU_LANG", "zh_CN")  # the reasons follow the CLI reader's locale
     assert main(["import", "customers", str(path), "--config", config]) == 1
-    assert capsys.readouterr().out.strip() == (
-        f"{path}: 0 created, 0 updated, 5 unchanged, 5 rejected"
-    )
+    out, err = capsys.readouterr()
+    assert out.strip() == f"{path}：新建 0 位，更新 0 位，未变 5 位，拒绝 5 行"
+    assert [line for line in err.splitlines() if "已拒绝" in line][::3] == [
+        f"{path}:6：已拒绝（sandbox:erin）：生日“1990-02-30”不是真实存在的日期",
+        f"{path}:9：已拒绝（sandbox:carol）：与第 3 行是同一位客户（每位客户只能一行）",
+    ]
 
 
 def test_customers_csv_with_unknown_columns_is_refused_whole(cli_db, tmp_path, capsys):
@@ -227,7 +231,7 @@ async def test_api_upserts_customers_idempotently_and_refuses_bad_payloads(api, 
             "alice",
         ]
     }
-    r = await client.post("/api/customers", json=batch, headers=AUTH)
+    r = await client.post("/api/customers", json=batch, headers=AUTH | {"Accept-Language": "en"})
     assert r.status_code == 422
     body = r.json()
     assert [(c["index"], c["matched_by"], c["changed"]) for c in body["customers"]] == [
@@ -240,10 +244,17 @@ async def test_api_upserts_customers_idempotently_and_refuses_bad_payloads(api, 
             f"phone 13900000002 belongs to customer #1, sandbox:alice to customer #{alice_id} "
             f"(merge them first: siyu customer merge 1 {alice_id})",
         ),
-        (3, "'timezone' 'Moon/Base' is not an IANA time zone (e.g. Asia/Shanghai, Europe/London)"),
+        (3, "'Moon/Base' is not an IANA time zone (e.g. Asia/Shanghai, Europe/London)"),
         (4, "unknown attribute 'shoe_size' (known: name, phone, birthday, city, locale, timezone)"),
         (5, "give 'customer' (<channel>:<user id>), 'channel' + 'user_id', or 'phone'"),
         (6, "a customer must be a JSON object"),
+    ]
+    assert [e["code"] for e in body["rejected"]] == [
+        "intake.customer.conflict",
+        "customer.error.timezone",
+        "customer.error.unknown_attribute",
+        "intake.customer.who_required_json",
+        "intake.customer.not_object",
     ]
     for payload, status, message in (
         (b"{nope", 400, "JSON"),
@@ -251,7 +262,9 @@ async def test_api_upserts_customers_idempotently_and_refuses_bad_payloads(api, 
         (b'{"customers": {}}', 400, "'customers' must be a list"),
         (b'{"customers": []}', 400, "'customers' is empty"),
     ):
-        r = await client.post("/api/customers", content=payload, headers=AUTH)
+        r = await client.post(
+            "/api/customers", content=payload, headers=AUTH | {"Accept-Language": "en"}
+        )
         assert r.status_code == status and message in r.json()["error"]
     with harness.db.sessions() as s:
         assert find_identity(s, "telegram", "4242").customer_id == 1

@@ -14,12 +14,12 @@ from sqlalchemy import select
 from bot.app.config import CouponDef
 from bot.app.services import Services
 from bot.core.commands import COMMANDS, commands_for
-from bot.marketing.campaigns.manage import evaluate, run_due
+from bot.marketing.campaigns.manage import evaluate
 from bot.marketing.coupons import format_code, sync_definitions
 from storage.campaigns import Campaign
 from storage.coupons import CouponCode
 from storage.handoff import HandoffTicket
-from tests.support import SandboxHarness
+from tests.support import SandboxHarness, run_jobs
 from tests.telegram_fake_api import TelegramHarness
 from tests.test_inbox_web import add_staff, flagged, login
 
@@ -117,7 +117,7 @@ async def test_redeem_without_an_amount_asks_for_it_when_a_minimum_spend_applies
         '/campaign new am segment="tag:早餐" template=morning_offer coupon=breakfast5 pilot=0 holdout=0',
     )
     await h.say("manager", "/campaign launch am")
-    run_due(Services(h.db, h.runtime.config, h.runtime.renderer, clock))
+    run_jobs(Services(h.db, h.runtime.config, h.runtime.renderer, clock))
     with h.db.sessions() as s:
         code = format_code(s.scalars(select(CouponCode.code)).one())
     await h.say("manager", f"/redeem {code}")
@@ -163,7 +163,7 @@ async def test_a_coupons_total_stock_is_enforced_with_a_reason(config, sqlite_db
         '/campaign new gift segment="tag:早餐" text="送您 {{ coupon.code }}" coupon=vip_gift pilot=0 holdout=0',
     )
     await h.say("manager", "/campaign launch gift")
-    run_due(Services(h.db, h.runtime.config, h.runtime.renderer, clock))
+    run_jobs(Services(h.db, h.runtime.config, h.runtime.renderer, clock))
     await h.say("manager", "/campaign stats gift")
     await h.deliver()
     stats = (await h.bot_messages("manager"))[-1]
@@ -219,7 +219,7 @@ async def test_campaign_safety_typos_empty_audiences_preview_list_and_verdict(
     with h.db.sessions() as s:
         assert s.scalars(select(Campaign.status).where(Campaign.name == "nobody")).one() == "draft"
     services = Services(h.db, h.runtime.config, h.runtime.renderer, clock)
-    run_due(services)
+    run_jobs(services)
     clock.advance(timedelta(hours=2))
     with h.db.sessions() as s:
         cid = s.scalars(select(Campaign.id).where(Campaign.name == "wk")).one()

@@ -12,14 +12,13 @@ from sqlalchemy import select
 
 from bot.app.services import Services
 from bot.conversations.followups import escalate_sla
-from bot.marketing.campaigns.manage import run_due
 from bot.marketing.coupons import sync_definitions
 from storage import repos
 from storage.campaigns import CampaignTarget
 from storage.handoff import HandoffTicket
 from storage.measures import SurveyResponse
 from storage.models import Conversation, OutboxMessage
-from tests.support import SandboxHarness
+from tests.support import SandboxHarness, run_jobs
 from tests.test_inbox_web import add_staff, flagged, login
 
 
@@ -110,7 +109,7 @@ async def test_marketing_is_held_during_handoff_and_sent_after(config, sqlite_db
     )
     await h.say("manager", "/campaign launch am")
     services = Services(h.db, h.runtime.config, h.runtime.renderer, clock)
-    run_due(services)
+    run_jobs(services)
     await h.deliver()
     assert not any("早上好" in m for m in await h.bot_messages("u1"))
     with h.db.sessions() as s:
@@ -136,7 +135,7 @@ async def test_the_same_content_from_two_campaigns_is_sent_once(config, sqlite_d
             f'/campaign new {name} segment="tag:周末出游" template=weekend_trip pilot=0 holdout=0',
         )
         await h.say("manager", f"/campaign launch {name}")
-        run_due(services)
+        run_jobs(services)
     await h.deliver()
     with h.db.sessions() as s:
         rows = s.execute(select(CampaignTarget.campaign_id, CampaignTarget.reason)).all()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from datetime import timedelta
 
 import pytest
 import redis
@@ -52,9 +53,28 @@ def test_each_api_has_its_own_count_shared_by_two_clients(db, clock, fake_api):
     assert len(fake_api.calls_to("externalcontact/get")) == 2
     keys = {k.decode() for k in redis.Redis.from_url(REDIS_URL).keys(f"siyu:quota:{name}:*")}
     assert {k.rsplit(":", 2)[0] for k in keys} == {
+        f"siyu:quota:{name}:gettoken",  # the access token's fetch is counted on its own
         f"siyu:quota:{name}:message/send",
         f"siyu:quota:{name}:externalcontact/get",
     }
+
+
+def test_access_token_fetches_count_against_their_own_quota(db, clock, fake_api):
+    name = f"wecom-test-{uuid.uuid4().hex[:8]}"
+    first, second = (_client(db, clock, fake_api, name, 3, _minute_from_now()) for _ in range(2))
+    CALL_PURPOSE.set("reply")
+    first.call(first.message.send_text, 1000002, "zhangsan", "您好")  # fetches the token
+    clock.advance(timedelta(hours=3))  # expired: the next call fetches a new one
+    second.call(second.message.send_text, 1000002, "zhangsan", "在吗")
+    clock.advance(timedelta(hours=3))
+    first.fetch_access_token()
+    clock.advance(timedelta(hours=3))
+    with pytest.raises(QuotaExceeded) as refused:
+        second.fetch_access_token()
+    assert refused.value.endpoint == "gettoken" and 0 < refused.value.wait <= 60
+    assert len(fake_api.calls_to("gettoken")) == 3  # the refused fetch was not made
+    # message/send keeps its own count: 2 of its 3 used, so it was not what refused
+    assert len(fake_api.calls_to("message/send")) == 2
 
 
 def test_background_calls_leave_the_reserve_to_replies(db, clock, fake_api):

@@ -124,9 +124,7 @@ def cmd_campaign(config: Config, args: argparse.Namespace) -> int:
             )
         result: object
         if args.action in ("pilot", "launch"):
-            run = manage.start_pilot if args.action == "pilot" else manage.launch
-            with Progress(say("cli.progress.campaign"), p_total(services, campaign)) as bar:
-                result = run(services, campaign.id, progress=bar.advance)
+            result = _prepare_now(services, campaign.id, args.action, Progress)
         else:
             action = {"pause": manage.pause, "evaluate": manage.evaluate}[args.action]
             result = action(services, campaign.id)
@@ -148,15 +146,46 @@ def cmd_campaign(config: Config, args: argparse.Namespace) -> int:
         services.db.close()
 
 
-def p_total(services, campaign) -> int:
-    """How many customers the campaign's segment holds (the progress bar's total)."""
-    from bot.customers.segments import compile_segment
+def _prepare_now(services, campaign_id: int, action: str, progress_bar) -> dict:
+    """Pilot or launch from the CLI: the same request the chat command and the console
+    make (it queues the preparation job), then this process runs that job itself as a
+    worker would, with a progress bar; if a worker claimed it first, wait for its result."""
+    import time as _time
 
-    with services.db.sessions() as session:
-        compiled = compile_segment(
-            campaign.segment, config=services.config, now=services.clock.now(), session=session
+    from bot.app.cli_output import say
+    from bot.app.jobs import job_runners
+    from bot.jobs.states import FINAL
+    from bot.jobs.worker import JobWorker
+    from bot.marketing.campaigns import manage
+    from storage.campaigns import Campaign
+    from storage.jobs import BatchJob
+
+    config = services.config
+    with services.db.transaction() as session:
+        campaign = session.get_one(Campaign, campaign_id)
+        job = manage.request(
+            session, campaign, action, config=config, now=services.clock.now(), created_by="cli"
         )
-        return int(session.scalar(compiled.select_count()) or 0)
+    worker = JobWorker(services, job_runners(), config.jobs)
+    with progress_bar(say("cli.progress.campaign")) as bar:
+
+        def show(progress: dict) -> None:
+            bar.total = progress.get("total") or bar.total
+            bar.advance(int(progress.get("done", 0)) - bar.done)
+
+        if worker.run_one(job.job_id, on_progress=show) is None:  # a worker has it
+            while True:
+                with services.db.sessions() as session:
+                    row = session.get_one(BatchJob, job.job_id)
+                if row.status in FINAL:
+                    break
+                show(row.progress or {})
+                _time.sleep(0.5)
+    with services.db.sessions() as session:
+        row = session.get_one(BatchJob, job.job_id)
+    if row.status != "done":
+        raise manage.CampaignError(row.error or f"the preparation ended {row.status}")
+    return {k: v for k, v in (row.result or {}).items() if k not in ("step", "status")}
 
 
 def _list(config: Config, as_json: bool) -> int:

@@ -27,6 +27,7 @@ from sqlalchemy import select
 
 from bot.app.config import Config
 from bot.core.csv_export import csv_writer
+from bot.core.i18n import t
 
 __all__ = ["COMMANDS", "add_parsers"]
 
@@ -242,7 +243,7 @@ def cmd_import(config: Config, args: argparse.Namespace) -> int:
             default_currency=config.rfm.currency,
         )
     except IntakeError as exc:
-        print(f"siyu: {path}: {exc}", file=sys.stderr)
+        print(f"siyu: {path}: {_text_of(exc)}", file=sys.stderr)
         return EXIT_USAGE
     from bot.app.cli_output import Progress, emit_json, say
     from bot.customers.orders import ImportReport
@@ -269,9 +270,7 @@ def cmd_import(config: Config, args: argparse.Namespace) -> int:
     finally:
         db.close()
     rejected = sorted(errors + report.errors, key=lambda e: e.where)
-    for e in rejected:
-        label = f" (order {e.key})" if e.key else ""
-        print(f"{path}:{e.where}: rejected{label}: {e.reason}", file=sys.stderr)
+    _print_rejected(path, rejected, "cli.import.rejected_order")
     if getattr(args, "json", False):
         emit_json(
             {
@@ -279,14 +278,19 @@ def cmd_import(config: Config, args: argparse.Namespace) -> int:
                 "inserted": report.inserted,
                 "duplicates": report.duplicates,
                 "rejected": [
-                    {"line": e.where, "order_id": e.order_id, "reason": e.reason} for e in rejected
+                    {"line": e.where, "order_id": e.order_id, **_reason(e)} for e in rejected
                 ],
             }
         )
         return 1 if rejected else 0
     print(
-        f"{path}: {report.inserted} new order(s), {report.duplicates} already imported, "
-        f"{len(rejected)} rejected"
+        say(
+            "cli.import.orders_done",
+            path=path,
+            inserted=report.inserted,
+            duplicates=report.duplicates,
+            rejected=len(rejected),
+        )
     )
     return 1 if rejected else 0
 
@@ -314,13 +318,11 @@ def cmd_import_customers(config: Config, args: argparse.Namespace) -> int:
                 default_timezone=config.general.timezone,
             )
     except CustomerImportError as exc:
-        print(f"siyu: {path}: {exc}", file=sys.stderr)
+        print(f"siyu: {path}: {_text_of(exc)}", file=sys.stderr)
         return EXIT_USAGE
     finally:
         db.close()
-    for e in report.errors:
-        label = f" ({e.key})" if e.key else ""
-        print(f"{path}:{e.where}: rejected{label}: {e.reason}", file=sys.stderr)
+    _print_rejected(path, report.errors, "cli.import.rejected_named")
     if getattr(args, "json", False):
         emit_json(
             {
@@ -328,13 +330,19 @@ def cmd_import_customers(config: Config, args: argparse.Namespace) -> int:
                 "created": report.created,
                 "updated": report.updated,
                 "unchanged": report.unchanged,
-                "rejected": [{"line": e.where, "reason": e.reason} for e in report.errors],
+                "rejected": [{"line": e.where, **_reason(e)} for e in report.errors],
             }
         )
         return 1 if report.errors else 0
     print(
-        f"{path}: {report.created} created, {report.updated} updated, "
-        f"{report.unchanged} unchanged, {len(report.errors)} rejected"
+        say(
+            "cli.import.customers_done",
+            path=path,
+            created=report.created,
+            updated=report.updated,
+            unchanged=report.unchanged,
+            rejected=len(report.errors),
+        )
     )
     return 1 if report.errors else 0
 
@@ -418,6 +426,36 @@ def cmd_rfm(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _reason(e) -> dict:
+    """A rejected row's reason for ``--json``: its stable code, parameters and text (in the
+    CLI reader's locale)."""
+    from bot.app.cli_output import cli_locale
+
+    return {"code": e.code, "params": e.params, "reason": e.text(cli_locale())}
+
+
+def _text_of(exc: Exception) -> str:
+    """A refused file's reason in the CLI reader's locale."""
+    from bot.app.cli_output import cli_locale
+
+    text = getattr(exc, "text", None)
+    return text(cli_locale()) if callable(text) else str(exc)
+
+
+def _print_rejected(path: Path, rejected, key: str) -> None:
+    """Each rejected row on stderr, with its reason in the CLI reader's locale."""
+    from bot.app.cli_output import cli_locale
+
+    locale = cli_locale()
+    for e in rejected:
+        print(
+            t(key, locale, place=f"{path}:{e.where}", name=e.key, reason=e.text(locale))
+            if e.key
+            else t("cli.import.rejected", locale, place=f"{path}:{e.where}", reason=e.text(locale)),
+            file=sys.stderr,
+        )
+
+
 def _read(path: Path) -> str | None:
     try:
         return path.read_text(encoding="utf-8")
@@ -431,6 +469,7 @@ def _read(path: Path) -> str | None:
 
 
 def cmd_tags_import(config: Config, args: argparse.Namespace) -> int:
+    from bot.app.cli_output import say
     from bot.customers.import_tags import TagImportError, import_tags
 
     path = Path(args.file)
@@ -443,21 +482,25 @@ def cmd_tags_import(config: Config, args: argparse.Namespace) -> int:
         with db.transaction() as session:
             report = import_tags(session, text, source=f"import:{path.name}", now=_now())
     except TagImportError as exc:
-        print(f"siyu: {path}: {exc}", file=sys.stderr)
+        print(f"siyu: {path}: {_text_of(exc)}", file=sys.stderr)
         return EXIT_USAGE
     finally:
         db.close()
-    for e in report.errors:
-        print(f"{path}:{e.where}: rejected: {e.reason}", file=sys.stderr)
+    _print_rejected(path, report.errors, "cli.import.rejected_named")
     if getattr(args, "json", False):
         print(json.dumps({
             "file": str(path), "added": report.added, "refreshed": report.refreshed,
-            "rejected": [{"line": e.where, "reason": e.reason} for e in report.errors],
+            "rejected": [{"line": e.where, **_reason(e)} for e in report.errors],
         }, ensure_ascii=False))  # fmt: skip
         return 1 if report.errors else 0
     print(
-        f"{path}: {report.added} tag(s) added, {report.refreshed} refreshed, "
-        f"{len(report.errors)} rejected"
+        say(
+            "cli.import.tags_done",
+            path=path,
+            added=report.added,
+            refreshed=report.refreshed,
+            rejected=len(report.errors),
+        )
     )
     return 1 if report.errors else 0
 

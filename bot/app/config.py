@@ -149,6 +149,21 @@ class DeliveryConfig:
 
 
 @dataclass(frozen=True)
+class JobsConfig:
+    """The batch-job worker (campaign preparation, console imports) of ``worker``/``all``."""
+
+    #: Jobs one process runs at the same time (each in a thread of its own).
+    concurrency: int = field(default=2, metadata=_meta(_between(1, 32)))
+    #: Attempts before a job that keeps failing (or whose worker keeps dying) is failed.
+    max_attempts: int = field(default=3, metadata=_meta(_between(1, 20)))
+    lease_seconds: float = field(default=60.0, metadata=_meta(_positive))
+    poll_interval_seconds: float = field(default=2.0, metadata=_meta(_positive))
+    retry_base_seconds: float = field(default=5.0, metadata=_meta(_positive))
+    retry_max_seconds: float = field(default=600.0, metadata=_meta(_positive))
+    shutdown_grace_seconds: float = field(default=10.0, metadata=_meta(_positive))
+
+
+@dataclass(frozen=True)
 class RolesConfig:
     """Who may run managers' commands, as '<channel>:<user id>'."""
 
@@ -868,6 +883,7 @@ class Config:
     web: WebConfig = field(default_factory=WebConfig)
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    jobs: JobsConfig = field(default_factory=JobsConfig)
     roles: RolesConfig = field(default_factory=RolesConfig)
     tagging: TaggingConfig = field(default_factory=TaggingConfig)
     api: ApiConfig = field(default_factory=ApiConfig)

@@ -6,11 +6,13 @@ the work on one PostgreSQL database:
 - ``web`` serves HTTP: platform webhooks and callbacks, the APIs, the sandbox, the inbox
   and the console; in Telegram polling mode the web processes contend for the polling
   leader lock and exactly one polls. Any number may run (behind a load balancer).
-- ``worker`` delivers from the outbox (claims with ``FOR UPDATE SKIP LOCKED``) and runs
-  the channels' batch work (WeCom mass-send confirmation polling). Any number may run;
-  the platforms' rate limits are shared through Redis.
-- ``scheduler`` runs the one scheduler (scenarios, campaigns, follow-ups, nightly jobs)
-  behind the scheduler lock. Run one, or two for a warm standby.
+- ``worker`` delivers from the outbox (claims with ``FOR UPDATE SKIP LOCKED``), runs batch
+  jobs (campaign preparation, imports started from the console: bot/jobs/) and the
+  channels' batch work (WeCom mass-send confirmation polling). Any number may run; the
+  platforms' rate limits are shared through Redis.
+- ``scheduler`` runs the one scheduler (scenarios, follow-ups, nightly jobs; it queues the
+  verdict of pilots whose period is over) behind the scheduler lock. Run one, or two for a
+  warm standby.
 
 Every role serves ``/livez``, ``/readyz`` and ``/metrics``; only ``web`` and ``all``
 serve the rest.
@@ -38,7 +40,7 @@ class Role(StrEnum):
 
     @property
     def delivers(self) -> bool:
-        """Runs a delivery worker and the channels' batch work."""
+        """Runs a delivery worker, the job worker and the channels' batch work."""
         return self in (Role.ALL, Role.WORKER)
 
     @property

@@ -1,9 +1,10 @@
-"""The running bot: storage, router, adapters and the delivery worker, wired together.
+"""The running bot: storage, router, adapters, the delivery worker and the job worker.
 
 Adapters call :meth:`Runtime.handle` with a normalized event; the inbound pipeline
 (:mod:`bot.app.pipeline`) routes it in the database thread pool — in its conversation's
 lane, in a batch that is one transaction — and the call returns once the event is
-committed; the delivery worker is woken when replies were queued.
+committed; the delivery worker is woken when replies were queued. Processes that deliver
+also run batch jobs (bot/jobs/worker.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from bot.core.clock import Clock, SystemClock
 from bot.core.events import Event
 from bot.core.routing import DispatchResult, Router
 from bot.core.templating import Renderer
+from bot.jobs.worker import JobWorker
 from bot.outbox import queue as outbox
 from bot.outbox.worker import DeliveryWorker
 from handlers import register_handlers
@@ -58,6 +60,9 @@ class Runtime(Services):
         self.worker = DeliveryWorker(
             self.db, self.adapters, self.clock, config.delivery, metrics=self.metrics
         )
+        from bot.app.jobs import job_runners
+
+        self.jobs = JobWorker(self, job_runners(), config.jobs)
         self.pipeline = Pipeline(
             self.db,
             self.router,
@@ -107,6 +112,7 @@ class Runtime(Services):
                 counter.labels(channel)
         if self.role.delivers:
             self.worker.start()
+            self.jobs.start()  # batch work: campaign preparation, console imports
         self.started = True
         log.info(
             "siyu started (role %s): channels %s", self.role, ", ".join(self.adapters) or "(none)"
@@ -123,5 +129,7 @@ class Runtime(Services):
             except Exception:
                 log.exception("adapter %s failed to stop cleanly", adapter.channel)
         await self.pipeline.close()
+        if self.role.delivers:
+            await self.jobs.stop()
         await self.worker.stop()
         log.info("siyu stopped")

@@ -35,6 +35,16 @@ class AmountError(ValueError):
         self.values = {"raw": shown, "limit": f"{MAX_AMOUNT_CENTS // 100}"}
         super().__init__(self.message("en"))
 
+    @property
+    def code(self) -> str:
+        """The catalogue key of the reason (``amount.<key>``)."""
+        return f"amount.{self.key}"
+
+    @property
+    def params(self) -> dict[str, str]:
+        """The values that fill the reason."""
+        return self.values
+
     def message(self, locale: str | None) -> str:
         """Why the amount was refused, for a reader of ``locale``."""
         return t(f"amount.{self.key}", locale, **self.values)

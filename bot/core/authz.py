@@ -251,6 +251,8 @@ ROUTES: tuple[RouteRule, ...] = (
     _route("/console/tags/rules", "POST", _INBOX_MANAGER, "add a tagging rule"),
     _route("/console/tags/rules/{rule_id}/edit", "POST", _INBOX_MANAGER, "change a tagging rule"),
     _route("/console/tags/rules/{rule_id}/delete", "POST", _INBOX_MANAGER, "delete a rule"),
+    _route("/console/imports", "GET POST", _INBOX_MANAGER, "import customers, orders, tags"),
+    _route("/console/imports/{job_id}", "GET", _INBOX_MANAGER, "an import's progress, errors"),
     _route("/console/coupons", "GET", _INBOX_MANAGER, "coupons and redemptions"),
     _route("/console/coupons/redeem", "POST", _INBOX_MANAGER, "redeem a code"),
     _route("/console/flows", "GET", _INBOX_MANAGER, "customers at each flow step"),

@@ -3,9 +3,9 @@
 One :class:`Metrics` per process (on :class:`bot.app.services.Services`), each with its own
 registry, so several runtimes in one test process do not mix. The router's caller counts
 events in and handler errors, the delivery worker counts sends, rate limits, retries and
-delivery latency, the scheduler its lateness. Figures read from the database (outbox depth
-and age, campaign progress) are computed when ``/metrics`` is scraped
-(bot/app/metrics_view.py). Labels are bounded: channel, purpose, result, job kind.
+delivery latency, the scheduler its lateness, the batch-job worker its runs and their
+duration. Figures read from the database (outbox depth and age, campaign progress, batch
+jobs by kind and status) are computed when ``/metrics`` is scraped (bot/web/ops.py). Labels are bounded: channel, purpose, result, job kind.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ __all__ = ["Metrics", "job_kind"]
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400)
 LATENESS_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)
+JOB_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600, 7200)
 
 
 class Metrics:
@@ -80,6 +81,20 @@ class Metrics:
             "How late scheduled jobs started after their planned time",
             ["job"],
             buckets=LATENESS_BUCKETS,
+            registry=r,
+        )
+        self.job_runs = Counter(
+            "siyu_job_runs",
+            "Batch-job attempts run by this process, by kind and outcome "
+            "(done, retry, failed, refused, lost, stopped)",
+            ["kind", "outcome"],
+            registry=r,
+        )
+        self.job_duration = Histogram(
+            "siyu_job_run_duration_seconds",
+            "How long one attempt of a batch job ran, by kind",
+            ["kind"],
+            buckets=JOB_BUCKETS,
             registry=r,
         )
         self.scheduler_runs = Counter(

@@ -68,6 +68,16 @@ class ProfileInputError(ValueError):
         super().__init__(message)
         self.key, self.values = key, values
 
+    @property
+    def code(self) -> str | None:
+        """The catalogue key of the problem (an intake's row reason), if it has one."""
+        return self.key
+
+    @property
+    def params(self) -> dict[str, object]:
+        """The values that fill the problem's text."""
+        return self.values
+
     def text(self, locale: str | None) -> str:
         """The problem in the reader's locale (English when no key was given)."""
         from bot.core.i18n import t
@@ -81,7 +91,12 @@ class ProfileInputError(ValueError):
 
 
 class ProfileConflict(ValueError):
-    """The identity and the phone belong to two different customers."""
+    """The identity and the phone belong to two different customers; ``code`` and
+    ``params`` name the problem in the catalogue (``str()`` is the English)."""
+
+    def __init__(self, message: str, code: str, **params: object) -> None:
+        super().__init__(message)
+        self.code, self.params = code, params
 
 
 @dataclass(frozen=True)
@@ -100,7 +115,10 @@ def parse_identity(raw: str) -> tuple[str, str]:
     channel, sep, user = raw.strip().partition(":")
     if not sep or channel not in CHANNELS or not user.strip() or len(user) > 128:
         raise ProfileInputError(
-            f"'customer' {raw!r} must be '<channel>:<user id>' (channels: {', '.join(CHANNELS)})"
+            f"'customer' {raw!r} must be '<channel>:<user id>' (channels: {', '.join(CHANNELS)})",
+            "intake.row.customer_format",
+            raw=repr(raw),
+            channels=", ".join(CHANNELS),
         )
     return channel, user.strip()
 
@@ -216,7 +234,11 @@ def validate_attributes(
         if isinstance(value, int) and not isinstance(value, bool) and key == "phone":
             value = str(value)
         if value is not None and not isinstance(value, str):
-            raise ProfileInputError(f"'{key}' must be text, got {type(value).__name__}")
+            raise ProfileInputError(
+                f"'{key}' must be text, got {type(value).__name__}",
+                "intake.row.not_text",
+                field=key,
+            )
         if value is None or not value.strip():
             if not empty_clears:
                 continue
@@ -263,7 +285,11 @@ def _link_identity(session: Session, customer: Customer, identity: tuple[str, st
         ["channel", "external_id"],
     )
     if not inserted:
-        raise ProfileConflict(f"identity {channel}:{user} was created meanwhile; retry")
+        raise ProfileConflict(
+            f"identity {channel}:{user} was created meanwhile; retry",
+            "intake.customer.race",
+            identity=f"{channel}:{user}",
+        )
 
 
 def upsert_profile(
@@ -284,7 +310,9 @@ def upsert_profile(
     """
     phone = attrs.get("phone")
     if identity is None and not phone:
-        raise ProfileInputError("give 'customer' (<channel>:<user id>) or 'phone'")
+        raise ProfileInputError(
+            "give 'customer' (<channel>:<user id>) or 'phone'", "intake.row.who_required"
+        )
     customer, matched_by = None, "new"
     if identity is not None:
         row = session.scalars(
@@ -299,7 +327,12 @@ def upsert_profile(
         raise ProfileConflict(
             f"phone {phone} belongs to customer #{by_phone.id}, "
             f"{':'.join(identity or ())} to customer #{customer.id} "
-            f"(merge them first: siyu customer merge {by_phone.id} {customer.id})"
+            f"(merge them first: siyu customer merge {by_phone.id} {customer.id})",
+            "intake.customer.conflict",
+            phone=phone,
+            phone_customer=by_phone.id,
+            identity=":".join(identity or ()),
+            customer=customer.id,
         )
     if customer is None and by_phone is not None:
         if identity is not None and not create:

@@ -30,6 +30,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from bot.core.i18n import t
 from bot.customers.attributes import (
     ATTRIBUTES,
     ProfileConflict,
@@ -50,9 +51,12 @@ from bot.customers.intake import (
 
 __all__ = [
     "COLUMNS",
+    "JSON_LAYOUT",
     "LAYOUT",
     "CustomerImportError",
     "CustomerImportReport",
+    "Row",
+    "apply_customers",
     "import_customers",
     "parse_csv",
     "parse_json",
@@ -96,19 +100,25 @@ def _who(item: dict, *, blank_is_none: bool) -> tuple[str, str] | None:
     """The identity an item names (``customer``, or ``channel`` + ``user_id`` in JSON)."""
     has_pair = "channel" in item or "user_id" in item
     if "customer" in item and has_pair:
-        raise ProfileInputError("give 'customer' or 'channel' + 'user_id', not both")
+        raise ProfileInputError(
+            "give 'customer' or 'channel' + 'user_id', not both", "intake.customer.both_identities"
+        )
     if has_pair:
         channel, user = item.get("channel"), item.get("user_id")
         if isinstance(user, int) and not isinstance(user, bool):
             user = str(user)
         if not isinstance(channel, str) or not isinstance(user, str):
-            raise ProfileInputError("'channel' and 'user_id' must both be given as text")
+            raise ProfileInputError(
+                "'channel' and 'user_id' must both be given as text", "intake.customer.pair_text"
+            )
         return parse_identity(f"{channel}:{user}")
     raw = item.get("customer")
     if raw is None:
         return None
     if not isinstance(raw, str):
-        raise ProfileInputError("'customer' must be text such as 'telegram:4242'")
+        raise ProfileInputError(
+            "'customer' must be text such as 'telegram:4242'", "intake.customer.customer_text"
+        )
     if blank_is_none and not raw.strip():  # an empty CSV cell
         return None
     return parse_identity(raw)
@@ -118,7 +128,7 @@ def validate_row(item: object, *, today, empty_clears: bool, json: bool = False)
     """One customer row (a CSV row or a JSON object) as (identity, attributes); raises
     :class:`ProfileInputError`."""
     if not isinstance(item, dict):
-        raise ProfileInputError("a customer must be a JSON object")
+        raise ProfileInputError("a customer must be a JSON object", "intake.customer.not_object")
     identity = _who(item, blank_is_none=not json)
     attrs = validate_attributes(
         {k: v for k, v in item.items() if k not in ("customer", "channel", "user_id")},
@@ -126,11 +136,8 @@ def validate_row(item: object, *, today, empty_clears: bool, json: bool = False)
         empty_clears=empty_clears,
     )
     if identity is None and not attrs.get("phone"):
-        raise ProfileInputError(
-            "give 'customer' (<channel>:<user id>), 'channel' + 'user_id', or 'phone'"
-            if json
-            else "give 'customer' (<channel>:<user id>) or 'phone'"
-        )
+        code = "intake.customer.who_required_json" if json else "intake.row.who_required"
+        raise ProfileInputError(t(code, "en"), code)
     return identity, attrs
 
 
@@ -143,16 +150,19 @@ def parse_csv(text: str, *, today) -> Intake[Row]:
         layout=LAYOUT,
         refused=(ProfileInputError,),
         identity=lambda r: ":".join(r[0]) if r[0] else f"phone:{r[1]['phone']}",
-        duplicate=lambda first: f"the same customer as line {first} (one row each)",
+        duplicate="intake.customer.duplicate_line",
         errors=errors,
     )
 
 
-def parse_json(data: object, *, today) -> Intake[Row]:
-    """Validate a JSON body (one customer or ``{"customers": [...]}``); a wrong shape
-    raises :class:`IntakeError`."""
+def parse_json(data: object, *, today, max_items: int | None = None) -> Intake[Row]:
+    """Validate a JSON body (one customer or ``{"customers": [...]}``, at most ``max_items``,
+    else the API's bound); a wrong shape raises :class:`IntakeError`."""
+    layout = (
+        JSON_LAYOUT if max_items is None else dataclasses.replace(JSON_LAYOUT, max_items=max_items)
+    )
     return collect(
-        json_items(data, JSON_LAYOUT),
+        json_items(data, layout),
         lambda row: validate_row(row, today=today, empty_clears=True, json=True),
         layout=JSON_LAYOUT,
         refused=(ProfileInputError,),
@@ -170,8 +180,29 @@ def import_customers(
 ) -> CustomerImportReport:
     """Apply a customers CSV in the caller's transaction; see the module docstring."""
     found = parse_csv(text, today=today)
-    report = CustomerImportReport(errors=list(found.errors))
-    for line, (identity, attrs) in found.good:
+    report = apply_customers(
+        session,
+        found.good,
+        now=now,
+        default_locale=default_locale,
+        default_timezone=default_timezone,
+    )
+    report.errors = sorted(found.errors + report.errors, key=lambda e: e.where)
+    return report
+
+
+def apply_customers(
+    session: Session,
+    good: list[tuple[int, Row]],
+    *,
+    now: datetime,
+    default_locale: str,
+    default_timezone: str,
+) -> CustomerImportReport:
+    """Create or update the customers of validated rows (caller's transaction); a row that
+    conflicts with a stored customer becomes a :class:`RowError`."""
+    report = CustomerImportReport()
+    for line, (identity, attrs) in good:
         try:
             result = upsert_profile(
                 session,
@@ -182,7 +213,7 @@ def import_customers(
                 default_timezone=default_timezone,
             )
         except ProfileConflict as exc:
-            report.errors.append(RowError(line, ":".join(identity) if identity else "", str(exc)))
+            report.errors.append(RowError.of(line, ":".join(identity) if identity else "", exc))
             continue
         if result.created:
             report.created += 1
@@ -190,5 +221,4 @@ def import_customers(
             report.updated += 1
         else:
             report.unchanged += 1
-    report.errors.sort(key=lambda e: e.where)
     return report

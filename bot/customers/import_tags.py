@@ -1,20 +1,31 @@
 """Import customer tags from CSV (source ``import:<file>``): ``siyu tags import FILE.csv``.
 
 Columns: ``customer`` (``<channel>:<user id>``) or ``phone``, ``tag``, and optionally
-``ttl_days`` (0 or empty = no expiry). Bad rows are reported by line; good rows are applied
+``ttl_days`` (0 or empty = no expiry); the console's import also takes them as JSON (one
+object or ``{"tags": [...]}`` with the same keys). Bad rows are reported by line; good rows are applied
 in one transaction. Re-importing refreshes last-seen and expiry (no duplicates). The file
 is read by the one intake (bot/customers/intake.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bot.customers.intake import IntakeError, Layout, RowError, collect, csv_rows
+from bot.customers.intake import (
+    Intake,
+    IntakeError,
+    Layout,
+    RowError,
+    RowRefused,
+    collect,
+    csv_rows,
+    json_items,
+)
 from bot.customers.orders import normalize_phone
 from storage.models import Customer
 from storage.repos import add_tag, find_identity
@@ -25,7 +36,10 @@ __all__ = [
     "TagImportReport",
     "TagRow",
     "TagRowError",
+    "apply_tags",
     "import_tags",
+    "parse_csv",
+    "parse_json",
     "validate_row",
 ]
 
@@ -36,8 +50,8 @@ MAX_TAG = 64
 TagImportError = IntakeError
 
 
-class TagRowError(ValueError):
-    """One tag row that cannot be taken, and why."""
+class TagRowError(RowRefused):
+    """One tag row that cannot be taken, and why (a catalogue code and its parameters)."""
 
 
 @dataclass
@@ -69,36 +83,79 @@ class TagRow:
     ttl: timedelta | None
 
 
+def _text(row: dict, key: str) -> str:
+    """A cell as text: a CSV string, or a JSON string or whole number."""
+    value = row.get(key)
+    if value is None:
+        return ""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str):
+        raise TagRowError("intake.row.not_text", field=key)
+    return value.strip()
+
+
 def validate_row(row: object) -> TagRow:
-    """Check one tag row; raises :class:`TagRowError`."""
+    """Check one tag row (a CSV row or a JSON object); raises :class:`TagRowError`."""
     if not isinstance(row, dict):
-        raise TagRowError("a tag row must be an object")
-    tag = (row.get("tag") or "").strip()
-    who = (row.get("customer") or "").strip()
-    raw_phone = (row.get("phone") or "").strip()
-    raw_ttl = (row.get("ttl_days") or "").strip()
+        raise TagRowError("intake.tag.not_object")
+    tag = _text(row, "tag")
+    who = _text(row, "customer")
+    raw_phone = _text(row, "phone")
+    raw_ttl = _text(row, "ttl_days")
     if not tag or len(tag) > MAX_TAG:
-        raise TagRowError(f"'tag' must be 1-{MAX_TAG} characters")
+        raise TagRowError("intake.tag.length", limit=MAX_TAG)
     if raw_ttl and (not raw_ttl.isdigit() or int(raw_ttl) > 3650):
-        raise TagRowError(f"'ttl_days' {raw_ttl!r} must be 0-3650")
+        raise TagRowError("intake.tag.ttl", raw=repr(raw_ttl))
     if not who and not raw_phone:
-        raise TagRowError("give 'customer' or 'phone'")
+        raise TagRowError("intake.tag.who_required")
     ttl = timedelta(days=int(raw_ttl)) if raw_ttl and int(raw_ttl) else None
     return TagRow(who, raw_phone, tag, ttl)
 
 
+def parse_csv(text: str) -> Intake[TagRow]:
+    """Validate a tags CSV; a file without the needed columns raises :class:`IntakeError`."""
+    rows, errors = csv_rows(text, LAYOUT)
+    return collect(rows, validate_row, layout=LAYOUT, refused=(TagRowError,), errors=errors)
+
+
+def parse_json(data: object, *, max_items: int | None = None) -> Intake[TagRow]:
+    """Validate a JSON document (one tag object or ``{"tags": [...]}``); a wrong shape raises
+    :class:`IntakeError`."""
+    layout = LAYOUT if max_items is None else dataclasses.replace(LAYOUT, max_items=max_items)
+
+    def validate(item: object) -> TagRow:
+        unknown = [k for k in item if k not in LAYOUT.columns] if isinstance(item, dict) else []
+        if unknown:
+            raise TagRowError("intake.tag.unknown_keys", keys=", ".join(map(repr, unknown)))
+        return validate_row(item)
+
+    return collect(json_items(data, layout), validate, layout=LAYOUT, refused=(TagRowError,))
+
+
 def import_tags(session: Session, text: str, *, source: str, now: datetime) -> TagImportReport:
     """Apply a tags CSV in the caller's transaction; see the module docstring."""
-    rows, errors = csv_rows(text, LAYOUT)
-    found = collect(rows, validate_row, layout=LAYOUT, refused=(TagRowError,), errors=errors)
-    report = TagImportReport(errors=list(found.errors))
-    for line, row in found.good:
+    found = parse_csv(text)
+    report = apply_tags(session, found.good, source=source, now=now)
+    report.errors = sorted(found.errors + report.errors, key=lambda e: e.where)
+    return report
+
+
+def apply_tags(
+    session: Session, good: list[tuple[int, TagRow]], *, source: str, now: datetime
+) -> TagImportReport:
+    """Tag the customers of validated rows (caller's transaction); a row naming nobody
+    becomes a :class:`RowError`."""
+    report = TagImportReport()
+    for line, row in good:
         customer_id = None
         if row.who:
             channel, sep, user = row.who.partition(":")
             identity = find_identity(session, channel, user) if sep else None
             if identity is None:
-                report.errors.append(RowError(line, "", f"no customer with identity {row.who!r}"))
+                report.errors.append(
+                    RowError(line, "", "intake.row.no_identity", {"who": repr(row.who)})
+                )
                 continue
             customer_id = identity.customer_id
         else:
@@ -112,7 +169,7 @@ def import_tags(session: Session, text: str, *, source: str, now: datetime) -> T
             )
             if customer_id is None:
                 report.errors.append(
-                    RowError(line, "", f"no customer with phone {row.raw_phone!r}")
+                    RowError(line, "", "intake.row.no_phone", {"phone": repr(row.raw_phone)})
                 )
                 continue
         if add_tag(session, customer_id, row.tag, source=source[:128], now=now, ttl=row.ttl):
@@ -120,5 +177,4 @@ def import_tags(session: Session, text: str, *, source: str, now: datetime) -> T
         else:
             report.refreshed += 1
         session.flush()
-    report.errors.sort(key=lambda e: e.where)
     return report

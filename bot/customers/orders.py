@@ -22,6 +22,7 @@ transaction, so an import is all-good-rows-or-nothing, never half written.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from bot.customers.intake import (
     IntakeError,
     Layout,
     RowError,
+    RowRefused,
     collect,
     csv_rows,
     json_items,
@@ -67,8 +69,8 @@ _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _CHANNELS = ("sandbox", "telegram", "wechat", "wecom")
 
 
-class OrderInputError(ValueError):
-    """One order that cannot be taken, and why."""
+class OrderInputError(RowRefused):
+    """One order that cannot be taken, and why (a catalogue code and its parameters)."""
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,7 @@ def _text(data: dict, key: str) -> str:
     if value is None:
         return ""
     if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise OrderInputError(f"'{key}' must be text")
+        raise OrderInputError("intake.row.not_text", field=key)
     return str(value).strip()
 
 
@@ -121,25 +123,23 @@ def _amount(data: dict) -> int:
     try:
         return parse_amount(data.get("amount"))
     except AmountError as exc:
-        raise OrderInputError(str(exc)) from None
+        raise OrderInputError(exc.code, **exc.params) from None
 
 
 def _time(raw: str, tz: ZoneInfo, now: datetime) -> datetime:
     if not raw:
-        raise OrderInputError("'time' is required")
+        raise OrderInputError("intake.order.time_required")
     try:
         if len(raw) == 10:
             moment = datetime.combine(datetime.strptime(raw, "%Y-%m-%d").date(), time(0))
         else:
             moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
-        raise OrderInputError(
-            f"'time' {raw!r} is not ISO 8601 (e.g. 2026-03-01T10:00:00+08:00)"
-        ) from None
+        raise OrderInputError("intake.order.time_format", raw=repr(raw)) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=tz)
     if moment > now + timedelta(days=1):
-        raise OrderInputError(f"'time' {raw!r} is in the future")
+        raise OrderInputError("intake.order.time_future", raw=repr(raw))
     return moment.astimezone(now.tzinfo)
 
 
@@ -148,20 +148,19 @@ def validate_order(
 ) -> OrderInput:
     """Check one order (a CSV row as a dict, or a JSON object); raises OrderInputError."""
     if not isinstance(data, dict):
-        raise OrderInputError("an order must be a JSON object")
+        raise OrderInputError("intake.order.not_object")
     order_id = _text(data, "order_id")
     if not order_id:
-        raise OrderInputError("'order_id' is required")
+        raise OrderInputError("intake.order.id_required")
     if len(order_id) > 64:
-        raise OrderInputError("'order_id' is longer than 64 characters")
+        raise OrderInputError("intake.order.id_too_long", limit=64)
     identity = None
     customer = _text(data, "customer")
     if customer:
         channel, sep, user = customer.partition(":")
         if not sep or channel not in _CHANNELS or not user:
             raise OrderInputError(
-                f"'customer' {customer!r} must be '<channel>:<user id>' "
-                f"(channels: {', '.join(_CHANNELS)})"
+                "intake.row.customer_format", raw=repr(customer), channels=", ".join(_CHANNELS)
             )
         identity = (channel, user)
     phone = None
@@ -169,23 +168,23 @@ def validate_order(
     if raw_phone:
         phone = normalize_phone(raw_phone)
         if phone is None:
-            raise OrderInputError(f"'phone' {raw_phone!r} is not a phone number")
+            raise OrderInputError("intake.row.phone", raw=repr(raw_phone))
     if identity is None and phone is None:
-        raise OrderInputError("give 'customer' (<channel>:<user id>) or 'phone'")
+        raise OrderInputError("intake.row.who_required")
     amount_cents = _amount(data)
     currency = _text(data, "currency").upper() or default_currency
     if not _CURRENCY.match(currency):
-        raise OrderInputError(f"'currency' {currency!r} must be a 3-letter code such as CNY")
+        raise OrderInputError("intake.order.currency", raw=repr(currency))
     ordered_at = _time(_text(data, "time"), tz, now)
     raw_items = data.get("items", "")
     if isinstance(raw_items, list):
         if not all(isinstance(i, str) for i in raw_items):
-            raise OrderInputError("'items' must be a list of strings")
+            raise OrderInputError("intake.order.items_list")
         items = tuple(i.strip() for i in raw_items if i.strip())
     elif isinstance(raw_items, str):
         items = tuple(i.strip() for i in raw_items.split(";") if i.strip())
     else:
-        raise OrderInputError("'items' must be text or a list of strings")
+        raise OrderInputError("intake.order.items_type")
     return OrderInput(order_id, identity, phone, amount_cents, currency, ordered_at, items)
 
 
@@ -210,7 +209,7 @@ def _orders(
         layout=LAYOUT,
         refused=(OrderInputError,),
         identity=lambda order: order.order_id,
-        duplicate=lambda where: f"duplicate order id (first {first} {where})",
+        duplicate=f"intake.order.duplicate_{first}",
         errors=errors,
     )
 
@@ -224,20 +223,25 @@ def parse_csv(
     taken.
     """
     rows, errors = csv_rows(text, LAYOUT)
-    found = _orders(
-        rows, errors, tz=tz, now=now, default_currency=default_currency, first="on line"
-    )
+    found = _orders(rows, errors, tz=tz, now=now, default_currency=default_currency, first="line")
     return found.good, found.errors
 
 
 def parse_json(
-    data: object, *, tz: ZoneInfo, now: datetime, default_currency: str
+    data: object,
+    *,
+    tz: ZoneInfo,
+    now: datetime,
+    default_currency: str,
+    max_items: int | None = None,
 ) -> tuple[list[tuple[int, OrderInput]], list[RowError]]:
-    """Validate a JSON body (one order or ``{"orders": [...]}``); returns (index, order)
-    pairs and the rejected items. A wrong shape raises :class:`IntakeError`."""
+    """Validate a JSON body (one order or ``{"orders": [...]}``, at most ``max_items``, else
+    the API's bound); returns (index, order) pairs and the rejected items. A wrong shape
+    raises :class:`IntakeError`."""
+    layout = LAYOUT if max_items is None else dataclasses.replace(LAYOUT, max_items=max_items)
     found = _orders(
-        json_items(data, LAYOUT), (), tz=tz, now=now, default_currency=default_currency,
-        first="at",
+        json_items(data, layout), (), tz=tz, now=now, default_currency=default_currency,
+        first="index",
     )  # fmt: skip
     return found.good, found.errors
 
@@ -281,14 +285,16 @@ def store_orders(
             cid = by_identity.get(o.identity)
             if cid is None:
                 report.errors.append(
-                    RowError(where, o.order_id, f"no customer with identity {':'.join(o.identity)}")
+                    RowError(
+                        where, o.order_id, "intake.row.no_identity", {"who": ":".join(o.identity)}
+                    )
                 )
                 continue
         else:
             cid = by_phone.get(o.phone or "")
             if cid is None:
                 report.errors.append(
-                    RowError(where, o.order_id, f"no customer with phone {o.phone}")
+                    RowError(where, o.order_id, "intake.row.no_phone", {"phone": o.phone})
                 )
                 continue
         if o.order_id in existing:

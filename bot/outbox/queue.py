@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from itertools import zip_longest
 from typing import Any
@@ -26,11 +26,13 @@ from bot.outbox.states import (
     TRANSACTIONAL_PURPOSES,
     OutboxPurpose,
     OutboxStatus,
+    SourceKind,
     is_transactional,
     purpose_of,
     transition,
     transitions,
 )
+from storage.campaigns import Campaign
 from storage.db import insert_ignore, rowcount
 from storage.models import OutboxMessage
 
@@ -113,11 +115,14 @@ class Source:
 
     A campaign or a scenario (``kind`` and ``id``: its rows' ``source_kind`` and
     ``source_id``), or all rows of one purpose queued one by one (follow-ups, surveys,
-    group posts: ``kind`` and ``id`` None)."""
+    group posts: ``kind`` and ``id`` None). A campaign's share is in proportion to its
+    ``weight``."""
 
     purpose: str
     kind: str | None = None
     id: int | None = None
+    #: its part of the shares (a campaign's ``weight``; 1 for everything else)
+    weight: int = 1
 
     @property
     def label(self) -> str:
@@ -132,7 +137,7 @@ def marketing_sources(session: Session, channels: Sequence[str]) -> list[Source]
     however long the backlog (a GROUP BY would read every waiting row). A source whose rows
     are all for other channels gets an empty share; its part goes to the oldest rows."""
     if session.get_bind().dialect.name == "postgresql":
-        return _sources_by_skip_scan(session)
+        return _weighted(session, _sources_by_skip_scan(session))
     rows = session.execute(
         select(OutboxMessage.purpose, OutboxMessage.source_kind, OutboxMessage.source_id)
         .where(OutboxMessage.status == OutboxStatus.PENDING)
@@ -140,7 +145,25 @@ def marketing_sources(session: Session, channels: Sequence[str]) -> list[Source]
         .where(OutboxMessage.channel.in_(channels))
         .group_by(OutboxMessage.purpose, OutboxMessage.source_kind, OutboxMessage.source_id)
     )
-    return [Source(purpose, kind, source_id) for purpose, kind, source_id in rows]
+    return _weighted(
+        session, [Source(purpose, kind, source_id) for purpose, kind, source_id in rows]
+    )
+
+
+def _weighted(session: Session, sources: list[Source]) -> list[Source]:
+    """The sources with their campaigns' weights (one read of the campaigns sending)."""
+    ids = [s.id for s in sources if s.kind == SourceKind.CAMPAIGN and s.id is not None]
+    if not ids:
+        return sources
+    weights = dict(
+        session.execute(select(Campaign.id, Campaign.weight).where(Campaign.id.in_(ids))).all()
+    )
+    return [
+        replace(s, weight=max(1, weights.get(s.id) or 1))
+        if s.kind == SourceKind.CAMPAIGN and s.id is not None
+        else s
+        for s in sources
+    ]
 
 
 # One purpose's distinct (source_kind, source_id) of pending rows, each found by one probe
@@ -195,8 +218,8 @@ def claim_due(
     First rows whose lease ran out (a dead worker's claims), then transactional rows
     (replies, staff answers, ...: highest priority, then oldest, first), then — unless
     ``marketing`` is False — marketing rows shared between their :class:`Source` s
-    round-robin (each source gets an equal share of what is left, the list interleaves
-    them), so a second campaign is not starved by a first one of a million messages. Rows
+    round-robin (each source gets a share of what is left in proportion to its weight —
+    equal unless campaigns were given weights — and the list interleaves them), so a second campaign is not starved by a first one of a million messages. Rows
     of sources not in ``sources`` (the caller's cached list; None reads it now) and shares
     a source could not fill go to the oldest remaining marketing rows.
 
@@ -229,9 +252,10 @@ def claim_due(
         sources = marketing_sources(session, channels)
     shares: list[list[OutboxMessage]] = []
     if sources:
-        share = math.ceil(left / len(sources))
+        total = sum(s.weight for s in sources)
         start = random.randrange(len(sources))  # no source always first when shares are 1
         for source in (*sources[start:], *sources[:start]):
+            share = math.ceil(left * source.weight / total)
             rows = claim(
                 due.where(*_of(source)).order_by(OutboxMessage.id),
                 min(share, left - sum(map(len, shares))),

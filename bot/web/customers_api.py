@@ -9,7 +9,8 @@ bot/customers/attributes.py (``name``, ``phone``, ``birthday``, ``city``, ``loca
 
 The customer is found by identity, else by phone, else created (upsert); sending the same
 object again changes nothing (idempotent). Answers: 200 all applied; 422 some rejected —
-each with its index and reason — while the good ones are applied; 400 not JSON / wrong
+each with its index, a stable ``code`` and the reason (``error``) in the reader's locale
+(``Accept-Language``) — while the good ones are applied; 400 not JSON / wrong
 shape; 401 bad key; 413 too large; 404 while no key is configured.
 """
 
@@ -24,8 +25,8 @@ from starlette.routing import BaseRoute, Route
 
 from bot.customers.attributes import ProfileConflict, upsert_profile
 from bot.customers.import_customers import LAYOUT, parse_json
-from bot.customers.intake import IntakeError
-from bot.web.api import ApiRequestError, error_response, read_json
+from bot.customers.intake import IntakeError, RowError
+from bot.web.api import ApiRequestError, error_response, read_json, request_locale
 
 if TYPE_CHECKING:
     from bot.app.runtime import Runtime
@@ -33,6 +34,10 @@ if TYPE_CHECKING:
 __all__ = ["MAX_CUSTOMERS", "customers_routes"]
 
 MAX_CUSTOMERS = LAYOUT.max_items
+
+
+def _rejected(e: RowError, locale: str) -> dict:
+    return {"index": e.where, "code": e.code, "error": e.text(locale)}
 
 
 def customers_routes(runtime: Runtime) -> list[BaseRoute]:
@@ -46,12 +51,13 @@ def customers_routes(runtime: Runtime) -> list[BaseRoute]:
             return exc.response()
         now = runtime.clock.now()
         today = now.astimezone(ZoneInfo(config.general.timezone)).date()
+        locale = request_locale(request)
         try:
             found = parse_json(data, today=today)
         except IntakeError as exc:
-            return error_response(exc.status, str(exc))
+            return error_response(exc.status, exc.text(locale), exc.code)
         checked = [(index, identity, attrs) for index, (identity, attrs) in found.good]
-        rejected = [{"index": e.where, "error": e.reason} for e in found.errors]
+        rejected = [_rejected(e, locale) for e in found.errors]
 
         def store() -> tuple[list[dict], list[dict]]:
             done, conflicts = [], []
@@ -67,7 +73,7 @@ def customers_routes(runtime: Runtime) -> list[BaseRoute]:
                             default_timezone=config.general.timezone,
                         )
                     except ProfileConflict as exc:
-                        conflicts.append({"index": index, "error": str(exc)})
+                        conflicts.append(_rejected(RowError.of(index, "", exc), locale))
                         continue
                     done.append(
                         {

@@ -27,6 +27,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from storage.campaigns import Campaign
+from storage.jobs import BatchJob
 from storage.models import OutboxMessage
 
 if TYPE_CHECKING:
@@ -40,10 +41,13 @@ log = logging.getLogger(__name__)
 WAITING = ("pending", "sending")
 #: Campaign states whose progress is exported.
 LIVE_CAMPAIGNS = ("piloting", "launch_pending", "running", "paused")
+#: Batch-job states counted by kind (done and cancelled jobs are history, not load).
+JOB_STATES = ("queued", "running", "failed")
 
 
 class DatabaseCollector(Collector):
-    """Outbox depth and oldest age by channel and purpose (one query) and campaign progress."""
+    """Outbox depth and oldest age by channel and purpose (one query), campaign progress and
+    batch jobs by kind and status."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
@@ -67,22 +71,30 @@ class DatabaseCollector(Collector):
             "Messages of live campaigns by delivery status",
             labels=["campaign", "status"],
         )
+        jobs = GaugeMetricFamily(
+            "siyu_jobs",
+            "Batch jobs by kind and status (queued, running, failed)",
+            labels=["kind", "status"],
+        )
         try:
-            waiting, campaigns = self._read()
+            waiting, campaigns, counted = self._read()
         except Exception:
             log.exception("metrics: cannot read the outbox")
-            waiting, campaigns = [], []
+            waiting, campaigns, counted = [], [], []
         now = self.runtime.clock.now()
         for channel, purpose, count, oldest in waiting:
             depth.add_metric([channel, purpose], count)
             age.add_metric([channel, purpose], max((now - oldest).total_seconds(), 0.0))
         for name, status, count in campaigns:
             progress.add_metric([name, status], count)
+        for kind, status, count in counted:
+            jobs.add_metric([kind, status], count)
         yield depth
         yield age
         yield progress
+        yield jobs
 
-    def _read(self) -> tuple[list[Any], list[Any]]:
+    def _read(self) -> tuple[list[Any], list[Any], list[Any]]:
         with self.runtime.db.sessions() as session:
             waiting = session.execute(
                 select(
@@ -104,7 +116,12 @@ class DatabaseCollector(Collector):
                 .where(Campaign.status.in_(LIVE_CAMPAIGNS))
                 .group_by(Campaign.name, OutboxMessage.status)
             ).all()
-        return list(waiting), list(campaigns)
+            counted = session.execute(
+                select(BatchJob.kind, BatchJob.status, func.count())
+                .where(BatchJob.status.in_(JOB_STATES))
+                .group_by(BatchJob.kind, BatchJob.status)
+            ).all()
+        return list(waiting), list(campaigns), list(counted)
 
 
 def _collector_installed(runtime: Runtime) -> None:

@@ -3,7 +3,8 @@
 Authenticate with ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. The body is one
 order object or ``{"orders": [...]}`` (at most MAX_ORDERS), with the columns of
 bot/customers/orders.py. Answers: 200 all taken (new or already known: idempotent by order_id);
-422 some rejected — each with its index and reason — while the good ones are stored;
+422 some rejected — each with its index, a stable ``code`` and the reason (``error``) in the
+reader's locale (``Accept-Language``) — while the good ones are stored;
 400 not JSON / wrong shape; 401 bad key; 413 too large; 404 while no key is configured.
 """
 
@@ -20,7 +21,7 @@ from bot.customers.intake import IntakeError
 from bot.customers.orders import LAYOUT, parse_json, store_orders
 from bot.customers.rfm import refresh_customers
 from bot.measures.referrals import settle_first_orders
-from bot.web.api import ApiRequestError, error_response, read_json
+from bot.web.api import ApiRequestError, error_response, read_json, request_locale
 
 if TYPE_CHECKING:
     from bot.app.runtime import Runtime
@@ -48,7 +49,7 @@ def orders_routes(runtime: Runtime) -> list[BaseRoute]:
                 default_currency=config.rfm.currency,
             )
         except IntakeError as exc:
-            return error_response(exc.status, str(exc))
+            return error_response(exc.status, exc.text(request_locale(request)), exc.code)
 
         def store():
             with runtime.db.transaction() as session:
@@ -59,12 +60,14 @@ def orders_routes(runtime: Runtime) -> list[BaseRoute]:
 
         report = await runtime.db.run(store)
         rejected = sorted(errors + report.errors, key=lambda e: e.where)
+        locale = request_locale(request)
         return JSONResponse(
             {
                 "inserted": report.inserted,
                 "duplicates": report.duplicates,
                 "rejected": [
-                    {"index": e.where, "order_id": e.key, "error": e.reason} for e in rejected
+                    {"index": e.where, "order_id": e.key, "code": e.code, "error": e.text(locale)}
+                    for e in rejected
                 ],
             },
             status_code=422 if rejected else 200,

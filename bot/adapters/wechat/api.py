@@ -9,9 +9,9 @@ retried once. The API base URL comes from the config (a proxy or a test server m
 in for api.weixin.qq.com). The clients are blocking (``requests``): call them in a thread.
 
 WeCom limits each API on its own (calls per minute and per hour, per company): the WeCom
-client counts every request in a :class:`~bot.adapters.quotas.SharedQuota` scoped by the
-API's endpoint (shared by all processes through Redis), and a request over the count is
-not made: it raises :class:`QuotaExceeded` (errcode 45009, as WeCom would answer) with the
+client counts every request — the access-token fetch (``gettoken``) included — in a
+:class:`~bot.adapters.quotas.SharedQuota` scoped by the API's endpoint (shared by all
+processes through Redis), and a request over the count is not made: it raises :class:`QuotaExceeded` (errcode 45009, as WeCom would answer) with the
 seconds until the window has room. Calls made while sending an outbox row count with that
 row's purpose (:data:`CALL_PURPOSE`), so replies keep their reserve; background work
 (mass-send results, tag sync) counts as marketing.
@@ -219,12 +219,21 @@ class WecomApi(_SharedToken, WeComClient):
 
     def _request(self, method: str, url_or_endpoint: str, **kwargs: Any) -> Any:
         """Count the call against its API's quota first (see the module docstring)."""
+        self._count(api_endpoint(url_or_endpoint, self.API_BASE_URL))
+        return super()._request(method, url_or_endpoint, **kwargs)
+
+    def _fetch_token(self) -> tuple[str, int]:
+        """Fetching the access token is an API call like the others: ``gettoken`` has its
+        own quota, counted before the request is made."""
+        self._count(self._token_path)
+        return super()._fetch_token()
+
+    def _count(self, endpoint: str) -> None:
+        """Take one call of ``endpoint`` from its quota; raises :class:`QuotaExceeded`."""
         if self.quota is not None:
-            endpoint = api_endpoint(url_or_endpoint, self.API_BASE_URL)
             wait = self.quota.take_blocking(CALL_PURPOSE.get(), endpoint)
             if wait > 0:
                 raise QuotaExceeded(endpoint, wait, self)
-        return super()._request(method, url_or_endpoint, **kwargs)
 
     def _token_params(self) -> dict[str, str]:
         return {"corpid": self.corp_id, "corpsecret": self.secret}

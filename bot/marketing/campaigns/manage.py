@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
@@ -35,7 +35,10 @@ from bot.core.signals import LinkClicked
 from bot.core.template_budget import explain
 from bot.core.templating import Renderer, TemplateRenderError
 from bot.customers.segments import compile_segment
+from bot.jobs import queue
+from bot.jobs.worker import JobContext, JobRefused
 from bot.marketing import policy
+from bot.marketing.campaigns.jobs import enqueue_preparation, lock_of
 from bot.marketing.campaigns.push import ChunkResult, Push, Variant, share_by_id
 from bot.marketing.campaigns.spec import CampaignSpec, SpecError
 from bot.marketing.campaigns.status import (
@@ -73,6 +76,7 @@ __all__ = [
     "launch",
     "list_campaigns",
     "pause",
+    "prepare",
     "preview",
     "request",
     "require_audience",
@@ -155,7 +159,7 @@ def _check_spec(
 
 
 #: what editing a draft replaces (its name, author and history stay)
-EDITABLE = ("segment", "variants", "buttons", "coupon", "priority", "pilot_share",
+EDITABLE = ("segment", "variants", "buttons", "coupon", "priority", "weight", "pilot_share",
             "holdout_share", "pilot_hours", "send_at")  # fmt: skip
 
 
@@ -226,6 +230,7 @@ def draft_from_spec(
         },
         coupon=spec.coupon,
         priority=spec.priority if spec.priority is not None else defaults.priority,
+        weight=spec.weight or 1,
         pilot_share=spec.pilot_share if spec.pilot_share is not None else defaults.pilot_share,
         holdout_share=(
             spec.holdout_share if spec.holdout_share is not None else defaults.holdout_share
@@ -461,9 +466,16 @@ def _move(campaign: Campaign, status: str) -> None:
 def start_pilot(
     services: Services, campaign_id: int, *, progress: Callable[[int], None] | None = None
 ) -> ChunkResult:
-    """Send to the pilot arm, record the holdout; the evaluation is due after pilot_hours."""
+    """Send to the pilot arm, record the holdout; the evaluation is due after pilot_hours,
+    counted from the first start (a preparation taken over after a crash keeps it)."""
     now = services.clock.now()
-    _set_status(services, campaign_id, CampaignStatus.PILOT_PENDING, pilot_started_at=now)
+    with services.db.transaction() as session:
+        campaign = session.get(Campaign, campaign_id)
+        if campaign is None:
+            raise CampaignError(f"no campaign #{campaign_id}")
+        _move(campaign, CampaignStatus.PILOT_PENDING)
+        if campaign.pilot_started_at is None:
+            campaign.pilot_started_at = now
     result = run_push(
         services,
         campaign_id,
@@ -503,9 +515,12 @@ def request(
     *,
     config: Config | None = None,
     now: datetime | None = None,
-) -> None:
-    """Ask the scheduler to pilot or launch (the push runs there, not in a chat handler).
-    With ``config`` and ``now`` an audience of nobody is refused first."""
+    created_by: str = "",
+) -> queue.Enqueued:
+    """Ask a worker to pilot or launch: the campaign moves to ``pilot_pending`` /
+    ``launch_pending`` and its preparation is queued as a job in the caller's transaction
+    (the push runs in a worker process, never in a chat handler or a web request). With
+    ``config`` and ``now`` an audience of nobody is refused first."""
     if config is not None and now is not None:
         require_audience(session, campaign, config=config, now=now)
     if action == "pilot":
@@ -518,12 +533,26 @@ def request(
         _move(campaign, CampaignStatus.LAUNCH_PENDING)
     else:  # pragma: no cover - callers pass one of the two
         raise ValueError(action)
+    session.flush()
+    return enqueue_preparation(
+        session,
+        campaign.id,
+        action,
+        campaign.version,
+        now=now or datetime.now(UTC),
+        created_by=created_by,
+        max_attempts=config.jobs.max_attempts if config is not None else 3,
+    )
 
 
 def run_due(services: Services) -> list[tuple[str, str]]:
-    """Run requested pilots and launches, and judge pilots whose period is over."""
+    """The scheduler's part: queue the preparation of requested pilots and launches that
+    have no job (requested before this version, or a job that failed), and the verdict of
+    pilots whose period is over. Workers run them (:func:`prepare`); returns what was queued
+    as (campaign name, step)."""
     now = services.clock.now()
-    with services.db.sessions() as session:
+    queued: list[tuple[str, str]] = []
+    with services.db.transaction() as session:
         due = session.execute(
             select(
                 Campaign.id,
@@ -531,26 +560,90 @@ def run_due(services: Services) -> list[tuple[str, str]]:
                 Campaign.status,
                 Campaign.pilot_started_at,
                 Campaign.pilot_hours,
+                Campaign.version,
             )
             .where(Campaign.status.in_(("pilot_pending", "launch_pending", "piloting")))
             .order_by(Campaign.id)
         ).all()
-    done = []
-    for cid, name, status, started, hours in due:
-        try:
-            if status == "pilot_pending":
-                start_pilot(services, cid)
-                done.append((name, "pilot"))
-            elif status == "launch_pending":
-                launch(services, cid)
-                done.append((name, "launch"))
-            elif started is not None and now >= started + timedelta(hours=hours):
-                campaign = evaluate(services, cid)
-                if campaign is not None:
-                    done.append((name, campaign.status))
-        except Exception:
-            log.exception("campaign %s: scheduled %s failed", name, status)
-    return done
+        for cid, name, status, started, hours, version in due:
+            if status == "piloting":
+                if started is None or now < started + timedelta(hours=hours):
+                    continue
+                step = "evaluate"
+            else:
+                step = "pilot" if status == "pilot_pending" else "launch"
+            if queue.has_open(session, lock_of(cid)):
+                continue  # queued or being prepared: once is enough
+            job = enqueue_preparation(
+                session,
+                cid,
+                step,
+                version,
+                now=now,
+                created_by="scheduler",
+                max_attempts=services.config.jobs.max_attempts,
+            )
+            if job.created:
+                queued.append((name, step))
+    return queued
+
+
+class _PausedMeanwhile(Exception):
+    """The campaign was paused while it was being prepared."""
+
+
+def prepare(services: Services, job: JobContext) -> dict[str, Any]:
+    """Run one preparation job (``campaign.prepare``): the requested step if the campaign
+    is still where the request left it (else nothing: it was done, paused or stopped).
+
+    Re-running after a crash is safe: the push's idempotency keys (one outbox row per
+    campaign and customer) queue nobody twice. A campaign paused while it is prepared
+    stops after the chunk in progress, and what that chunk queued waits with the rest."""
+    campaign_id, step = int(job.payload["campaign_id"]), str(job.payload["step"])
+    with services.db.sessions() as session:
+        campaign = session.get(Campaign, campaign_id)
+        if campaign is None:
+            raise JobRefused(f"no campaign #{campaign_id}")
+        status = campaign.status
+        total = None
+        if step in ("pilot", "launch") and status == f"{step}_pending":
+            compiled = compile_segment(
+                campaign.segment, config=services.config, now=services.clock.now(),
+                session=session,
+            )  # fmt: skip
+            total = int(session.scalar(compiled.select_count()) or 0)
+    done = 0
+
+    def advance(rows: int) -> None:
+        nonlocal done
+        done += rows
+        job.progress(done, total)
+        with services.db.sessions() as session:  # paused meanwhile: stop queuing here
+            if session.get_one(Campaign, campaign_id).status == CampaignStatus.PAUSED:
+                raise _PausedMeanwhile
+
+    try:
+        if step == "pilot" and status == CampaignStatus.PILOT_PENDING:
+            outcome: dict[str, Any] = start_pilot(services, campaign_id, progress=advance).as_dict()
+        elif step == "launch" and status == CampaignStatus.LAUNCH_PENDING:
+            outcome = launch(services, campaign_id, progress=advance).as_dict()
+        elif step == "evaluate" and status == CampaignStatus.PILOTING:
+            judged = evaluate(services, campaign_id)
+            outcome = {"verdict": (judged.verdict or {}).get("decision") if judged else None}
+        else:
+            return {"step": step, "skipped": True, "status": status}
+    except _PausedMeanwhile:
+        # rows queued by a chunk that committed after the pause wait like the others
+        with services.db.transaction() as session:
+            held = _move_rows(session, campaign_id, OutboxStatus.PENDING, OutboxStatus.PAUSED)
+        job.progress(done, total, force=True)
+        return {"step": step, "status": CampaignStatus.PAUSED.value, "held_late": held}
+    except CampaignError as exc:
+        raise JobRefused(exc.text("en")) from exc
+    job.progress(done, total, force=True)
+    with services.db.sessions() as session:
+        final = session.get_one(Campaign, campaign_id).status
+    return {"step": step, "status": final, **outcome}
 
 
 def pause(services: Services, campaign_id: int) -> int:
@@ -564,7 +657,10 @@ def pause(services: Services, campaign_id: int) -> int:
 
 def hold(session: Session, campaign: Campaign) -> int:
     """Pause a campaign (chat ``/campaign pause`` and CLI ``pause``): its messages not yet
-    sent wait (status ``paused``) until it is launched again; returns how many."""
+    sent wait (status ``paused``) until it is launched again; returns how many. Pausing a
+    paused campaign is refused (``campaign.error.already_paused``)."""
+    if campaign.status == CampaignStatus.PAUSED:
+        raise CampaignError("", "campaign.error.already_paused", name=campaign.name)
     _move(campaign, CampaignStatus.PAUSED)
     return _move_rows(session, campaign.id, OutboxStatus.PENDING, OutboxStatus.PAUSED)
 

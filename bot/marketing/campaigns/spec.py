@@ -2,9 +2,11 @@
 
 ``NAME segment="tag:早餐 and city:杭州" template=morning_offer coupon=breakfast5
 pilot=5% holdout=5% hours=24 at=09:00 buttons="领券=claim;不感兴趣=no"
-variants="a:morning_offer,b:weekend_trip" priority=10`` — or ``text="{{ customer.name }}…"``
+variants="a:morning_offer,b:weekend_trip" priority=10 weight=2`` — or ``text="{{ customer.name }}…"``
 instead of a template. A variant may carry a weight, ``a:morning_offer:3,b:weekend_trip:1``
-(default 1): customers are split between variants in proportion to their weights. ``at`` is each customer's local ``HH:MM`` or an ISO moment.
+(default 1): customers are split between variants in proportion to their weights. The
+campaign's own ``weight`` (1-10, default 1) is its part of the delivery workers' fair share
+while other campaigns send at the same time. ``at`` is each customer's local ``HH:MM`` or an ISO moment.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from bot.marketing.campaigns.push import Variant
 __all__ = ["CampaignSpec", "SpecError", "parse_share", "parse_spec"]
 
 NAME = re.compile(r"^[\w\-]{1,64}$")
+#: The largest campaign weight in the fair share of delivery.
+MAX_WEIGHT = 10
 KEYS = (
     "segment",
     "template",
@@ -34,6 +38,7 @@ KEYS = (
     "buttons",
     "variants",
     "priority",
+    "weight",
 )
 
 
@@ -69,6 +74,8 @@ class CampaignSpec:
     local_time: time | None = None
     buttons: list[tuple[str, str]] = field(default_factory=list)
     priority: int | None = None
+    #: its part of the fair share of delivery among campaigns sending at once (1-10)
+    weight: int | None = None
 
 
 def parse_share(raw: str, key: str) -> float:
@@ -167,6 +174,16 @@ def parse_spec(text: str, config: Config) -> CampaignSpec:
                 "campaign.spec.priority",
                 raw=values["priority"][:20],
             ) from None
+    if "weight" in values:
+        raw = values["weight"].strip()
+        if not re.fullmatch(r"[0-9]{1,2}", raw) or not 1 <= int(raw) <= MAX_WEIGHT:
+            raise SpecError(
+                f"weight={raw[:20]!r} must be a whole number from 1 to {MAX_WEIGHT}",
+                "campaign.spec.weight",
+                raw=raw[:20],
+                most=MAX_WEIGHT,
+            )
+        extra["weight"] = int(raw)
     if "at" in values:
         extra.update(_timing(values["at"], config))
     if "buttons" in values:

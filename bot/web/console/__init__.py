@@ -1,5 +1,5 @@
 """The manager console (``/console``): dashboard, measures, campaigns, segments, customers,
-tags, coupons, flows, groups and staff accounts, for inbox accounts with the manager role.
+tags, imports, coupons, flows, groups and staff accounts, for inbox accounts with the manager role.
 
 It reuses the inbox's login and session (bot/web/inbox.py); staff accounts get 403 and
 anonymous visitors the login page. One module per page; every action calls the function
@@ -22,6 +22,7 @@ from bot.web.console import (
     flows,
     group_forms,
     groups,
+    imports,
     measures,
     preferences,
     scenarios,
@@ -63,6 +64,9 @@ def console_routes() -> list[BaseRoute]:
         Route("/console/tags/rules", tags.add_rule_form, methods=post),
         Route("/console/tags/rules/{rule_id}/edit", tags.edit_rule_form, methods=post),
         Route("/console/tags/rules/{rule_id}/delete", tags.delete_rule, methods=post),
+        Route("/console/imports", imports.import_page, methods=get),
+        Route("/console/imports", imports.upload, methods=post),
+        Route("/console/imports/{job_id}", imports.import_job, methods=get),
         Route("/console/coupons", coupons.coupon_page, methods=get),
         Route("/console/coupons/redeem", coupons.redeem, methods=post),
         Route("/console/flows", flows.flow_page, methods=get),

@@ -69,7 +69,7 @@ _NOT_CONTENT = (
 ACTIONS = ("pilot", "launch", "pause")
 #: form fields that become ``key=value`` words of the campaign definition
 _FIELDS = ("segment", "template", "text", "coupon", "pilot", "holdout", "hours", "at",
-           "buttons", "variants", "priority")  # fmt: skip
+           "buttons", "variants", "priority", "weight")  # fmt: skip
 assert set(_FIELDS) <= set(KEYS)
 
 
@@ -129,6 +129,7 @@ def _form_choices(request: Request) -> dict:
             "holdout": f"{defaults.holdout_share:.0%}",
             "hours": f"{defaults.pilot_hours:g}",
             "priority": str(defaults.priority),
+            "weight": "1",
         },
     }
 
@@ -226,6 +227,7 @@ def form_of_campaign(campaign: Campaign) -> dict[str, str]:
     data["holdout"] = f"{campaign.holdout_share * 100:g}%"
     data["hours"] = f"{campaign.pilot_hours:g}"
     data["priority"] = str(campaign.priority)
+    data["weight"] = str(campaign.weight)
     data["version"] = str(campaign.version)
     return data
 
@@ -495,7 +497,8 @@ async def detail_data(request: Request) -> Response:
 
 @endpoint
 async def act(request: Request) -> Response:
-    """Pilot or launch (asks the scheduler, as the chat command does) or pause."""
+    """Pilot or launch (queues the preparation for a worker, as the chat command does) or
+    pause."""
     user = await manager_of(request)
     campaign_id = int_param(request, "campaign_id")
     action = request.path_params["action"]
@@ -514,13 +517,21 @@ async def act(request: Request) -> Response:
             campaign = session.get(Campaign, campaign_id)
             if campaign is None:
                 raise manage.CampaignError(t("console.camp.none", locale))
-            manage.request(session, campaign, action)
+            manage.request(
+                session,
+                campaign,
+                action,
+                config=runtime.config,
+                now=runtime.clock.now(),
+                created_by=f"staff:{user.username}",
+            )
 
     try:
         if action == "pause":
             held = await run(request, manage.pause, services_of(request), campaign_id)
             return back(request, here, t("console.camp.paused", locale, held=held))
         await run(request, requested)
+        runtime.jobs.wake()  # a process that runs jobs itself (role all) starts at once
     except manage.CampaignError as exc:
         return back(request, here, exc.text(locale), error=True)
     return back(request, here, t(f"console.camp.requested.{action}", locale))

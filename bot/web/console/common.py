@@ -58,6 +58,7 @@ NAV = (
     "segments",
     "customers",
     "tags",
+    "imports",
     "coupons",
     "flows",
     "groups",

@@ -8,7 +8,7 @@ an idle worker wakes at once instead of at its next poll. A campaign's weight (d
 sets its part of the delivery workers' fair share among campaigns sending together.
 
 Revision ID: 0850
-Revises: 0820
+Revises: 0841
 """
 
 from collections.abc import Sequence
